@@ -1,0 +1,211 @@
+# NixOS module for the reference fleetnode control plane:
+# services.fleetnode-control-plane.
+#
+# The server runs as a dynamic, unprivileged user in a tight sandbox. Its TLS
+# certificate, key, optional client CA and admin token are handed over with
+# LoadCredential=, so they may be root-only files anywhere on the host (the
+# dynamic user could not read them otherwise) and the secret ones never enter
+# the store.
+#
+# nix/units/fleetnode-cp.service is the same unit for hosts without this
+# module; keep the two in step.
+{
+  config,
+  lib,
+  pkgs,
+  utils,
+  ...
+}:
+
+let
+  cfg = config.services.fleetnode-control-plane;
+  types = lib.types;
+
+  # "0.0.0.0:8443", "127.0.0.1:8443", "[::]:8443": an IP literal and a port,
+  # because the server binds a socket address and does not resolve names.
+  listenAddressType = types.strMatching "([0-9]{1,3}(\\.[0-9]{1,3}){3}|\\[[0-9A-Fa-f:.]+]):[0-9]{1,5}" // {
+    description = "IP address and port, such as \"0.0.0.0:8443\" or \"[::]:8443\"";
+  };
+
+  port = lib.toInt (lib.last (lib.splitString ":" cfg.listenAddress));
+
+  # Binding below 1024 needs CAP_NET_BIND_SERVICE, and only then is the
+  # capability granted (and user namespacing, which would void it, left off).
+  privilegedPort = port < 1024;
+
+  credential = name: "\${CREDENTIALS_DIRECTORY}/${name}";
+
+  secretPath = types.str;
+  isSecretPathSafe = path: lib.hasPrefix "/" path && !(lib.hasPrefix "${builtins.storeDir}/" path);
+
+  stateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
+
+  # Options the service always passes. A credential reference must reach
+  # systemd unescaped, so that it expands ${CREDENTIALS_DIRECTORY}; every other
+  # argument is escaped.
+  execStart = lib.concatStringsSep " " (
+    [
+      (utils.escapeSystemdExecArgs [
+        (lib.getExe' cfg.package "fleetnode-cp")
+        "serve"
+        "--listen"
+        cfg.listenAddress
+        "--store"
+        "${cfg.stateDir}/fleetnode-cp.redb"
+      ])
+      "--tls-cert"
+      (credential "tls-cert")
+      "--tls-key"
+      (credential "tls-key")
+      "--admin-token-file"
+      (credential "admin-token")
+    ]
+    ++ lib.optionals (cfg.tls.clientCaFile != null) [
+      "--client-ca"
+      (credential "client-ca")
+    ]
+    ++ lib.optional (cfg.extraArgs != [ ]) (utils.escapeSystemdExecArgs cfg.extraArgs)
+  );
+in
+{
+  options.services.fleetnode-control-plane = {
+    enable = lib.mkEnableOption "the fleetnode reference control plane";
+
+    package = lib.mkPackageOption pkgs "fleetnode" { };
+
+    listenAddress = lib.mkOption {
+      type = listenAddressType;
+      default = "0.0.0.0:8443";
+      description = "Address and port the HTTPS server listens on.";
+      example = "[::]:443";
+    };
+
+    tls = {
+      certFile = lib.mkOption {
+        type = types.path;
+        description = "Server certificate chain (PEM). Public; may be in the store.";
+        example = "/etc/fleetnode-cp/cert.pem";
+      };
+      keyFile = lib.mkOption {
+        type = secretPath;
+        description = "Absolute path of the server's private key (PEM), outside the Nix store. Passed with LoadCredential=.";
+        example = "/etc/fleetnode-cp/key.pem";
+      };
+      clientCaFile = lib.mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        description = "CA (PEM) that signs agents' client certificates. When set, agents may authenticate with mutual TLS.";
+        example = "/etc/fleetnode-cp/client-ca.pem";
+      };
+    };
+
+    adminTokenFile = lib.mkOption {
+      type = secretPath;
+      description = "Absolute path of a file holding the operator's admin token, outside the Nix store. Passed with LoadCredential=.";
+      example = "/etc/fleetnode-cp/admin-token";
+    };
+
+    stateDir = lib.mkOption {
+      type = types.strMatching "/var/lib/[A-Za-z0-9._-]+";
+      default = "/var/lib/fleetnode-cp";
+      description = ''
+        Directory of the control plane's database (`fleetnode-cp.redb`).
+        Must be directly under /var/lib: systemd creates it as the
+        StateDirectory= of the dynamic service user.
+      '';
+    };
+
+    openFirewall = lib.mkOption {
+      type = types.bool;
+      default = false;
+      description = "Whether to open the TCP port of `listenAddress` in the firewall.";
+    };
+
+    extraArgs = lib.mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      description = "Extra command-line arguments for `fleetnode-cp serve`.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = isSecretPathSafe cfg.tls.keyFile && isSecretPathSafe cfg.adminTokenFile;
+        message = "services.fleetnode-control-plane: `tls.keyFile` and `adminTokenFile` must be absolute paths outside ${builtins.storeDir}: secrets in the store are readable by every user.";
+      }
+      {
+        assertion = port >= 1 && port <= 65535;
+        message = "services.fleetnode-control-plane: the port in `listenAddress` (\"${cfg.listenAddress}\") must be between 1 and 65535.";
+      }
+    ];
+
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ port ];
+
+    systemd.services.fleetnode-control-plane = {
+      description = "fleetnode control plane";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ];
+
+      serviceConfig = {
+        # The server does not send sd_notify readiness; it is started once
+        # the process runs.
+        Type = "simple";
+        ExecStart = execStart;
+        Restart = "on-failure";
+        RestartSec = "5s";
+
+        LoadCredential = [
+          "tls-cert:${toString cfg.tls.certFile}"
+          "tls-key:${cfg.tls.keyFile}"
+          "admin-token:${cfg.adminTokenFile}"
+        ]
+        ++ lib.optional (cfg.tls.clientCaFile != null) "client-ca:${toString cfg.tls.clientCaFile}";
+
+        DynamicUser = true;
+        StateDirectory = stateDirectory;
+        StateDirectoryMode = "0700";
+        UMask = "0077";
+
+        # An empty bounding set: no capabilities at all.
+        CapabilityBoundingSet = if privilegedPort then "CAP_NET_BIND_SERVICE" else "";
+        AmbientCapabilities = lib.mkIf privilegedPort "CAP_NET_BIND_SERVICE";
+        PrivateUsers = !privilegedPort;
+
+        NoNewPrivileges = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        PrivateMounts = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectProc = "invisible";
+        ProcSubset = "pid";
+        RestrictAddressFamilies = [
+          "AF_INET"
+          "AF_INET6"
+          "AF_UNIX"
+        ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        RemoveIPC = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+          "~@resources"
+        ];
+        SystemCallErrorNumber = "EPERM";
+      };
+    };
+  };
+}
