@@ -223,7 +223,7 @@ let
         }
         {
           assertion = foreign == [ ];
-          message = "services.fleetnode-agent.probes.${name}: ${lib.concatMapStringsSep ", " (f: "`${f}`") foreign} do not apply to a probe of kind \"${probe.kind}\"; remove them or change `kind`.";
+          message = "services.fleetnode-agent.probes.${name}: a probe of kind \"${probe.kind}\" takes none of ${lib.concatMapStringsSep ", " (f: "`${f}`") foreign}; remove them or change `kind`.";
         }
       ]
     ) cfg.probes
