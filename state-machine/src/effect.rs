@@ -1,0 +1,94 @@
+//! Outputs of the state machine: commands for the shell to carry out.
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::OutboundEvent;
+use crate::types::{StorePath, SwitchId};
+
+/// A command. The agent's applier carries these out in order; the control plane ignores all but
+/// none (its mirror only checks that applying reported events succeeds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "kebab-case")]
+pub enum Effect {
+    /// Persist and deliver this event to the control plane.
+    Report(OutboundEvent),
+    /// Realise the closure (and hold a GC root on it while work is in flight).
+    Realise {
+        /// The closure.
+        target: StorePath,
+    },
+    /// Launch a switch in its own transient unit `fleetnode-activate-<id>`.
+    RunSwitch {
+        /// Its id.
+        switch: SwitchId,
+        /// What to run.
+        job: SwitchJob,
+    },
+    /// Follow a switch that is already running (found at start-up) until it ends.
+    WatchSwitch {
+        /// Its id.
+        switch: SwitchId,
+    },
+    /// Stop a switch that ran past its deadline.
+    AbortSwitch {
+        /// Its id.
+        switch: SwitchId,
+    },
+    /// Cancel every probe task and start them again, tagging results with this epoch.
+    ResetProbes {
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// Reboot the host (boot mode, when the policy allows it).
+    Reboot,
+}
+
+/// A switch of the system: which closure's own `bin/switch-to-configuration` to run, how, and
+/// whether to point the system profile at it first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchJob {
+    /// Why this switch runs.
+    pub purpose: SwitchPurpose,
+    /// The closure whose own `bin/switch-to-configuration` runs (never the one under
+    /// `/run/current-system`).
+    pub closure: StorePath,
+    /// The `switch-to-configuration` action.
+    pub action: SwitchAction,
+    /// Run `nix-env -p <profile> --set <closure>` before the action.
+    pub set_profile: bool,
+}
+
+/// Why a switch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwitchPurpose {
+    /// Put a target in place.
+    Activate,
+    /// Make a healthy test-then-commit target the profile and boot entry.
+    Commit,
+    /// Go back to a known-good closure.
+    Rollback,
+}
+
+/// The argument given to `switch-to-configuration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwitchAction {
+    /// Activate live; leave the boot loader alone.
+    Test,
+    /// Activate live and make it the boot default.
+    Switch,
+    /// Make it the boot default only.
+    Boot,
+}
+
+impl SwitchAction {
+    /// The argument as `switch-to-configuration` spells it.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Switch => "switch",
+            Self::Boot => "boot",
+        }
+    }
+}

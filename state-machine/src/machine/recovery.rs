@@ -1,0 +1,199 @@
+//! Recovery: the agent started and reports what it observes; decide from that alone.
+
+use super::Tx;
+use super::work::{fail_work, on_switch_finished, start_soak, verify};
+use crate::effect::Effect;
+use crate::error::TransitionError;
+use crate::event::{Observation, SwitchOutcome, UnitState};
+use crate::reason::Reason;
+use crate::report::{Report, SwitchVerdict};
+use crate::state::{Phase, SystemView, Work};
+use crate::types::SwitchId;
+
+/// Handles [`crate::Event::Started`].
+pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), TransitionError> {
+    let host = &tx.state.host;
+    let rebooted = host.boot_id.is_some() && host.boot_id != observation.boot_id;
+    let policy_changed = host.policy != observation.policy;
+    tx.report(Report::Recovered {
+        system: observation.system,
+        boot_id: observation.boot_id,
+        store_reset: observation.store_reset,
+    })?;
+    if policy_changed {
+        tx.report(Report::PolicyApplied {
+            policy: observation.policy,
+        })?;
+    }
+    let unit = observation.switch_unit;
+    let system = tx.state.host.system.clone();
+    match tx.state.host.phase.clone() {
+        Phase::Idle | Phase::Reverted(_) | Phase::Failed(_) => Ok(()),
+        Phase::Converged(p) => {
+            if system.is_committed_on(&p.target) {
+                return Ok(());
+            }
+            tx.report(Report::Failed {
+                reason: Reason::Drifted {
+                    expected: p.target.clone(),
+                    observed: system.current,
+                },
+                target: Some(p.target),
+                halted: false,
+            })
+        }
+        Phase::Realising(p) => {
+            tx.effect(Effect::Realise {
+                target: p.work.target,
+            });
+            Ok(())
+        }
+        Phase::Activating(p) => {
+            match in_flight(unit, rebooted, &system) {
+                InFlight::Running => return watch(tx, p.switch),
+                InFlight::Ended(outcome) => return on_switch_finished(tx, p.switch, outcome),
+                InFlight::Unknown => {}
+            }
+            if verify(&p.work, &system).is_ok() {
+                return on_switch_finished(tx, p.switch, SwitchOutcome::Completed { system });
+            }
+            if rebooted && back_on_previous(&p.work, &system) {
+                return revert_by_boot(tx, &p.work, Reason::RebootedDuringActivation);
+            }
+            let reason = if rebooted {
+                Reason::RebootedDuringActivation
+            } else {
+                Reason::Interrupted
+            };
+            tx.report(Report::SwitchEnded {
+                switch: p.switch,
+                system,
+                verdict: SwitchVerdict::Failed {
+                    reason: reason.clone(),
+                },
+            })?;
+            fail_work(tx, &p.work, reason)
+        }
+        Phase::Soaking(p) => {
+            if system.current.as_ref() == Some(&p.work.target) {
+                if rebooted {
+                    // Health is judged again from scratch after a boot.
+                    return start_soak(tx, &p.work);
+                }
+                tx.effect(Effect::ResetProbes {
+                    epoch: tx.state.host.probe_epoch,
+                });
+                return Ok(());
+            }
+            if rebooted && back_on_previous(&p.work, &system) {
+                return revert_by_boot(tx, &p.work, Reason::RebootedDuringSoak);
+            }
+            let reason = if rebooted {
+                Reason::BootedOtherGeneration {
+                    booted: system.booted,
+                }
+            } else {
+                Reason::Drifted {
+                    expected: p.work.target.clone(),
+                    observed: system.current,
+                }
+            };
+            fail_work(tx, &p.work, reason)
+        }
+        Phase::Committing(p) => {
+            match in_flight(unit, rebooted, &system) {
+                InFlight::Running => return watch(tx, p.switch),
+                InFlight::Ended(outcome) => return on_switch_finished(tx, p.switch, outcome),
+                InFlight::Unknown => {}
+            }
+            if rebooted && back_on_previous(&p.work, &system) {
+                return revert_by_boot(tx, &p.work, Reason::RebootedDuringCommit);
+            }
+            on_switch_finished(tx, p.switch, SwitchOutcome::Completed { system })
+        }
+        Phase::Deferred(p) => {
+            if system.current.as_ref() == Some(&p.work.target) {
+                return start_soak(tx, &p.work);
+            }
+            if rebooted {
+                return fail_work(
+                    tx,
+                    &p.work,
+                    Reason::BootedOtherGeneration {
+                        booted: system.booted,
+                    },
+                );
+            }
+            if p.reboot_requested {
+                tx.effect(Effect::Reboot);
+            }
+            Ok(())
+        }
+        Phase::RollingBack(p) => {
+            match in_flight(unit, rebooted, &system) {
+                InFlight::Running => return watch(tx, p.switch),
+                InFlight::Ended(outcome) => return on_switch_finished(tx, p.switch, outcome),
+                InFlight::Unknown => {}
+            }
+            on_switch_finished(tx, p.switch, SwitchOutcome::Completed { system })
+        }
+    }
+}
+
+/// What is known about a switch that was in flight when the agent stopped.
+enum InFlight {
+    /// Its unit still runs: follow it.
+    Running,
+    /// Its unit exited and the exit is known.
+    Ended(SwitchOutcome),
+    /// No trace of it (collected, or the host rebooted): decide from what the host runs.
+    Unknown,
+}
+
+fn in_flight(unit: Option<UnitState>, rebooted: bool, system: &SystemView) -> InFlight {
+    if rebooted {
+        // A transient unit does not survive a reboot; whatever is reported is from before it.
+        return InFlight::Unknown;
+    }
+    match unit {
+        Some(UnitState::Running) => InFlight::Running,
+        Some(UnitState::Exited {
+            exit_code: Some(0), ..
+        }) => InFlight::Ended(SwitchOutcome::Completed {
+            system: system.clone(),
+        }),
+        Some(UnitState::Exited {
+            exit_code,
+            output_tail,
+        }) => InFlight::Ended(SwitchOutcome::Failed {
+            exit_code,
+            output_tail,
+            system: system.clone(),
+        }),
+        Some(UnitState::Gone) | None => InFlight::Unknown,
+    }
+}
+
+fn watch(tx: &mut Tx, switch: SwitchId) -> Result<(), TransitionError> {
+    tx.effect(Effect::WatchSwitch { switch });
+    Ok(())
+}
+
+/// The host booted back into the generation it ran before the work began (profile included).
+fn back_on_previous(work: &Work, system: &SystemView) -> bool {
+    work.previous
+        .as_ref()
+        .is_some_and(|previous| system.is_committed_on(previous))
+}
+
+/// A reboot already put the host back on its known-good generation: no switch is needed.
+fn revert_by_boot(tx: &mut Tx, work: &Work, reason: Reason) -> Result<(), TransitionError> {
+    let Some(previous) = work.previous.clone() else {
+        return Ok(());
+    };
+    tx.report(Report::Reverted {
+        to: previous,
+        reason,
+        abandoned: Some((work.target.clone(), work.revision)),
+    })
+}

@@ -1,0 +1,91 @@
+//! Health during the soak: probe results in, a verdict out.
+
+use super::Tx;
+use super::work::{commit_job, fail_work};
+use crate::effect::Effect;
+use crate::error::TransitionError;
+use crate::event::ProbeResult;
+use crate::policy::ActivationMode;
+use crate::reason::{MESSAGE_CAP, Reason, cap_head};
+use crate::report::Report;
+use crate::state::Phase;
+
+/// Records a probe result. Only a change of status (or the first result of an epoch) is
+/// reported, so a steady probe costs nothing downstream.
+pub(super) fn on_probe_result(tx: &mut Tx, result: ProbeResult) -> Result<(), TransitionError> {
+    let host = &tx.state.host;
+    if host.policy.mode_of(&result.probe).is_none() {
+        return Err(TransitionError::UnknownProbe {
+            probe: result.probe,
+        });
+    }
+    if result.epoch != host.probe_epoch {
+        return Err(TransitionError::StaleProbeResult {
+            probe: result.probe,
+            got: result.epoch,
+            current: host.probe_epoch,
+        });
+    }
+    let changed = match tx.state.probes.records.get(&result.probe) {
+        None => true,
+        Some(record) => record.failing_since.is_some() == result.passed,
+    };
+    if changed {
+        tx.report(Report::ProbeObserved {
+            epoch: result.epoch,
+            probe: result.probe,
+            passed: result.passed,
+            detail: cap_head(&result.detail, MESSAGE_CAP),
+        })?;
+    }
+    evaluate(tx)
+}
+
+/// Decides the soak when the host is soaking: fail on a sustained failure of an enforce probe;
+/// pass when the soak time is over, every enforce probe has passed in this epoch and none is
+/// failing right now. Observe-mode probes never count.
+pub(super) fn evaluate(tx: &mut Tx) -> Result<(), TransitionError> {
+    let Phase::Soaking(soaking) = tx.state.host.phase.clone() else {
+        return Ok(());
+    };
+    let work = soaking.work;
+    let now = tx.now;
+    let enforced = tx.state.host.policy.enforced();
+    let mut all_passing = true;
+    for probe in enforced {
+        let record = tx
+            .state
+            .probes
+            .records
+            .get(&probe)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(failing_for) = record.failing_for(now)
+            && failing_for >= work.health.sustained_failure_ms
+        {
+            return fail_work(tx, &work, Reason::ProbeFailed { probe, failing_for });
+        }
+        all_passing &= record.passed && record.failing_since.is_none();
+    }
+    if now < soaking.until || !all_passing {
+        return Ok(());
+    }
+    match work.mode {
+        ActivationMode::TestThenCommit => {
+            let switch = tx.next_switch();
+            let job = commit_job(&work);
+            let deadline = now.plus(tx.state.host.policy.activation_timeout_ms);
+            tx.report(Report::CommitStarted {
+                switch,
+                job: job.clone(),
+                deadline,
+            })?;
+            tx.effect(Effect::RunSwitch { switch, job });
+            Ok(())
+        }
+        ActivationMode::Switch | ActivationMode::Boot => tx.report(Report::Converged {
+            revision: work.revision,
+            target: work.target,
+        }),
+    }
+}

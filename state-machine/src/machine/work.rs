@@ -1,0 +1,465 @@
+//! Carrying out a directive: realise, activate, commit, and roll back when something fails.
+
+use super::Tx;
+use crate::effect::{Effect, SwitchAction, SwitchJob, SwitchPurpose};
+use crate::error::TransitionError;
+use crate::event::{RealiseResult, SwitchOutcome};
+use crate::policy::{ActivationMode, Directive, DirectiveKind, FailurePolicy};
+use crate::reason::{MESSAGE_CAP, OUTPUT_TAIL_CAP, Reason, cap_head, cap_tail};
+use crate::report::{RejectReason, Report, SwitchVerdict};
+use crate::state::{Host, Phase, SystemView, Work};
+use crate::types::{Revision, StorePath, SwitchId};
+
+/// Exit code of `switch-to-configuration` when the system switched but some units failed.
+const EXIT_UNITS_FAILED: i32 = 4;
+
+/// Starts a directive on a host at rest.
+pub(super) fn start(tx: &mut Tx, directive: Directive) -> Result<(), TransitionError> {
+    match directive.kind {
+        DirectiveKind::Activate {
+            target,
+            mode,
+            health,
+        } => {
+            let host = &tx.state.host;
+            if host.system.is_committed_on(&target) {
+                return tx.report(Report::AlreadyConverged {
+                    revision: directive.revision,
+                    target,
+                });
+            }
+            let work = Work {
+                revision: directive.revision,
+                mode: mode.unwrap_or(host.policy.default_mode),
+                health: host.policy.health.with(health),
+                previous: last_known_good(host),
+                target: target.clone(),
+            };
+            tx.report(Report::WorkStarted { work })?;
+            tx.effect(Effect::Realise { target });
+            Ok(())
+        }
+        DirectiveKind::Rollback { to } => requested_rollback(tx, directive.revision, to),
+    }
+}
+
+/// A newer directive arrived while soaking or deferred: no switch runs, so the work in progress
+/// gives way (an activation) or is rolled back (a rollback).
+pub(super) fn supersede(tx: &mut Tx, directive: Directive) -> Result<(), TransitionError> {
+    match directive.kind {
+        DirectiveKind::Activate { .. } => {
+            if let Some(work) = tx.state.host.phase.work().cloned() {
+                tx.report(Report::Superseded {
+                    revision: work.revision,
+                    target: work.target,
+                })?;
+            }
+            start(tx, directive)
+        }
+        DirectiveKind::Rollback { to } => requested_rollback(tx, directive.revision, to),
+    }
+}
+
+/// The control plane asked for a rollback, and nothing is running.
+fn requested_rollback(
+    tx: &mut Tx,
+    revision: Revision,
+    to: Option<StorePath>,
+) -> Result<(), TransitionError> {
+    let host = &tx.state.host;
+    let target = match to {
+        Some(to) if host.known_good.contains(&to) => to,
+        Some(to) => {
+            return tx.report(Report::RollbackRejected {
+                revision,
+                reason: RejectReason::UnknownGeneration { to },
+            });
+        }
+        None => {
+            let newest_other = host
+                .known_good
+                .iter()
+                .rev()
+                .find(|path| host.system.current.as_ref() != Some(*path));
+            match newest_other {
+                Some(path) => path.clone(),
+                None => {
+                    return tx.report(Report::RollbackRejected {
+                        revision,
+                        reason: RejectReason::NoPreviousGeneration,
+                    });
+                }
+            }
+        }
+    };
+    if host.phase.is_at_rest() && host.system.is_committed_on(&target) {
+        return tx.report(Report::AlreadyConverged { revision, target });
+    }
+    let abandoned = match &host.phase {
+        Phase::Soaking(p) => Some((p.work.target.clone(), p.work.revision)),
+        Phase::Deferred(p) => Some((p.work.target.clone(), p.work.revision)),
+        Phase::Converged(p) => Some((p.target.clone(), p.revision)),
+        Phase::Idle
+        | Phase::Realising(_)
+        | Phase::Activating(_)
+        | Phase::Committing(_)
+        | Phase::RollingBack(_)
+        | Phase::Reverted(_)
+        | Phase::Failed(_) => None,
+    };
+    start_rollback(
+        tx,
+        target,
+        Reason::RequestedByControlPlane,
+        abandoned,
+        Some(revision),
+    )
+}
+
+/// Realising ended.
+pub(super) fn on_realised(
+    tx: &mut Tx,
+    target: StorePath,
+    result: RealiseResult,
+) -> Result<(), TransitionError> {
+    let work = match &tx.state.host.phase {
+        Phase::Realising(p) if p.work.target == target => p.work.clone(),
+        Phase::Realising(_) => return Err(TransitionError::UnknownRealise { target }),
+        other @ Phase::Idle
+        | other @ Phase::Activating(_)
+        | other @ Phase::Soaking(_)
+        | other @ Phase::Committing(_)
+        | other @ Phase::Deferred(_)
+        | other @ Phase::RollingBack(_)
+        | other @ Phase::Converged(_)
+        | other @ Phase::Reverted(_)
+        | other @ Phase::Failed(_) => return Err(super::unexpected("realise-finished", other)),
+    };
+    match result {
+        RealiseResult::Failed { message } => tx.report(Report::Failed {
+            reason: Reason::RealiseFailed {
+                message: cap_head(&message, MESSAGE_CAP),
+            },
+            target: Some(target),
+            halted: false,
+        }),
+        RealiseResult::Realised => {
+            tx.report(Report::Realised {
+                target: target.clone(),
+            })?;
+            let newer = tx
+                .state
+                .host
+                .desired
+                .as_ref()
+                .is_some_and(|d| d.revision > work.revision);
+            if newer {
+                // Latest wins: do not switch to a target that is already obsolete.
+                return tx.report(Report::Superseded {
+                    revision: work.revision,
+                    target,
+                });
+            }
+            let switch = tx.next_switch();
+            let job = activation_job(&work);
+            let deadline = tx.now.plus(tx.state.host.policy.activation_timeout_ms);
+            tx.report(Report::ActivationStarted {
+                switch,
+                job: job.clone(),
+                deadline,
+            })?;
+            tx.effect(Effect::RunSwitch { switch, job });
+            Ok(())
+        }
+    }
+}
+
+/// A switch the agent launched has ended.
+pub(super) fn on_switch_finished(
+    tx: &mut Tx,
+    switch: SwitchId,
+    outcome: SwitchOutcome,
+) -> Result<(), TransitionError> {
+    let running = tx.state.host.phase.running_switch();
+    if running != Some(switch) {
+        return Err(TransitionError::UnknownSwitch {
+            got: switch,
+            running,
+        });
+    }
+    let (system, exit) = match outcome {
+        SwitchOutcome::Completed { system } => (system, None),
+        SwitchOutcome::Failed {
+            exit_code,
+            output_tail,
+            system,
+        } => (
+            system,
+            Some((exit_code, cap_tail(&output_tail, OUTPUT_TAIL_CAP))),
+        ),
+    };
+    match tx.state.host.phase.clone() {
+        Phase::Activating(p) => {
+            let verdict = judge(exit, verify(&p.work, &system));
+            tx.report(Report::SwitchEnded {
+                switch,
+                system,
+                verdict: verdict.clone(),
+            })?;
+            match verdict {
+                SwitchVerdict::Failed { reason } => fail_work(tx, &p.work, reason),
+                SwitchVerdict::Succeeded | SwitchVerdict::SucceededWithWarnings { .. } => {
+                    after_activation(tx, &p.work)
+                }
+            }
+        }
+        Phase::Committing(p) => {
+            let committed = if system.is_committed_on(&p.work.target) {
+                Ok(())
+            } else {
+                Err(system.profile.clone())
+            };
+            let verdict = judge(
+                exit,
+                committed.map_err(|observed| (p.work.target.clone(), observed)),
+            );
+            tx.report(Report::SwitchEnded {
+                switch,
+                system,
+                verdict: verdict.clone(),
+            })?;
+            match verdict {
+                SwitchVerdict::Failed { reason } => fail_work(tx, &p.work, reason),
+                SwitchVerdict::Succeeded | SwitchVerdict::SucceededWithWarnings { .. } => tx
+                    .report(Report::Converged {
+                        revision: p.work.revision,
+                        target: p.work.target,
+                    }),
+            }
+        }
+        Phase::RollingBack(p) => {
+            let restored = if system.current.as_ref() == Some(&p.to) {
+                Ok(())
+            } else {
+                Err((p.to.clone(), system.current.clone()))
+            };
+            let verdict = judge(exit, restored);
+            tx.report(Report::SwitchEnded {
+                switch,
+                system,
+                verdict: verdict.clone(),
+            })?;
+            match verdict {
+                SwitchVerdict::Failed { reason } => tx.report(Report::Failed {
+                    reason: Reason::RollbackFailed {
+                        cause: Box::new(reason),
+                    },
+                    target: p.abandoned.map(|(target, _)| target),
+                    halted: false,
+                }),
+                SwitchVerdict::Succeeded | SwitchVerdict::SucceededWithWarnings { .. } => tx
+                    .report(Report::Reverted {
+                        to: p.to,
+                        reason: p.reason,
+                        abandoned: p.abandoned,
+                    }),
+            }
+        }
+        other @ Phase::Idle
+        | other @ Phase::Realising(_)
+        | other @ Phase::Soaking(_)
+        | other @ Phase::Deferred(_)
+        | other @ Phase::Converged(_)
+        | other @ Phase::Reverted(_)
+        | other @ Phase::Failed(_) => Err(super::unexpected("switch-finished", &other)),
+    }
+}
+
+/// The verdict on a switch from its exit and whether the host is where it should be.
+/// Exit code 4 with the host in place is a success with warnings: some units failed, and the
+/// probes decide whether that matters.
+fn judge(
+    exit: Option<(Option<i32>, String)>,
+    in_place: Result<(), (StorePath, Option<StorePath>)>,
+) -> SwitchVerdict {
+    match (exit, in_place) {
+        (None, Ok(())) => SwitchVerdict::Succeeded,
+        (Some((Some(EXIT_UNITS_FAILED), output_tail)), Ok(())) => {
+            SwitchVerdict::SucceededWithWarnings { output_tail }
+        }
+        (Some((exit_code, output_tail)), _) => SwitchVerdict::Failed {
+            reason: Reason::SwitchFailed {
+                exit_code,
+                output_tail,
+            },
+        },
+        (None, Err((expected, observed))) => SwitchVerdict::Failed {
+            reason: Reason::VerificationFailed { expected, observed },
+        },
+    }
+}
+
+/// Is the host where the activation should have put it?
+pub(super) fn verify(
+    work: &Work,
+    system: &SystemView,
+) -> Result<(), (StorePath, Option<StorePath>)> {
+    let target = &work.target;
+    let live = system.current.as_ref() == Some(target);
+    let profile = system.profile.as_ref() == Some(target);
+    let mismatch = match work.mode {
+        ActivationMode::TestThenCommit if live => None,
+        ActivationMode::TestThenCommit => Some(system.current.clone()),
+        ActivationMode::Switch if live && profile => None,
+        ActivationMode::Switch if live => Some(system.profile.clone()),
+        ActivationMode::Switch => Some(system.current.clone()),
+        ActivationMode::Boot if profile => None,
+        ActivationMode::Boot => Some(system.profile.clone()),
+    };
+    match mismatch {
+        None => Ok(()),
+        Some(observed) => Err((target.clone(), observed)),
+    }
+}
+
+/// The activation succeeded: soak, or wait for the boot.
+pub(super) fn after_activation(tx: &mut Tx, work: &Work) -> Result<(), TransitionError> {
+    let live_on_target = tx.state.host.system.current.as_ref() == Some(&work.target);
+    match work.mode {
+        ActivationMode::TestThenCommit | ActivationMode::Switch => start_soak(tx, work),
+        ActivationMode::Boot if live_on_target => start_soak(tx, work),
+        ActivationMode::Boot => {
+            let reboot_requested = tx.state.host.policy.reboot_allowed;
+            tx.report(Report::DeferredUntilBoot { reboot_requested })?;
+            if reboot_requested {
+                tx.effect(Effect::Reboot);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Begins (or restarts) the soak with a fresh probe epoch.
+pub(super) fn start_soak(tx: &mut Tx, work: &Work) -> Result<(), TransitionError> {
+    let epoch = tx.state.host.probe_epoch + 1;
+    let until = tx.now.plus(work.health.soak_ms);
+    tx.report(Report::SoakStarted { epoch, until })?;
+    tx.effect(Effect::ResetProbes { epoch });
+    Ok(())
+}
+
+/// Work failed: follow its failure policy.
+pub(super) fn fail_work(tx: &mut Tx, work: &Work, reason: Reason) -> Result<(), TransitionError> {
+    match (work.health.on_failure, &work.previous) {
+        (FailurePolicy::Halt, _) => tx.report(Report::Failed {
+            reason,
+            target: Some(work.target.clone()),
+            halted: true,
+        }),
+        (FailurePolicy::Rollback, None) => tx.report(Report::Failed {
+            reason: Reason::NoKnownGood {
+                cause: Box::new(reason),
+            },
+            target: Some(work.target.clone()),
+            halted: false,
+        }),
+        (FailurePolicy::Rollback, Some(previous)) => start_rollback(
+            tx,
+            previous.clone(),
+            reason,
+            Some((work.target.clone(), work.revision)),
+            None,
+        ),
+    }
+}
+
+fn start_rollback(
+    tx: &mut Tx,
+    to: StorePath,
+    reason: Reason,
+    abandoned: Option<(StorePath, Revision)>,
+    revision: Option<Revision>,
+) -> Result<(), TransitionError> {
+    let switch = tx.next_switch();
+    let job = rollback_job(&tx.state.host.phase, to.clone());
+    let deadline = tx.now.plus(tx.state.host.policy.rollback_timeout_ms);
+    tx.report(Report::RollbackStarted {
+        switch,
+        job: job.clone(),
+        to,
+        reason,
+        abandoned,
+        revision,
+        deadline,
+    })?;
+    tx.effect(Effect::RunSwitch { switch, job });
+    Ok(())
+}
+
+/// How to go back to `to` from `phase`. Always the known-good closure's own switch script.
+fn rollback_job(phase: &Phase, to: StorePath) -> SwitchJob {
+    let uncommitted_test = |work: &Work| work.mode == ActivationMode::TestThenCommit;
+    let (action, set_profile) = match phase {
+        // test-then-commit never touched profile or boot entry before the commit.
+        Phase::Activating(p) if uncommitted_test(&p.work) => (SwitchAction::Test, false),
+        Phase::Soaking(p) if uncommitted_test(&p.work) => (SwitchAction::Test, false),
+        // boot mode before the reboot: only the boot entry moved.
+        Phase::Deferred(_) => (SwitchAction::Boot, true),
+        Phase::Idle
+        | Phase::Realising(_)
+        | Phase::Activating(_)
+        | Phase::Soaking(_)
+        | Phase::Committing(_)
+        | Phase::RollingBack(_)
+        | Phase::Converged(_)
+        | Phase::Reverted(_)
+        | Phase::Failed(_) => (SwitchAction::Switch, true),
+    };
+    SwitchJob {
+        purpose: SwitchPurpose::Rollback,
+        closure: to,
+        action,
+        set_profile,
+    }
+}
+
+fn activation_job(work: &Work) -> SwitchJob {
+    let (action, set_profile) = match work.mode {
+        ActivationMode::TestThenCommit => (SwitchAction::Test, false),
+        ActivationMode::Switch => (SwitchAction::Switch, true),
+        ActivationMode::Boot => (SwitchAction::Boot, true),
+    };
+    SwitchJob {
+        purpose: SwitchPurpose::Activate,
+        closure: work.target.clone(),
+        action,
+        set_profile,
+    }
+}
+
+/// The job that commits a healthy test-then-commit target.
+pub(super) fn commit_job(work: &Work) -> SwitchJob {
+    SwitchJob {
+        purpose: SwitchPurpose::Commit,
+        closure: work.target.clone(),
+        action: SwitchAction::Boot,
+        set_profile: true,
+    }
+}
+
+/// The rollback target for new work: the newest closure that was committed and healthy,
+/// preferring what the host runs or boots when that is one.
+fn last_known_good(host: &Host) -> Option<StorePath> {
+    let good = |path: &Option<StorePath>| {
+        path.as_ref()
+            .filter(|p| host.known_good.contains(p))
+            .cloned()
+    };
+    if let Some(current) = &host.system.current
+        && host.system.is_committed_on(current)
+        && host.known_good.contains(current)
+    {
+        return Some(current.clone());
+    }
+    good(&host.system.profile).or_else(|| host.known_good.last().cloned())
+}

@@ -1,0 +1,590 @@
+//! Outbound events: the facts the agent reports, and `evolve`, the only code that changes the
+//! mirrored part of the state.
+//!
+//! The agent decides what happened and records it as [`Report`]s; applying a report to a state is
+//! the same code on both sides, so the control plane's mirror, fed the agent's events in seq
+//! order, is exactly the agent's [`crate::Host`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::effect::SwitchJob;
+use crate::policy::{Directive, LocalPolicy};
+use crate::reason::Reason;
+use crate::state::{
+    Activating, Committing, Converged, Deferred, Failed, KNOWN_GOOD_CAP, Phase, ProbeRecord,
+    QUARANTINE_CAP, Realising, Reverted, RollingBack, Soaking, State, SystemView, Work,
+};
+use crate::types::{ProbeId, Revision, StorePath, SwitchId, Timestamp};
+
+/// One reported fact with its place in the host's gap-free sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundEvent {
+    /// Previous event's seq plus one, starting at 1.
+    pub seq: u64,
+    /// When it happened, on the agent's clock.
+    pub at: Timestamp,
+    /// What happened.
+    pub report: Report,
+}
+
+/// A fact the agent reports to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Report {
+    /// The agent started and observed the host.
+    Recovered {
+        /// What the host runs.
+        system: SystemView,
+        /// The kernel's boot id.
+        boot_id: Option<String>,
+        /// Set when the durable store was unreadable and moved aside.
+        store_reset: Option<String>,
+    },
+    /// The host's configuration changed.
+    PolicyApplied {
+        /// The configuration now in force.
+        policy: LocalPolicy,
+    },
+    /// A directive was received and recorded (latest wins).
+    DirectiveRecorded {
+        /// The directive.
+        directive: Directive,
+    },
+    /// The operator hold began.
+    Paused,
+    /// The operator hold ended.
+    Resumed,
+    /// The directive's target is already current and committed: converged without work.
+    AlreadyConverged {
+        /// The directive revision.
+        revision: Revision,
+        /// The closure in place.
+        target: StorePath,
+    },
+    /// Work on a directive began (realising first).
+    WorkStarted {
+        /// The work.
+        work: Work,
+    },
+    /// The target closure is realised.
+    Realised {
+        /// The closure.
+        target: StorePath,
+    },
+    /// The activation switch was launched.
+    ActivationStarted {
+        /// Its id.
+        switch: SwitchId,
+        /// What runs.
+        job: SwitchJob,
+        /// When it times out.
+        deadline: Timestamp,
+    },
+    /// A switch ended; the host's systems were observed.
+    SwitchEnded {
+        /// Which switch.
+        switch: SwitchId,
+        /// What the host runs now.
+        system: SystemView,
+        /// The verdict on the switch itself.
+        verdict: SwitchVerdict,
+    },
+    /// The target runs; soaking began with a fresh probe epoch.
+    SoakStarted {
+        /// The new probe epoch.
+        epoch: u64,
+        /// When the soak time is over.
+        until: Timestamp,
+    },
+    /// boot mode: waiting for the host to boot into the target.
+    DeferredUntilBoot {
+        /// The agent asked for the reboot itself.
+        reboot_requested: bool,
+    },
+    /// A probe's status changed (or it reported for the first time in this epoch).
+    ProbeObserved {
+        /// The epoch of the result.
+        epoch: u64,
+        /// Which probe.
+        probe: ProbeId,
+        /// Did it pass.
+        passed: bool,
+        /// Short explanation.
+        detail: String,
+    },
+    /// The soak ended healthy and the commit switch was launched.
+    CommitStarted {
+        /// Its id.
+        switch: SwitchId,
+        /// What runs.
+        job: SwitchJob,
+        /// When it times out.
+        deadline: Timestamp,
+    },
+    /// The target is in place, committed and healthy.
+    Converged {
+        /// The directive revision.
+        revision: Revision,
+        /// The closure.
+        target: StorePath,
+    },
+    /// A rollback switch was launched.
+    RollbackStarted {
+        /// Its id.
+        switch: SwitchId,
+        /// What runs.
+        job: SwitchJob,
+        /// The known-good closure being restored.
+        to: StorePath,
+        /// Why.
+        reason: Reason,
+        /// The target abandoned (quarantined under this revision), when work failed.
+        abandoned: Option<(StorePath, Revision)>,
+        /// The rollback directive's revision, when the control plane asked.
+        revision: Option<Revision>,
+        /// When it times out.
+        deadline: Timestamp,
+    },
+    /// The host runs a known-good closure again.
+    Reverted {
+        /// The closure.
+        to: StorePath,
+        /// Why the host went back.
+        reason: Reason,
+        /// The target abandoned and its revision, if any (quarantined).
+        abandoned: Option<(StorePath, Revision)>,
+    },
+    /// Work stopped; a human should look.
+    Failed {
+        /// Why.
+        reason: Reason,
+        /// The target of the failed work.
+        target: Option<StorePath>,
+        /// The failure policy said halt.
+        halted: bool,
+    },
+    /// Work in progress was dropped for a newer directive.
+    Superseded {
+        /// The revision of the dropped work.
+        revision: Revision,
+        /// Its target.
+        target: StorePath,
+    },
+    /// A rollback directive could not be honoured.
+    RollbackRejected {
+        /// The directive's revision.
+        revision: Revision,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// Stands for the events from `from_seq` up to this event's seq, which are not delivered.
+    Gap {
+        /// First seq covered.
+        from_seq: u64,
+        /// Why they are missing.
+        cause: GapCause,
+    },
+}
+
+/// The verdict on a switch that ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum SwitchVerdict {
+    /// It did what was asked.
+    Succeeded,
+    /// The system switched but some units failed (exit code 4); probes decide health.
+    SucceededWithWarnings {
+        /// The end of its output.
+        output_tail: String,
+    },
+    /// It did not do what was asked.
+    Failed {
+        /// Why.
+        reason: Reason,
+    },
+}
+
+/// Why a rollback directive was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum RejectReason {
+    /// The named closure is not a known-good generation of this host.
+    UnknownGeneration {
+        /// The closure asked for.
+        to: StorePath,
+    },
+    /// There is no known-good generation other than the current one.
+    NoPreviousGeneration,
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownGeneration { to } => write!(
+                f,
+                "{to} is not a known-good generation of this host; only generations it committed and found healthy can be rolled back to"
+            ),
+            Self::NoPreviousGeneration => {
+                write!(
+                    f,
+                    "the host knows no good generation other than the one it runs"
+                )
+            }
+        }
+    }
+}
+
+/// Why events are missing from the delivered sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum GapCause {
+    /// Probe observations were compacted because the queue was full.
+    Compacted {
+        /// How many probe observations were dropped.
+        dropped: u64,
+    },
+    /// The control plane permanently rejected the event; it was dead-lettered on the agent.
+    DeadLettered {
+        /// The control plane's error code.
+        code: String,
+    },
+}
+
+impl Report {
+    /// The report's name, for documents and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Recovered { .. } => "recovered",
+            Self::PolicyApplied { .. } => "policy-applied",
+            Self::DirectiveRecorded { .. } => "directive-recorded",
+            Self::Paused => "paused",
+            Self::Resumed => "resumed",
+            Self::AlreadyConverged { .. } => "already-converged",
+            Self::WorkStarted { .. } => "work-started",
+            Self::Realised { .. } => "realised",
+            Self::ActivationStarted { .. } => "activation-started",
+            Self::SwitchEnded { .. } => "switch-ended",
+            Self::SoakStarted { .. } => "soak-started",
+            Self::DeferredUntilBoot { .. } => "deferred-until-boot",
+            Self::ProbeObserved { .. } => "probe-observed",
+            Self::CommitStarted { .. } => "commit-started",
+            Self::Converged { .. } => "converged",
+            Self::RollbackStarted { .. } => "rollback-started",
+            Self::Reverted { .. } => "reverted",
+            Self::Failed { .. } => "failed",
+            Self::Superseded { .. } => "superseded",
+            Self::RollbackRejected { .. } => "rollback-rejected",
+            Self::Gap { .. } => "gap",
+        }
+    }
+
+    /// True for lifecycle facts, which are never dropped; false for probe observations, which a
+    /// full queue may compact.
+    pub fn is_lifecycle(&self) -> bool {
+        !matches!(self, Self::ProbeObserved { .. })
+    }
+
+    /// Every report name, in document order.
+    pub const NAMES: [&'static str; 21] = [
+        "recovered",
+        "policy-applied",
+        "directive-recorded",
+        "paused",
+        "resumed",
+        "already-converged",
+        "work-started",
+        "realised",
+        "activation-started",
+        "switch-ended",
+        "soak-started",
+        "deferred-until-boot",
+        "probe-observed",
+        "commit-started",
+        "converged",
+        "rollback-started",
+        "reverted",
+        "failed",
+        "superseded",
+        "rollback-rejected",
+        "gap",
+    ];
+}
+
+/// A report that does not fit the state it is applied to: the two sides disagree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("report {report} cannot apply in phase {phase}")]
+pub struct EvolveError {
+    /// The report's name.
+    pub report: &'static str,
+    /// The phase it met.
+    pub phase: &'static str,
+}
+
+/// Applies one reported fact to a state. Seq bookkeeping is the caller's.
+pub fn evolve(state: &mut State, event: &OutboundEvent) -> Result<(), EvolveError> {
+    let host = &mut state.host;
+    let mismatch = |phase: &Phase| EvolveError {
+        report: event.report.name(),
+        phase: phase.name(),
+    };
+    match &event.report {
+        Report::Recovered {
+            system, boot_id, ..
+        } => {
+            host.system = system.clone();
+            host.boot_id = boot_id.clone();
+            if host.known_good.is_empty()
+                && let Some(current) = &system.current
+                && system.is_committed_on(current)
+            {
+                host.known_good.push(current.clone());
+            }
+        }
+        Report::PolicyApplied { policy } => host.policy = policy.clone(),
+        Report::DirectiveRecorded { directive } => host.desired = Some(directive.clone()),
+        Report::Paused => host.paused = true,
+        Report::Resumed => host.paused = false,
+        Report::AlreadyConverged { revision, target } => {
+            if !host.phase.is_at_rest() {
+                return Err(mismatch(&host.phase));
+            }
+            host.handled = Some(*revision);
+            remember_good(&mut host.known_good, target);
+            host.phase = Phase::Converged(Converged {
+                revision: *revision,
+                target: target.clone(),
+            });
+        }
+        Report::WorkStarted { work } => {
+            if !host.phase.is_at_rest() {
+                return Err(mismatch(&host.phase));
+            }
+            host.handled = Some(work.revision);
+            host.phase = Phase::Realising(Realising { work: work.clone() });
+        }
+        Report::Realised { target } => match &host.phase {
+            Phase::Realising(p) if &p.work.target == target => {}
+            other @ Phase::Idle
+            | other @ Phase::Realising(_)
+            | other @ Phase::Activating(_)
+            | other @ Phase::Soaking(_)
+            | other @ Phase::Committing(_)
+            | other @ Phase::Deferred(_)
+            | other @ Phase::RollingBack(_)
+            | other @ Phase::Converged(_)
+            | other @ Phase::Reverted(_)
+            | other @ Phase::Failed(_) => return Err(mismatch(other)),
+        },
+        Report::ActivationStarted {
+            switch, deadline, ..
+        } => match &host.phase {
+            Phase::Realising(p) => {
+                host.phase = Phase::Activating(Activating {
+                    work: p.work.clone(),
+                    switch: *switch,
+                    deadline: *deadline,
+                });
+            }
+            other @ Phase::Idle
+            | other @ Phase::Activating(_)
+            | other @ Phase::Soaking(_)
+            | other @ Phase::Committing(_)
+            | other @ Phase::Deferred(_)
+            | other @ Phase::RollingBack(_)
+            | other @ Phase::Converged(_)
+            | other @ Phase::Reverted(_)
+            | other @ Phase::Failed(_) => return Err(mismatch(other)),
+        },
+        Report::SwitchEnded { switch, system, .. } => {
+            if host.phase.running_switch() != Some(*switch) {
+                return Err(mismatch(&host.phase));
+            }
+            host.system = system.clone();
+        }
+        Report::SoakStarted { epoch, until } => {
+            let work = match &host.phase {
+                Phase::Activating(p) => p.work.clone(),
+                Phase::Deferred(p) => p.work.clone(),
+                Phase::Soaking(p) => p.work.clone(),
+                other @ Phase::Idle
+                | other @ Phase::Realising(_)
+                | other @ Phase::Committing(_)
+                | other @ Phase::RollingBack(_)
+                | other @ Phase::Converged(_)
+                | other @ Phase::Reverted(_)
+                | other @ Phase::Failed(_) => return Err(mismatch(other)),
+            };
+            host.probe_epoch = *epoch;
+            state.probes.records.clear();
+            host.phase = Phase::Soaking(Soaking {
+                work,
+                until: *until,
+            });
+        }
+        Report::DeferredUntilBoot { reboot_requested } => match &host.phase {
+            Phase::Activating(p) => {
+                host.phase = Phase::Deferred(Deferred {
+                    work: p.work.clone(),
+                    reboot_requested: *reboot_requested,
+                });
+            }
+            other @ Phase::Idle
+            | other @ Phase::Realising(_)
+            | other @ Phase::Soaking(_)
+            | other @ Phase::Committing(_)
+            | other @ Phase::Deferred(_)
+            | other @ Phase::RollingBack(_)
+            | other @ Phase::Converged(_)
+            | other @ Phase::Reverted(_)
+            | other @ Phase::Failed(_) => return Err(mismatch(other)),
+        },
+        Report::ProbeObserved {
+            epoch,
+            probe,
+            passed,
+            ..
+        } => {
+            if *epoch == host.probe_epoch {
+                let record = state.probes.records.entry(probe.clone()).or_default();
+                record_probe(record, *passed, event.at);
+            }
+        }
+        Report::CommitStarted {
+            switch, deadline, ..
+        } => match &host.phase {
+            Phase::Soaking(p) => {
+                host.phase = Phase::Committing(Committing {
+                    work: p.work.clone(),
+                    switch: *switch,
+                    deadline: *deadline,
+                });
+            }
+            other @ Phase::Idle
+            | other @ Phase::Realising(_)
+            | other @ Phase::Activating(_)
+            | other @ Phase::Committing(_)
+            | other @ Phase::Deferred(_)
+            | other @ Phase::RollingBack(_)
+            | other @ Phase::Converged(_)
+            | other @ Phase::Reverted(_)
+            | other @ Phase::Failed(_) => return Err(mismatch(other)),
+        },
+        Report::Converged { revision, target } => match &host.phase {
+            Phase::Soaking(_) | Phase::Committing(_) => {
+                remember_good(&mut host.known_good, target);
+                host.phase = Phase::Converged(Converged {
+                    revision: *revision,
+                    target: target.clone(),
+                });
+            }
+            other @ Phase::Idle
+            | other @ Phase::Realising(_)
+            | other @ Phase::Activating(_)
+            | other @ Phase::Deferred(_)
+            | other @ Phase::RollingBack(_)
+            | other @ Phase::Converged(_)
+            | other @ Phase::Reverted(_)
+            | other @ Phase::Failed(_) => return Err(mismatch(other)),
+        },
+        Report::RollbackStarted {
+            switch,
+            to,
+            reason,
+            abandoned,
+            revision,
+            deadline,
+            ..
+        } => {
+            if host.phase.running_switch().is_some() || matches!(host.phase, Phase::Realising(_)) {
+                return Err(mismatch(&host.phase));
+            }
+            if let Some(revision) = revision {
+                host.handled = Some(*revision);
+            }
+            if let Some((target, revision)) = abandoned {
+                quarantine(&mut host.quarantine, target, *revision);
+            }
+            host.phase = Phase::RollingBack(RollingBack {
+                to: to.clone(),
+                reason: reason.clone(),
+                abandoned: abandoned.clone(),
+                switch: *switch,
+                deadline: *deadline,
+            });
+        }
+        Report::Reverted {
+            to,
+            reason,
+            abandoned,
+        } => {
+            if host.phase.is_at_rest() {
+                return Err(mismatch(&host.phase));
+            }
+            if let Some((target, revision)) = abandoned {
+                quarantine(&mut host.quarantine, target, *revision);
+            }
+            host.phase = Phase::Reverted(Reverted {
+                to: to.clone(),
+                reason: reason.clone(),
+                abandoned: abandoned.as_ref().map(|(target, _)| target.clone()),
+            });
+        }
+        Report::Failed {
+            reason,
+            target,
+            halted,
+        } => {
+            host.phase = Phase::Failed(Failed {
+                reason: reason.clone(),
+                target: target.clone(),
+                halted: *halted,
+            });
+        }
+        Report::Superseded { revision, .. } => match host.phase.work() {
+            Some(work) if work.revision == *revision && host.phase.running_switch().is_none() => {
+                host.phase = Phase::Idle;
+            }
+            Some(_) | None => return Err(mismatch(&host.phase)),
+        },
+        Report::RollbackRejected { revision, .. } => host.handled = Some(*revision),
+        Report::Gap { .. } => {}
+    }
+    Ok(())
+}
+
+/// Updates a probe record with a result at time `at`: a pass ends the failing run, a failure
+/// starts one unless one is already running.
+pub fn record_probe(record: &mut ProbeRecord, passed: bool, at: Timestamp) {
+    if passed {
+        record.passed = true;
+        record.failing_since = None;
+    } else if record.failing_since.is_none() {
+        record.failing_since = Some(at);
+    }
+}
+
+fn remember_good(known_good: &mut Vec<StorePath>, path: &StorePath) {
+    known_good.retain(|p| p != path);
+    known_good.push(path.clone());
+    if known_good.len() > KNOWN_GOOD_CAP {
+        known_good.remove(0);
+    }
+}
+
+fn quarantine(
+    map: &mut std::collections::BTreeMap<StorePath, Revision>,
+    target: &StorePath,
+    revision: Revision,
+) {
+    map.insert(target.clone(), revision);
+    while map.len() > QUARANTINE_CAP {
+        let oldest = map
+            .iter()
+            .min_by_key(|(path, rev)| (**rev, (*path).clone()))
+            .map(|(path, _)| path.clone());
+        match oldest {
+            Some(path) => map.remove(&path),
+            None => break,
+        };
+    }
+}
