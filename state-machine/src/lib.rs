@@ -10,6 +10,10 @@
 //! makes the mirror exact by construction. `docs/state-machine.md` has the states, events and
 //! transitions.
 
+// Matches over the machine's enums list every variant, so a new variant is a compile-time
+// question everywhere it matters.
+#![warn(clippy::wildcard_enum_match_arm)]
+
 mod effect;
 mod error;
 mod event;

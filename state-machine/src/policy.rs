@@ -58,6 +58,7 @@ pub struct Directive {
     /// Increases with every change to the host's desired state.
     pub revision: Revision,
     /// What the host should do.
+    #[serde(flatten)]
     pub kind: DirectiveKind,
 }
 
@@ -241,10 +242,10 @@ mod tests {
 
     #[test]
     fn directive_kinds_are_tagged_and_unknown_kinds_fail() {
-        let json = r#"{"revision":3,"kind":{"kind":"rollback"}}"#;
+        let json = r#"{"revision":3,"kind":"rollback"}"#;
         let d: Directive = serde_json::from_str(json).unwrap();
         assert_eq!(d.kind, DirectiveKind::Rollback { to: None });
-        let bad = r#"{"revision":3,"kind":{"kind":"reformat-disk"}}"#;
+        let bad = r#"{"revision":3,"kind":"reformat-disk"}"#;
         let err = serde_json::from_str::<Directive>(bad).unwrap_err();
         assert!(err.to_string().contains("reformat-disk"), "{err}");
     }

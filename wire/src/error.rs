@@ -1,0 +1,185 @@
+//! Errors on the wire: the JSON error body, stable codes, and which failures are retried.
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable error code. New codes may be added in a minor version; a client
+/// treats an unknown code by its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON or not the expected shape (400).
+    Malformed,
+    /// A field is well-formed JSON but not a valid value (422).
+    Invalid,
+    /// No or wrong credentials (401).
+    Unauthorized,
+    /// Credentials valid but not for this resource, e.g. another host's (403).
+    Forbidden,
+    /// No such host or route (404).
+    NotFound,
+    /// A conflicting request, e.g. adding a host that exists (409).
+    Conflict,
+    /// The body exceeds its cap (413).
+    TooLarge,
+    /// The peer's protocol major version is not supported (426).
+    ProtocolVersionUnsupported,
+    /// Too many requests or waiters; retry after the given time (429).
+    RateLimited,
+    /// The server is starting or its store is not open; retry after the given time (503).
+    Unavailable,
+    /// An unexpected server fault (500).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code travels with.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Malformed => 400,
+            Self::Invalid => 422,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::Conflict => 409,
+            Self::TooLarge => 413,
+            Self::ProtocolVersionUnsupported => 426,
+            Self::RateLimited => 429,
+            Self::Unavailable => 503,
+            Self::Internal => 500,
+        }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// What was wrong and what to do, for a human.
+    pub message: String,
+    /// Seconds to wait before retrying (also sent as `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+    /// For a rejected event batch: the seq of the event that was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+impl ErrorBody {
+    /// An error body with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+            seq: None,
+        }
+    }
+}
+
+/// How a client treats a failed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    /// Network errors, 5xx, 408, 429: retry with exponential backoff and full jitter, honouring
+    /// `Retry-After`.
+    Transient,
+    /// 401/403: the credentials are wrong or revoked. Nothing is dropped; retry at the backoff
+    /// cap and tell the operator, since only a human can fix it.
+    Credentials,
+    /// 426: the peers speak different major versions. Nothing is dropped; retry at the backoff
+    /// cap and tell the operator.
+    Version,
+    /// Any other 4xx: the request itself is at fault; for an event, dead-letter that event and
+    /// go on with the rest.
+    Permanent,
+}
+
+/// Classifies an HTTP status of a failed request.
+pub fn classify_status(status: u16) -> RetryClass {
+    match status {
+        401 | 403 => RetryClass::Credentials,
+        426 => RetryClass::Version,
+        408 | 429 => RetryClass::Transient,
+        400..=499 => RetryClass::Permanent,
+        _ => RetryClass::Transient,
+    }
+}
+
+/// A message that could not be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Not valid JSON, or not the expected shape (includes invalid ids and store paths).
+    #[error("malformed message: {message}")]
+    Malformed {
+        /// The parser's explanation, naming the field.
+        message: String,
+    },
+    /// A body, list or string is over its cap.
+    #[error("{what} is too large: {got} exceeds the limit of {limit}")]
+    TooLarge {
+        /// Which field.
+        what: &'static str,
+        /// The cap.
+        limit: usize,
+        /// The size found.
+        got: usize,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("invalid {what}: {why}")]
+    Invalid {
+        /// Which field.
+        what: &'static str,
+        /// Why.
+        why: String,
+    },
+}
+
+impl WireError {
+    /// The error code to answer with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Malformed { .. } => ErrorCode::Malformed,
+            Self::TooLarge { .. } => ErrorCode::TooLarge,
+            Self::Invalid { .. } => ErrorCode::Invalid,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_classify_as_documented() {
+        for s in [500, 502, 503, 504, 429, 408] {
+            assert_eq!(classify_status(s), RetryClass::Transient, "{s}");
+        }
+        for s in [400, 404, 409, 413, 422] {
+            assert_eq!(classify_status(s), RetryClass::Permanent, "{s}");
+        }
+        assert_eq!(classify_status(401), RetryClass::Credentials);
+        assert_eq!(classify_status(403), RetryClass::Credentials);
+        assert_eq!(classify_status(426), RetryClass::Version);
+    }
+
+    #[test]
+    fn every_code_has_a_distinct_status() {
+        let codes = [
+            ErrorCode::Malformed,
+            ErrorCode::Invalid,
+            ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
+            ErrorCode::Conflict,
+            ErrorCode::TooLarge,
+            ErrorCode::ProtocolVersionUnsupported,
+            ErrorCode::RateLimited,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ];
+        let mut statuses: Vec<u16> = codes.iter().map(|c| c.status()).collect();
+        statuses.sort_unstable();
+        statuses.dedup();
+        assert_eq!(statuses.len(), codes.len());
+    }
+}
