@@ -4,6 +4,8 @@
 //! re-encode to exactly the same pretty JSON, and equal the example built here. Run with
 //! `UPDATE_GOLDEN=1` to rewrite the files after an intended format change, then review the diff.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -1,5 +1,7 @@
 //! Untrusted input is refused with a clear error, never a crash.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use fleetnode_wire::*;
 
 const HASH: &str = "0123456789abcdfghijklmnpqrsvwxyz";
@@ -27,9 +29,7 @@ fn bad_store_paths_never_become_store_paths() {
 
 #[test]
 fn unknown_fields_are_tolerated() {
-    let body = format!(
-        r#"{{"changed":false,"future_field":[1,2],"desired":{{"revision":3,"paused":false,"extra":{{}}}}}}"#
-    );
+    let body = r#"{"changed":false,"future_field":[1,2],"desired":{"revision":3,"paused":false,"extra":{}}}"#;
     let answer: DesiredAnswer = decode(body.as_bytes()).unwrap();
     assert!(!answer.changed);
     assert_eq!(answer.desired.revision, Revision(3));
@@ -37,7 +37,8 @@ fn unknown_fields_are_tolerated() {
 
 #[test]
 fn unknown_directive_kinds_are_a_clear_error() {
-    let body = r#"{"changed":true,"desired":{"revision":3,"directive":{"revision":3,"kind":"wipe"}}}"#;
+    let body =
+        r#"{"changed":true,"desired":{"revision":3,"directive":{"revision":3,"kind":"wipe"}}}"#;
     let err = decode::<DesiredAnswer>(body.as_bytes()).unwrap_err();
     assert!(err.to_string().contains("unknown variant `wipe`"), "{err}");
 }
