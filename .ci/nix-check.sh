@@ -28,8 +28,15 @@ if ((${#need_packages[@]} > 0)); then
     fi
     echo "nix-check: installing ${need_packages[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
+    # apt's own chatter is shown only when it fails.
+    if ! apt_log="$(apt-get update 2>&1)"; then
+        printf '%s\n' "$apt_log" >&2
+        exit 1
+    fi
+    if ! apt_log="$(apt-get install -y --no-install-recommends "${need_packages[@]}" 2>&1)"; then
+        printf '%s\n' "$apt_log" >&2
+        exit 1
+    fi
 fi
 
 # Debian's nix.conf names a build group that does not exist outside a Nix
@@ -117,8 +124,8 @@ for unit in "${units[@]}"; do
 done
 echo "nix-check: verified $verified of ${#units[@]} systemd units ($(systemd-analyze --version | head -n 1))"
 
+total=$((${#nix_files[@]} + ${#units[@]}))
+echo "nix-check: $((total - failures)) passed, $failures failed"
 if ((failures > 0)); then
-    echo "nix-check: $failures check(s) failed"
     exit 1
 fi
-echo "nix-check: all checks passed"
