@@ -34,121 +34,7 @@ let
     path:
     path == null || (lib.hasPrefix "/" path && !(lib.hasPrefix "${builtins.storeDir}/" path));
 
-  probeFieldsByKind = {
-    exec = [ "command" ];
-    http = [
-      "url"
-      "expectStatus"
-      "bodyContains"
-    ];
-    tcp = [ "address" ];
-    systemd = [ "unit" ];
-  };
-  requiredFieldByKind = {
-    exec = "command";
-    http = "url";
-    tcp = "address";
-    systemd = "unit";
-  };
-
-  probeModule =
-    {
-      options = {
-        kind = lib.mkOption {
-          type = types.enum [
-            "exec"
-            "http"
-            "tcp"
-            "systemd"
-          ];
-          description = ''
-            What the probe checks: `exec` runs a command and passes on exit
-            status 0, `http` fetches a URL, `tcp` connects to an address,
-            `systemd` checks that a unit is active.
-          '';
-          example = "http";
-        };
-        mode = lib.mkOption {
-          type = types.enum [
-            "enforce"
-            "observe"
-          ];
-          default = "enforce";
-          description = ''
-            `enforce` probes decide whether a generation is healthy; a
-            sustained failure triggers `health.onFailure`. `observe` probes
-            are only reported.
-          '';
-        };
-        interval = lib.mkOption {
-          type = duration;
-          default = "10s";
-          description = "Time between two runs of the probe.";
-        };
-        timeout = lib.mkOption {
-          type = duration;
-          default = "5s";
-          description = "Time after which one run counts as failed (an exec probe's process group is killed).";
-        };
-        command = lib.mkOption {
-          type = types.nullOr (types.nonEmptyListOf types.str);
-          default = null;
-          description = ''
-            For `exec` probes: the program and its arguments, run without a
-            shell. Use absolute paths; the command runs inside the agent's
-            sandbox (see the hardening notes in docs/nixos.md).
-          '';
-          example = lib.literalExpression ''[ "''${pkgs.curl}/bin/curl" "-fsS" "http://127.0.0.1:8080/ready" ]'';
-        };
-        url = lib.mkOption {
-          type = types.nullOr types.str;
-          default = null;
-          description = "For `http` probes: the URL to fetch.";
-          example = "https://localhost/health";
-        };
-        expectStatus = lib.mkOption {
-          type = types.nullOr (types.ints.between 100 599);
-          default = null;
-          description = "For `http` probes: the status that counts as passing (the agent's default when unset).";
-          example = 200;
-        };
-        bodyContains = lib.mkOption {
-          type = types.nullOr types.str;
-          default = null;
-          description = "For `http` probes: a string the response body must contain.";
-          example = "ok";
-        };
-        address = lib.mkOption {
-          type = types.nullOr types.str;
-          default = null;
-          description = "For `tcp` probes: `host:port` to connect to.";
-          example = "127.0.0.1:22";
-        };
-        unit = lib.mkOption {
-          type = types.nullOr types.str;
-          default = null;
-          description = "For `systemd` probes: the unit that must be active.";
-          example = "nginx.service";
-        };
-      };
-    };
-
-  renderProbe =
-    probe:
-    {
-      inherit (probe)
-        kind
-        mode
-        interval
-        timeout
-        command
-        url
-        address
-        unit
-        ;
-      expect_status = probe.expectStatus;
-      body_contains = probe.bodyContains;
-    };
+  probes = import ./probes.nix { inherit lib duration; };
 
   # TOML has no null: every unset optional key is dropped, and so is a table
   # that ends up empty (for example [tls] on a host that uses a token only).
@@ -202,32 +88,11 @@ let
       trusted_public_keys = cfg.signatures.trustedPublicKeys;
     };
 
-    probes = lib.mapAttrs (_: renderProbe) cfg.probes;
+    probes = lib.mapAttrs (_: probes.render) cfg.probes;
   });
 
   configFile = format.generate "fleetnode-agent.toml" (lib.recursiveUpdate rendered cfg.settings);
 
-  probeAssertions = lib.concatLists (
-    lib.mapAttrsToList (
-      name: probe:
-      let
-        required = requiredFieldByKind.${probe.kind};
-        foreign = lib.filter (field: probe.${field} != null) (
-          lib.concatLists (lib.attrValues (removeAttrs probeFieldsByKind [ probe.kind ]))
-        );
-      in
-      [
-        {
-          assertion = probe.${required} != null;
-          message = "services.fleetnode-agent.probes.${name}: a probe of kind \"${probe.kind}\" needs `${required}`.";
-        }
-        {
-          assertion = foreign == [ ];
-          message = "services.fleetnode-agent.probes.${name}: a probe of kind \"${probe.kind}\" takes none of ${lib.concatMapStringsSep ", " (f: "`${f}`") foreign}; remove them or change `kind`.";
-        }
-      ]
-    ) cfg.probes
-  );
 in
 {
   options.services.fleetnode-agent = {
@@ -286,7 +151,7 @@ in
     };
 
     probes = lib.mkOption {
-      type = types.attrsOf (types.submodule probeModule);
+      type = types.attrsOf (types.submodule probes.module);
       default = { };
       description = "Health probes run after every activation and continuously afterwards.";
       example = lib.literalExpression ''
@@ -447,7 +312,7 @@ in
         message = "services.fleetnode-agent needs the Nix daemon (`nix.enable = true`): it realises closures through it.";
       }
     ]
-    ++ probeAssertions;
+    ++ probes.assertions cfg.probes;
 
     warnings = lib.optional cfg.allowInsecureHttp "services.fleetnode-agent.allowInsecureHttp is set: the agent's token is sent without TLS. Use this for tests only.";
 
