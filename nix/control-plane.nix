@@ -156,12 +156,14 @@ in
         Restart = "on-failure";
         RestartSec = "5s";
 
+        # Interpolation copies a path literal (public certificates) into the
+        # store, so the credential source exists on the host.
         LoadCredential = [
-          "tls-cert:${toString cfg.tls.certFile}"
+          "tls-cert:${cfg.tls.certFile}"
           "tls-key:${cfg.tls.keyFile}"
           "admin-token:${cfg.adminTokenFile}"
         ]
-        ++ lib.optional (cfg.tls.clientCaFile != null) "client-ca:${toString cfg.tls.clientCaFile}";
+        ++ lib.optional (cfg.tls.clientCaFile != null) "client-ca:${cfg.tls.clientCaFile}";
 
         DynamicUser = true;
         StateDirectory = stateDirectory;

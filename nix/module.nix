@@ -49,9 +49,12 @@ let
     log_format = cfg.logFormat;
     allow_insecure_http = cfg.allowInsecureHttp;
 
+    # Interpolation, not toString: a path literal such as ./ca.pem must be
+    # copied into the store (these files are public), not name a file on the
+    # machine that evaluated the configuration.
     tls = {
-      ca_file = if cfg.tls.caFile != null then toString cfg.tls.caFile else null;
-      cert_file = if cfg.tls.certFile != null then toString cfg.tls.certFile else null;
+      ca_file = if cfg.tls.caFile != null then "${cfg.tls.caFile}" else null;
+      cert_file = if cfg.tls.certFile != null then "${cfg.tls.certFile}" else null;
       key_credential = if cfg.tls.keyFile != null then "tls-key" else null;
     };
 
