@@ -1,0 +1,34 @@
+//! What workers send to the reducer: the one bounded channel every observation goes through.
+
+use fleetnode_state_machine::Event;
+use tokio::sync::oneshot;
+
+/// Capacity of the reducer's input channel. Inputs are small (a few hundred bytes; a switch
+/// result carries at most a 4 KiB output tail), so 256 of them is at most about 1 MiB. Workers
+/// wait when it is full: back-pressure instead of unbounded memory.
+pub const INPUT_CHANNEL_CAPACITY: usize = 256;
+
+/// One input to the reducer.
+#[derive(Debug)]
+pub enum Input {
+    /// A fact for the state machine.
+    Event(Event),
+    /// The control plane durably stored every event up to and including this seq.
+    Acked {
+        /// Highest acknowledged seq.
+        through: u64,
+    },
+    /// The control plane permanently refused this event: move it to the dead letters and put a
+    /// gap marker in its place so delivery goes on.
+    DeadLettered {
+        /// The refused event.
+        seq: u64,
+        /// The control plane's error code.
+        code: String,
+    },
+    /// Someone (CLI, admin listener) asks for the agent's status.
+    Status(oneshot::Sender<crate::status::AgentStatus>),
+}
+
+/// The sending side every worker holds.
+pub type InputSender = tokio::sync::mpsc::Sender<Input>;

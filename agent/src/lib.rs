@@ -1,0 +1,8 @@
+//! The fleetnode agent.
+//!
+//! Workers (activation, probes, long-poll, heartbeat, ticker, outbound drainer) observe the
+//! world and send [`input::Input`]s into one bounded channel. The reducer is the only caller of
+//! [`fleetnode_state_machine::step`]: it persists the new state and the new outbound events in
+//! one durable transaction, and only then hands the effects to the applier.
+
+pub mod config;
