@@ -26,9 +26,23 @@ pub enum Input {
         /// The control plane's error code.
         code: String,
     },
-    /// Someone (CLI, admin listener) asks for the agent's status.
-    Status(oneshot::Sender<crate::status::AgentStatus>),
+    /// Someone (CLI, admin listener) asks for the agent's status; the reducer answers with a
+    /// JSON snapshot (see `status`).
+    Status(oneshot::Sender<serde_json::Value>),
 }
 
 /// The sending side every worker holds.
 pub type InputSender = tokio::sync::mpsc::Sender<Input>;
+
+/// Why a worker stopped with a fault; the supervisor logs it, counts it and restarts the worker
+/// with backoff.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WorkerError(pub String);
+
+impl WorkerError {
+    /// A fault with a message saying what failed.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}

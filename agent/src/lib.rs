@@ -6,3 +6,4 @@
 //! one durable transaction, and only then hands the effects to the applier.
 
 pub mod config;
+pub mod input;
