@@ -57,6 +57,10 @@ pub struct DesiredAnswer {
 /// Body of `POST /v1/agent/hosts/{host}/events`: events in seq order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventBatch {
+    /// The agent's event stream: a random id chosen when its store was created. Seqs count
+    /// within a stream; a new stream (the agent's store was reset) starts again at seq 1 and
+    /// the control plane starts a new mirror for it.
+    pub stream: u64,
     /// The events, ascending by seq.
     pub events: Vec<OutboundEvent>,
 }
@@ -90,7 +94,9 @@ pub struct Heartbeat {
     pub target: Option<StorePath>,
     /// What the host runs.
     pub system: SystemView,
-    /// Seq of the latest event the agent emitted.
+    /// The agent's event stream (see [`EventBatch::stream`]).
+    pub stream: u64,
+    /// Seq of the latest event the agent emitted in that stream.
     pub last_seq: u64,
     /// The outbound queue.
     pub queue: QueueSummary,

@@ -133,6 +133,7 @@ fn heartbeat() -> Heartbeat {
         desired_revision: Some(Revision(7)),
         target: Some(new()),
         system: system(new()),
+        stream: 0x5eed_f1ee_7000_0001,
         last_seq: 44,
         queue: QueueSummary {
             depth: 2,
@@ -232,7 +233,13 @@ fn desired_state_rollback() {
 
 #[test]
 fn event_batch() {
-    check("event-batch", EventBatch { events: events() });
+    check(
+        "event-batch",
+        EventBatch {
+            stream: 0x5eed_f1ee_7000_0001,
+            events: events(),
+        },
+    );
 }
 
 #[test]

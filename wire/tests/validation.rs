@@ -52,23 +52,24 @@ fn oversized_bodies_lists_and_strings_are_refused() {
     let events: Vec<_> = (1..=(MAX_BATCH_EVENTS as u64 + 1))
         .map(|seq| probe_event(seq, String::new()))
         .collect();
-    let body = serde_json::json!({ "events": events }).to_string();
+    let body = serde_json::json!({ "stream": 1, "events": events }).to_string();
     let err = decode::<EventBatch>(body.as_bytes()).unwrap_err();
     assert_eq!(err.code(), ErrorCode::TooLarge, "{err}");
 
-    let body = serde_json::json!({ "events": [probe_event(1, "x".repeat(5000))] }).to_string();
+    let body = serde_json::json!({ "stream": 1, "events": [probe_event(1, "x".repeat(5000))] })
+        .to_string();
     let err = decode::<EventBatch>(body.as_bytes()).unwrap_err();
     assert!(err.to_string().contains("detail"), "{err}");
 }
 
 #[test]
 fn batches_must_be_ordered_and_non_empty() {
-    let body = serde_json::json!({ "events": [probe_event(2, String::new()), probe_event(1, String::new())] });
+    let body = serde_json::json!({ "stream": 1, "events": [probe_event(2, String::new()), probe_event(1, String::new())] });
     let err = decode::<EventBatch>(body.to_string().as_bytes()).unwrap_err();
     assert!(err.to_string().contains("ascending"), "{err}");
-    let err = decode::<EventBatch>(br#"{"events":[]}"#).unwrap_err();
+    let err = decode::<EventBatch>(br#"{"stream":1,"events":[]}"#).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Invalid);
-    let body = serde_json::json!({ "events": [probe_event(0, String::new())] });
+    let body = serde_json::json!({ "stream": 1, "events": [probe_event(0, String::new())] });
     assert!(decode::<EventBatch>(body.to_string().as_bytes()).is_err());
 }
 
@@ -76,7 +77,7 @@ fn batches_must_be_ordered_and_non_empty() {
 fn heartbeat_phase_must_be_known() {
     let body = serde_json::json!({
         "agent_version": "0.1.0", "sent_at": 1, "phase": "dancing", "paused": false,
-        "system": {}, "last_seq": 0, "queue": {"depth": 0, "bytes": 0, "dead_letters": 0}
+        "system": {}, "stream": 1, "last_seq": 0, "queue": {"depth": 0, "bytes": 0, "dead_letters": 0}
     });
     let err = decode::<Heartbeat>(body.to_string().as_bytes()).unwrap_err();
     assert!(err.to_string().contains("dancing"), "{err}");
