@@ -495,7 +495,10 @@ pub fn evolve(state: &mut State, event: &OutboundEvent) -> Result<(), EvolveErro
             deadline,
             ..
         } => {
-            if host.phase.running_switch().is_some() || matches!(host.phase, Phase::Realising(_)) {
+            // A rollback replaces a failed or timed-out switch (whose unit was aborted), or
+            // starts from a host at rest, soaking or deferred; never during realise (the host
+            // is untouched) or during another rollback.
+            if matches!(host.phase, Phase::Realising(_) | Phase::RollingBack(_)) {
                 return Err(mismatch(&host.phase));
             }
             if let Some(revision) = revision {

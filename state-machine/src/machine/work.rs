@@ -76,11 +76,15 @@ fn requested_rollback(
             });
         }
         None => {
-            let newest_other = host
-                .known_good
-                .iter()
-                .rev()
-                .find(|path| host.system.current.as_ref() != Some(*path));
+            // Work in progress goes back to where it started; otherwise to the newest
+            // known-good generation other than the running one.
+            let work_previous = host.phase.work().and_then(|work| work.previous.as_ref());
+            let newest_other = work_previous.or_else(|| {
+                host.known_good
+                    .iter()
+                    .rev()
+                    .find(|path| host.system.current.as_ref() != Some(*path))
+            });
             match newest_other {
                 Some(path) => path.clone(),
                 None => {
