@@ -5,5 +5,7 @@
 //! [`fleetnode_state_machine::step`]: it persists the new state and the new outbound events in
 //! one durable transaction, and only then hands the effects to the applier.
 
+pub mod clock;
 pub mod config;
 pub mod input;
+pub mod store;

@@ -1,0 +1,206 @@
+//! Compaction of a full outbound queue: which events to drop and which gap markers replace them.
+//!
+//! Only probe observations are dropped, and never the latest one of each probe. Every maximal run
+//! of dropped events (adjacent in the queue) becomes one `gap` event at the run's last seq, whose
+//! `from_seq` is the run's first seq; the control plane's mirror accepts a gap as covering its
+//! range, so seqs stay gap-free for the receiver. Earlier compaction gaps next to a dropped run are
+//! folded into the new gap. Lifecycle events are never touched.
+
+use std::collections::BTreeMap;
+
+use fleetnode_state_machine::{GapCause, OutboundEvent, ProbeId, Report, Timestamp};
+
+/// What compaction needs to know about one queued event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// Its seq (the queue key).
+    pub seq: u64,
+    /// When it happened.
+    pub at: Timestamp,
+    /// What it is.
+    pub kind: EntryKind,
+}
+
+/// The kinds of queued events compaction distinguishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    /// A probe observation (droppable unless it is the probe's latest).
+    Probe(ProbeId),
+    /// A gap left by an earlier compaction (may be folded into a new one).
+    CompactedGap {
+        /// First seq it covers.
+        from_seq: u64,
+        /// How many observations it stands for.
+        dropped: u64,
+    },
+    /// Anything else: never dropped.
+    Lifecycle,
+}
+
+impl EntryKind {
+    /// Classifies a queued event.
+    pub fn of(event: &OutboundEvent) -> Self {
+        match &event.report {
+            Report::ProbeObserved { probe, .. } => Self::Probe(probe.clone()),
+            Report::Gap {
+                from_seq,
+                cause: GapCause::Compacted { dropped },
+            } => Self::CompactedGap {
+                from_seq: *from_seq,
+                dropped: *dropped,
+            },
+            _ => Self::Lifecycle,
+        }
+    }
+}
+
+/// The changes compaction makes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Plan {
+    /// Seqs to remove from the queue.
+    pub remove: Vec<u64>,
+    /// Gap events to insert (each at the last seq of its run, which is also in `remove`).
+    pub insert: Vec<OutboundEvent>,
+    /// Probe observations dropped by this compaction.
+    pub dropped: u64,
+}
+
+/// Plans the compaction of a queue given in seq order.
+pub(crate) fn plan(entries: &[Entry]) -> Plan {
+    let mut latest: BTreeMap<&ProbeId, u64> = BTreeMap::new();
+    for entry in entries {
+        if let EntryKind::Probe(probe) = &entry.kind {
+            latest.insert(probe, entry.seq);
+        }
+    }
+    let droppable = |entry: &Entry| match &entry.kind {
+        EntryKind::Probe(probe) => latest.get(probe) != Some(&entry.seq),
+        EntryKind::CompactedGap { .. } => true,
+        EntryKind::Lifecycle => false,
+    };
+    let mut plan = Plan::default();
+    let mut run: Vec<&Entry> = Vec::new();
+    for entry in entries {
+        if droppable(entry) {
+            run.push(entry);
+        } else {
+            close_run(&mut run, &mut plan);
+        }
+    }
+    close_run(&mut run, &mut plan);
+    plan
+}
+
+/// Turns a run of droppable events into one gap, if the run drops any new observation.
+fn close_run(run: &mut Vec<&Entry>, plan: &mut Plan) {
+    let new_drops = run
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::Probe(_)))
+        .count() as u64;
+    // A lone old gap is left alone; several old gaps in a row are folded into one.
+    if new_drops == 0 && run.len() < 2 {
+        run.clear();
+        return;
+    }
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return;
+    };
+    let from_seq = match first.kind {
+        EntryKind::CompactedGap { from_seq, .. } => from_seq,
+        EntryKind::Probe(_) | EntryKind::Lifecycle => first.seq,
+    };
+    let dropped: u64 = run
+        .iter()
+        .map(|e| match e.kind {
+            EntryKind::CompactedGap { dropped, .. } => dropped,
+            EntryKind::Probe(_) | EntryKind::Lifecycle => 1,
+        })
+        .sum();
+    plan.remove.extend(run.iter().map(|e| e.seq));
+    plan.insert.push(OutboundEvent {
+        seq: last.seq,
+        at: last.at,
+        report: Report::Gap {
+            from_seq,
+            cause: GapCause::Compacted { dropped },
+        },
+    });
+    plan.dropped += new_drops;
+    run.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(seq: u64, name: &str) -> Entry {
+        Entry {
+            seq,
+            at: Timestamp(seq * 10),
+            kind: EntryKind::Probe(ProbeId::parse(name).unwrap()),
+        }
+    }
+
+    fn life(seq: u64) -> Entry {
+        Entry {
+            seq,
+            at: Timestamp(seq * 10),
+            kind: EntryKind::Lifecycle,
+        }
+    }
+
+    fn gap(seq: u64, from_seq: u64, dropped: u64) -> OutboundEvent {
+        OutboundEvent {
+            seq,
+            at: Timestamp(seq * 10),
+            report: Report::Gap {
+                from_seq,
+                cause: GapCause::Compacted { dropped },
+            },
+        }
+    }
+
+    #[test]
+    fn keeps_lifecycle_and_the_latest_observation_of_each_probe() {
+        let entries = [
+            life(1),
+            probe(2, "web"),
+            probe(3, "db"),
+            probe(4, "web"),
+            life(5),
+            probe(6, "web"),
+            probe(7, "db"),
+            probe(8, "web"),
+        ];
+        let plan = plan(&entries);
+        assert_eq!(plan.remove, vec![2, 3, 4, 6]);
+        assert_eq!(plan.insert, vec![gap(4, 2, 3), gap(6, 6, 1)]);
+        assert_eq!(plan.dropped, 4);
+    }
+
+    #[test]
+    fn old_gaps_fold_into_new_runs() {
+        let old = Entry {
+            seq: 4,
+            at: Timestamp(40),
+            kind: EntryKind::CompactedGap {
+                from_seq: 2,
+                dropped: 3,
+            },
+        };
+        let entries = [life(1), old.clone(), probe(5, "web"), probe(6, "web")];
+        let plan = plan(&entries);
+        assert_eq!(plan.remove, vec![4, 5]);
+        assert_eq!(plan.insert, vec![gap(5, 2, 4)]);
+        assert_eq!(plan.dropped, 1);
+        // Alone, an old gap is left as it is.
+        let plan = super::plan(&[life(1), old, life(5)]);
+        assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn only_lifecycle_events_means_nothing_to_do() {
+        let plan = plan(&[life(1), life(2), probe(3, "web")]);
+        assert_eq!(plan, Plan::default());
+    }
+}
