@@ -590,12 +590,44 @@ fn deep_paths_are_reached() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let strategy = proptest::collection::vec((time_step(), action()), 60..120);
     let mut seen: BTreeSet<&'static str> = BTreeSet::new();
+    let mut phases: BTreeSet<&'static str> = BTreeSet::new();
+    let mut events: BTreeSet<&'static str> = BTreeSet::new();
     for _ in 0..400 {
         let actions = strategy.new_tree(&mut runner).unwrap().current();
         let world = run(&actions).unwrap();
         for event in &world.emitted {
             seen.insert(event.report.name());
         }
+        for host in world.host_after.values() {
+            phases.insert(host.phase.name());
+        }
+        for event in &world.applied {
+            events.insert(event.name());
+        }
+    }
+    // The documented name lists hold every name the code produces.
+    for name in &seen {
+        assert!(
+            Report::NAMES.contains(name),
+            "{name} missing from Report::NAMES"
+        );
+    }
+    for name in &events {
+        assert!(
+            Event::NAMES.contains(name),
+            "{name} missing from Event::NAMES"
+        );
+    }
+    assert_eq!(
+        phases.len(),
+        Phase::NAMES.len(),
+        "every phase is reached: {phases:?}"
+    );
+    for name in &phases {
+        assert!(
+            Phase::NAMES.contains(name),
+            "{name} missing from Phase::NAMES"
+        );
     }
     for name in [
         "work-started",

@@ -5,6 +5,7 @@ use super::work::{fail_work, on_switch_finished, start_soak, verify};
 use crate::effect::Effect;
 use crate::error::TransitionError;
 use crate::event::{Observation, SwitchOutcome, UnitState};
+use crate::policy::ActivationMode;
 use crate::reason::Reason;
 use crate::report::{Report, SwitchVerdict};
 use crate::state::{Phase, SystemView, Work};
@@ -75,7 +76,7 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
             fail_work(tx, &p.work, reason)
         }
         Phase::Soaking(p) => {
-            if system.current.as_ref() == Some(&p.work.target) {
+            if soaking_in_place(&p.work, &system) {
                 if rebooted {
                     // Health is judged again from scratch after a boot.
                     return start_soak(tx, &p.work);
@@ -93,9 +94,15 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
                     booted: system.booted,
                 }
             } else {
+                // Name what moved: the live system, or else the boot entry.
+                let observed = if system.current.as_ref() == Some(&p.work.target) {
+                    system.profile
+                } else {
+                    system.current
+                };
                 Reason::Drifted {
                     expected: p.work.target.clone(),
-                    observed: system.current,
+                    observed,
                 }
             };
             fail_work(tx, &p.work, reason)
@@ -177,6 +184,15 @@ fn in_flight(unit: Option<UnitState>, rebooted: bool, system: &SystemView) -> In
 fn watch(tx: &mut Tx, switch: SwitchId) -> Result<(), TransitionError> {
     tx.effect(Effect::WatchSwitch { switch });
     Ok(())
+}
+
+/// The soaking target is where the mode put it: live, and for switch and boot modes also the
+/// profile (boot entry).
+fn soaking_in_place(work: &Work, system: &SystemView) -> bool {
+    match work.mode {
+        ActivationMode::TestThenCommit => system.current.as_ref() == Some(&work.target),
+        ActivationMode::Switch | ActivationMode::Boot => system.is_committed_on(&work.target),
+    }
 }
 
 /// The host booted back into the generation it ran before the work began (profile included).
