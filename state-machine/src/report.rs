@@ -360,6 +360,9 @@ pub fn evolve(state: &mut State, event: &OutboundEvent) -> Result<(), EvolveErro
                 return Err(mismatch(&host.phase));
             }
             host.handled = Some(work.revision);
+            if work.previous.is_some() {
+                host.undo_to = work.previous.clone();
+            }
             host.phase = Phase::Realising(Realising { work: work.clone() });
         }
         Report::Realised { target } => match &host.phase {

@@ -50,6 +50,9 @@ pub struct Host {
     pub boot_id: Option<String>,
     /// Generations that were committed and healthy, oldest first.
     pub known_good: Vec<StorePath>,
+    /// Where a rollback directive without a named closure goes: the known-good closure the
+    /// latest work started from ("undo the latest deployment").
+    pub undo_to: Option<StorePath>,
     /// Targets rolled back, with the directive revision that asked for them.
     pub quarantine: BTreeMap<StorePath, Revision>,
     /// Results of probes are counted only when tagged with this epoch.

@@ -386,3 +386,33 @@ fn pause_does_not_stop_work_in_flight() {
     assert!(commands(&effects).is_empty(), "no new work while paused");
     assert_eq!(sim.phase(), "soaking");
 }
+
+#[test]
+fn rollback_without_a_target_undoes_the_latest_deployment_only_once() {
+    // The activation fails and rolls itself back while a rollback directive waits: the host
+    // is already where the operator wanted it, so it does not go back any further.
+    let mut sim = Sim::new();
+    sim.converge_on(1);
+    activating(&mut sim, 2);
+    sim.rollback(None);
+    sim.switch_failed(1, "x", live(&closure(2), &closure(1)));
+    sim.switch_done(committed_on(&closure(1)));
+    assert_eq!(sim.phase(), "converged");
+    assert_eq!(
+        sim.state.host.phase,
+        Phase::Converged(Converged {
+            revision: Revision(3),
+            target: closure(1)
+        })
+    );
+
+    // A rollback waiting for a realise: the host never left its generation.
+    let mut sim = Sim::new();
+    sim.converge_on(1);
+    sim.activate(2);
+    sim.rollback(None);
+    let effects = sim.realised(2);
+    assert!(commands(&effects).is_empty(), "{effects:?}");
+    assert_eq!(sim.system(), committed_on(&closure(1)));
+    assert_eq!(sim.phase(), "converged");
+}

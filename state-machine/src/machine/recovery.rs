@@ -119,7 +119,7 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
             on_switch_finished(tx, p.switch, SwitchOutcome::Completed { system })
         }
         Phase::Deferred(p) => {
-            if system.current.as_ref() == Some(&p.work.target) {
+            if system.is_committed_on(&p.work.target) {
                 return start_soak(tx, &p.work);
             }
             if rebooted {
@@ -128,6 +128,17 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
                     &p.work,
                     Reason::BootedOtherGeneration {
                         booted: system.booted,
+                    },
+                );
+            }
+            if system.profile.as_ref() != Some(&p.work.target) {
+                // The boot entry was moved by hand: the reboot would not bring the target.
+                return fail_work(
+                    tx,
+                    &p.work,
+                    Reason::Drifted {
+                        expected: p.work.target.clone(),
+                        observed: system.profile,
                     },
                 );
             }

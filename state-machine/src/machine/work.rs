@@ -76,10 +76,10 @@ fn requested_rollback(
             });
         }
         None => {
-            // Work in progress goes back to where it started; otherwise to the newest
-            // known-good generation other than the running one.
-            let work_previous = host.phase.work().and_then(|work| work.previous.as_ref());
-            let newest_other = work_previous.or_else(|| {
+            // Undo the latest deployment: back to where the latest work started, even when
+            // that work already rolled itself back or never touched the host. Without any work
+            // yet, the newest known-good generation other than the running one.
+            let newest_other = host.undo_to.as_ref().or_else(|| {
                 host.known_good
                     .iter()
                     .rev()
