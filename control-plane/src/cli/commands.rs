@@ -1,0 +1,289 @@
+//! Running a parsed command.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetnode_wire::{
+    AddHost, DesiredChanged, HealthOverrides, HostAdded, HostDetail, HostId, HostList,
+    RollbackRequest, Secret, Selector, SetTarget,
+};
+use reqwest::Method;
+use tracing::info;
+
+use super::client::{CliError, Client};
+use super::{Cli, Command, Connection, ServeArgs, SetTargetArgs, render};
+use crate::clock::{Clock, SystemClock};
+use crate::server::{ServeError, ServerOptions, Transport, start};
+
+/// Runs a command; the error is what to print before exiting non-zero.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::AddHost {
+            id,
+            tags,
+            token_file,
+            connection,
+        } => Ok(add_host(id, tags, token_file.as_deref(), &connection).await?),
+        Command::RevokeHost { id, connection } => {
+            let client = Client::new(&connection)?;
+            client
+                .send(Method::DELETE, &format!("/v1/admin/hosts/{id}"), None)
+                .await?;
+            if !connection.json {
+                println!("{id}: revoked; its token no longer works (history kept)");
+            }
+            Ok(())
+        }
+        Command::Hosts { connection } => {
+            let client = Client::new(&connection)?;
+            let list: HostList = client.call(Method::GET, "/v1/admin/hosts", None).await?;
+            print_json_or(&connection, &list, || {
+                render::host_table(&list, SystemClock.now())
+            });
+            Ok(())
+        }
+        Command::Host { id, connection } => {
+            let client = Client::new(&connection)?;
+            let detail: HostDetail = client
+                .call(Method::GET, &format!("/v1/admin/hosts/{id}"), None)
+                .await?;
+            print_json_or(&connection, &detail, || {
+                render::host_detail(&detail, SystemClock.now())
+            });
+            Ok(())
+        }
+        Command::SetTarget(args) => Ok(set_target(args).await?),
+        Command::Rollback { id, to, connection } => {
+            let body = fleetnode_wire::encode(&RollbackRequest { to });
+            change(
+                &connection,
+                &format!("/v1/admin/hosts/{id}/rollback"),
+                Some(body),
+                "rollback requested",
+            )
+            .await
+        }
+        Command::Pause { id, connection } => {
+            change(
+                &connection,
+                &format!("/v1/admin/hosts/{id}/pause"),
+                None,
+                "paused",
+            )
+            .await
+        }
+        Command::Resume { id, connection } => {
+            change(
+                &connection,
+                &format!("/v1/admin/hosts/{id}/resume"),
+                None,
+                "resumed",
+            )
+            .await
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let token_text = std::fs::read_to_string(&args.admin_token_file).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the admin token file {}: {e}",
+            args.admin_token_file.display()
+        )
+    })?;
+    let transport = if args.insecure_http {
+        Transport::InsecureHttp
+    } else {
+        match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Transport::Tls {
+                cert,
+                key,
+                client_ca: args.client_ca,
+            },
+            (None, _) | (_, None) => {
+                anyhow::bail!(
+                    "--tls-cert and --tls-key are required (or --insecure-http on loopback for a demo)"
+                )
+            }
+        }
+    };
+    let mut options =
+        ServerOptions::new(args.listen, transport, Secret::new(&token_text), args.store);
+    options.heartbeat_interval = Duration::from_millis(args.heartbeat_interval.0);
+    options.metrics_public = args.metrics_public;
+    options.waiters_per_host = args.waiters_per_host.max(1);
+    options.clock = Arc::new(SystemClock);
+    let running = start(options).await.map_err(|e| match e {
+        ServeError::EmptyAdminToken => anyhow::anyhow!(
+            "the admin token file {} is empty; put a long random secret in it",
+            args.admin_token_file.display()
+        ),
+        other => anyhow::Error::new(other),
+    })?;
+    let shutdown = running.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down");
+        shutdown.cancel();
+    });
+    running.wait().await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+async fn add_host(
+    id: HostId,
+    tags: Vec<fleetnode_wire::Tag>,
+    token_file: Option<&Path>,
+    connection: &Connection,
+) -> Result<(), CliError> {
+    let client = Client::new(connection)?;
+    // Create the token file first: if it cannot be written, no host is added whose token
+    // would be lost.
+    let mut file = match token_file {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| {
+                    CliError::Usage(format!(
+                        "cannot create the token file {}: {e} (it must not exist yet)",
+                        path.display()
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let body = fleetnode_wire::encode(&AddHost { id, tags });
+    let added: Result<HostAdded, CliError> = client
+        .call(Method::POST, "/v1/admin/hosts", Some(body))
+        .await;
+    let added = match added {
+        Ok(added) => added,
+        Err(error) => {
+            if let Some(path) = token_file {
+                drop(file.take());
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(error);
+        }
+    };
+    match (file, token_file) {
+        (Some(mut file), Some(path)) => {
+            let written = file
+                .write_all(added.token.expose().as_bytes())
+                .and_then(|()| file.write_all(b"\n"))
+                .and_then(|()| file.sync_all());
+            written.map_err(|e| {
+                CliError::Usage(format!(
+                    "host {} was added but its token could not be written to {}: {e}; revoke-host it and add it again",
+                    added.id,
+                    path.display()
+                ))
+            })?;
+            if connection.json {
+                println!(
+                    "{}",
+                    json(&serde_json::json!({ "id": added.id, "token_file": path }))
+                );
+            } else {
+                println!("{}: added; token written to {}", added.id, path.display());
+            }
+        }
+        (None, _) | (Some(_), None) => {
+            if connection.json {
+                println!("{}", json(&added));
+            } else {
+                println!("{}: added. Its token, shown only this once:", added.id);
+                println!("{}", added.token.expose());
+                println!(
+                    "Install it on the host as the agent's token file (mode 0400, owned by root)."
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn set_target(args: SetTargetArgs) -> Result<(), CliError> {
+    let selector = if args.selection.all {
+        Selector::All
+    } else if let Some(tag) = args.selection.tag {
+        Selector::Tag { tag }
+    } else {
+        Selector::Hosts {
+            hosts: args.selection.hosts,
+        }
+    };
+    let request = SetTarget {
+        selector,
+        target: args.closure.clone(),
+        mode: args.mode.map(Into::into),
+        health: HealthOverrides {
+            soak_ms: args.soak,
+            sustained_failure_ms: args.sustained_failure,
+            on_failure: args.on_failure.map(Into::into),
+        },
+    };
+    let client = Client::new(&args.connection)?;
+    let changed: DesiredChanged = client
+        .call(
+            Method::POST,
+            "/v1/admin/targets",
+            Some(fleetnode_wire::encode(&request)),
+        )
+        .await?;
+    let what = format!("target {}", args.closure);
+    print_json_or(&args.connection, &changed, || {
+        render::changed(&changed, &what)
+    });
+    Ok(())
+}
+
+async fn change(
+    connection: &Connection,
+    path: &str,
+    body: Option<Vec<u8>>,
+    what: &str,
+) -> anyhow::Result<()> {
+    let client = Client::new(connection)?;
+    let changed: DesiredChanged = client.call(Method::POST, path, body).await?;
+    print_json_or(connection, &changed, || render::changed(&changed, what));
+    Ok(())
+}
+
+fn print_json_or<T: serde::Serialize>(
+    connection: &Connection,
+    value: &T,
+    text: impl FnOnce() -> String,
+) {
+    if connection.json {
+        println!("{}", json(value));
+    } else {
+        print!("{}", text());
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}

@@ -1,0 +1,314 @@
+//! The `fleetnode-cp` command line: `serve` runs the server; every other command talks to a
+//! running server's operator API with the admin token.
+
+mod client;
+mod commands;
+mod render;
+mod time;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fleetnode_wire::{ActivationMode, FailurePolicy, HostId, Millis, StorePath, Tag};
+
+pub use client::CliError;
+pub use commands::run;
+
+/// Default address of the control plane for client commands.
+pub const DEFAULT_URL: &str = "https://127.0.0.1:8443";
+
+/// The reference fleetnode control plane and its operator CLI.
+#[derive(Debug, Parser)]
+#[command(name = "fleetnode-cp", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane server.
+    Serve(ServeArgs),
+    /// Register a host and print its bearer token (shown once).
+    AddHost {
+        /// The host's id (a DNS label, as the agent's host_id).
+        #[arg(value_parser = parse_host)]
+        id: HostId,
+        /// A tag for selecting groups of hosts (repeatable).
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<Tag>,
+        /// Write the token to this file (mode 0600, must not exist) instead of printing it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// How to reach the server.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Revoke a host: its token stops working at once; its history is kept.
+    RevokeHost {
+        /// The host.
+        #[arg(value_parser = parse_host)]
+        id: HostId,
+        /// How to reach the server.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List hosts (revoked hosts are left out).
+    Hosts {
+        /// How to reach the server.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show one host: mirrored state, desired state, heartbeat and recent events.
+    Host {
+        /// The host.
+        #[arg(value_parser = parse_host)]
+        id: HostId,
+        /// How to reach the server.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Assign a system closure to hosts.
+    SetTarget(SetTargetArgs),
+    /// Ask a host to go back to a known-good generation.
+    Rollback {
+        /// The host.
+        #[arg(value_parser = parse_host)]
+        id: HostId,
+        /// The generation to go back to; the host's newest other known-good one by default.
+        #[arg(long, value_parser = parse_store_path)]
+        to: Option<StorePath>,
+        /// How to reach the server.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Put a host on hold: directives are recorded but nothing new starts.
+    Pause {
+        /// The host.
+        #[arg(value_parser = parse_host)]
+        id: HostId,
+        /// How to reach the server.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Lift a host's hold.
+    Resume {
+        /// The host.
+        #[arg(value_parser = parse_host)]
+        id: HostId,
+        /// How to reach the server.
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+/// Options of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Server certificate chain (PEM).
+    #[arg(long, required_unless_present = "insecure_http")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, required_unless_present = "insecure_http")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: agents must present a client certificate signed by this CA (PEM) whose DNS
+    /// name is their host id, in addition to their token.
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// File holding the operator's admin token.
+    #[arg(long)]
+    pub admin_token_file: PathBuf,
+    /// The store (a redb file; created when missing).
+    #[arg(long, default_value = "./fleetnode-cp.redb")]
+    pub store: PathBuf,
+    /// Serve plain HTTP instead of TLS; only allowed on a loopback address. For demos.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
+    pub insecure_http: bool,
+    /// Heartbeat interval of the agents; a host is offline after three without a heartbeat.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat_interval: Millis,
+    /// Serve /metrics without the admin token (e.g. to a scraper on a private network).
+    #[arg(long)]
+    pub metrics_public: bool,
+    /// Long-polls one host may have waiting at once.
+    #[arg(long, default_value_t = crate::server::DEFAULT_WAITERS_PER_HOST)]
+    pub waiters_per_host: usize,
+}
+
+/// Options of `set-target`.
+#[derive(Debug, Args)]
+pub struct SetTargetArgs {
+    /// The system closure (a /nix/store path).
+    #[arg(value_parser = parse_store_path)]
+    pub closure: StorePath,
+    /// Which hosts.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// How to activate it; each host's default when absent.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// How long the new generation must stay healthy (e.g. 5m).
+    #[arg(long, value_parser = parse_duration)]
+    pub soak: Option<Millis>,
+    /// How long an enforce probe may fail without a break before the soak fails (e.g. 1m).
+    #[arg(long, value_parser = parse_duration)]
+    pub sustained_failure: Option<Millis>,
+    /// What to do when activation or health fails.
+    #[arg(long, value_enum)]
+    pub on_failure: Option<OnFailureArg>,
+    /// How to reach the server.
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// Which hosts `set-target` applies to.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Selection {
+    /// These hosts (repeatable).
+    #[arg(long = "host", value_parser = parse_host)]
+    pub hosts: Vec<HostId>,
+    /// Every active host with this tag.
+    #[arg(long, value_parser = parse_tag)]
+    pub tag: Option<Tag>,
+    /// Every active host.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// Activate live, soak, and commit only when healthy.
+    TestThenCommit,
+    /// Set the boot entry and activate live, then soak.
+    Switch,
+    /// Set the boot entry only; health is judged after the next boot.
+    Boot,
+}
+
+/// `--on-failure`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnFailureArg {
+    /// Roll back to the last known-good generation.
+    Rollback,
+    /// Stop and leave the host as it is.
+    Halt,
+}
+
+impl From<ModeArg> for ActivationMode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::TestThenCommit => Self::TestThenCommit,
+            ModeArg::Switch => Self::Switch,
+            ModeArg::Boot => Self::Boot,
+        }
+    }
+}
+
+impl From<OnFailureArg> for FailurePolicy {
+    fn from(policy: OnFailureArg) -> Self {
+        match policy {
+            OnFailureArg::Rollback => Self::Rollback,
+            OnFailureArg::Halt => Self::Halt,
+        }
+    }
+}
+
+/// How client commands reach the server.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The control plane's URL.
+    #[arg(long, env = "FLEETNODE_CP_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+    /// File holding the admin token.
+    #[arg(long, env = "FLEETNODE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: PathBuf,
+    /// CA certificate (PEM) to verify the server with, instead of the system's CA bundle.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Print the API's JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_host(text: &str) -> Result<HostId, String> {
+    HostId::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_tag(text: &str) -> Result<Tag, String> {
+    Tag::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_store_path(text: &str) -> Result<StorePath, String> {
+    StorePath::parse(text).map_err(|e| e.to_string())
+}
+
+/// Parses `500ms`, `30s`, `5m`, `2h` or `1d` (a bare number means seconds).
+pub fn parse_duration(text: &str) -> Result<Millis, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 30s, 5m, 1h"))?;
+    let factor = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {text:?}: use ms, s, m, h or d"
+            ));
+        }
+    };
+    value
+        .checked_mul(factor)
+        .map(Millis)
+        .ok_or_else(|| format!("duration {text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Millis(30_000)));
+        assert_eq!(parse_duration("30"), Ok(Millis(30_000)));
+        assert_eq!(parse_duration("5m"), Ok(Millis(300_000)));
+        assert_eq!(parse_duration("2h"), Ok(Millis(7_200_000)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn set_target_needs_exactly_one_selection() {
+        let closure = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-a";
+        let base = [
+            "fleetnode-cp",
+            "set-target",
+            closure,
+            "--admin-token-file",
+            "/t",
+        ];
+        assert!(Cli::try_parse_from(base).is_err());
+        let mut with_host = base.to_vec();
+        with_host.extend(["--host", "a", "--host", "b"]);
+        assert!(Cli::try_parse_from(&with_host).is_ok());
+        let mut both = base.to_vec();
+        both.extend(["--host", "a", "--all"]);
+        assert!(Cli::try_parse_from(&both).is_err());
+    }
+}

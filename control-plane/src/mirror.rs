@@ -1,0 +1,174 @@
+//! A host's mirror: the agent's reported events applied in seq order by the shared state
+//! machine, and the check of a heartbeat against it.
+//!
+//! Pure functions of data; the server persists what they return.
+
+use fleetnode_state_machine::{Event, State, TransitionError, step};
+use fleetnode_wire::{EventBatch, Heartbeat, OutboundEvent};
+use serde::{Deserialize, Serialize};
+
+/// How many superseded event streams a host remembers, so that a stray request of an agent
+/// whose store was reset cannot switch the mirror back.
+pub const RETIRED_STREAMS_CAP: usize = 16;
+
+/// What the control plane knows of a host from its events.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Mirror {
+    /// The agent's event stream the mirror follows; `None` before the first event.
+    pub stream: Option<u64>,
+    /// The mirrored state (its `host` part is what the agent has).
+    pub state: State,
+    /// Streams that were superseded, newest last.
+    #[serde(default)]
+    pub retired_streams: Vec<u64>,
+    /// Set when a reported event did not fit the mirror: the mirror is no longer exact for
+    /// this stream.
+    #[serde(default)]
+    pub divergence: Option<String>,
+}
+
+/// The result of applying a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The mirror afterwards.
+    pub mirror: Mirror,
+    /// The events to store (newly applied, in seq order).
+    pub stored: Vec<OutboundEvent>,
+    /// Every seq up to this one is applied.
+    pub acked_through: u64,
+    /// The batch started a new stream (the agent's store was reset).
+    pub new_stream: bool,
+    /// Events that did not fit the mirror, with the state machine's explanation.
+    pub diverged: Vec<(u64, String)>,
+}
+
+/// A batch from a stream that an agent already replaced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "event stream {stream} of this host was superseded by stream {current}; the agent that sent it no longer exists"
+)]
+pub struct RetiredStream {
+    /// The stream of the batch.
+    pub stream: u64,
+    /// The stream the mirror follows.
+    pub current: u64,
+}
+
+/// How a heartbeat compares with the mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Comparison {
+    /// Events are still on their way (or from another stream): nothing can be said.
+    NotComparable,
+    /// Everything is delivered and the heartbeat matches the mirror.
+    Agrees,
+    /// Everything is delivered and the heartbeat contradicts the mirror: why.
+    Disagrees(String),
+}
+
+impl Mirror {
+    /// Applies a batch: duplicates are skipped, a gap stops the application, and an event that
+    /// does not fit is kept and flagged so delivery is never blocked.
+    pub fn apply(&self, batch: &EventBatch) -> Result<Applied, RetiredStream> {
+        let mut mirror = self.clone();
+        let mut new_stream = false;
+        match self.stream {
+            Some(current) if current == batch.stream => {}
+            Some(current) if self.retired_streams.contains(&batch.stream) => {
+                return Err(RetiredStream {
+                    stream: batch.stream,
+                    current,
+                });
+            }
+            Some(current) => {
+                mirror.retired_streams.push(current);
+                let excess = mirror
+                    .retired_streams
+                    .len()
+                    .saturating_sub(RETIRED_STREAMS_CAP);
+                mirror.retired_streams.drain(..excess);
+                mirror.stream = Some(batch.stream);
+                mirror.state = State::default();
+                mirror.divergence = None;
+                new_stream = true;
+            }
+            None => {
+                mirror.stream = Some(batch.stream);
+                new_stream = true;
+            }
+        }
+        let mut stored = Vec::new();
+        let mut diverged = Vec::new();
+        for event in &batch.events {
+            if event.seq <= mirror.state.host.seq {
+                continue;
+            }
+            match step(&mirror.state, Event::Reported(event.clone()), event.at) {
+                Ok((next, _effects)) => mirror.state = next,
+                Err(TransitionError::SeqGap { .. }) => break,
+                Err(error) => {
+                    // The report does not fit: keep it, step past it, and say so.
+                    let text = format!("event {} ({}): {error}", event.seq, event.report.name());
+                    mirror.state.host.seq = event.seq;
+                    mirror.divergence = Some(text.clone());
+                    diverged.push((event.seq, text));
+                }
+            }
+            stored.push(event.clone());
+        }
+        Ok(Applied {
+            acked_through: mirror.state.host.seq,
+            mirror,
+            stored,
+            new_stream,
+            diverged,
+        })
+    }
+
+    /// Compares a heartbeat with the mirror, once every event the agent emitted is applied.
+    pub fn compare(&self, heartbeat: &Heartbeat) -> Comparison {
+        let host = &self.state.host;
+        if self.stream != Some(heartbeat.stream) || heartbeat.last_seq != host.seq {
+            return Comparison::NotComparable;
+        }
+        let mut differences = Vec::new();
+        if heartbeat.phase != host.phase.name() {
+            differences.push(format!(
+                "phase: the agent reports {:?}, its events say {:?}",
+                heartbeat.phase,
+                host.phase.name()
+            ));
+        }
+        if heartbeat.handled_revision != host.handled {
+            differences.push(format!(
+                "handled revision: the agent reports {}, its events say {}",
+                show(heartbeat.handled_revision.as_ref()),
+                show(host.handled.as_ref())
+            ));
+        }
+        if heartbeat.paused != host.paused {
+            differences.push(format!(
+                "paused: the agent reports {}, its events say {}",
+                heartbeat.paused, host.paused
+            ));
+        }
+        if heartbeat.system.current != host.system.current {
+            differences.push(format!(
+                "current system: the agent reports {}, its events say {}",
+                show(heartbeat.system.current.as_ref()),
+                show(host.system.current.as_ref())
+            ));
+        }
+        if differences.is_empty() {
+            return Comparison::Agrees;
+        }
+        Comparison::Disagrees(format!(
+            "the heartbeat contradicts the mirror with every event up to seq {} applied: {}",
+            host.seq,
+            differences.join("; ")
+        ))
+    }
+}
+
+fn show<T: std::fmt::Display>(value: Option<&T>) -> String {
+    value.map_or_else(|| "none".to_owned(), ToString::to_string)
+}

@@ -1,0 +1,179 @@
+//! The in-memory view of every host: what reads are answered from, and the per-host
+//! notification that wakes long-polls.
+//!
+//! The map lock is held only to look an entry up or insert one, never across I/O. Each host has
+//! its own write lock (held across its store commit, so a host's writes apply in order) and its
+//! own view lock (held only to copy or swap data).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fleetnode_wire::{DesiredState, HostId};
+use tokio::sync::watch;
+
+use crate::auth::{TokenHash, parse_hash};
+use crate::mirror::Mirror;
+use crate::store::{HeartbeatRecord, HostRecord, StoredHost};
+
+/// Every host, by id.
+#[derive(Default)]
+pub struct Registry {
+    hosts: Mutex<HashMap<HostId, Arc<HostEntry>>>,
+    tokens: Mutex<HashMap<TokenHash, HostId>>,
+}
+
+/// One host.
+pub struct HostEntry {
+    /// Its id.
+    pub id: HostId,
+    /// Serialises this host's writes: taken before reading what a write is based on and held
+    /// until the store committed and the view is updated.
+    pub write: tokio::sync::Mutex<()>,
+    view: Mutex<HostView>,
+    desired: watch::Sender<DesiredState>,
+    waiters: AtomicUsize,
+}
+
+/// What is known about a host, as last committed.
+#[derive(Debug, Clone)]
+pub struct HostView {
+    /// Its registration.
+    pub record: HostRecord,
+    /// Its token digest.
+    pub token_hash: TokenHash,
+    /// Its mirror.
+    pub mirror: Mirror,
+    /// Its latest heartbeat.
+    pub heartbeat: Option<HeartbeatRecord>,
+}
+
+impl Registry {
+    /// The registry of stored hosts. A host whose token digest is unreadable is loaded but
+    /// can never authenticate (an all-zero digest matches no token).
+    pub fn load(stored: Vec<StoredHost>) -> Self {
+        let registry = Self::default();
+        for host in stored {
+            registry.insert(host.record, host.desired, host.mirror, host.heartbeat);
+        }
+        registry
+    }
+
+    /// Adds a host to the view (after it was stored).
+    pub fn insert(
+        &self,
+        record: HostRecord,
+        desired: DesiredState,
+        mirror: Mirror,
+        heartbeat: Option<HeartbeatRecord>,
+    ) -> Arc<HostEntry> {
+        let token_hash = parse_hash(&record.token_sha256).unwrap_or([0; 32]);
+        let id = record.id.clone();
+        let entry = Arc::new(HostEntry {
+            id: id.clone(),
+            write: tokio::sync::Mutex::new(()),
+            view: Mutex::new(HostView {
+                record,
+                token_hash,
+                mirror,
+                heartbeat,
+            }),
+            desired: watch::Sender::new(desired),
+            waiters: AtomicUsize::new(0),
+        });
+        lock(&self.tokens).insert(token_hash, id.clone());
+        lock(&self.hosts).insert(id, entry.clone());
+        entry
+    }
+
+    /// The host, if registered (revoked hosts included).
+    pub fn get(&self, id: &HostId) -> Option<Arc<HostEntry>> {
+        lock(&self.hosts).get(id).cloned()
+    }
+
+    /// True when the id is registered.
+    pub fn contains(&self, id: &HostId) -> bool {
+        lock(&self.hosts).contains_key(id)
+    }
+
+    /// The host whose token has this digest.
+    pub fn owner_of(&self, hash: &TokenHash) -> Option<HostId> {
+        lock(&self.tokens).get(hash).cloned()
+    }
+
+    /// Every host, sorted by id.
+    pub fn all(&self) -> Vec<Arc<HostEntry>> {
+        let mut entries: Vec<Arc<HostEntry>> = lock(&self.hosts).values().cloned().collect();
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        entries
+    }
+}
+
+impl HostEntry {
+    /// A copy of the view.
+    pub fn view(&self) -> HostView {
+        lock(&self.view).clone()
+    }
+
+    /// Reads part of the view without copying all of it.
+    pub fn with_view<T>(&self, read: impl FnOnce(&HostView) -> T) -> T {
+        read(&lock(&self.view))
+    }
+
+    /// Changes the view (call with the write lock held, after the store committed).
+    pub fn update(&self, change: impl FnOnce(&mut HostView)) {
+        change(&mut lock(&self.view));
+    }
+
+    /// The desired state in force.
+    pub fn desired(&self) -> DesiredState {
+        self.desired.borrow().clone()
+    }
+
+    /// Publishes a new desired state: every waiting long-poll wakes.
+    pub fn publish(&self, desired: DesiredState) {
+        self.desired.send_replace(desired);
+    }
+
+    /// Wakes every waiting long-poll without a change (e.g. the host was revoked).
+    pub fn wake(&self) {
+        self.desired.send_modify(|_| {});
+    }
+
+    /// A receiver of desired-state changes.
+    pub fn subscribe(&self) -> watch::Receiver<DesiredState> {
+        self.desired.subscribe()
+    }
+
+    /// Registers a waiting long-poll, unless `cap` are already waiting.
+    pub fn try_wait(self: &Arc<Self>, cap: usize) -> Option<WaiterGuard> {
+        let before = self.waiters.fetch_add(1, Ordering::SeqCst);
+        let guard = WaiterGuard {
+            entry: self.clone(),
+        };
+        if before >= cap {
+            drop(guard);
+            return None;
+        }
+        Some(guard)
+    }
+}
+
+/// A waiting long-poll; dropping it frees the slot.
+pub struct WaiterGuard {
+    entry: Arc<HostEntry>,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        self.entry.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical
+/// section here only copies or assigns whole values, so the data is never half-updated.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

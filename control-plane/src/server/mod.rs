@@ -1,0 +1,299 @@
+//! The HTTPS server: agent API, operator API, `/metrics` and `/healthz`.
+//!
+//! [`start`] binds the listener first and answers at once; the store is opened in the
+//! background (an integrity check of a large file takes a while), and until it is open every
+//! request gets 503 `unavailable` with `Retry-After`. `docs/control-plane.md` describes running
+//! and securing it, `docs/protocol.md` the API.
+
+mod admin;
+mod agent;
+mod app;
+mod http;
+mod metrics;
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::Handle;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use fleetnode_wire::Secret;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::clock::{Clock, SystemClock};
+use crate::registry::Registry;
+use crate::store::{Store, StoreError};
+use crate::tls::{TlsError, server_config};
+
+pub use app::App;
+
+/// Default heartbeat interval agents are expected to keep; three missed make a host offline.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+/// Default cap of long-polls one host may have waiting at once. An agent needs one; a few more
+/// cover a restart racing its old connection.
+pub const DEFAULT_WAITERS_PER_HOST: usize = 4;
+/// How long a graceful shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often the store is tried again while another process holds it.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// How the server talks to clients.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// HTTPS with this certificate chain and key (PEM files).
+    Tls {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+        /// With mutual TLS: the CA that signs agents' client certificates.
+        client_ca: Option<PathBuf>,
+    },
+    /// Plain HTTP, on a loopback address only (demos and tests of the plain-HTTP path).
+    InsecureHttp,
+}
+
+/// Everything `serve` needs.
+#[derive(Clone)]
+pub struct ServerOptions {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// TLS or (loopback only) plain HTTP.
+    pub transport: Transport,
+    /// The operator's admin token.
+    pub admin_token: Secret,
+    /// The redb file.
+    pub store: PathBuf,
+    /// Heartbeat interval agents keep; a host is offline after three without one.
+    pub heartbeat_interval: Duration,
+    /// Serve `/metrics` without the admin token.
+    pub metrics_public: bool,
+    /// Long-polls one host may have waiting at once; beyond, 429.
+    pub waiters_per_host: usize,
+    /// The wall clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ServerOptions {
+    /// Options with the defaults for everything but the essentials.
+    pub fn new(
+        listen: SocketAddr,
+        transport: Transport,
+        admin_token: Secret,
+        store: PathBuf,
+    ) -> Self {
+        Self {
+            listen,
+            transport,
+            admin_token,
+            store,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            metrics_public: false,
+            waiters_per_host: DEFAULT_WAITERS_PER_HOST,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The admin token is empty.
+    #[error("the admin token is empty; put a long random secret in the --admin-token-file")]
+    EmptyAdminToken,
+    /// Plain HTTP was asked for on an address other than loopback.
+    #[error(
+        "--insecure-http is only allowed on a loopback address (127.0.0.1 or ::1), not {0}: tokens would cross the network in clear text"
+    )]
+    InsecureNotLoopback(SocketAddr),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP server failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running server.
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    opener: JoinHandle<Result<(), StoreError>>,
+}
+
+/// Binds the listener, starts serving (503 until the store is open) and opens the store in the
+/// background.
+pub async fn start(options: ServerOptions) -> Result<RunningServer, ServeError> {
+    if options.admin_token.is_empty() {
+        return Err(ServeError::EmptyAdminToken);
+    }
+    let acceptor = match &options.transport {
+        Transport::Tls {
+            cert,
+            key,
+            client_ca,
+        } => {
+            let config = server_config(cert, key, client_ca.as_deref())?;
+            Some(RustlsAcceptor::new(RustlsConfig::from_config(Arc::new(
+                config,
+            ))))
+        }
+        Transport::InsecureHttp => {
+            if !options.listen.ip().is_loopback() {
+                return Err(ServeError::InsecureNotLoopback(options.listen));
+            }
+            warn!(
+                listen = %options.listen,
+                "serving plain HTTP (--insecure-http): tokens travel in clear text; for demos on loopback only"
+            );
+            None
+        }
+    };
+    let listener =
+        std::net::TcpListener::bind(options.listen).map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let app = Arc::new(App::new(&options, shutdown.clone()));
+    let router = routes::router(app.clone());
+    let handle: Handle<SocketAddr> = Handle::new();
+    let server = {
+        let handle = handle.clone();
+        let make = router.into_make_service();
+        match acceptor {
+            Some(acceptor) => {
+                let server = axum_server::from_tcp(listener)?
+                    .acceptor(acceptor)
+                    .handle(handle);
+                tokio::spawn(async move { server.serve(make).await })
+            }
+            None => {
+                let server = axum_server::from_tcp(listener)?.handle(handle);
+                tokio::spawn(async move { server.serve(make).await })
+            }
+        }
+    };
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        });
+    }
+    let opener = tokio::spawn(open_store(app, options.store.clone(), shutdown.clone()));
+    info!(%addr, store = %options.store.display(), "listening");
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        server,
+        opener,
+    })
+}
+
+impl RunningServer {
+    /// The address the server listens on (the port is known even when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, answers waiting long-polls, waits for requests in flight and closes
+    /// the store.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Runs until the server stops: after [`RunningServer::stop`], a cancelled shutdown token,
+    /// or a store that cannot be opened (returned as the error).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        let served = self.server.await;
+        // The opener ends when the store is open, failed, or shutdown was requested.
+        self.shutdown.cancel();
+        let opened = self.opener.await;
+        match served {
+            Ok(result) => result?,
+            Err(join) => return Err(ServeError::Io(std::io::Error::other(join.to_string()))),
+        }
+        match opened {
+            Ok(result) => result?,
+            Err(join) => return Err(ServeError::Io(std::io::Error::other(join.to_string()))),
+        }
+        Ok(())
+    }
+}
+
+/// Opens the store, retrying while another process holds it; any other failure stops the
+/// server with the error.
+async fn open_store(
+    app: Arc<App>,
+    path: PathBuf,
+    shutdown: CancellationToken,
+) -> Result<(), StoreError> {
+    let mut warned = false;
+    loop {
+        let attempt = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let store = Store::open(&path)?;
+                let hosts = store.load()?;
+                Ok::<_, StoreError>((store, hosts))
+            })
+            .await
+        };
+        let result = match attempt {
+            Ok(result) => result,
+            Err(join) => Err(StoreError::Corrupt {
+                path: path.clone(),
+                what: "file (opening it panicked)".to_owned(),
+                detail: join.to_string(),
+            }),
+        };
+        match result {
+            Ok((store, hosts)) => {
+                info!(store = %path.display(), hosts = hosts.len(), "store open; serving");
+                app.set_ready(Arc::new(store), Registry::load(hosts));
+                return Ok(());
+            }
+            Err(StoreError::Locked { .. }) if !shutdown.is_cancelled() => {
+                if !warned {
+                    warn!(store = %path.display(), "store is in use by another process; answering 503 and retrying every second");
+                    warned = true;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(STORE_RETRY) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+            }
+            Err(StoreError::Locked { .. }) => return Ok(()),
+            Err(error) => {
+                error!(%error, "cannot open the store; stopping");
+                shutdown.cancel();
+                return Err(error);
+            }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The route table.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{delete, get, post};
+
+use super::app::App;
+use super::{admin, agent, http};
+
+/// Every route with its middleware: metrics (outermost), protocol version, readiness.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/agent/hosts/{host}/desired", get(agent::desired))
+        .route("/v1/agent/hosts/{host}/events", post(agent::events))
+        .route("/v1/agent/hosts/{host}/heartbeat", post(agent::heartbeat))
+        .route(
+            "/v1/admin/hosts",
+            post(admin::add_host).get(admin::list_hosts),
+        )
+        .route(
+            "/v1/admin/hosts/{host}",
+            get(admin::host_detail).merge(delete(admin::revoke_host)),
+        )
+        .route("/v1/admin/targets", post(admin::set_target))
+        .route("/v1/admin/hosts/{host}/rollback", post(admin::rollback))
+        .route("/v1/admin/hosts/{host}/pause", post(admin::pause))
+        .route("/v1/admin/hosts/{host}/resume", post(admin::resume))
+        .route("/metrics", get(admin::metrics))
+        .route("/healthz", get(admin::healthz))
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(from_fn_with_state(app.clone(), http::readiness))
+        .layer(from_fn(http::protocol))
+        .layer(from_fn_with_state(app.clone(), http::measure))
+        .with_state(app)
+}

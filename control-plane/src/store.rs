@@ -1,0 +1,424 @@
+//! The durable store: one redb file holding hosts, desired states with their history, each
+//! host's event log and mirror, and the latest heartbeats.
+//!
+//! Every method is blocking (redb commits with fsync); the server calls them from
+//! `spawn_blocking`. Values are JSON of the shared wire and state-machine types, so a store can
+//! be read with the same types the API returns. redb serialises write transactions itself; a
+//! batch of events and the mirror it produces are one transaction, durable before the ack.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fleetnode_wire::{DesiredState, Heartbeat, HostId, OutboundEvent, Tag, Timestamp};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::mirror::Mirror;
+
+/// The layout version this build writes; a store with another version is refused.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// How long heartbeats may be committed without fsync before one is made durable (they are
+/// replaced every interval, so losing the last few on power loss costs nothing, and skipping
+/// the fsync is what lets thousands of hosts heartbeat on one server).
+const HEARTBEAT_SYNC_EVERY: Duration = Duration::from_secs(5);
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
+const DESIRED: TableDefinition<&str, &[u8]> = TableDefinition::new("desired");
+const DESIRED_HISTORY: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("desired_history");
+const EVENTS: TableDefinition<(&str, u64, u64), &[u8]> = TableDefinition::new("events");
+const MIRRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("mirrors");
+const HEARTBEATS: TableDefinition<&str, &[u8]> = TableDefinition::new("heartbeats");
+
+/// A registered host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Its id.
+    pub id: HostId,
+    /// Its tags.
+    pub tags: Vec<Tag>,
+    /// SHA-256 of its bearer token, hex. The token itself is never stored.
+    pub token_sha256: String,
+    /// Revoked hosts keep their history but can no longer authenticate.
+    pub revoked: bool,
+    /// When it was added (server clock).
+    pub added_at: Timestamp,
+    /// When it was revoked.
+    #[serde(default)]
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// One entry of a host's desired-state history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredRecord {
+    /// The desired state from this revision on.
+    pub desired: DesiredState,
+    /// When it was set (server clock).
+    pub set_at: Timestamp,
+    /// The operator command that set it (`set-target`, `rollback`, `pause`, `resume`).
+    pub cause: String,
+}
+
+/// The latest heartbeat of a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatRecord {
+    /// What the agent sent.
+    pub heartbeat: Heartbeat,
+    /// When it arrived (server clock): the host's last-seen time.
+    pub received_at: Timestamp,
+    /// Why the heartbeat contradicts the mirror, if it does.
+    #[serde(default)]
+    pub divergence: Option<String>,
+}
+
+/// Everything stored about one host, as loaded at start-up.
+#[derive(Debug, Clone)]
+pub struct StoredHost {
+    /// The registration.
+    pub record: HostRecord,
+    /// The desired state in force.
+    pub desired: DesiredState,
+    /// The mirror.
+    pub mirror: Mirror,
+    /// The latest heartbeat.
+    pub heartbeat: Option<HeartbeatRecord>,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (or another server in this one) has the file open.
+    #[error(
+        "the store {path} is in use by another process (is another fleetnode-cp running on it?)"
+    )]
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file could not be opened as a redb database.
+    #[error(
+        "cannot open the store {path}: {source}; restore it from a backup or move it aside to start with an empty store"
+    )]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// redb's error.
+        source: redb::DatabaseError,
+    },
+    /// The store was written by a build with another layout.
+    #[error(
+        "the store {path} has schema version {found}, this build reads version {SCHEMA_VERSION}; run the fleetnode-cp version that wrote it"
+    )]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: u64,
+    },
+    /// A stored value could not be read back.
+    #[error("the store {path} holds an unreadable {what}: {detail}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Which record.
+        what: String,
+        /// The parser's explanation.
+        detail: String,
+    },
+    /// A read or write failed.
+    #[error("store {path}: {source}")]
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// redb's error.
+        source: redb::Error,
+    },
+}
+
+/// The open store.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+    last_sync: Mutex<Instant>,
+}
+
+/// Changes to one host's desired state, written together with others in one transaction.
+#[derive(Debug, Clone)]
+pub struct DesiredChange {
+    /// The host.
+    pub host: HostId,
+    /// Its new desired state and why.
+    pub record: DesiredRecord,
+}
+
+impl Store {
+    /// Opens (or creates) the store, checking every page's integrity and the schema version.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|source| match source {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                    path: path.to_owned(),
+                },
+                source => StoreError::Open {
+                    path: path.to_owned(),
+                    source,
+                },
+            })?;
+        let store = Self {
+            db,
+            path: path.to_owned(),
+            last_sync: Mutex::new(Instant::now()),
+        };
+        store.init_schema()?;
+        Ok(store)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every host with its desired state, mirror and latest heartbeat.
+    pub fn load(&self) -> Result<Vec<StoredHost>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let hosts = txn.open_table(HOSTS).map_err(|e| self.fail(e))?;
+        let desired = txn.open_table(DESIRED).map_err(|e| self.fail(e))?;
+        let mirrors = txn.open_table(MIRRORS).map_err(|e| self.fail(e))?;
+        let heartbeats = txn.open_table(HEARTBEATS).map_err(|e| self.fail(e))?;
+        let mut out = Vec::with_capacity(usize::try_from(hosts.len().unwrap_or(0)).unwrap_or(0));
+        for entry in hosts.iter().map_err(|e| self.fail(e))? {
+            let (key, value) = entry.map_err(|e| self.fail(e))?;
+            let id = key.value();
+            let record: HostRecord = self.parse(&format!("host record {id}"), value.value())?;
+            let desired = match desired.get(id).map_err(|e| self.fail(e))? {
+                Some(v) => self.parse(&format!("desired state of {id}"), v.value())?,
+                None => DesiredState {
+                    revision: Default::default(),
+                    directive: None,
+                    paused: false,
+                },
+            };
+            let mirror = match mirrors.get(id).map_err(|e| self.fail(e))? {
+                Some(v) => self.parse(&format!("mirror of {id}"), v.value())?,
+                None => Mirror::default(),
+            };
+            let heartbeat = match heartbeats.get(id).map_err(|e| self.fail(e))? {
+                Some(v) => Some(self.parse(&format!("heartbeat of {id}"), v.value())?),
+                None => None,
+            };
+            out.push(StoredHost {
+                record,
+                desired,
+                mirror,
+                heartbeat,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Registers a new host with its initial desired state.
+    pub fn add_host(&self, record: &HostRecord, desired: &DesiredState) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut hosts = txn.open_table(HOSTS).map_err(|e| self.fail(e))?;
+            hosts
+                .insert(record.id.as_str(), json(record).as_slice())
+                .map_err(|e| self.fail(e))?;
+            let mut table = txn.open_table(DESIRED).map_err(|e| self.fail(e))?;
+            table
+                .insert(record.id.as_str(), json(desired).as_slice())
+                .map_err(|e| self.fail(e))?;
+        }
+        self.commit(txn)
+    }
+
+    /// Replaces a host's registration (used to revoke it).
+    pub fn put_host(&self, record: &HostRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut hosts = txn.open_table(HOSTS).map_err(|e| self.fail(e))?;
+            hosts
+                .insert(record.id.as_str(), json(record).as_slice())
+                .map_err(|e| self.fail(e))?;
+        }
+        self.commit(txn)
+    }
+
+    /// Sets new desired states, keeping each in the history, all in one transaction.
+    pub fn set_desired(&self, changes: &[DesiredChange]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut desired = txn.open_table(DESIRED).map_err(|e| self.fail(e))?;
+            let mut history = txn.open_table(DESIRED_HISTORY).map_err(|e| self.fail(e))?;
+            for change in changes {
+                let id = change.host.as_str();
+                desired
+                    .insert(id, json(&change.record.desired).as_slice())
+                    .map_err(|e| self.fail(e))?;
+                let revision = change.record.desired.revision.0;
+                history
+                    .insert((id, revision), json(&change.record).as_slice())
+                    .map_err(|e| self.fail(e))?;
+            }
+        }
+        self.commit(txn)
+    }
+
+    /// Appends events to a host's log and stores the mirror they produced, in one durable
+    /// transaction.
+    pub fn ingest(
+        &self,
+        host: &HostId,
+        stream: u64,
+        events: &[OutboundEvent],
+        mirror: &Mirror,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut log = txn.open_table(EVENTS).map_err(|e| self.fail(e))?;
+            for event in events {
+                log.insert((host.as_str(), stream, event.seq), json(event).as_slice())
+                    .map_err(|e| self.fail(e))?;
+            }
+            let mut mirrors = txn.open_table(MIRRORS).map_err(|e| self.fail(e))?;
+            mirrors
+                .insert(host.as_str(), json(mirror).as_slice())
+                .map_err(|e| self.fail(e))?;
+        }
+        self.commit(txn)
+    }
+
+    /// Stores a host's latest heartbeat. Not every heartbeat is fsynced (see
+    /// [`HEARTBEAT_SYNC_EVERY`]); any later durable commit makes it durable too.
+    pub fn put_heartbeat(&self, host: &HostId, record: &HeartbeatRecord) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let durable = self
+            .last_sync
+            .lock()
+            .map(|last| last.elapsed() >= HEARTBEAT_SYNC_EVERY)
+            .unwrap_or(true);
+        if !durable {
+            txn.set_durability(Durability::None)
+                .map_err(|e| self.fail(redb::Error::from(e)))?;
+        }
+        {
+            let mut table = txn.open_table(HEARTBEATS).map_err(|e| self.fail(e))?;
+            table
+                .insert(host.as_str(), json(record).as_slice())
+                .map_err(|e| self.fail(e))?;
+        }
+        if durable {
+            self.commit(txn)
+        } else {
+            txn.commit().map_err(|e| self.fail(e))
+        }
+    }
+
+    /// The newest `limit` events of a host's stream, oldest first.
+    pub fn recent_events(
+        &self,
+        host: &HostId,
+        stream: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboundEvent>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let log = txn.open_table(EVENTS).map_err(|e| self.fail(e))?;
+        let range = log
+            .range((host.as_str(), stream, 0)..=(host.as_str(), stream, u64::MAX))
+            .map_err(|e| self.fail(e))?;
+        let mut out = Vec::with_capacity(limit);
+        for entry in range.rev().take(limit) {
+            let (key, value) = entry.map_err(|e| self.fail(e))?;
+            let (_, _, seq) = key.value();
+            out.push(self.parse(&format!("event {seq} of {host}"), value.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The desired-state history of a host, oldest first.
+    pub fn desired_history(&self, host: &HostId) -> Result<Vec<DesiredRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let history = txn.open_table(DESIRED_HISTORY).map_err(|e| self.fail(e))?;
+        let range = history
+            .range((host.as_str(), 0)..=(host.as_str(), u64::MAX))
+            .map_err(|e| self.fail(e))?;
+        let mut out = Vec::new();
+        for entry in range {
+            let (key, value) = entry.map_err(|e| self.fail(e))?;
+            let (_, revision) = key.value();
+            out.push(self.parse(
+                &format!("desired revision {revision} of {host}"),
+                value.value(),
+            )?);
+        }
+        Ok(out)
+    }
+
+    fn init_schema(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.fail(e))?;
+            let found = meta
+                .get("schema_version")
+                .map_err(|e| self.fail(e))?
+                .map(|v| v.value());
+            match found {
+                Some(SCHEMA_VERSION) => {}
+                Some(found) => {
+                    return Err(StoreError::Schema {
+                        path: self.path.clone(),
+                        found,
+                    });
+                }
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION)
+                        .map_err(|e| self.fail(e))?;
+                }
+            }
+            // Create every table, so readers never meet a missing one.
+            txn.open_table(HOSTS).map_err(|e| self.fail(e))?;
+            txn.open_table(DESIRED).map_err(|e| self.fail(e))?;
+            txn.open_table(DESIRED_HISTORY).map_err(|e| self.fail(e))?;
+            txn.open_table(EVENTS).map_err(|e| self.fail(e))?;
+            txn.open_table(MIRRORS).map_err(|e| self.fail(e))?;
+            txn.open_table(HEARTBEATS).map_err(|e| self.fail(e))?;
+        }
+        self.commit(txn)
+    }
+
+    fn commit(&self, txn: redb::WriteTransaction) -> Result<(), StoreError> {
+        txn.commit().map_err(|e| self.fail(e))?;
+        if let Ok(mut last) = self.last_sync.lock() {
+            *last = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn fail(&self, error: impl Into<redb::Error>) -> StoreError {
+        StoreError::Database {
+            path: self.path.clone(),
+            source: error.into(),
+        }
+    }
+
+    fn parse<T: DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: what.to_owned(),
+            detail: e.to_string(),
+        })
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    fleetnode_wire::encode(value)
+}

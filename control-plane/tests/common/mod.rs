@@ -1,0 +1,475 @@
+//! A real control plane on loopback over real TLS, with certificates from the fixtures, and
+//! agent-side helpers that speak the wire protocol.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetnode_control_plane::{ManualClock, RunningServer, ServerOptions, Transport, start};
+use fleetnode_fixtures::certs::{IssuedPaths, TestCa};
+use fleetnode_state_machine::{
+    Effect, Event, HealthOverrides, LocalPolicy, Observation, ProbeId, ProbeResult, RealiseResult,
+    State, SwitchAction, SwitchOutcome, SystemView, step,
+};
+use fleetnode_wire::{
+    Directive, DirectiveKind, EventBatch, Heartbeat, HostAdded, HostDetail, OutboundEvent,
+    PROTOCOL_HEADER, QueueSummary, Revision, Secret, StorePath, Timestamp, protocol_version,
+};
+use reqwest::{Method, StatusCode};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tempfile::TempDir;
+
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789abcdef";
+pub const START: Timestamp = Timestamp(1_700_000_000_000);
+
+pub const HASHES: [&str; 3] = [
+    "0123456789abcdfghijklmnpqrsvwxyz",
+    "zyxwvsrqpnmlkjihgfdcba9876543210",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+];
+
+/// Closure number `n` of host `host`.
+pub fn closure(host: &str, n: usize) -> StorePath {
+    StorePath::parse(&format!("/nix/store/{}-nixos-system-{host}-{n}", HASHES[n])).unwrap()
+}
+
+/// The test PKI: a CA, the server's certificate, and the directory holding them.
+pub struct Pki {
+    pub dir: TempDir,
+    pub ca: TestCa,
+    pub ca_file: PathBuf,
+    pub server: IssuedPaths,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("fleetnode test CA").unwrap();
+        let ca_file = ca.write(dir.path()).unwrap();
+        let server = ca.server().unwrap().write(dir.path(), "server").unwrap();
+        Self {
+            dir,
+            ca,
+            ca_file,
+            server,
+        }
+    }
+}
+
+/// A server under test and what is needed to restart it on the same store.
+pub struct Harness {
+    pub pki: Pki,
+    pub store: PathBuf,
+    pub clock: Arc<ManualClock>,
+    pub client_ca: Option<PathBuf>,
+    pub heartbeat_interval: Duration,
+    pub server: Option<RunningServer>,
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+impl Harness {
+    /// A server with a fresh store, TLS, no mTLS.
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A server with mutual TLS: client certificates signed by `client_ca` are required on the
+    /// agent API.
+    pub async fn start_with(client_ca: Option<PathBuf>) -> Self {
+        let pki = Pki::new();
+        let store = pki.dir.path().join("cp.redb");
+        let mut harness = Self {
+            http: client(&pki.ca_file, None),
+            pki,
+            store,
+            clock: Arc::new(ManualClock::new(START)),
+            client_ca,
+            heartbeat_interval: Duration::from_secs(30),
+            server: None,
+            url: String::new(),
+        };
+        harness.boot().await;
+        harness.wait_ready().await;
+        harness
+    }
+
+    pub fn options(&self) -> ServerOptions {
+        let mut options = ServerOptions::new(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Transport::Tls {
+                cert: self.pki.server.cert.clone(),
+                key: self.pki.server.key.clone(),
+                client_ca: self.client_ca.clone(),
+            },
+            Secret::new(ADMIN_TOKEN),
+            self.store.clone(),
+        );
+        options.clock = self.clock.clone();
+        options.heartbeat_interval = self.heartbeat_interval;
+        options
+    }
+
+    /// Starts the server (not waiting for the store).
+    pub async fn boot(&mut self) {
+        let server = start(self.options()).await.unwrap();
+        self.url = format!("https://localhost:{}", server.local_addr().port());
+        self.server = Some(server);
+    }
+
+    /// Waits until the store is open (healthz answers 200).
+    pub async fn wait_ready(&self) {
+        for _ in 0..500 {
+            let response = self
+                .http
+                .get(format!("{}/healthz", self.url))
+                .send()
+                .await
+                .unwrap();
+            if response.status() == StatusCode::OK {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the server never opened its store");
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.unwrap();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.boot().await;
+        self.wait_ready().await;
+    }
+
+    // ------------------------------------------------------------ operator side
+
+    pub async fn admin(&self, method: Method, path: &str, body: Option<String>) -> Answer {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .header(PROTOCOL_HEADER, protocol_version());
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        Answer::from(request.send().await.unwrap()).await
+    }
+
+    pub async fn add_host(&self, id: &str) -> String {
+        self.add_host_tagged(id, &[]).await
+    }
+
+    pub async fn add_host_tagged(&self, id: &str, tags: &[&str]) -> String {
+        let body = serde_json::json!({ "id": id, "tags": tags }).to_string();
+        let answer = self
+            .admin(Method::POST, "/v1/admin/hosts", Some(body))
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+        let added: HostAdded = answer.json();
+        added.token.expose().to_owned()
+    }
+
+    pub async fn set_target(&self, hosts: &[&str], target: &StorePath) -> Answer {
+        let body = serde_json::json!({
+            "selector": { "by": "hosts", "hosts": hosts },
+            "target": target,
+        })
+        .to_string();
+        self.admin(Method::POST, "/v1/admin/targets", Some(body))
+            .await
+    }
+
+    pub async fn detail(&self, id: &str) -> HostDetail {
+        let answer = self
+            .admin(Method::GET, &format!("/v1/admin/hosts/{id}"), None)
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        answer.json()
+    }
+
+    // ------------------------------------------------------------ agent side
+
+    pub fn agent(&self, host: &str, token: &str) -> Agent {
+        Agent {
+            base: self.url.clone(),
+            host: host.to_owned(),
+            token: token.to_owned(),
+            http: self.http.clone(),
+        }
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Answer {
+    pub async fn from(response: reqwest::Response) -> Self {
+        Self {
+            status: response.status(),
+            headers: response.headers().clone(),
+            text: response.text().await.unwrap(),
+        }
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
+    }
+
+    /// The error code of an error answer.
+    pub fn code(&self) -> String {
+        let body: serde_json::Value = self.json();
+        body["code"].as_str().unwrap().to_owned()
+    }
+}
+
+/// An agent's side of the protocol, over its own client.
+#[derive(Clone)]
+pub struct Agent {
+    pub base: String,
+    pub host: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Agent {
+    pub fn with_client(mut self, http: reqwest::Client) -> Self {
+        self.http = http;
+        self
+    }
+
+    pub fn request(&self, method: Method, what: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(
+                method,
+                format!("{}/v1/agent/hosts/{}/{what}", self.base, self.host),
+            )
+            .bearer_auth(&self.token)
+            .header(PROTOCOL_HEADER, protocol_version())
+    }
+
+    pub async fn desired(&self, known: Option<u64>, wait: u64) -> Answer {
+        let mut query = vec![("wait", wait.to_string())];
+        if let Some(known) = known {
+            query.push(("known", known.to_string()));
+        }
+        Answer::from(
+            self.request(Method::GET, "desired")
+                .query(&query)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post_raw(&self, what: &str, body: Vec<u8>) -> Answer {
+        Answer::from(
+            self.request(Method::POST, what)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn events(&self, stream: u64, events: &[OutboundEvent]) -> Answer {
+        let batch = EventBatch {
+            stream,
+            events: events.to_vec(),
+        };
+        self.post_raw("events", fleetnode_wire::encode(&batch))
+            .await
+    }
+
+    pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Answer {
+        self.post_raw("heartbeat", fleetnode_wire::encode(heartbeat))
+            .await
+    }
+}
+
+/// An HTTP client trusting the test CA, optionally with a client certificate.
+pub fn client(ca_file: &Path, identity: Option<&IssuedPaths>) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match identity {
+        Some(paths) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(&paths.cert)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(&paths.key).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------- agent-side scenario
+
+/// An agent's state machine run by the test: the same `step` the agent runs, driven through a
+/// directive with a faithful stand-in for the host (switches do what their job says, probes
+/// pass), collecting the events it reports.
+pub struct SimulatedAgent {
+    pub state: State,
+    pub now: Timestamp,
+    pub system: SystemView,
+    pub reported: Vec<OutboundEvent>,
+    pub stream: u64,
+}
+
+impl SimulatedAgent {
+    /// An agent that started on a host committed on `base`.
+    pub fn started(base: &StorePath, stream: u64) -> Self {
+        let system = SystemView {
+            current: Some(base.clone()),
+            booted: Some(base.clone()),
+            profile: Some(base.clone()),
+        };
+        let mut agent = Self {
+            state: State::default(),
+            now: START,
+            system: system.clone(),
+            reported: Vec::new(),
+            stream,
+        };
+        agent.feed(Event::Started(Observation {
+            system,
+            boot_id: Some("boot-1".to_owned()),
+            switch_unit: None,
+            store_reset: None,
+            policy: LocalPolicy::default(),
+        }));
+        agent
+    }
+
+    /// Applies an event and carries out its effects until nothing is left to do but wait for
+    /// a deadline; then advances time to it and ticks, until the host is at rest.
+    pub fn feed(&mut self, event: Event) {
+        let mut queue = std::collections::VecDeque::from([event]);
+        loop {
+            while let Some(event) = queue.pop_front() {
+                let (next, effects) = step(&self.state, event, self.now).unwrap();
+                self.state = next;
+                for effect in effects {
+                    if let Some(follow) = self.carry_out(effect) {
+                        queue.push_back(follow);
+                    }
+                }
+            }
+            match self.state.next_deadline() {
+                Some((at, _)) if !self.state.host.phase.is_at_rest() => {
+                    self.now = at;
+                    queue.push_back(Event::Tick);
+                }
+                Some(_) | None => return,
+            }
+        }
+    }
+
+    fn carry_out(&mut self, effect: Effect) -> Option<Event> {
+        match effect {
+            Effect::Report(event) => {
+                self.reported.push(event);
+                None
+            }
+            Effect::Realise { target } => Some(Event::RealiseFinished {
+                target,
+                result: RealiseResult::Realised,
+            }),
+            Effect::RunSwitch { switch, job } => {
+                if job.set_profile {
+                    self.system.profile = Some(job.closure.clone());
+                }
+                match job.action {
+                    SwitchAction::Test => self.system.current = Some(job.closure.clone()),
+                    SwitchAction::Switch => {
+                        self.system.current = Some(job.closure.clone());
+                        self.system.profile = Some(job.closure.clone());
+                    }
+                    SwitchAction::Boot => self.system.profile = Some(job.closure.clone()),
+                }
+                Some(Event::SwitchFinished {
+                    switch,
+                    outcome: SwitchOutcome::Completed {
+                        system: self.system.clone(),
+                    },
+                })
+            }
+            Effect::ResetProbes { epoch } => Some(Event::ProbeResult(ProbeResult {
+                probe: ProbeId::control_plane(),
+                epoch,
+                passed: true,
+                detail: "reachable".to_owned(),
+            })),
+            Effect::WatchSwitch { .. } | Effect::AbortSwitch { .. } | Effect::Reboot => None,
+        }
+    }
+
+    /// Receives an activation directive and runs it to the end.
+    pub fn activate(&mut self, revision: u64, target: &StorePath) {
+        self.feed(Event::DirectiveReceived(Directive {
+            revision: Revision(revision),
+            kind: DirectiveKind::Activate {
+                target: target.clone(),
+                mode: None,
+                health: HealthOverrides::default(),
+            },
+        }));
+    }
+
+    /// Receives a rollback directive and runs it to the end.
+    pub fn rollback(&mut self, revision: u64) {
+        self.feed(Event::DirectiveReceived(Directive {
+            revision: Revision(revision),
+            kind: DirectiveKind::Rollback { to: None },
+        }));
+    }
+
+    /// A heartbeat that tells the truth about this agent.
+    pub fn heartbeat(&self) -> Heartbeat {
+        let host = &self.state.host;
+        Heartbeat {
+            agent_version: "0.1.0".to_owned(),
+            sent_at: self.now,
+            phase: host.phase.name().to_owned(),
+            paused: host.paused,
+            handled_revision: host.handled,
+            desired_revision: host.desired.as_ref().map(|d| d.revision),
+            target: host.phase.work().map(|w| w.target.clone()),
+            system: host.system.clone(),
+            stream: self.stream,
+            last_seq: host.seq,
+            queue: QueueSummary::default(),
+            probes: Vec::new(),
+            workers: Vec::new(),
+        }
+    }
+}
