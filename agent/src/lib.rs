@@ -5,7 +5,14 @@
 //! [`fleetnode_state_machine::step`]: it persists the new state and the new outbound events in
 //! one durable transaction, and only then hands the effects to the applier.
 
+pub mod backoff;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod input;
+pub mod metrics;
+pub mod runtime;
+pub mod secrets;
 pub mod store;
+pub mod system;
+pub mod systemd;

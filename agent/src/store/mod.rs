@@ -60,7 +60,9 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// An I/O error that moving the file aside would not cure (permissions, a missing directory).
-    #[error("cannot use the store {path}: {message}; check the state directory and its permissions")]
+    #[error(
+        "cannot use the store {path}: {message}; check the state directory and its permissions"
+    )]
     Io {
         /// The store file.
         path: PathBuf,
@@ -219,7 +221,10 @@ fn load(path: &Path) -> Result<Opened, LoadError> {
             for row in table.iter().map_err(|e| classify(e.into()))? {
                 let (seq, bytes) = row.map_err(|e| classify(e.into()))?;
                 let event: OutboundEvent = serde_json::from_slice(bytes.value()).map_err(|e| {
-                    corrupt(format!("queued event {} cannot be decoded: {e}", seq.value()))
+                    corrupt(format!(
+                        "queued event {} cannot be decoded: {e}",
+                        seq.value()
+                    ))
                 })?;
                 if event.seq != seq.value() || event.seq > state.host.seq {
                     return Err(corrupt(format!(

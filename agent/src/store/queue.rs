@@ -63,7 +63,9 @@ impl Store {
         let mut stats = self.stats;
         {
             let mut table = write.open_table(STATE).map_err(op)?;
-            table.insert(STATE_KEY, encode(state)?.as_slice()).map_err(op)?;
+            table
+                .insert(STATE_KEY, encode(state)?.as_slice())
+                .map_err(op)?;
             let mut queue = write.open_table(OUTBOUND).map_err(op)?;
             for event in events {
                 let bytes = encode(event)?;
@@ -76,7 +78,7 @@ impl Store {
         let over = |s: &QueueStats| s.depth > QUEUE_MAX_EVENTS || s.bytes > QUEUE_MAX_BYTES;
         let worth_trying = self
             .futile_at
-            .is_none_or(|depth| stats.depth >= depth + depth / 10 + 1);
+            .is_none_or(|depth| stats.depth > depth + depth / 10);
         if over(&stats) && worth_trying {
             report.compacted = compact_queue(&write)?;
             stats = queue_stats(&write, stats.dead_letters)?;

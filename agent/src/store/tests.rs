@@ -12,7 +12,7 @@ fn probe_event(seq: u64, name: &str) -> OutboundEvent {
         report: Report::ProbeObserved {
             epoch: 0,
             probe: ProbeId::parse(name).unwrap(),
-            passed: seq % 2 == 0,
+            passed: seq.is_multiple_of(2),
             detail: "checked".into(),
         },
     }
@@ -124,12 +124,18 @@ fn a_full_queue_compacts_probe_observations_and_keeps_lifecycle_events() {
     let report = store.commit(&state_at(total), &events).unwrap();
     assert!(report.compacted > 0);
     assert!(!report.over_cap);
-    let queue = store.reader().batch_after(0, usize::MAX, usize::MAX).unwrap();
+    let queue = store
+        .reader()
+        .batch_after(0, usize::MAX, usize::MAX)
+        .unwrap();
     assert_eq!(store.stats().depth, queue.len() as u64);
     // Every lifecycle event survives, with the latest observation of each probe.
     let lifecycle = queue.iter().filter(|e| e.report == Report::Paused).count();
     assert_eq!(lifecycle as u64, total / 1000);
-    let last_web = queue.iter().rev().find(|e| e.report.name() == "probe-observed");
+    let last_web = queue
+        .iter()
+        .rev()
+        .find(|e| e.report.name() == "probe-observed");
     assert!(last_web.is_some());
     assert!(queue.iter().any(|e| e.seq == total));
     assert!(queue.iter().any(|e| e.seq == total - 1));
@@ -225,7 +231,9 @@ fn an_undecodable_state_is_moved_aside() {
     {
         let state: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
         let mut table = write.open_table(state).unwrap();
-        table.insert("current", b"{\"host\":42}".as_slice()).unwrap();
+        table
+            .insert("current", b"{\"host\":42}".as_slice())
+            .unwrap();
     }
     write.commit().unwrap();
     drop(db);

@@ -1,0 +1,187 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetnode_state_machine::{GapCause, OutboundEvent, Report, State, Timestamp};
+use fleetnode_wire::{ErrorCode, WorkerStatus};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::{DrainerContext, run};
+use crate::control::Client;
+use crate::control::testserver::{Failure, TestServer};
+use crate::input::Input;
+use crate::metrics::Metrics;
+use crate::runtime::status::Workers;
+use crate::store::{DeadLetterOutcome, Store};
+
+fn paused(seq: u64) -> OutboundEvent {
+    OutboundEvent {
+        seq,
+        at: Timestamp(seq),
+        report: Report::Paused,
+    }
+}
+
+struct Harness {
+    server: TestServer,
+    store: Store,
+    inputs: mpsc::Receiver<Input>,
+    kick: Arc<Notify>,
+    workers: Workers,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), crate::input::WorkerError>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(queued: u64) -> Harness {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = server.config(dir.path());
+    let mut store = Store::open(&config.state_dir).unwrap().store;
+    let mut state = State::default();
+    state.host.seq = queued;
+    let events: Vec<_> = (1..=queued).map(paused).collect();
+    store.commit(&state, &events).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let workers = Workers::new(metrics.clone());
+    let kick = Arc::new(Notify::new());
+    let ctx = DrainerContext {
+        client: Arc::new(Client::new(&config, metrics).unwrap()),
+        reader: store.reader(),
+        stream: store.stream(),
+        kick: kick.clone(),
+        workers: workers.clone(),
+    };
+    let (inputs_tx, inputs) = mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run(ctx, inputs_tx, cancel.clone()));
+    Harness {
+        server,
+        store,
+        inputs,
+        kick,
+        workers,
+        cancel,
+        task,
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    /// Plays the reducer's part for the drainer's inputs until the queue is empty.
+    async fn reduce_until_empty(&mut self) {
+        while self.store.stats().depth > 0 {
+            let input = tokio::time::timeout(Duration::from_secs(600), self.inputs.recv())
+                .await
+                .expect("the drainer went quiet")
+                .unwrap();
+            match input {
+                Input::Acked { through } => {
+                    self.store.ack(through).unwrap();
+                }
+                Input::DeadLettered { seq, code } => {
+                    let outcome = self.store.dead_letter(seq, &code, Timestamp(9)).unwrap();
+                    assert!(matches!(outcome, DeadLetterOutcome::Moved(_)));
+                    self.kick.notify_one();
+                }
+                other => panic!("unexpected input {other:?}"),
+            }
+        }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        assert_eq!(self.task.await.unwrap(), Ok(()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn delivers_the_queue_in_order_in_capped_batches() {
+    let mut h = start(600).await;
+    h.reduce_until_empty().await;
+    {
+        let r = h.server.lock();
+        let sizes: Vec<usize> = r.batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![256, 256, 88]);
+        let seqs: Vec<u64> = r.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=600).collect::<Vec<_>>());
+        assert!(r.tokens.contains("Bearer s3cret-token"));
+    }
+    // An enqueue and a kick wake the idle drainer.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(h.workers.list()[0].status, WorkerStatus::Idle);
+    let mut state = State::default();
+    state.host.seq = 601;
+    h.store.commit(&state, &[paused(601)]).unwrap();
+    h.kick.notify_one();
+    h.reduce_until_empty().await;
+    assert_eq!(h.server.lock().events.last().map(|e| e.seq), Some(601));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poisoned_event_is_dead_lettered_and_delivery_goes_on() {
+    let mut h = start(5).await;
+    h.server.lock().poison.insert(3);
+    h.reduce_until_empty().await;
+    {
+        let r = h.server.lock();
+        let seqs: Vec<u64> = r.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            r.events[2].report,
+            Report::Gap {
+                from_seq: 3,
+                cause: GapCause::DeadLettered {
+                    code: "invalid".into()
+                }
+            }
+        );
+        // The whole batch first, then one at a time up to the batch's end.
+        assert_eq!(r.batches[0], vec![1, 2, 3, 4, 5]);
+        assert_eq!(r.batches[1], vec![1]);
+    }
+    let letters = h.store.reader().dead_letters().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event, paused(3));
+    assert_eq!(letters[0].code, "invalid");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_errors_back_off_and_lose_nothing() {
+    let mut h = start(3).await;
+    {
+        let mut r = h.server.lock();
+        r.fail_events.push_back(Failure {
+            status: 503,
+            code: ErrorCode::Unavailable,
+            retry_after: Some(10),
+        });
+        r.fail_events.push_back(Failure {
+            status: 500,
+            code: ErrorCode::Internal,
+            retry_after: None,
+        });
+        r.fail_events.push_back(Failure {
+            status: 403,
+            code: ErrorCode::Forbidden,
+            retry_after: None,
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(h.server.lock().batches.len(), 1, "Retry-After not honoured");
+    // 500: up to 2 s of jitter; 403: a full minute.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(h.server.lock().batches.len(), 3);
+    tokio::time::sleep(Duration::from_secs(55)).await;
+    assert_eq!(
+        h.server.lock().batches.len(),
+        3,
+        "credential errors retried too fast"
+    );
+    h.reduce_until_empty().await;
+    assert_eq!(h.server.lock().events.len(), 3);
+    assert!(h.store.reader().dead_letters().unwrap().is_empty());
+    h.stop().await;
+}

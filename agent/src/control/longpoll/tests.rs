@@ -1,0 +1,162 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetnode_state_machine::{Directive, DirectiveKind, Event, HealthOverrides, State, StorePath};
+use fleetnode_wire::ErrorCode;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::run;
+use crate::control::Client;
+use crate::control::testserver::{Failure, TestServer};
+use crate::input::Input;
+use crate::metrics::Metrics;
+use crate::runtime::status::Snapshot;
+
+fn directive(revision: u64) -> Directive {
+    Directive {
+        revision: fleetnode_state_machine::Revision(revision),
+        kind: DirectiveKind::Activate {
+            target: StorePath::parse("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system")
+                .unwrap(),
+            mode: None,
+            health: HealthOverrides::default(),
+        },
+    }
+}
+
+struct Harness {
+    server: TestServer,
+    inputs: mpsc::Receiver<Input>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), crate::input::WorkerError>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Harness {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client =
+        Arc::new(Client::new(&server.config(dir.path()), Arc::new(Metrics::new())).unwrap());
+    let snapshot = Snapshot::of(
+        &State::default(),
+        7,
+        Default::default(),
+        &Default::default(),
+    );
+    let (_tx, snapshot) = watch::channel(Arc::new(snapshot));
+    std::mem::forget(_tx);
+    let (inputs_tx, inputs) = mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run(client, snapshot, inputs_tx, cancel.clone()));
+    Harness {
+        server,
+        inputs,
+        cancel,
+        task,
+        _dir: dir,
+    }
+}
+
+async fn next_event(inputs: &mut mpsc::Receiver<Input>) -> Event {
+    match tokio::time::timeout(Duration::from_secs(120), inputs.recv()).await {
+        Ok(Some(Input::Event(event))) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn directives_arrive_at_once_and_changes_wake_the_poll() {
+    let mut h = start().await;
+    h.server.set_desired(|d| d.directive = Some(directive(1)));
+    assert_eq!(
+        next_event(&mut h.inputs).await,
+        Event::DirectiveReceived(directive(1))
+    );
+    // The agent now waits with the revision it knows; a change answers the waiting poll.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    h.server.set_desired(|d| {
+        d.directive = Some(directive(2));
+        d.paused = true;
+    });
+    // Pause comes first so nothing starts before the hold.
+    assert_eq!(next_event(&mut h.inputs).await, Event::PauseRequested);
+    assert_eq!(
+        next_event(&mut h.inputs).await,
+        Event::DirectiveReceived(directive(2))
+    );
+    {
+        let r = h.server.lock();
+        assert_eq!(
+            r.polls[0], None,
+            "the first poll after a start knows nothing"
+        );
+        assert!(r.polls[1..].iter().all(Option::is_some));
+        assert!(r.tokens.contains("Bearer s3cret-token"));
+        assert!(!r.missing_protocol_header);
+    }
+    h.cancel.cancel();
+    assert_eq!(h.task.await.unwrap(), Ok(()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_poll_waits_on_the_server_and_sends_nothing() {
+    let mut h = start().await;
+    // Revision 1 with no directive: nothing to tell the reducer.
+    tokio::time::sleep(Duration::from_secs(95)).await;
+    assert!(h.inputs.try_recv().is_err());
+    let polls = h.server.lock().polls.len();
+    // One immediate answer, then one poll per 30 s wait.
+    assert!((3..=5).contains(&polls), "{polls} polls in 95 s");
+    h.cancel.cancel();
+    assert_eq!(h.task.await.unwrap(), Ok(()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_starting_control_plane_is_waited_for_honouring_retry_after() {
+    let mut h = start().await;
+    {
+        let mut r = h.server.lock();
+        for _ in 0..3 {
+            r.fail_desired.push_back(Failure {
+                status: 503,
+                code: ErrorCode::Unavailable,
+                retry_after: Some(20),
+            });
+        }
+    }
+    h.server.set_desired(|d| d.directive = Some(directive(1)));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        h.server.lock().polls.len(),
+        2,
+        "Retry-After: 20 was not honoured"
+    );
+    assert!(!h.task.is_finished(), "the worker gave up on a 503");
+    assert_eq!(
+        next_event(&mut h.inputs).await,
+        Event::DirectiveReceived(directive(1))
+    );
+    assert!(h.server.lock().polls.len() >= 4);
+    h.cancel.cancel();
+    assert_eq!(h.task.await.unwrap(), Ok(()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_credentials_are_retried_at_the_slowest_pace() {
+    let mut h = start().await;
+    h.server.lock().fail_desired.push_back(Failure {
+        status: 401,
+        code: ErrorCode::Unauthorized,
+        retry_after: None,
+    });
+    h.server.set_desired(|d| d.directive = Some(directive(1)));
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert_eq!(h.server.lock().polls.len(), 1);
+    assert_eq!(
+        next_event(&mut h.inputs).await,
+        Event::DirectiveReceived(directive(1))
+    );
+    h.cancel.cancel();
+    assert_eq!(h.task.await.unwrap(), Ok(()));
+}

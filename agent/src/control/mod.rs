@@ -1,0 +1,265 @@
+//! Talking to the control plane: the HTTP client and the three workers that use it (long-poll
+//! of the desired state, outbound event drainer, heartbeat).
+//!
+//! Every request carries `fleetnode-protocol: 1.0` and the host's bearer token, has a timeout,
+//! and reads at most [`fleetnode_wire::MAX_BODY_BYTES`] of the response, incrementally. Every
+//! answer is parsed with [`fleetnode_wire::decode`] into validated types.
+
+pub mod drainer;
+pub mod heartbeat;
+pub mod longpoll;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetnode_state_machine::Revision;
+use fleetnode_wire::{
+    DesiredAnswer, ErrorBody, EventAck, EventBatch, Heartbeat, HeartbeatAck, HostId,
+    MAX_BODY_BYTES, PROTOCOL_HEADER, RetryClass, Secret, Validate, classify_status, decode,
+    protocol_version,
+};
+use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// How long the control plane may hold a long-poll.
+pub const LONGPOLL_WAIT_SECS: u64 = 30;
+/// Timeout of a long-poll request: the wait plus room for the answer.
+pub const LONGPOLL_TIMEOUT: Duration = Duration::from_secs(45);
+/// Timeout of an event batch or heartbeat request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout for establishing a connection (TCP and TLS).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request that did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequestError {
+    /// No answer: connection refused, TLS failure, timeout, a body cut short.
+    #[error("{0}")]
+    Network(String),
+    /// An error status.
+    #[error("HTTP {status}{}", body.as_ref().map(|b| format!(" ({:?}): {}", b.code, b.message)).unwrap_or_default())]
+    Status {
+        /// The status code.
+        status: u16,
+        /// The error body, when the server sent a valid one.
+        body: Option<ErrorBody>,
+        /// How long the server asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// A success status with a body that is not the expected message.
+    #[error("bad answer: {0}")]
+    BadAnswer(String),
+}
+
+impl RequestError {
+    /// How to treat this failure.
+    pub fn class(&self) -> RetryClass {
+        match self {
+            Self::Network(_) | Self::BadAnswer(_) => RetryClass::Transient,
+            Self::Status { status, .. } => classify_status(*status),
+        }
+    }
+
+    /// The wait the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            Self::Network(_) | Self::BadAnswer(_) => None,
+        }
+    }
+
+    /// A short code for a dead letter: the error body's code, or `http-<status>`.
+    pub fn code(&self) -> String {
+        match self {
+            Self::Status {
+                body: Some(body), ..
+            } => serde_json::to_value(body.code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "unknown".into()),
+            Self::Status { status, .. } => format!("http-{status}"),
+            Self::Network(_) => "network".into(),
+            Self::BadAnswer(_) => "bad-answer".into(),
+        }
+    }
+}
+
+/// The control-plane client of one host.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    host: HostId,
+    token: Option<Secret>,
+    metrics: Arc<Metrics>,
+}
+
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// TLS settings.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The host token.
+    #[error("host token: {0}")]
+    Token(#[from] crate::secrets::SecretError),
+    /// reqwest refused the settings.
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+impl Client {
+    /// Builds the client from the configuration (reads the token and TLS files now).
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, ClientError> {
+        let tls = tls::client_config(&config.tls)?;
+        let token = config
+            .token
+            .as_ref()
+            .map(crate::secrets::read)
+            .transpose()?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("fleetnode-agent/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(2)
+            .build()
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: config.control_plane_url.clone(),
+            host: config.host_id.clone(),
+            token,
+            metrics,
+        })
+    }
+
+    fn url(&self, what: &str) -> String {
+        format!("{}/v1/agent/hosts/{}/{what}", self.base, self.host)
+    }
+
+    /// `GET desired?known=<rev>&wait=<secs>`.
+    pub async fn desired(
+        &self,
+        known: Option<Revision>,
+        wait_secs: u64,
+    ) -> Result<DesiredAnswer, RequestError> {
+        let mut request = self.http.get(self.url("desired"));
+        if let Some(known) = known {
+            request = request.query(&[("known", known.0)]);
+        }
+        let request = request
+            .query(&[("wait", wait_secs)])
+            .timeout(LONGPOLL_TIMEOUT.max(Duration::from_secs(wait_secs + 15)));
+        self.send("desired", request).await
+    }
+
+    /// `POST events`.
+    pub async fn post_events(&self, batch: &EventBatch) -> Result<EventAck, RequestError> {
+        let request = self
+            .http
+            .post(self.url("events"))
+            .json(batch)
+            .timeout(REQUEST_TIMEOUT);
+        self.send("events", request).await
+    }
+
+    /// `POST heartbeat`.
+    pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatAck, RequestError> {
+        let request = self
+            .http
+            .post(self.url("heartbeat"))
+            .json(heartbeat)
+            .timeout(REQUEST_TIMEOUT);
+        self.send("heartbeat", request).await
+    }
+
+    async fn send<T: DeserializeOwned + Validate>(
+        &self,
+        endpoint: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, RequestError> {
+        let mut request = request.header(PROTOCOL_HEADER, protocol_version());
+        if let Some(token) = &self.token {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| RequestError::Network("the host token is not valid text".into()))?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                self.metrics.request(endpoint, None);
+                return Err(RequestError::Network(describe(&e)));
+            }
+        };
+        let status = response.status().as_u16();
+        self.metrics.request(endpoint, Some(status));
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = read_capped(response).await?;
+        if (200..300).contains(&status) {
+            return decode::<T>(&body).map_err(|e| RequestError::BadAnswer(e.to_string()));
+        }
+        let body = decode::<ErrorBody>(&body).ok();
+        let retry_after = retry_after.or_else(|| {
+            body.as_ref()
+                .and_then(|b| b.retry_after_secs)
+                .map(Duration::from_secs)
+        });
+        Err(RequestError::Status {
+            status,
+            body,
+            retry_after,
+        })
+    }
+}
+
+/// Reads a body chunk by chunk, stopping at the cap.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, RequestError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+    {
+        return Err(RequestError::BadAnswer(format!(
+            "the answer is larger than {MAX_BODY_BYTES} bytes"
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| RequestError::Network(describe(&e)))?
+    {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(RequestError::BadAnswer(format!(
+                "the answer is larger than {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A reqwest error with its causes, which carry the useful part (TLS, DNS, refused).
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+pub(crate) mod testserver;

@@ -1,0 +1,255 @@
+//! A small control plane for the client's tests: real HTTP on a loopback port (axum), with the
+//! agent endpoints, scripted failures and a record of what it received.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use fleetnode_state_machine::{OutboundEvent, Revision};
+use fleetnode_wire::{
+    DesiredAnswer, DesiredState, ErrorBody, ErrorCode, EventAck, EventBatch, Heartbeat,
+    HeartbeatAck, PROTOCOL_HEADER, decode, encode,
+};
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+
+/// A scripted answer to the next request of an endpoint.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub status: u16,
+    pub code: ErrorCode,
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct Recorded {
+    pub desired: DesiredState,
+    /// `known` of each long-poll received.
+    pub polls: Vec<Option<u64>>,
+    /// Every event applied, in order (duplicates ignored).
+    pub events: Vec<OutboundEvent>,
+    /// Sizes of every batch received (accepted or not).
+    pub batches: Vec<Vec<u64>>,
+    pub heartbeats: Vec<Heartbeat>,
+    pub acked_through: u64,
+    /// Seqs refused with 422 whenever they are in a batch.
+    pub poison: BTreeSet<u64>,
+    pub fail_events: VecDeque<Failure>,
+    pub fail_desired: VecDeque<Failure>,
+    pub fail_heartbeat: VecDeque<Failure>,
+    /// Authorization headers seen.
+    pub tokens: BTreeSet<String>,
+    pub missing_protocol_header: bool,
+}
+
+impl Default for Recorded {
+    fn default() -> Self {
+        Self {
+            desired: DesiredState {
+                revision: Revision(1),
+                directive: None,
+                paused: false,
+            },
+            polls: Vec::new(),
+            events: Vec::new(),
+            batches: Vec::new(),
+            heartbeats: Vec::new(),
+            acked_through: 0,
+            poison: BTreeSet::new(),
+            fail_events: VecDeque::new(),
+            fail_desired: VecDeque::new(),
+            fail_heartbeat: VecDeque::new(),
+            tokens: BTreeSet::new(),
+            missing_protocol_header: false,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub recorded: Arc<Mutex<Recorded>>,
+    pub changed: Arc<Notify>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let changed = Arc::new(Notify::new());
+        let server = Self {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            recorded,
+            changed,
+        };
+        let app = Router::new()
+            .route("/v1/agent/hosts/{host}/desired", get(desired))
+            .route("/v1/agent/hosts/{host}/events", post(events))
+            .route("/v1/agent/hosts/{host}/heartbeat", post(heartbeat))
+            .with_state(server.clone());
+        let listener = tokio::net::TcpListener::bind(server.addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, ..server }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.recorded.lock().unwrap()
+    }
+
+    /// Changes the desired state and wakes waiting long-polls.
+    pub fn set_desired(&self, f: impl FnOnce(&mut DesiredState)) {
+        let mut r = self.lock();
+        f(&mut r.desired);
+        r.desired.revision = Revision(r.desired.revision.0 + 1);
+        drop(r);
+        self.changed.notify_waiters();
+    }
+
+    /// An agent configuration pointing at this server, with a token file in `dir`.
+    pub fn config(&self, dir: &std::path::Path) -> Config {
+        let token = dir.join("token");
+        std::fs::write(&token, "s3cret-token\n").unwrap();
+        let text = format!(
+            "control_plane_url = \"http://{}\"\nhost_id = \"web-01\"\ntoken_file = \"{}\"\nallow_insecure_http = true\nstate_dir = \"{}\"\n[tls]\nca_file = \"{}\"\n",
+            self.addr,
+            token.display(),
+            dir.join("state").display(),
+            write_dummy_ca(dir).display(),
+        );
+        Config::parse(&text).unwrap()
+    }
+}
+
+/// A CA file, needed to build the TLS configuration even for plain-http tests.
+fn write_dummy_ca(dir: &std::path::Path) -> std::path::PathBuf {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["ca.test".to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let path = dir.join("ca.pem");
+    std::fs::write(&path, cert.pem()).unwrap();
+    path
+}
+
+fn failure(f: Failure) -> Response {
+    let mut body = ErrorBody::new(f.code, "scripted failure");
+    body.retry_after_secs = f.retry_after;
+    let mut response = (StatusCode::from_u16(f.status).unwrap(), encode(&body)).into_response();
+    if let Some(secs) = f.retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", secs.to_string().parse().unwrap());
+    }
+    response
+}
+
+fn check(server: &TestServer, headers: &HeaderMap) {
+    let mut r = server.lock();
+    if let Some(auth) = headers.get("authorization") {
+        r.tokens.insert(auth.to_str().unwrap().to_owned());
+    }
+    if headers.get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()) != Some("1.0") {
+        r.missing_protocol_header = true;
+    }
+}
+
+#[derive(Deserialize)]
+struct Poll {
+    known: Option<u64>,
+    wait: Option<u64>,
+}
+
+async fn desired(
+    State(server): State<TestServer>,
+    headers: HeaderMap,
+    Query(poll): Query<Poll>,
+) -> Response {
+    check(&server, &headers);
+    let notified = server.changed.notified();
+    {
+        let mut r = server.lock();
+        r.polls.push(poll.known);
+        if let Some(f) = r.fail_desired.pop_front() {
+            return failure(f);
+        }
+        if poll.known != Some(r.desired.revision.0) {
+            let answer = DesiredAnswer {
+                changed: true,
+                desired: r.desired.clone(),
+            };
+            return encode(&answer).into_response();
+        }
+    }
+    let wait = Duration::from_secs(poll.wait.unwrap_or(30));
+    let _ = tokio::time::timeout(wait, notified).await;
+    let r = server.lock();
+    let answer = DesiredAnswer {
+        changed: poll.known != Some(r.desired.revision.0),
+        desired: r.desired.clone(),
+    };
+    encode(&answer).into_response()
+}
+
+async fn events(State(server): State<TestServer>, headers: HeaderMap, body: Bytes) -> Response {
+    check(&server, &headers);
+    let batch: EventBatch = match decode(&body) {
+        Ok(batch) => batch,
+        Err(e) => {
+            return failure_with(StatusCode::BAD_REQUEST, ErrorCode::Malformed, e.to_string());
+        }
+    };
+    let mut r = server.lock();
+    r.batches.push(batch.events.iter().map(|e| e.seq).collect());
+    if let Some(f) = r.fail_events.pop_front() {
+        return failure(f);
+    }
+    let poisoned = |e: &&OutboundEvent| {
+        r.poison.contains(&e.seq)
+            && !matches!(e.report, fleetnode_state_machine::Report::Gap { .. })
+    };
+    if let Some(seq) = batch.events.iter().find(poisoned) {
+        let mut body = ErrorBody::new(ErrorCode::Invalid, "poisoned event");
+        body.seq = Some(seq.seq);
+        return (StatusCode::UNPROCESSABLE_ENTITY, encode(&body)).into_response();
+    }
+    for event in batch.events {
+        if event.seq > r.acked_through {
+            r.acked_through = event.seq;
+            r.events.push(event);
+        }
+    }
+    encode(&EventAck {
+        acked_through: r.acked_through,
+    })
+    .into_response()
+}
+
+fn failure_with(status: StatusCode, code: ErrorCode, message: String) -> Response {
+    (status, encode(&ErrorBody::new(code, message))).into_response()
+}
+
+async fn heartbeat(State(server): State<TestServer>, headers: HeaderMap, body: Bytes) -> Response {
+    check(&server, &headers);
+    let mut r = server.lock();
+    if let Some(f) = r.fail_heartbeat.pop_front() {
+        return failure(f);
+    }
+    match decode::<Heartbeat>(&body) {
+        Ok(hb) => r.heartbeats.push(hb),
+        Err(e) => {
+            return failure_with(StatusCode::BAD_REQUEST, ErrorCode::Malformed, e.to_string());
+        }
+    }
+    encode(&HeartbeatAck {
+        desired_revision: r.desired.revision,
+    })
+    .into_response()
+}
