@@ -1,0 +1,122 @@
+//! Realising a closure: `nix-store --realise` with a GC root, then the signature check.
+
+use std::path::{Path, PathBuf};
+
+use fleetnode_state_machine::{MESSAGE_CAP, RealiseResult, StorePath, cap_tail};
+
+use super::NixosSystem;
+use super::command::Argv;
+
+impl NixosSystem {
+    /// The GC root that keeps the closure being worked on alive; each realise replaces it.
+    pub(super) fn gc_root(&self) -> PathBuf {
+        self.state_dir.join("gcroots").join("target")
+    }
+
+    /// The `nix` command: next to `nix-store` when that is a path, else found on `PATH`.
+    fn nix_command(&self) -> String {
+        let nix_store = Path::new(&self.config.nix_store);
+        match nix_store.parent() {
+            Some(dir) if self.config.nix_store.contains('/') => {
+                dir.join("nix").display().to_string()
+            }
+            Some(_) | None => "nix".to_owned(),
+        }
+    }
+
+    pub(super) async fn realise_closure(&self, target: &StorePath) -> RealiseResult {
+        match self.try_realise(target).await {
+            Ok(()) => {
+                tracing::info!(closure = %target, "closure realised");
+                RealiseResult::Realised
+            }
+            Err(message) => {
+                tracing::warn!(closure = %target, %message, "cannot realise the closure");
+                RealiseResult::Failed {
+                    message: cap_tail(&message, MESSAGE_CAP),
+                }
+            }
+        }
+    }
+
+    async fn try_realise(&self, target: &StorePath) -> Result<(), String> {
+        let gc_root = self.gc_root();
+        if let Some(dir) = gc_root.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let argv = Argv::new(&self.config.nix_store)
+            .arg("--realise")
+            .arg(target.as_str())
+            .arg("--add-root")
+            .arg(&gc_root)
+            .arg("--indirect");
+        let finished = argv.run(true).await.map_err(|e| e.to_string())?;
+        if !finished.status.success() {
+            return Err(finished.failure(&argv.display()).to_string());
+        }
+        let realised = self.realised_path(&finished.stdout, &gc_root).await?;
+        if &realised != target {
+            return Err(format!(
+                "nix-store realised {realised} when {target} was asked for; refusing to use it"
+            ));
+        }
+        if self.config.require_signatures {
+            self.verify_signatures(target).await?;
+        }
+        Ok(())
+    }
+
+    /// The store path `nix-store --realise` produced: it prints the GC root it made (whose
+    /// target is the path) or, without a root, the path itself.
+    async fn realised_path(&self, stdout: &str, gc_root: &Path) -> Result<StorePath, String> {
+        let mut lines = stdout.lines().filter(|line| !line.trim().is_empty());
+        let (Some(line), None) = (lines.next(), lines.next()) else {
+            return Err(format!(
+                "nix-store --realise printed {stdout:?}; expected exactly one path"
+            ));
+        };
+        let line = line.trim();
+        if Path::new(line) != gc_root {
+            return StorePath::parse(line).map_err(|e| format!("nix-store --realise: {e}"));
+        }
+        let target = tokio::fs::read_link(gc_root)
+            .await
+            .map_err(|e| format!("cannot read the GC root {}: {e}", gc_root.display()))?;
+        StorePath::parse(&target.to_string_lossy())
+            .map_err(|e| format!("the GC root {} points at {e}", gc_root.display()))
+    }
+
+    /// Refuses a closure any of whose paths lacks a signature by a trusted key.
+    async fn verify_signatures(&self, target: &StorePath) -> Result<(), String> {
+        let argv = Argv::new(self.nix_command())
+            .arg("--extra-experimental-features")
+            .arg("nix-command")
+            .arg("store")
+            .arg("verify")
+            .arg("--recursive")
+            .arg("--no-contents")
+            .arg("--sigs-needed")
+            .arg("1")
+            .arg("--option")
+            .arg("trusted-public-keys")
+            .arg(self.config.trusted_public_keys.join(" "))
+            .arg(target.as_str());
+        let finished = argv.run(true).await.map_err(|e| e.to_string())?;
+        if finished.status.success() {
+            return Ok(());
+        }
+        let trusted: Vec<&str> = self
+            .config
+            .trusted_public_keys
+            .iter()
+            .map(|key| key.split_once(':').map_or(key.as_str(), |(name, _)| name))
+            .collect();
+        Err(format!(
+            "closure {target} is not signed by a trusted key (trusted: {}): {}",
+            trusted.join(", "),
+            finished.stderr.trim()
+        ))
+    }
+}

@@ -1,0 +1,389 @@
+//! The switch's transient unit: launching it, reading its state, releasing it; the switch lock;
+//! `systemctl` for reboots and probes.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{File, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleetnode_state_machine::{OUTPUT_TAIL_CAP, SwitchId, SwitchJob, UnitState, cap_tail};
+
+use super::command::{Argv, is_executable, resolve_program};
+use super::{NixosSystem, SystemError};
+
+/// Switch output logs kept in `<state_dir>/switches/` (older ones are deleted when a switch
+/// starts). At most a few MiB: switch output is a few KiB to a few hundred KiB.
+pub const SWITCH_LOGS_KEPT: usize = 20;
+/// How often a held switch lock is checked again.
+const LOCK_POLL: Duration = Duration::from_secs(1);
+/// The lock every `switch-to-configuration` takes.
+const SWITCH_LOCK: &str = "/run/nixos/switch-to-configuration.lock";
+/// `PATH` for the switch when the agent has none.
+const DEFAULT_PATH: &str = "/run/current-system/sw/bin";
+/// The properties read from `systemctl show`.
+const SHOWN: &str = "LoadState,ActiveState,SubState,Result,ExecMainCode,ExecMainStatus";
+/// `ExecMainCode` values (the `CLD_*` codes of waitid(2)).
+const CLD_EXITED: &str = "1";
+
+/// The transient unit a switch runs in.
+pub fn unit_name(switch: SwitchId) -> String {
+    format!("fleetnode-activate-{switch}.service")
+}
+
+impl NixosSystem {
+    fn switch_log(&self, switch: SwitchId) -> PathBuf {
+        self.state_dir
+            .join("switches")
+            .join(format!("{switch}.log"))
+    }
+
+    pub(super) async fn launch_switch(
+        &self,
+        switch: SwitchId,
+        job: &SwitchJob,
+    ) -> Result<(), SystemError> {
+        let script = self
+            .host_path(Path::new(job.closure.as_str()))
+            .join("bin/switch-to-configuration");
+        if !is_executable(&script) {
+            return Err(SystemError::MissingScript { path: script });
+        }
+        let pre = if job.set_profile {
+            Some(self.set_profile_command(job)?)
+        } else {
+            None
+        };
+        self.wait_for_switch_lock().await;
+        let unit = unit_name(switch);
+        let shown = self.show(&unit).await?;
+        if shown.get("LoadState").map(String::as_str) == Some("loaded") {
+            tracing::info!(%switch, %unit, "the switch's unit already exists; following it");
+            return Ok(());
+        }
+        let log = self.prepare_log(switch).await?;
+        let mut path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+        if let Some((nix_env, _)) = &pre
+            && let Some(dir) = nix_env.parent()
+        {
+            let mut with_dir = OsString::from(dir);
+            with_dir.push(":");
+            with_dir.push(&path);
+            path = with_dir;
+        }
+        let mut setenv = OsString::from("--setenv=PATH=");
+        setenv.push(&path);
+        let mut output = OsString::from("--property=StandardOutput=append:");
+        output.push(&log);
+        let mut argv = Argv::new(&self.config.systemd_run)
+            .arg(format!("--unit={unit}"))
+            .arg(format!(
+                "--description=fleetnode switch {switch}: {} of {}",
+                job.action.as_arg(),
+                job.closure.name()
+            ))
+            .arg("--property=Type=exec")
+            .arg("--property=RemainAfterExit=yes")
+            .arg(output);
+        if let Some((_, line)) = pre {
+            argv = argv.arg(line);
+        }
+        argv = argv
+            .arg(setenv)
+            .arg("--")
+            .arg(&script)
+            .arg(job.action.as_arg());
+        tracing::info!(%switch, %unit, closure = %job.closure, action = job.action.as_arg(),
+            set_profile = job.set_profile, "launching the switch");
+        let finished = argv.run(false).await?;
+        if finished.status.success() {
+            return Ok(());
+        }
+        // A unit that failed to start still carries its result: let the caller read it.
+        let shown = self.show(&unit).await?;
+        if shown.get("LoadState").map(String::as_str) == Some("loaded") {
+            return Ok(());
+        }
+        Err(finished.failure(&argv.display()))
+    }
+
+    /// `--property=ExecStartPre=<nix-env> -p <profile> --set <closure>`, with the nix-env path.
+    fn set_profile_command(&self, job: &SwitchJob) -> Result<(PathBuf, OsString), SystemError> {
+        let nix_env = resolve_program(&self.config.nix_env)?;
+        let profile = self.profile_path();
+        for (what, value) in [
+            ("nix-env path", &nix_env),
+            ("system profile path", &profile),
+        ] {
+            let text = value.to_string_lossy();
+            let unsafe_char = |c: char| c.is_whitespace() || "\"'\\$%;".contains(c);
+            if !value.is_absolute() || text.contains(unsafe_char) {
+                return Err(SystemError::UnsafeUnitArgument {
+                    what,
+                    value: text.into_owned(),
+                });
+            }
+        }
+        let line = format!(
+            "--property=ExecStartPre={} -p {} --set {}",
+            nix_env.display(),
+            profile.display(),
+            job.closure
+        );
+        Ok((nix_env, line.into()))
+    }
+
+    /// Creates the log directory, drops a stale log of this switch and prunes old ones.
+    async fn prepare_log(&self, switch: SwitchId) -> Result<PathBuf, SystemError> {
+        let log = self.switch_log(switch);
+        let dir = self.state_dir.join("switches");
+        let io_error = |path: &Path| {
+            let path = path.to_owned();
+            move |source| SystemError::Io { path, source }
+        };
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io_error(&dir))?;
+        match tokio::fs::remove_file(&log).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(&log)(e)),
+            Ok(()) | Err(_) => {}
+        }
+        let mut logs = Vec::new();
+        let mut entries = tokio::fs::read_dir(&dir).await.map_err(io_error(&dir))?;
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name
+                .strip_suffix(".log")
+                .and_then(|id| id.parse::<u64>().ok())
+            {
+                logs.push((id, entry.path()));
+            }
+        }
+        logs.sort();
+        let excess = (logs.len() + 1).saturating_sub(SWITCH_LOGS_KEPT);
+        for (_, old) in logs.into_iter().take(excess) {
+            if let Err(e) = tokio::fs::remove_file(&old).await {
+                tracing::warn!(path = %old.display(), error = %e, "cannot remove an old switch log");
+            }
+        }
+        Ok(log)
+    }
+
+    /// Waits while another switch (a manual `nixos-rebuild`) holds the switch lock.
+    async fn wait_for_switch_lock(&self) {
+        let path = self.host_path(Path::new(SWITCH_LOCK));
+        let mut announced = false;
+        loop {
+            match lock_is_held(&path) {
+                Ok(false) => return,
+                Ok(true) => {
+                    if !announced {
+                        tracing::info!(lock = %path.display(),
+                            "another switch holds the switch lock; waiting for it to finish");
+                        announced = true;
+                    }
+                    tokio::time::sleep(LOCK_POLL).await;
+                }
+                Err(e) => {
+                    tracing::warn!(lock = %path.display(), error = %e,
+                        "cannot check the switch lock; starting anyway");
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) async fn unit_state(&self, switch: SwitchId) -> Result<UnitState, SystemError> {
+        let shown = self.show(&unit_name(switch)).await?;
+        let field = |key: &str| shown.get(key).map(String::as_str).unwrap_or_default();
+        let running = matches!(
+            (field("ActiveState"), field("SubState")),
+            ("active", sub) if sub != "exited"
+        ) || matches!(
+            field("ActiveState"),
+            "activating" | "deactivating" | "reloading" | "refreshing"
+        );
+        self.log_new_output(switch, !running).await;
+        if field("LoadState") != "loaded" {
+            return Ok(UnitState::Gone);
+        }
+        if running {
+            return Ok(UnitState::Running);
+        }
+        let main_ran = field("ExecMainCode") != "0" && !field("ExecMainCode").is_empty();
+        if field("ActiveState") == "inactive" && !main_ran {
+            return Ok(UnitState::Gone);
+        }
+        let exit_code = if field("ExecMainCode") == CLD_EXITED {
+            field("ExecMainStatus").parse::<i32>().ok()
+        } else {
+            None
+        };
+        let mut output_tail = self.output_tail(switch).await;
+        if !main_ran {
+            output_tail.push_str(&format!(
+                "\n(fleetnode: the unit failed before switch-to-configuration ran: Result={}; \
+                 setting the system profile failed)",
+                field("Result")
+            ));
+        } else if exit_code.is_none() {
+            output_tail.push_str(&format!(
+                "\n(fleetnode: switch-to-configuration was killed by signal {})",
+                field("ExecMainStatus")
+            ));
+        }
+        Ok(UnitState::Exited {
+            exit_code,
+            output_tail: cap_tail(&output_tail, OUTPUT_TAIL_CAP),
+        })
+    }
+
+    pub(super) async fn release_unit(&self, switch: SwitchId) -> Result<(), SystemError> {
+        let unit = unit_name(switch);
+        let argv = Argv::new(&self.config.systemctl).arg("stop").arg(&unit);
+        let finished = argv.run(false).await?;
+        // systemctl exits 5 for a unit that is not loaded: already gone.
+        if !finished.status.success() && finished.status.code() != Some(5) {
+            return Err(finished.failure(&argv.display()));
+        }
+        if self
+            .show(&unit)
+            .await?
+            .get("ActiveState")
+            .map(String::as_str)
+            == Some("failed")
+        {
+            let argv = Argv::new(&self.config.systemctl)
+                .arg("reset-failed")
+                .arg(&unit);
+            let finished = argv.run(false).await?;
+            if !finished.status.success() {
+                return Err(finished.failure(&argv.display()));
+            }
+        }
+        if let Ok(mut logged) = self.logged.lock() {
+            logged.remove(&switch);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn request_reboot(&self) -> Result<(), SystemError> {
+        let argv = Argv::new(&self.config.systemctl).arg("reboot");
+        let finished = argv.run(false).await?;
+        if finished.status.success() {
+            Ok(())
+        } else {
+            Err(finished.failure(&argv.display()))
+        }
+    }
+
+    pub(super) async fn is_active(&self, unit: &str) -> Result<bool, SystemError> {
+        let argv = Argv::new(&self.config.systemctl)
+            .arg("is-active")
+            .arg("--")
+            .arg(unit);
+        let finished = argv.run(false).await?;
+        if finished.status.success() {
+            return Ok(true);
+        }
+        // Non-zero with a state printed ("inactive", "failed", ...) is an answer; without one,
+        // systemctl itself failed (no bus, ...).
+        if finished.stdout.trim().is_empty() {
+            return Err(finished.failure(&argv.display()));
+        }
+        Ok(false)
+    }
+
+    /// `systemctl show <unit> --property=...` as a map.
+    async fn show(&self, unit: &str) -> Result<BTreeMap<String, String>, SystemError> {
+        let argv = Argv::new(&self.config.systemctl)
+            .arg("show")
+            .arg(unit)
+            .arg(format!("--property={SHOWN}"));
+        let finished = argv.run(false).await?;
+        if !finished.status.success() {
+            return Err(finished.failure(&argv.display()));
+        }
+        let shown: BTreeMap<String, String> = finished
+            .stdout
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect();
+        if !shown.contains_key("LoadState") || !shown.contains_key("ActiveState") {
+            return Err(SystemError::UnexpectedOutput {
+                command: argv.display(),
+                why: "no LoadState or ActiveState".to_owned(),
+                output: cap_tail(&finished.stdout, 200),
+            });
+        }
+        Ok(shown)
+    }
+
+    async fn output_tail(&self, switch: SwitchId) -> String {
+        let log = self.switch_log(switch);
+        let read = tokio::task::spawn_blocking(move || read_from(&log, None)).await;
+        match read {
+            Ok(Ok((bytes, _))) => cap_tail(&String::from_utf8_lossy(&bytes), OUTPUT_TAIL_CAP),
+            Ok(Err(_)) | Err(_) => String::new(),
+        }
+    }
+
+    /// Logs the switch's output printed since the last call, line by line; with `finished`,
+    /// also a last line without a newline.
+    async fn log_new_output(&self, switch: SwitchId, finished: bool) {
+        let offset = self
+            .logged
+            .lock()
+            .map(|logged| logged.get(&switch).copied().unwrap_or(0))
+            .unwrap_or(0);
+        let log = self.switch_log(switch);
+        let read = tokio::task::spawn_blocking(move || read_from(&log, Some(offset))).await;
+        let Ok(Ok((bytes, start))) = read else {
+            return;
+        };
+        let complete = if finished {
+            bytes.len()
+        } else {
+            bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
+        };
+        for line in String::from_utf8_lossy(&bytes[..complete]).lines() {
+            tracing::info!(%switch, "switch: {line}");
+        }
+        if let Ok(mut logged) = self.logged.lock() {
+            logged.insert(switch, start + complete as u64);
+        }
+    }
+}
+
+/// Reads `path` from `offset` to its end (the last [`OUTPUT_TAIL_CAP`] bytes when `None`, at
+/// most the last MiB either way), returning the bytes and the offset they start at.
+fn read_from(path: &Path, offset: Option<u64>) -> io::Result<(Vec<u8>, u64)> {
+    const MAX_READ: u64 = 1 << 20;
+    let mut file = File::open(path)?;
+    let end = file.metadata()?.len();
+    let start = offset.unwrap_or_else(|| end.saturating_sub(OUTPUT_TAIL_CAP as u64));
+    let start = start.max(end.saturating_sub(MAX_READ)).min(end);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.take(end - start).read_to_end(&mut bytes)?;
+    Ok((bytes, start))
+}
+
+/// Whether someone holds the switch lock (an absent lock file is a free lock).
+fn lock_is_held(path: &Path) -> io::Result<bool> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            file.unlock()?;
+            Ok(false)
+        }
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
