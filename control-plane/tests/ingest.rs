@@ -249,3 +249,30 @@ async fn a_host_is_offline_after_three_missed_heartbeats() {
         .json();
     assert!(!rows(list).offline);
 }
+
+#[tokio::test]
+async fn metrics_count_hosts_events_and_requests_by_route_template() {
+    let harness = Harness::start().await;
+    let token = harness.add_host("web-01").await;
+    harness.add_host("db-01").await;
+    let agent = harness.agent("web-01", &token);
+    let mut sim = SimulatedAgent::started(&closure("web-01", 0), STREAM);
+    sim.activate(1, &closure("web-01", 1));
+    agent.events(STREAM, &sim.reported).await;
+    agent.desired(None, 0).await;
+
+    let text = harness.admin(Method::GET, "/metrics", None).await.text;
+    let expect = [
+        format!("fleetnode_cp_events_ingested_total {}", sim.reported.len()),
+        "fleetnode_cp_hosts{phase=\"converged\"} 1".to_owned(),
+        "fleetnode_cp_hosts{phase=\"idle\"} 1".to_owned(),
+        "fleetnode_cp_hosts_diverged 0".to_owned(),
+        "fleetnode_cp_longpoll_waiters 0".to_owned(),
+        "fleetnode_cp_http_requests_total{route=\"/v1/agent/hosts/{host}/desired\",method=\"GET\",status=\"200\"} 1".to_owned(),
+        "fleetnode_cp_http_request_duration_seconds_count{route=\"/v1/agent/hosts/{host}/events\",method=\"POST\"} 1".to_owned(),
+    ];
+    for line in expect {
+        assert!(text.contains(&line), "missing {line:?} in\n{text}");
+    }
+    assert!(!text.contains("web-01"), "raw paths must not become labels");
+}

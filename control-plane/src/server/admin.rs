@@ -297,7 +297,9 @@ async fn set_paused(
         })
     })
     .await?;
-    info!(%host, paused, "hold changed");
+    if !changed.hosts.is_empty() {
+        info!(%host, paused, "hold changed");
+    }
     Ok(WireJson(changed))
 }
 

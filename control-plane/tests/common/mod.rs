@@ -473,3 +473,17 @@ impl SimulatedAgent {
         }
     }
 }
+
+/// Waits until `n` long-polls are waiting on the server (read from its metrics), so that a
+/// test changes the desired state only once the poll it watches is really waiting.
+pub async fn wait_for_waiters(harness: &Harness, n: u64) {
+    let line = format!("fleetnode_cp_longpoll_waiters {n}\n");
+    for _ in 0..1000 {
+        let metrics = harness.admin(Method::GET, "/metrics", None).await;
+        if metrics.text.contains(&line) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never saw {n} waiting long-polls");
+}
