@@ -6,20 +6,23 @@
 # both hosts at "next", both converge (activation in a transient unit, soak,
 # commit), then agent1 is rolled back by the operator while agent2 stays.
 #
-# What this test assumes about the operator CLI (fleetnode-cp), all in the
-# `operator` helper of the test script so that a change is made in one place:
+# The operator CLI (fleetnode-cp, see docs/control-plane.md) is used through
+# the `operator` helper of the test script, so that a change is made in one place:
 #   fleetnode-cp <subcommand> ... --url URL --ca-file FILE --admin-token-file FILE
 #     talks to a running control plane's admin API with the admin token;
-#   add-host ID --token-file FILE     registers a host and the bearer token it
-#                                     will present;
-#   set-target ID CLOSURE             sets the host's desired toplevel store path;
-#   host ID --json                    prints the host's status as one JSON object
-#                                     with at least "current" (the toplevel the
-#                                     agent reports active) and "state"
+#   add-host ID --token-file FILE     registers a host; the control plane makes
+#                                     its bearer token and the CLI writes it to
+#                                     FILE (mode 0600), whence the test installs
+#                                     it as the agent's token file;
+#   set-target CLOSURE --host ID      sets the host's desired toplevel store path;
+#   host ID --json                    prints the host's detail (HostDetail of
+#                                     docs/protocol.md): `.row.current` is the
+#                                     toplevel the agent reports active and
+#                                     `.row.phase` its mirrored phase
 #                                     ("converged" once the generation passed
 #                                     its soak and was committed);
 #   rollback ID                       sends the host back to the generation it
-#                                     ran before the current one.
+#                                     ran before the latest deployment.
 {
   pkgs,
   agentModule,
@@ -170,9 +173,9 @@ pkgs.testers.runNixOSTest {
 
     def host_status_is(host: str, current: str, state: str | None = None) -> str:
         """A shell test, run on cp: the host reports `current` (and `state`)."""
-        query = f'.current == "{current}"'
+        query = f'.row.current == "{current}"'
         if state is not None:
-            query += f' and .state == "{state}"'
+            query += f' and .row.phase == "{state}"'
         return f"fleetnode-cp host {host} --json {CONNECTION} | jq -e {shlex.quote(query)}"
 
 
@@ -188,8 +191,11 @@ pkgs.testers.runNixOSTest {
     cp.start()
     cp.wait_for_unit("fleetnode-control-plane.service")
     cp.wait_for_open_port(8443)
+    tokens: dict[str, str] = {}
     for agent in agents:
-        operator("add-host", agent.name, "--token-file", f"/etc/fleetnode-cp/tokens/{agent.name}")
+        token_file = f"/tmp/{agent.name}.token"
+        operator("add-host", agent.name, "--token-file", token_file)
+        tokens[agent.name] = cp.succeed(f"cat {token_file}").strip()
 
     base: dict[str, str] = {}
     target: dict[str, str] = {}
@@ -198,6 +204,11 @@ pkgs.testers.runNixOSTest {
         agent.start()
     for agent in agents:
         agent.wait_for_unit("fleetnode-agent.service")
+        # The control plane made this host's token: install it and restart the agent so that
+        # it loads the credential.
+        agent.succeed(f"printf '%s\\n' {shlex.quote(tokens[agent.name])} > /etc/fleetnode/token")
+        agent.succeed("systemctl restart fleetnode-agent.service")
+        agent.wait_for_unit("fleetnode-agent.service")
         base[agent.name] = agent.succeed("readlink -f /run/current-system").strip()
         target[agent.name] = agent.succeed("readlink -f /run/current-system/specialisation/next").strip()
         invocation[agent.name] = agent.succeed("systemctl show -P InvocationID fleetnode-agent.service").strip()
@@ -205,7 +216,7 @@ pkgs.testers.runNixOSTest {
 
     with subtest("both hosts converge to the next generation"):
         for agent in agents:
-            operator("set-target", agent.name, target[agent.name])
+            operator("set-target", target[agent.name], "--host", agent.name)
         for agent in agents:
             cp.wait_until_succeeds(host_status_is(agent.name, target[agent.name], "converged"), timeout=600)
             on_generation(agent, target[agent.name], "next")
