@@ -5,6 +5,7 @@
 //! [`fleetnode_state_machine::step`]: it persists the new state and the new outbound events in
 //! one durable transaction, and only then hands the effects to the applier.
 
+pub mod activation;
 pub mod backoff;
 pub mod clock;
 pub mod config;

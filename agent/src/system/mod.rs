@@ -40,7 +40,7 @@ mod realise;
 mod unit;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::future::Future;
 use std::io;
