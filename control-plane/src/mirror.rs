@@ -172,3 +172,81 @@ impl Mirror {
 fn show<T: std::fmt::Display>(value: Option<&T>) -> String {
     value.map_or_else(|| "none".to_owned(), ToString::to_string)
 }
+
+#[cfg(test)]
+mod tests {
+    use fleetnode_state_machine::{Report, SystemView};
+    use fleetnode_wire::{OutboundEvent, Timestamp};
+
+    use super::*;
+
+    fn recovered(seq: u64) -> OutboundEvent {
+        OutboundEvent {
+            seq,
+            at: Timestamp(seq),
+            report: Report::Recovered {
+                system: SystemView::default(),
+                boot_id: Some(format!("boot-{seq}")),
+                store_reset: None,
+            },
+        }
+    }
+
+    fn batch(stream: u64, seqs: &[u64]) -> EventBatch {
+        EventBatch {
+            stream,
+            events: seqs.iter().map(|s| recovered(*s)).collect(),
+        }
+    }
+
+    #[test]
+    fn duplicates_are_skipped_and_a_gap_stops_application() {
+        let applied = Mirror::default().apply(&batch(1, &[1, 2])).unwrap();
+        assert!(applied.new_stream);
+        assert_eq!(applied.acked_through, 2);
+        let again = applied.mirror.apply(&batch(1, &[1, 2, 3, 5])).unwrap();
+        assert_eq!(again.acked_through, 3);
+        let stored: Vec<u64> = again.stored.iter().map(|e| e.seq).collect();
+        assert_eq!(stored, [3]);
+        assert!(!again.new_stream);
+    }
+
+    #[test]
+    fn only_the_newest_retired_streams_are_remembered() {
+        let mut mirror = Mirror::default();
+        for stream in 0..(RETIRED_STREAMS_CAP as u64 + 5) {
+            mirror = mirror.apply(&batch(stream, &[1])).unwrap().mirror;
+        }
+        assert_eq!(mirror.retired_streams.len(), RETIRED_STREAMS_CAP);
+        let newest_retired = RETIRED_STREAMS_CAP as u64 + 3;
+        assert!(mirror.apply(&batch(newest_retired, &[1])).is_err());
+        // The oldest ones were forgotten: such a stream would start afresh.
+        assert!(mirror.apply(&batch(0, &[1])).unwrap().new_stream);
+    }
+
+    #[test]
+    fn a_heartbeat_of_another_stream_or_with_events_in_flight_is_not_compared() {
+        let mirror = Mirror::default().apply(&batch(7, &[1])).unwrap().mirror;
+        let heartbeat: Heartbeat = serde_json::from_value(serde_json::json!({
+            "agent_version": "0.1.0", "sent_at": 1, "phase": "failed", "paused": false,
+            "system": {}, "stream": 7, "last_seq": 2,
+            "queue": {"depth": 1, "bytes": 10, "dead_letters": 0}
+        }))
+        .unwrap();
+        assert_eq!(mirror.compare(&heartbeat), Comparison::NotComparable);
+        let other_stream = Heartbeat {
+            stream: 8,
+            last_seq: 1,
+            ..heartbeat.clone()
+        };
+        assert_eq!(mirror.compare(&other_stream), Comparison::NotComparable);
+        let delivered = Heartbeat {
+            last_seq: 1,
+            ..heartbeat
+        };
+        let Comparison::Disagrees(why) = mirror.compare(&delivered) else {
+            panic!("a failed phase against an idle mirror must disagree");
+        };
+        assert!(why.contains("phase"), "{why}");
+    }
+}

@@ -112,26 +112,34 @@ impl App {
         }
     }
 
-    /// The summary line of a host.
+    /// The summary line of a host (copies only what the line shows).
     pub fn row(&self, entry: &HostEntry) -> HostRow {
         let desired = entry.desired();
-        let view = entry.view();
-        let host = &view.mirror.state.host;
-        let last_seen = view.heartbeat.as_ref().map(|h| h.received_at);
-        let heartbeat_divergence = view
-            .heartbeat
-            .as_ref()
-            .is_some_and(|h| h.divergence.is_some());
+        let (id, tags, phase, current, last_seen, diverged) = entry.with_view(|view| {
+            let host = &view.mirror.state.host;
+            let heartbeat_divergence = view
+                .heartbeat
+                .as_ref()
+                .is_some_and(|h| h.divergence.is_some());
+            (
+                view.record.id.clone(),
+                view.record.tags.clone(),
+                host.phase.name(),
+                host.system.current.clone(),
+                view.heartbeat.as_ref().map(|h| h.received_at),
+                view.mirror.divergence.is_some() || heartbeat_divergence,
+            )
+        });
         HostRow {
-            id: view.record.id.clone(),
-            tags: view.record.tags.clone(),
-            phase: host.phase.name().to_owned(),
-            current: host.system.current.clone(),
+            id,
+            tags,
+            phase: phase.to_owned(),
+            current,
             target: desired.directive.as_ref().and_then(super::admin::target_of),
             desired_revision: desired.revision,
             last_seen,
             offline: self.is_offline(last_seen),
-            diverged: view.mirror.divergence.is_some() || heartbeat_divergence,
+            diverged,
             paused: desired.paused,
         }
     }
