@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod input;
 pub mod metrics;
+pub mod probes;
 pub mod runtime;
 pub mod secrets;
 pub mod store;
