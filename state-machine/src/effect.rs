@@ -92,3 +92,15 @@ impl SwitchAction {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_are_spelled_as_switch_to_configuration_expects() {
+        assert_eq!(SwitchAction::Test.as_arg(), "test");
+        assert_eq!(SwitchAction::Switch.as_arg(), "switch");
+        assert_eq!(SwitchAction::Boot.as_arg(), "boot");
+    }
+}

@@ -200,6 +200,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn modes_display_as_on_the_wire() {
+        for mode in [
+            ActivationMode::TestThenCommit,
+            ActivationMode::Switch,
+            ActivationMode::Boot,
+        ] {
+            let json = serde_json::to_string(&mode).unwrap();
+            assert_eq!(json, format!("\"{mode}\""));
+        }
+    }
+
+    #[test]
     fn overrides_replace_only_what_they_set() {
         let base = HealthPolicy::default();
         let merged = base.with(HealthOverrides {

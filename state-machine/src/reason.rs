@@ -193,6 +193,25 @@ mod tests {
     }
 
     #[test]
+    fn missing_systems_read_as_nothing() {
+        let hash = "0123456789abcdfghijklmnpqrsvwxyz";
+        let expected = StorePath::parse(&format!("/nix/store/{hash}-x")).unwrap();
+        let r = Reason::VerificationFailed {
+            expected: expected.clone(),
+            observed: None,
+        };
+        assert_eq!(
+            r.to_string(),
+            format!("the switch finished but the host runs nothing instead of {expected}")
+        );
+        let r = Reason::VerificationFailed {
+            expected: expected.clone(),
+            observed: Some(expected.clone()),
+        };
+        assert!(r.to_string().contains(&format!("runs {expected} instead")));
+    }
+
+    #[test]
     fn reasons_explain_themselves() {
         let r = Reason::ProbeFailed {
             probe: ProbeId::parse("web").unwrap(),

@@ -594,3 +594,26 @@ fn quarantine(
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::ProbeId;
+
+    #[test]
+    fn only_probe_observations_may_be_compacted() {
+        let probe = Report::ProbeObserved {
+            epoch: 1,
+            probe: ProbeId::control_plane(),
+            passed: true,
+            detail: String::new(),
+        };
+        assert!(!probe.is_lifecycle());
+        assert!(Report::Paused.is_lifecycle());
+        let gap = Report::Gap {
+            from_seq: 1,
+            cause: GapCause::Compacted { dropped: 1 },
+        };
+        assert!(gap.is_lifecycle(), "a gap marker itself is never dropped");
+    }
+}

@@ -416,3 +416,58 @@ fn rollback_without_a_target_undoes_the_latest_deployment_only_once() {
     assert_eq!(sim.system(), committed_on(&closure(1)));
     assert_eq!(sim.phase(), "converged");
 }
+
+#[test]
+fn commit_timeout_aborts_the_commit_and_rolls_back() {
+    let mut sim = Sim::new();
+    soaking(&mut sim, 1);
+    sim.all_pass();
+    sim.advance(SOAK);
+    let commit = sim.switch();
+    assert!(
+        sim.advance(ACTIVATION_TIMEOUT - 1).is_empty(),
+        "not before the deadline"
+    );
+    assert_eq!(sim.phase(), "committing");
+    let effects = sim.advance(1);
+    assert_eq!(
+        commands(&effects)[0],
+        Effect::AbortSwitch { switch: commit }
+    );
+    assert_eq!(run_switch(&effects).1.closure, closure(0));
+    assert_eq!(
+        reason_of_rollback(&sim),
+        Reason::SwitchTimedOut {
+            after: Millis(ACTIVATION_TIMEOUT)
+        }
+    );
+}
+
+#[test]
+fn rollback_is_not_aborted_before_its_deadline() {
+    let mut sim = Sim::new();
+    activating(&mut sim, 1);
+    sim.switch_failed(1, "x", live(&closure(1), &closure(0)));
+    assert!(sim.advance(ROLLBACK_TIMEOUT - 1).is_empty());
+    assert_eq!(sim.phase(), "rolling-back");
+}
+
+#[test]
+fn switch_ids_are_the_seq_of_the_event_that_launched_them() {
+    let mut sim = Sim::new();
+    sim.activate(1);
+    let effects = sim.realised(1);
+    let (switch, _) = run_switch(&effects);
+    let launched = effects.iter().find_map(|e| match e {
+        Effect::Report(ev) if matches!(ev.report, Report::ActivationStarted { .. }) => Some(ev.seq),
+        _ => None,
+    });
+    assert_eq!(Some(switch.0), launched);
+}
+
+fn reason_of_rollback(sim: &Sim) -> Reason {
+    match &sim.state.host.phase {
+        Phase::RollingBack(r) => r.reason.clone(),
+        other => panic!("expected rolling-back, got {other:?}"),
+    }
+}
