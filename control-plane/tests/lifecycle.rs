@@ -102,3 +102,36 @@ async fn an_unreadable_store_stops_the_server_with_an_error_naming_the_file() {
     let text = error.to_string();
     assert!(text.contains(&path.display().to_string()), "{text}");
 }
+
+#[tokio::test]
+async fn after_a_restore_the_next_revision_outnumbers_what_the_agent_knows() {
+    let mut harness = Harness::start().await;
+    let token = harness.add_host("web-01").await;
+    let backup = harness.pki.dir.path().join("backup.redb");
+    // Back up (server stopped), then the fleet moves on: revision 1 reaches the agent.
+    harness.stop().await;
+    std::fs::copy(&harness.store, &backup).unwrap();
+    harness.boot().await;
+    harness.wait_ready().await;
+    harness.set_target(&["web-01"], &closure("web-01", 1)).await;
+    let mut sim = SimulatedAgent::started(&closure("web-01", 0), 4);
+    sim.activate(1, &closure("web-01", 1));
+
+    // Restore the backup: the server is back at revision 0, the agent knows revision 1.
+    harness.stop().await;
+    std::fs::copy(&backup, &harness.store).unwrap();
+    harness.boot().await;
+    harness.wait_ready().await;
+    let agent = harness.agent("web-01", &token);
+    agent.heartbeat(&sim.heartbeat()).await;
+    assert_eq!(harness.detail("web-01").await.desired.revision, Revision(0));
+
+    let changed: DesiredChanged = harness
+        .set_target(&["web-01"], &closure("web-01", 2))
+        .await
+        .json();
+    assert_eq!(changed.hosts[0].revision, Revision(2));
+    let answer: DesiredAnswer = agent.desired(Some(1), 0).await.json();
+    assert!(answer.changed);
+    assert_eq!(answer.desired.directive.unwrap().revision, Revision(2));
+}

@@ -170,8 +170,7 @@ pub async fn set_target(
         mode: request.mode,
         health: request.health,
     };
-    let changed = change_desired(&app, ready, entries, "set-target", |current| {
-        let revision = Revision(current.revision.0 + 1);
+    let changed = change_desired(&app, ready, entries, "set-target", |current, revision| {
         Some(DesiredState {
             revision,
             directive: Some(Directive {
@@ -197,8 +196,7 @@ pub async fn rollback(
     let ready = app.ready()?;
     let request: RollbackRequest = decode_body_or_default(body).await?;
     let entry = find_active(ready, &host)?;
-    let changed = change_desired(&app, ready, vec![entry], "rollback", |current| {
-        let revision = Revision(current.revision.0 + 1);
+    let changed = change_desired(&app, ready, vec![entry], "rollback", |current, revision| {
         Some(DesiredState {
             revision,
             directive: Some(Directive {
@@ -289,9 +287,9 @@ async fn set_paused(
     let ready = app.ready()?;
     let entry = find_active(ready, &host)?;
     let cause = if paused { "pause" } else { "resume" };
-    let changed = change_desired(&app, ready, vec![entry], cause, |current| {
+    let changed = change_desired(&app, ready, vec![entry], cause, |current, revision| {
         (current.paused != paused).then(|| DesiredState {
-            revision: Revision(current.revision.0 + 1),
+            revision,
             directive: current.directive.clone(),
             paused,
         })
@@ -305,13 +303,14 @@ async fn set_paused(
 
 /// Applies a change to the desired states of hosts: every host's write lock is taken (in id
 /// order, so two commands cannot deadlock), the new states are committed in one transaction,
-/// and only then published, which wakes the hosts' long-polls.
+/// and only then published, which wakes the hosts' long-polls. `change` gets the current state
+/// and the revision a change must carry (see [`next_revision`]).
 async fn change_desired(
     app: &App,
     ready: &Ready,
     mut entries: Vec<Arc<HostEntry>>,
     cause: &str,
-    change: impl Fn(&DesiredState) -> Option<DesiredState>,
+    change: impl Fn(&DesiredState, Revision) -> Option<DesiredState>,
 ) -> Result<DesiredChanged, ApiError> {
     entries.sort_by(|a, b| a.id.cmp(&b.id));
     entries.dedup_by(|a, b| a.id == b.id);
@@ -323,7 +322,7 @@ async fn change_desired(
     let changes: Vec<(Arc<HostEntry>, DesiredChange)> = entries
         .iter()
         .filter_map(|entry| {
-            change(&entry.desired()).map(|desired| {
+            change(&entry.desired(), next_revision(entry)).map(|desired| {
                 let record = DesiredRecord {
                     desired,
                     set_at: now,
@@ -357,6 +356,23 @@ async fn change_desired(
     }
     drop(guards);
     Ok(DesiredChanged { hosts })
+}
+
+/// The revision of a host's next desired state: above the current one and above every
+/// revision the host reported knowing. The two differ only when the store was restored from
+/// a backup older than what the agent received; an agent ignores a directive older than the
+/// one it recorded, so the next change must outnumber that one.
+fn next_revision(entry: &HostEntry) -> Revision {
+    let current = entry.desired().revision;
+    let reported = entry.with_view(|v| {
+        let heartbeat = v
+            .heartbeat
+            .as_ref()
+            .and_then(|h| h.heartbeat.desired_revision);
+        let mirrored = v.mirror.state.host.desired.as_ref().map(|d| d.revision);
+        heartbeat.max(mirrored)
+    });
+    Revision(current.max(reported.unwrap_or_default()).0 + 1)
 }
 
 /// Checks the admin token.
