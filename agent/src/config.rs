@@ -686,6 +686,14 @@ impl Config {
             .unwrap_or(DEFAULT_ADMIN_LISTEN)
             .parse::<SocketAddr>()
             .map_err(|e| invalid("admin.listen", format!("{e}; expected ip:port")))?;
+        if !admin_listen.ip().is_loopback() {
+            return Err(invalid(
+                "admin.listen",
+                format!(
+                    "{admin_listen} is not a loopback address; the admin listener has no authentication (pause, resume), so it only listens on 127.0.0.1 or [::1]"
+                ),
+            ));
+        }
         let system_defaults = SystemConfig::default();
         let root = raw.system.root.clone().unwrap_or(system_defaults.root);
         if !root.is_absolute() {
@@ -898,6 +906,10 @@ address = "127.0.0.1:5432"
             (
                 &format!("{MINIMAL}[tls]\ncert_file = \"/c\""),
                 "tls.cert_file",
+            ),
+            (
+                &format!("{MINIMAL}[admin]\nlisten = \"0.0.0.0:9731\""),
+                "admin.listen",
             ),
         ];
         for (text, key) in cases {

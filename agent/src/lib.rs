@@ -5,16 +5,21 @@
 //! [`fleetnode_state_machine::step`]: it persists the new state and the new outbound events in
 //! one durable transaction, and only then hands the effects to the applier.
 
+pub mod admin;
 pub mod activation;
 pub mod backoff;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod logging;
 pub mod input;
 pub mod metrics;
 pub mod probes;
 pub mod runtime;
 pub mod secrets;
+pub mod selfupdate;
 pub mod store;
 pub mod system;
 pub mod systemd;
+pub mod testing;
