@@ -600,6 +600,54 @@ mod tests {
     use super::*;
     use crate::types::ProbeId;
 
+    fn path(n: usize) -> StorePath {
+        // Distinct valid hashes: the number in base 32 over the nix alphabet, padded.
+        let alphabet = b"0123456789abcdfghijklmnpqrsvwxyz";
+        let mut hash = vec![b'0'; 32];
+        let mut rest = n;
+        for slot in hash.iter_mut().rev() {
+            *slot = alphabet[rest % 32];
+            rest /= 32;
+        }
+        let hash = String::from_utf8(hash).unwrap();
+        StorePath::parse(&format!("/nix/store/{hash}-system")).unwrap()
+    }
+
+    #[test]
+    fn known_good_keeps_the_newest_sixteen_without_duplicates() {
+        let mut good = Vec::new();
+        for n in 0..KNOWN_GOOD_CAP {
+            remember_good(&mut good, &path(n));
+        }
+        assert_eq!(good.len(), KNOWN_GOOD_CAP, "exactly the cap is kept");
+        assert_eq!(good[0], path(0));
+        remember_good(&mut good, &path(3));
+        assert_eq!(good.len(), KNOWN_GOOD_CAP);
+        assert_eq!(
+            good.last(),
+            Some(&path(3)),
+            "re-remembering moves it to the end"
+        );
+        remember_good(&mut good, &path(99));
+        assert_eq!(good.len(), KNOWN_GOOD_CAP);
+        assert!(!good.contains(&path(0)), "the oldest is forgotten first");
+        assert_eq!(good.last(), Some(&path(99)));
+    }
+
+    #[test]
+    fn quarantine_forgets_the_lowest_revisions_first() {
+        let mut map = std::collections::BTreeMap::new();
+        for n in 0..QUARANTINE_CAP {
+            quarantine(&mut map, &path(n), Revision(100 + n as u64));
+        }
+        assert_eq!(map.len(), QUARANTINE_CAP, "exactly the cap is kept");
+        quarantine(&mut map, &path(500), Revision(1_000));
+        assert_eq!(map.len(), QUARANTINE_CAP);
+        assert!(!map.contains_key(&path(0)), "lowest revision dropped");
+        assert!(map.contains_key(&path(1)));
+        assert_eq!(map.get(&path(500)), Some(&Revision(1_000)));
+    }
+
     #[test]
     fn only_probe_observations_may_be_compacted() {
         let probe = Report::ProbeObserved {
