@@ -22,15 +22,15 @@ const POLL: Duration = Duration::from_millis(25);
 /// A guard against a hanging test, not a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// What a stopped worker hands back: its receiver and its result.
+type Stopped = (mpsc::Receiver<ActivationCommand>, Result<(), WorkerError>);
+
 struct Harness {
     fake: FakeRoot,
     system: Arc<NixosSystem>,
     commands: mpsc::Sender<ActivationCommand>,
     inputs: mpsc::Receiver<Input>,
-    worker: Option<(
-        CancellationToken,
-        JoinHandle<(mpsc::Receiver<ActivationCommand>, Result<(), WorkerError>)>,
-    )>,
+    worker: Option<(CancellationToken, JoinHandle<Stopped>)>,
     input_sender: mpsc::Sender<Input>,
     old: StorePath,
     new: StorePath,
