@@ -86,21 +86,14 @@ impl Drop for GroupKill {
 }
 
 /// Sends SIGKILL to process group `pgid` (which must be a child's own group, never ours).
-#[allow(unsafe_code)]
 fn kill_group(pgid: i32) {
     // Group 0 or 1 would mean our own group or init: never signal those.
-    if pgid <= 1 {
+    let Some(group) = rustix::process::Pid::from_raw(pgid).filter(|_| pgid > 1) else {
         return;
-    }
-    // SAFETY: killpg(2) takes two integers and touches no memory of this process; the only
-    // hazard is signalling the wrong processes, which the caller rules out by passing the
-    // group of a child it has not reaped yet.
-    let rc = unsafe { libc::killpg(pgid, libc::SIGKILL) };
-    if rc != 0 {
-        let error = std::io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::ESRCH) {
-            tracing::warn!(pgid, %error, "cannot kill a probe's process group");
-        }
+    };
+    match rustix::process::kill_process_group(group, rustix::process::Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(error) => tracing::warn!(pgid, %error, "cannot kill a probe's process group"),
     }
 }
 
