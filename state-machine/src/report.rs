@@ -648,6 +648,71 @@ mod tests {
         assert_eq!(map.get(&path(500)), Some(&Revision(1_000)));
     }
 
+    fn event(report: Report) -> OutboundEvent {
+        OutboundEvent {
+            seq: 1,
+            at: Timestamp(0),
+            report,
+        }
+    }
+
+    fn realising(target: StorePath) -> State {
+        let mut state = State::default();
+        state.host.phase = Phase::Realising(Realising {
+            work: Work {
+                revision: Revision(3),
+                target,
+                mode: crate::ActivationMode::TestThenCommit,
+                health: crate::HealthPolicy::default(),
+                previous: None,
+            },
+        });
+        state
+    }
+
+    #[test]
+    fn facts_that_do_not_fit_the_phase_are_refused() {
+        let mut state = realising(path(1));
+        let wrong_target = event(Report::Realised { target: path(2) });
+        assert!(evolve(&mut state, &wrong_target).is_err());
+        let right_target = event(Report::Realised { target: path(1) });
+        assert!(evolve(&mut state, &right_target).is_ok());
+
+        let wrong_revision = event(Report::Superseded {
+            revision: Revision(2),
+            target: path(1),
+        });
+        assert!(evolve(&mut state, &wrong_revision).is_err());
+        assert_eq!(state.host.phase.name(), "realising");
+        let right = event(Report::Superseded {
+            revision: Revision(3),
+            target: path(1),
+        });
+        assert!(evolve(&mut state, &right).is_ok());
+        assert_eq!(state.host.phase, Phase::Idle);
+
+        let mut activating = State::default();
+        activating.host.phase = Phase::Activating(Activating {
+            work: Work {
+                revision: Revision(3),
+                target: path(1),
+                mode: crate::ActivationMode::TestThenCommit,
+                health: crate::HealthPolicy::default(),
+                previous: None,
+            },
+            switch: SwitchId(4),
+            deadline: Timestamp(9),
+        });
+        let superseded = event(Report::Superseded {
+            revision: Revision(3),
+            target: path(1),
+        });
+        assert!(
+            evolve(&mut activating, &superseded).is_err(),
+            "a running switch is never superseded"
+        );
+    }
+
     #[test]
     fn only_probe_observations_may_be_compacted() {
         let probe = Report::ProbeObserved {

@@ -376,3 +376,14 @@ impl State {
             .min_by(|a, b| a.0.cmp(&b.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_display_their_documented_name() {
+        assert_eq!(Phase::Idle.to_string(), "idle");
+        assert_eq!(Phase::NAMES[0], Phase::Idle.name());
+    }
+}

@@ -330,6 +330,15 @@ mod tests {
     }
 
     #[test]
+    fn values_display_plainly() {
+        let input = format!("/nix/store/{HASH}-x");
+        assert_eq!(StorePath::parse(&input).unwrap().to_string(), input);
+        assert_eq!(Revision(7).to_string(), "r7");
+        assert_eq!(SwitchId(12).to_string(), "12");
+        assert_eq!(ProbeId::control_plane().to_string(), "control-plane");
+    }
+
+    #[test]
     fn time_arithmetic_saturates() {
         assert_eq!(Timestamp(u64::MAX).plus(Millis(5)), Timestamp(u64::MAX));
         assert_eq!(Timestamp(5).since(Timestamp(9)), Millis(0));

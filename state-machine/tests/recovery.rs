@@ -476,3 +476,49 @@ fn mirror_flags_a_report_that_does_not_fit() {
     let err = step(&State::default(), Event::Reported(bogus), Timestamp(0)).unwrap_err();
     assert!(matches!(err, TransitionError::Diverged(_)));
 }
+
+#[test]
+fn drift_during_a_switch_soak_names_the_moved_boot_entry() {
+    let mut sim = Sim::new();
+    soaking(&mut sim, 1, ActivationMode::Switch);
+    // Live system still the target, but someone pointed the profile elsewhere.
+    sim.restart(live(&closure(1), &closure(2)), false, None);
+    assert_eq!(
+        reason_of(&sim),
+        Reason::Drifted {
+            expected: closure(1),
+            observed: Some(closure(2)),
+        }
+    );
+}
+
+#[test]
+fn commit_unit_gone_without_a_reboot_is_a_failed_commit() {
+    let mut sim = Sim::new();
+    soaking(&mut sim, 1, ActivationMode::TestThenCommit);
+    sim.all_pass();
+    sim.advance(SOAK);
+    assert_eq!(sim.phase(), "committing");
+    sim.restart(committed_on(&closure(0)), false, Some(UnitState::Gone));
+    assert_eq!(
+        sim.phase(),
+        "rolling-back",
+        "no reboot explains it: the commit failed"
+    );
+    assert_eq!(reason_of(&sim).code(), "verification-failed");
+}
+
+#[test]
+fn a_deadline_already_handled_is_not_returned_again() {
+    let mut sim = Sim::new();
+    soaking(&mut sim, 1, ActivationMode::TestThenCommit);
+    sim.probe(web(), true);
+    // The soak time ends while the control-plane probe has not passed yet.
+    sim.advance(SOAK);
+    assert_eq!(sim.phase(), "soaking");
+    assert_eq!(
+        sim.state.next_deadline(),
+        None,
+        "the soak end is past: waking for it again would spin"
+    );
+}
