@@ -17,6 +17,8 @@ pub enum ErrorCode {
     Forbidden,
     /// No such host or route (404).
     NotFound,
+    /// The route exists but not with this method (405; an `Allow` header lists the methods).
+    MethodNotAllowed,
     /// A conflicting request, e.g. adding a host that exists (409).
     Conflict,
     /// The body exceeds its cap (413).
@@ -40,6 +42,7 @@ impl ErrorCode {
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
             Self::TooLarge => 413,
             Self::ProtocolVersionUnsupported => 426,
@@ -154,7 +157,7 @@ mod tests {
         for s in [500, 502, 503, 504, 429, 408] {
             assert_eq!(classify_status(s), RetryClass::Transient, "{s}");
         }
-        for s in [400, 404, 409, 413, 422] {
+        for s in [400, 404, 405, 409, 413, 422] {
             assert_eq!(classify_status(s), RetryClass::Permanent, "{s}");
         }
         assert_eq!(classify_status(401), RetryClass::Credentials);
@@ -170,6 +173,7 @@ mod tests {
             ErrorCode::Unauthorized,
             ErrorCode::Forbidden,
             ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
             ErrorCode::Conflict,
             ErrorCode::TooLarge,
             ErrorCode::ProtocolVersionUnsupported,

@@ -276,6 +276,9 @@ pub struct HostRow {
     pub diverged: bool,
     /// Operator hold.
     pub paused: bool,
+    /// The host was revoked: its token no longer works; its history is kept.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 /// Answer to `GET /v1/admin/hosts`.

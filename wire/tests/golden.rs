@@ -168,6 +168,7 @@ fn row() -> HostRow {
         offline: false,
         diverged: false,
         paused: false,
+        revoked: false,
     }
 }
 

@@ -115,7 +115,7 @@ impl App {
     /// The summary line of a host (copies only what the line shows).
     pub fn row(&self, entry: &HostEntry) -> HostRow {
         let desired = entry.desired();
-        let (id, tags, phase, current, last_seen, diverged) = entry.with_view(|view| {
+        let (id, tags, phase, current, last_seen, diverged, revoked) = entry.with_view(|view| {
             let host = &view.mirror.state.host;
             let heartbeat_divergence = view
                 .heartbeat
@@ -128,6 +128,7 @@ impl App {
                 host.system.current.clone(),
                 view.heartbeat.as_ref().map(|h| h.received_at),
                 view.mirror.divergence.is_some() || heartbeat_divergence,
+                view.record.revoked,
             )
         });
         HostRow {
@@ -141,6 +142,7 @@ impl App {
             offline: self.is_offline(last_seen),
             diverged,
             paused: desired.paused,
+            revoked,
         }
     }
 }

@@ -217,7 +217,7 @@ pub async fn not_found(request: Request) -> ApiError {
 /// The answer to a known route with the wrong method.
 pub async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::new(
-        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
         format!(
             "{} is not allowed on {}; see docs/protocol.md for the API",
             request.method(),
