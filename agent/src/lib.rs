@@ -5,15 +5,15 @@
 //! [`fleetnode_state_machine::step`]: it persists the new state and the new outbound events in
 //! one durable transaction, and only then hands the effects to the applier.
 
-pub mod admin;
 pub mod activation;
+pub mod admin;
 pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
-pub mod logging;
 pub mod input;
+pub mod logging;
 pub mod metrics;
 pub mod probes;
 pub mod runtime;
