@@ -237,22 +237,34 @@ async fn with_a_client_ca_an_agent_needs_a_certificate_naming_its_host() {
         .await;
     assert!(refused.is_err(), "{refused:?}");
 
-    // The certificate does not replace the token.
-    let no_token = good.clone();
-    let answer = common::Answer::from(
-        no_token
-            .http
-            .get(format!(
-                "{}/v1/agent/hosts/web-01/desired?wait=0",
-                harness.url
-            ))
+    // A certificate naming the host is enough on its own (an agent without a token)...
+    let cert_only = |path: &str| {
+        good.http
+            .get(format!("{}{path}", harness.url))
             .header(PROTOCOL_HEADER, "1.0")
             .send()
+    };
+    let answer = common::Answer::from(
+        cert_only("/v1/agent/hosts/web-01/desired?wait=0")
             .await
             .unwrap(),
     )
     .await;
-    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    // ...but only for its own host, and a token sent along must still be the host's own.
+    let answer = common::Answer::from(
+        cert_only("/v1/agent/hosts/db-01/desired?wait=0")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text);
+    let wrong_token = harness
+        .agent("web-01", "fnt_not-the-token")
+        .with_client(client(ca_file, Some(&own)))
+        .desired(None, 0)
+        .await;
+    assert_eq!(wrong_token.status, StatusCode::UNAUTHORIZED);
 
     // Operators need no client certificate.
     let list = harness.admin(Method::GET, "/v1/admin/hosts", None).await;

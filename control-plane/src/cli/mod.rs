@@ -118,7 +118,8 @@ pub struct ServeArgs {
     #[arg(long, required_unless_present = "insecure_http")]
     pub tls_key: Option<PathBuf>,
     /// Mutual TLS: agents must present a client certificate signed by this CA (PEM) whose DNS
-    /// name is their host id, in addition to their token.
+    /// name is their host id. The certificate alone authenticates; a token sent along must
+    /// still be the host's own.
     #[arg(long)]
     pub client_ca: Option<PathBuf>,
     /// File holding the operator's admin token.

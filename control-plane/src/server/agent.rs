@@ -190,34 +190,47 @@ pub async fn heartbeat(
     }))
 }
 
-/// Checks the host's bearer token (and, with mTLS, its client certificate) for `{host}`.
+/// Authenticates a host for `{host}`: by its bearer token, and with mutual TLS by a client
+/// certificate naming it. With mutual TLS a certificate alone is enough (an agent configured
+/// with a client certificate and no token); a token sent along must still be the host's own.
 fn authorize(
     app: &App,
     ready: &Ready,
     host: &str,
     parts: &Parts,
 ) -> Result<Arc<HostEntry>, ApiError> {
-    let token = bearer(&parts.headers).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unauthorized,
-            "missing host token: send Authorization: Bearer <the token printed by fleetnode-cp add-host>",
-        )
-    })?;
-    let hash = hash_token(token);
+    if app.client_certs {
+        check_certificate(parts, host)?;
+    }
     let entry = HostId::parse(host).ok().and_then(|id| ready.hosts.get(&id));
-    let own = entry
-        .as_ref()
-        .filter(|e| e.with_view(|v| digests_equal(&v.token_hash, &hash)));
-    let Some(entry) = own else {
-        return Err(not_this_host(ready, &hash, host));
+    let entry = match bearer(&parts.headers) {
+        Some(token) => {
+            let hash = hash_token(token);
+            let own = entry.filter(|e| e.with_view(|v| digests_equal(&v.token_hash, &hash)));
+            match own {
+                Some(entry) => entry,
+                None => return Err(not_this_host(ready, &hash, host)),
+            }
+        }
+        None if app.client_certs => entry.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                format!(
+                    "host {host} is not registered; an operator adds it with fleetnode-cp add-host"
+                ),
+            )
+        })?,
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "missing host token: send Authorization: Bearer <the token printed by fleetnode-cp add-host>",
+            ));
+        }
     };
     if entry.with_view(|v| v.record.revoked) {
         return Err(revoked(&entry.id));
     }
-    if app.client_certs {
-        check_certificate(parts, host)?;
-    }
-    Ok(entry.clone())
+    Ok(entry)
 }
 
 /// 403 when the token is another (active) host's, else 401.
