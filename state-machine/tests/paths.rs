@@ -398,3 +398,66 @@ fn next_deadline_names_the_soonest_one_and_why() {
         ))
     );
 }
+
+#[test]
+fn verification_names_what_is_out_of_place() {
+    // switch mode, live but the profile was not moved: the profile is named.
+    let mut sim = Sim::new();
+    sim.activate_with(1, Some(ActivationMode::Switch), HealthOverrides::default());
+    sim.realised(1);
+    let effects = sim.switch_done(live(&closure(1), &closure(0)));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Report(ev) if matches!(&ev.report,
+        Report::SwitchEnded { verdict: SwitchVerdict::Failed { reason: Reason::VerificationFailed { observed, .. } }, .. }
+            if *observed == Some(closure(0))))));
+
+    // boot mode with the profile not on the target fails; its profile is named.
+    let mut sim = Sim::new();
+    sim.activate_with(1, Some(ActivationMode::Boot), HealthOverrides::default());
+    sim.realised(1);
+    let mut system = committed_on(&closure(0));
+    system.profile = Some(closure(2));
+    let effects = sim.switch_done(system);
+    assert_eq!(sim.phase(), "rolling-back");
+    assert!(effects.iter().any(|e| matches!(e, Effect::Report(ev) if matches!(&ev.report,
+        Report::SwitchEnded { verdict: SwitchVerdict::Failed { reason: Reason::VerificationFailed { observed, .. } }, .. }
+            if *observed == Some(closure(2))))));
+}
+
+#[test]
+fn boot_mode_on_a_host_already_running_the_target_soaks_at_once() {
+    // The target is already live (e.g. tested by hand) but not the boot default.
+    let mut sim = Sim::starting_on(live(&closure(1), &closure(0)), policy());
+    sim.activate_with(1, Some(ActivationMode::Boot), HealthOverrides::default());
+    sim.realised(1);
+    let effects = sim.switch_done(committed_on(&closure(1)));
+    assert_eq!(sim.phase(), "soaking");
+    assert_eq!(commands(&effects), vec![Effect::ResetProbes { epoch: 1 }]);
+}
+
+#[test]
+fn rollback_jobs_follow_what_the_mode_touched() {
+    let failing_soak = |mode: ActivationMode| {
+        let mut sim = Sim::new();
+        sim.activate_with(1, Some(mode), HealthOverrides::default());
+        sim.realised(1);
+        let system = match mode {
+            ActivationMode::TestThenCommit => live(&closure(1), &closure(0)),
+            ActivationMode::Switch | ActivationMode::Boot => committed_on(&closure(1)),
+        };
+        sim.switch_done(system);
+        sim.probe(web(), false);
+        let effects = sim.advance(SUSTAINED);
+        run_switch(&effects).1
+    };
+    let job = failing_soak(ActivationMode::TestThenCommit);
+    assert_eq!((job.action, job.set_profile), (SwitchAction::Test, false));
+    let job = failing_soak(ActivationMode::Switch);
+    assert_eq!((job.action, job.set_profile), (SwitchAction::Switch, true));
+
+    let mut sim = Sim::new();
+    sim.activate_with(1, Some(ActivationMode::Switch), HealthOverrides::default());
+    sim.realised(1);
+    let effects = sim.switch_failed(1, "x", committed_on(&closure(1)));
+    let job = run_switch(&effects).1;
+    assert_eq!((job.action, job.set_profile), (SwitchAction::Switch, true));
+}
