@@ -71,3 +71,74 @@ pub enum TransitionError {
     #[error("mirror diverged: {0}")]
     Diverged(#[from] EvolveError),
 }
+
+impl TransitionError {
+    /// A stable short code for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unexpected { .. } => "unexpected",
+            Self::StaleDirective { .. } => "stale-directive",
+            Self::ConflictingDirective { .. } => "conflicting-directive",
+            Self::UnknownRealise { .. } => "unknown-realise",
+            Self::UnknownSwitch { .. } => "unknown-switch",
+            Self::StaleProbeResult { .. } => "stale-probe-result",
+            Self::UnknownProbe { .. } => "unknown-probe",
+            Self::SeqGap { .. } => "seq-gap",
+            Self::Diverged(_) => "diverged",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct() {
+        let errors = [
+            TransitionError::Unexpected {
+                event: "tick",
+                phase: "idle",
+            },
+            TransitionError::StaleDirective {
+                got: Revision(1),
+                recorded: Revision(2),
+            },
+            TransitionError::ConflictingDirective {
+                revision: Revision(1),
+            },
+            TransitionError::UnknownSwitch {
+                got: SwitchId(1),
+                running: None,
+            },
+            TransitionError::StaleProbeResult {
+                probe: ProbeId::control_plane(),
+                got: 1,
+                current: 2,
+            },
+            TransitionError::UnknownProbe {
+                probe: ProbeId::control_plane(),
+            },
+            TransitionError::SeqGap {
+                expected: 1,
+                got: 3,
+            },
+            TransitionError::Diverged(EvolveError {
+                report: "x",
+                phase: "y",
+            }),
+        ];
+        let mut codes: Vec<&str> = errors.iter().map(TransitionError::code).collect();
+        codes.push(
+            TransitionError::UnknownRealise {
+                target: crate::StorePath::parse("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-x")
+                    .unwrap(),
+            }
+            .code(),
+        );
+        let total = codes.len();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), total);
+    }
+}

@@ -34,6 +34,24 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as it appears on the wire, e.g. `protocol_version_unsupported`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Invalid => "invalid",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict => "conflict",
+            Self::TooLarge => "too_large",
+            Self::ProtocolVersionUnsupported => "protocol_version_unsupported",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
     /// The HTTP status this code travels with.
     pub fn status(self) -> u16 {
         match self {
@@ -181,6 +199,10 @@ mod tests {
             ErrorCode::Unavailable,
             ErrorCode::Internal,
         ];
+        for code in codes {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
         let mut statuses: Vec<u16> = codes.iter().map(|c| c.status()).collect();
         statuses.sort_unstable();
         statuses.dedup();
