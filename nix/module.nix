@@ -94,7 +94,21 @@ let
     probes = lib.mapAttrs (_: probes.render) cfg.probes;
   });
 
-  configFile = format.generate "fleetnode-agent.toml" (lib.recursiveUpdate rendered cfg.settings);
+  renderedConfig = format.generate "fleetnode-agent.toml" (lib.recursiveUpdate rendered cfg.settings);
+
+  # The agent refuses unknown keys and bad values, so a typo in `settings` would leave the host
+  # with an agent that cannot start. Check the rendered file with the agent itself at build
+  # time instead: the error (naming the key) then fails the rebuild. Skipped when the build
+  # machine cannot run the host's binary (cross builds) or when turned off.
+  canRunAgent = pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
+  configFile =
+    if cfg.checkConfig && canRunAgent then
+      pkgs.runCommand "fleetnode-agent.toml" { } ''
+        ${lib.getExe' cfg.package "fleetnode-agent"} check-config ${renderedConfig}
+        cp ${renderedConfig} $out
+      ''
+    else
+      renderedConfig;
 
 in
 {
@@ -273,6 +287,16 @@ in
         does not know yet. Never put secrets here: the result is in the store.
       '';
       example = lib.literalExpression ''{ heartbeat.interval = "10s"; }'';
+    };
+
+    checkConfig = lib.mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Check the rendered configuration with `fleetnode-agent check-config` at build time, so a
+        mistake (for example an unknown key in `settings`) fails the rebuild with the offending
+        key named, instead of leaving the host with an agent that refuses to start.
+      '';
     };
 
     extraArgs = lib.mkOption {
