@@ -224,6 +224,35 @@ impl Millis {
     pub const fn from_secs(secs: u64) -> Self {
         Self(secs.saturating_mul(1000))
     }
+
+    /// Parses a span written for humans: `500ms`, `30s`, `5m`, `1h` or `1d` (a bare number is
+    /// seconds). The error says what was expected.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let value: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m or 1h"))?;
+        let factor = match unit.trim() {
+            "ms" => 1,
+            "" | "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in {text:?}; use ms, s, m, h or d"
+                ));
+            }
+        };
+        value
+            .checked_mul(factor)
+            .map(Self)
+            .ok_or_else(|| format!("{text:?} is too long"))
+    }
 }
 
 impl fmt::Display for Millis {
@@ -344,6 +373,23 @@ mod tests {
         assert_eq!(Timestamp(5).since(Timestamp(9)), Millis(0));
         assert_eq!(Timestamp(9).since(Timestamp(5)), Millis(4));
         assert_eq!(Millis::from_secs(3), Millis(3000));
+    }
+
+    #[test]
+    fn spans_parse_from_human_text() {
+        assert_eq!(Millis::parse("500ms"), Ok(Millis(500)));
+        assert_eq!(Millis::parse("30s"), Ok(Millis(30_000)));
+        assert_eq!(Millis::parse(" 30 "), Ok(Millis(30_000)));
+        assert_eq!(Millis::parse("5m"), Ok(Millis(300_000)));
+        assert_eq!(Millis::parse("2h"), Ok(Millis(7_200_000)));
+        assert_eq!(Millis::parse("1d"), Ok(Millis(86_400_000)));
+        for bad in ["", "m", "5 minutes", "5w", "-1s", "99999999999999999h"] {
+            assert!(Millis::parse(bad).is_err(), "{bad}");
+        }
+        // What Display prints, parse reads back.
+        for ms in [1500, 30_000, 300_000, 7_200_000] {
+            assert_eq!(Millis::parse(&Millis(ms).to_string()), Ok(Millis(ms)));
+        }
     }
 
     #[test]

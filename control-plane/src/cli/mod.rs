@@ -253,30 +253,7 @@ fn parse_store_path(text: &str) -> Result<StorePath, String> {
 
 /// Parses `500ms`, `30s`, `5m`, `2h` or `1d` (a bare number means seconds).
 pub fn parse_duration(text: &str) -> Result<Millis, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 30s, 5m, 1h"))?;
-    let factor = match unit {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => {
-            return Err(format!(
-                "invalid duration unit {other:?} in {text:?}: use ms, s, m, h or d"
-            ));
-        }
-    };
-    value
-        .checked_mul(factor)
-        .map(Millis)
-        .ok_or_else(|| format!("duration {text:?} is too long"))
+    Millis::parse(text)
 }
 
 #[cfg(test)]
