@@ -88,6 +88,11 @@ fn inputs_for(answer: &DesiredAnswer, flipped: bool, state_paused: bool) -> Vec<
 
 /// How long to wait after a failed request, logging it as it deserves.
 pub(crate) fn retry_delay(error: &RequestError, backoff: &mut Backoff) -> Duration {
+    if let RequestError::Tls(_) = error {
+        let delay = backoff.next_delay();
+        error!(error = %error, retry_in_ms = delay.as_millis() as u64, "TLS handshake with the control plane failed; retrying");
+        return delay;
+    }
     match error.class() {
         RetryClass::Transient => {
             let delay = backoff

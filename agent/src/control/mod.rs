@@ -37,9 +37,15 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request that did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RequestError {
-    /// No answer: connection refused, TLS failure, timeout, a body cut short.
+    /// No answer: connection refused, timeout, a body cut short.
     #[error("{0}")]
     Network(String),
+    /// The TLS handshake failed: a certificate was refused by either side, or the peers share
+    /// no protocol version or cipher suite. It needs a person: retrying alone rarely fixes it.
+    #[error(
+        "{0} (TLS with the control plane failed: check that tls.ca_file holds the CA that signs the control plane's certificate and, under mutual TLS, that tls.cert_file is signed by the CA the control plane trusts)"
+    )]
+    Tls(String),
     /// An error status.
     #[error("HTTP {status}{}", body.as_ref().map(|b| format!(" ({:?}): {}", b.code, b.message)).unwrap_or_default())]
     Status {
@@ -59,7 +65,7 @@ impl RequestError {
     /// How to treat this failure.
     pub fn class(&self) -> RetryClass {
         match self {
-            Self::Network(_) | Self::BadAnswer(_) => RetryClass::Transient,
+            Self::Network(_) | Self::Tls(_) | Self::BadAnswer(_) => RetryClass::Transient,
             Self::Status { status, .. } => classify_status(*status),
         }
     }
@@ -68,7 +74,7 @@ impl RequestError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Status { retry_after, .. } => *retry_after,
-            Self::Network(_) | Self::BadAnswer(_) => None,
+            Self::Network(_) | Self::Tls(_) | Self::BadAnswer(_) => None,
         }
     }
 
@@ -83,6 +89,7 @@ impl RequestError {
                 .unwrap_or_else(|| "unknown".into()),
             Self::Status { status, .. } => format!("http-{status}"),
             Self::Network(_) => "network".into(),
+            Self::Tls(_) => "tls".into(),
             Self::BadAnswer(_) => "bad-answer".into(),
         }
     }
@@ -115,7 +122,15 @@ pub enum ClientError {
 impl Client {
     /// Builds the client from the configuration (reads the token and TLS files now).
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, ClientError> {
-        let tls = tls::client_config(&config.tls)?;
+        Self::with_tls(config, tls::client_config(&config.tls)?, metrics)
+    }
+
+    /// Builds the client with a TLS configuration already made from `config.tls`.
+    pub(crate) fn with_tls(
+        config: &Config,
+        tls: rustls::ClientConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ClientError> {
         let token = config
             .token
             .as_ref()
@@ -194,7 +209,7 @@ impl Client {
             Ok(response) => response,
             Err(e) => {
                 self.metrics.request(endpoint, None);
-                return Err(RequestError::Network(describe(&e)));
+                return Err(network_error(&e));
             }
         };
         let status = response.status().as_u16();
@@ -234,11 +249,7 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, Request
         )));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| RequestError::Network(describe(&e)))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| network_error(&e))? {
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(RequestError::BadAnswer(format!(
                 "the answer is larger than {MAX_BODY_BYTES} bytes"
@@ -247,6 +258,37 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, Request
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// A failed exchange as a [`RequestError`]: [`RequestError::Tls`] when rustls refused the
+/// handshake (its error sits somewhere in the chain of causes), else
+/// [`RequestError::Network`].
+fn network_error(error: &reqwest::Error) -> RequestError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if is_tls(cause) {
+            return RequestError::Tls(describe(error));
+        }
+        source = cause.source();
+    }
+    RequestError::Network(describe(error))
+}
+
+/// Whether `error` is a rustls error, possibly wrapped in I/O errors (which show their inner
+/// error but skip it as a source, so the chain of sources alone misses it).
+fn is_tls(mut error: &(dyn std::error::Error + 'static)) -> bool {
+    loop {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        match error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => error = inner,
+            None => return false,
+        }
+    }
 }
 
 /// A reqwest error with its causes, which carry the useful part (TLS, DNS, refused).
@@ -261,5 +303,7 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
+#[cfg(test)]
+pub(crate) mod testlog;
 #[cfg(test)]
 pub(crate) mod testserver;

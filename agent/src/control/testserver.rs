@@ -1,5 +1,6 @@
-//! A small control plane for the client's tests: real HTTP on a loopback port (axum), with the
-//! agent endpoints, scripted failures and a record of what it received.
+//! A small control plane for the client's tests: real HTTP, or real HTTPS (rustls through
+//! axum-server), on a loopback port, with the agent endpoints, scripted failures and a record of
+//! what it received.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -77,28 +78,52 @@ impl Default for Recorded {
 #[derive(Clone)]
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// `https` when started with [`TestServer::start_tls`].
+    pub scheme: &'static str,
     pub recorded: Arc<Mutex<Recorded>>,
     pub changed: Arc<Notify>,
 }
 
 impl TestServer {
+    /// Plain HTTP.
     pub async fn start() -> Self {
-        let recorded = Arc::new(Mutex::new(Recorded::default()));
-        let changed = Arc::new(Notify::new());
-        let server = Self {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            recorded,
-            changed,
-        };
-        let app = Router::new()
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = Self::new(listener.local_addr().unwrap(), "http");
+        let app = server.app();
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        server
+    }
+
+    /// HTTPS with the given rustls server configuration (which decides about client
+    /// certificates and protocol versions).
+    pub async fn start_tls(tls: rustls::ServerConfig) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = Self::new(listener.local_addr().unwrap(), "https");
+        let app = server.app();
+        listener.set_nonblocking(true).unwrap();
+        let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+        let serving = axum_server::tls_rustls::from_tcp_rustls(listener, config).unwrap();
+        tokio::spawn(async move { serving.serve(app.into_make_service()).await.unwrap() });
+        server
+    }
+
+    fn new(addr: SocketAddr, scheme: &'static str) -> Self {
+        Self {
+            addr,
+            scheme,
+            recorded: Arc::new(Mutex::new(Recorded::default())),
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
+    fn app(&self) -> Router {
+        Router::new()
             .route("/v1/agent/hosts/{host}/desired", get(desired))
             .route("/v1/agent/hosts/{host}/events", post(events))
             .route("/v1/agent/hosts/{host}/heartbeat", post(heartbeat))
-            .with_state(server.clone());
-        let listener = tokio::net::TcpListener::bind(server.addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, ..server }
+            .with_state(self.clone())
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
@@ -114,16 +139,24 @@ impl TestServer {
         self.changed.notify_waiters();
     }
 
-    /// An agent configuration pointing at this server, with a token file in `dir`.
+    /// An agent configuration pointing at this server, with a token file in `dir` (and, for
+    /// plain HTTP, a CA file the client never needs).
     pub fn config(&self, dir: &std::path::Path) -> Config {
+        let tls = format!("ca_file = \"{}\"\n", write_dummy_ca(dir).display());
+        self.config_with_tls(dir, &tls)
+    }
+
+    /// An agent configuration pointing at this server, with `tls` as its `[tls]` section.
+    pub fn config_with_tls(&self, dir: &std::path::Path, tls: &str) -> Config {
         let token = dir.join("token");
         std::fs::write(&token, "s3cret-token\n").unwrap();
         let text = format!(
-            "control_plane_url = \"http://{}\"\nhost_id = \"web-01\"\ntoken_file = \"{}\"\nallow_insecure_http = true\nstate_dir = \"{}\"\n[tls]\nca_file = \"{}\"\n",
+            "control_plane_url = \"{}://{}\"\nhost_id = \"web-01\"\ntoken_file = \"{}\"\nallow_insecure_http = {}\nstate_dir = \"{}\"\n[tls]\n{tls}",
+            self.scheme,
             self.addr,
             token.display(),
+            self.scheme == "http",
             dir.join("state").display(),
-            write_dummy_ca(dir).display(),
         );
         Config::parse(&text).unwrap()
     }

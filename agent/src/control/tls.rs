@@ -70,12 +70,12 @@ fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'stat
     Ok(certs)
 }
 
-/// The trust anchors: `ca_file` if set, else the system bundle.
-fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
+/// The trust anchors: `ca_file` if set, else the first of `bundles` that exists.
+fn roots(ca_file: Option<&Path>, bundles: &[&str]) -> Result<RootCertStore, TlsError> {
     let (key, path) = match ca_file {
         Some(path) => ("tls.ca_file", path.to_owned()),
         None => {
-            let found = SYSTEM_CA_BUNDLES
+            let found = bundles
                 .iter()
                 .map(PathBuf::from)
                 .find(|p| p.exists())
@@ -104,10 +104,19 @@ fn client_key(tls: &TlsConfig) -> Result<Option<PrivateKeyDer<'static>>, TlsErro
 
 /// Builds the rustls client configuration from the validated `[tls]` settings.
 pub fn client_config(tls: &TlsConfig) -> Result<ClientConfig, TlsError> {
+    client_config_with_bundles(tls, &SYSTEM_CA_BUNDLES)
+}
+
+/// [`client_config`] with another list of system bundles to look for (tests stand in for the
+/// operating system's bundle with their own file).
+pub(crate) fn client_config_with_bundles(
+    tls: &TlsConfig,
+    bundles: &[&str],
+) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_root_certificates(roots(tls.ca_file.as_deref())?);
+        .with_root_certificates(roots(tls.ca_file.as_deref(), bundles)?);
     let config = match (&tls.cert_file, client_key(tls)?) {
         (Some(cert), Some(key)) => {
             builder.with_client_auth_cert(read_certs("tls.cert_file", cert)?, key)?
@@ -116,3 +125,6 @@ pub fn client_config(tls: &TlsConfig) -> Result<ClientConfig, TlsError> {
     };
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests;
