@@ -1,0 +1,295 @@
+//! `fleetnode-agent run` as a child process, with a configuration generated for a fake root.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use fleetnode_fixtures::fakeroot::FakeRoot;
+use toml::{Table, Value};
+
+use crate::process::{Process, log_tail, write_file};
+use crate::{HarnessError, Result};
+
+/// How long SIGTERM may take to stop the agent.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// Name of the exec probe that checks the live generation (`[probes.<name>]`).
+pub const PROBE_NAME: &str = "generation-healthy";
+
+/// The agent's timings: short, so a scenario takes seconds, and well inside the limits the
+/// agent accepts (probes and heartbeats at least every second).
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// `health.soak`.
+    pub soak: String,
+    /// `health.sustained_failure`.
+    pub sustained_failure: String,
+    /// `heartbeat.interval`.
+    pub heartbeat: String,
+    /// The exec probe's interval.
+    pub probe_interval: String,
+    /// `activation.timeout` and `activation.rollback_timeout`.
+    pub activation_timeout: String,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            soak: "3s".into(),
+            sustained_failure: "2s".into(),
+            heartbeat: "1s".into(),
+            probe_interval: "1s".into(),
+            activation_timeout: "60s".into(),
+        }
+    }
+}
+
+/// What goes into the agent's configuration besides the fake root's `[system]`.
+#[derive(Debug, Clone)]
+pub struct AgentSetup {
+    /// `host_id`.
+    pub host: String,
+    /// `control_plane_url`.
+    pub url: String,
+    /// `token_file`.
+    pub token_file: PathBuf,
+    /// `tls.ca_file`.
+    pub ca_file: PathBuf,
+    /// `admin.listen`.
+    pub admin: SocketAddr,
+    /// The exec probe's program.
+    pub probe: PathBuf,
+    /// Timings.
+    pub timings: Timings,
+}
+
+/// A `fleetnode-agent run` process (started, killed and started again at will).
+#[derive(Debug)]
+pub struct Agent {
+    binary: PathBuf,
+    config: PathBuf,
+    admin: SocketAddr,
+    log: PathBuf,
+    process: Option<Process>,
+}
+
+impl Agent {
+    /// Writes the configuration to `config` (checked with `fleetnode-agent check-config`) and
+    /// returns a handle; the agent is not started yet.
+    pub fn configure(
+        binary: PathBuf,
+        root: &FakeRoot,
+        setup: &AgentSetup,
+        config: PathBuf,
+        log: PathBuf,
+    ) -> Result<Self> {
+        let text = render_config(root, setup)?;
+        write_file(&config, &text, 0o644)?;
+        let agent = Self {
+            binary,
+            config,
+            admin: setup.admin,
+            log,
+            process: None,
+        };
+        agent.check_config()?;
+        Ok(agent)
+    }
+
+    /// Starts the agent (nothing when it runs).
+    pub fn start(&mut self) -> Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            // The log is a file: no colour codes in it.
+            .env("NO_COLOR", "1")
+            // Not under systemd: no readiness or watchdog notifications, no credentials, and
+            // no self-restart after a commit (that rule applies to the systemd service only).
+            .env_remove("INVOCATION_ID")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("CREDENTIALS_DIRECTORY");
+        self.process = Some(Process::spawn("fleetnode-agent", command, &self.log)?);
+        Ok(())
+    }
+
+    /// SIGKILLs the agent: no shutdown, no flush (a crash).
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut process) = self.process.take() {
+            process.kill()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the agent with SIGTERM.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut process) = self.process.take() {
+            process.terminate(STOP_GRACE)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the agent process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.process
+            .as_mut()
+            .is_some_and(|process| process.exit_status().is_none())
+    }
+
+    /// An error when the agent was started and has exited since.
+    pub fn check_running(&mut self) -> Result<()> {
+        match self.process.as_mut() {
+            Some(process) => process.check_running(),
+            None => Ok(()),
+        }
+    }
+
+    /// The agent's own view, from `fleetnode-agent status --json` (its admin listener).
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let shown = "fleetnode-agent status --json".to_owned();
+        let output = Command::new(&self.binary)
+            .args(["status", "--json", "--config"])
+            .arg(&self.config)
+            .output()
+            .map_err(HarnessError::io(format!("run `{shown}`")))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            return Err(HarnessError::Command {
+                command: shown,
+                status: output.status.to_string(),
+                stdout,
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        serde_json::from_str(&stdout).map_err(|e| HarnessError::Unreadable {
+            command: shown,
+            message: e.to_string(),
+            output: stdout,
+        })
+    }
+
+    /// The configuration file.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// The admin listener's address.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// The agent's log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// The end of the agent's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log, lines)
+    }
+
+    fn check_config(&self) -> Result<()> {
+        let output = Command::new(&self.binary)
+            .arg("check-config")
+            .arg(&self.config)
+            .output()
+            .map_err(HarnessError::io("run `fleetnode-agent check-config`"))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(HarnessError::Command {
+            command: format!("fleetnode-agent check-config {}", self.config.display()),
+            status: output.status.to_string(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
+
+/// The agent's TOML configuration for a host on `root`.
+pub fn render_config(root: &FakeRoot, setup: &AgentSetup) -> Result<String> {
+    let path = |p: &Path| Value::String(p.display().to_string());
+    let text = |s: &str| Value::String(s.to_owned());
+    let section = |entries: Vec<(&str, Value)>| {
+        Value::Table(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect::<Table>(),
+        )
+    };
+    let system = root.system_config();
+    let timings = &setup.timings;
+    let mut config = Table::new();
+    config.insert("control_plane_url".into(), text(&setup.url));
+    config.insert("host_id".into(), text(&setup.host));
+    config.insert("token_file".into(), path(&setup.token_file));
+    config.insert("state_dir".into(), path(&root.state_dir()));
+    config.insert("log_format".into(), text("text"));
+    config.insert(
+        "tls".into(),
+        section(vec![("ca_file", path(&setup.ca_file))]),
+    );
+    config.insert(
+        "activation".into(),
+        section(vec![
+            ("mode", text("test-then-commit")),
+            ("timeout", text(&timings.activation_timeout)),
+            ("rollback_timeout", text(&timings.activation_timeout)),
+        ]),
+    );
+    config.insert(
+        "health".into(),
+        section(vec![
+            ("soak", text(&timings.soak)),
+            ("sustained_failure", text(&timings.sustained_failure)),
+            ("on_failure", text("rollback")),
+        ]),
+    );
+    config.insert(
+        "heartbeat".into(),
+        section(vec![("interval", text(&timings.heartbeat))]),
+    );
+    config.insert(
+        "admin".into(),
+        section(vec![("listen", text(&setup.admin.to_string()))]),
+    );
+    config.insert(
+        "system".into(),
+        section(vec![
+            ("root", path(&system.root)),
+            ("profile", path(&system.profile)),
+            ("nix_store", text(&system.nix_store)),
+            ("nix_env", text(&system.nix_env)),
+            ("systemd_run", text(&system.systemd_run)),
+            ("systemctl", text(&system.systemctl)),
+            (
+                "require_signatures",
+                Value::Boolean(system.require_signatures),
+            ),
+            (
+                "trusted_public_keys",
+                Value::Array(system.trusted_public_keys.iter().map(|k| text(k)).collect()),
+            ),
+        ]),
+    );
+    let probe = section(vec![
+        ("kind", text("exec")),
+        ("mode", text("enforce")),
+        ("interval", text(&timings.probe_interval)),
+        ("timeout", text("5s")),
+        ("command", Value::Array(vec![path(&setup.probe)])),
+    ]);
+    config.insert("probes".into(), section(vec![(PROBE_NAME, probe)]));
+    toml::to_string(&config).map_err(|e| HarnessError::Setup {
+        what: "the agent's configuration".into(),
+        message: e.to_string(),
+    })
+}

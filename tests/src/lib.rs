@@ -1,0 +1,31 @@
+//! End-to-end harness for fleetnode: the real `fleetnode-cp` and `fleetnode-agent` binaries as
+//! child processes, talking real HTTPS on loopback, with the agent's real NixOS backend acting on
+//! a fake NixOS root ([`fleetnode_fixtures::fakeroot::FakeRoot`]).
+//!
+//! A [`Harness`] is one small world: a work directory (certificates, admin token, the control
+//! plane's redb store, the agent's configuration, every log), a control plane on a free loopback
+//! port, one registered host and its agent on a fake root that runs generation 1. Operators act
+//! through the real `fleetnode-cp` command line ([`Harness::cp`]); the state of the host is read
+//! back with `fleetnode-cp host <id> --json` and waited for with deadlines that are only a safety
+//! net ([`Harness::wait_for`]): nothing here measures or asserts time.
+//!
+//! Every child process is killed when its handle is dropped, so a failing test leaves nothing
+//! running behind it. When a wait fails, the error carries the last state seen and the tails of
+//! both logs.
+//!
+//! The binaries are found next to the running executable (see [`binaries`]); `cargo test
+//! --workspace` builds them, otherwise run `cargo build --workspace --bins` first.
+
+pub mod agent;
+pub mod binaries;
+pub mod control_plane;
+pub mod error;
+pub mod harness;
+pub mod narrate;
+pub mod process;
+
+pub use error::HarnessError;
+pub use harness::{DEFAULT_DEADLINE, Harness, Health, Options};
+
+/// The harness's result type.
+pub type Result<T, E = HarnessError> = std::result::Result<T, E>;

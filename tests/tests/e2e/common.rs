@@ -1,0 +1,40 @@
+//! Helpers shared by the scenarios.
+
+use fleetnode_state_machine::{Event, Host, OutboundEvent, State, StorePath, step};
+use fleetnode_tests::Result;
+
+/// Runs a scenario, panicking with the error's full report (not its `Debug`).
+pub fn run(scenario: impl FnOnce() -> Result<()>) {
+    if let Err(error) = scenario() {
+        panic!("{error}");
+    }
+}
+
+/// The host state a control plane builds from `events` (all of them, from seq 1), applied with
+/// the shared `step`, as the mirror is documented to be built.
+pub fn replay(events: &[OutboundEvent]) -> Host {
+    let mut state = State::default();
+    for event in events {
+        let (next, _) = step(&state, Event::Reported(event.clone()), event.at)
+            .unwrap_or_else(|e| panic!("event {} does not apply: {e}", event.seq));
+        state = next;
+    }
+    state.host
+}
+
+/// The names of the events, in order.
+pub fn names(events: &[OutboundEvent]) -> Vec<&'static str> {
+    events.iter().map(|e| e.report.name()).collect()
+}
+
+/// The fake commands of `log` whose program is `program` and that mention `path`.
+pub fn commands_on<'a>(
+    log: &'a [Vec<String>],
+    program: &str,
+    path: &StorePath,
+) -> Vec<(usize, &'a Vec<String>)> {
+    log.iter()
+        .enumerate()
+        .filter(|(_, argv)| argv[0] == program && argv.iter().any(|a| a.contains(path.as_str())))
+        .collect()
+}

@@ -1,0 +1,13 @@
+//! End-to-end scenarios: the real `fleetnode-cp` and `fleetnode-agent` binaries over real TLS,
+//! the agent's real NixOS backend on a fake root. One test binary, so libtest runs the
+//! scenarios in parallel (each has its own directories, ports, control plane and agent); raise
+//! the parallelism with `-- --test-threads N`.
+//!
+//! Every scenario asserts on states reached, never on timing; the waits' deadlines are only a
+//! safety net.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod happy_path;
