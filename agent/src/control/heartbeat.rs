@@ -143,3 +143,6 @@ pub fn build(snapshot: &Snapshot, ctx: &HeartbeatContext) -> Heartbeat {
         workers,
     }
 }
+
+#[cfg(test)]
+mod tests;
