@@ -271,6 +271,33 @@ impl Harness {
         Ok(detail)
     }
 
+    /// Polls the agent's own status (its admin listener, so this works while the control plane
+    /// is down) until `done` holds; fails like [`Harness::wait_for`].
+    pub fn wait_for_agent(
+        &mut self,
+        what: &str,
+        mut done: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let started = Instant::now();
+        let mut last = String::from("(no answer yet)");
+        while started.elapsed() < self.deadline {
+            self.agent.check_running()?;
+            match self.agent.status() {
+                Ok(status) if done(&status) => return Ok(status),
+                Ok(status) => last = format!("{status:#}"),
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(POLL);
+        }
+        Err(HarnessError::Timeout {
+            what: format!(
+                "the agent: {what} (host {}, {:?})",
+                self.host, self.deadline
+            ),
+            report: format!("last agent status: {last}\n{}", self.report(None)),
+        })
+    }
+
     /// The agent's own status (`fleetnode-agent status --json`).
     pub fn agent_status(&self) -> Result<serde_json::Value> {
         self.agent.status()

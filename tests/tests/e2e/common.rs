@@ -1,6 +1,6 @@
 //! Helpers shared by the scenarios.
 
-use fleetnode_state_machine::{Event, Host, OutboundEvent, State, StorePath, step};
+use fleetnode_state_machine::{Event, Host, OutboundEvent, Report, State, StorePath, step};
 use fleetnode_tests::Result;
 
 /// Runs a scenario, panicking with the error's full report (not its `Debug`).
@@ -22,6 +22,13 @@ pub fn replay(events: &[OutboundEvent]) -> Host {
     state.host
 }
 
+/// Asserts the seqs are exactly 1, 2, 3, ... with nothing missing or repeated.
+pub fn assert_gap_free(events: &[OutboundEvent]) {
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (1..=events.len() as u64).collect();
+    assert_eq!(seqs, expected, "event seqs are not 1..=N");
+}
+
 /// The names of the events, in order.
 pub fn names(events: &[OutboundEvent]) -> Vec<&'static str> {
     events.iter().map(|e| e.report.name()).collect()
@@ -36,5 +43,18 @@ pub fn commands_on<'a>(
     log.iter()
         .enumerate()
         .filter(|(_, argv)| argv[0] == program && argv.iter().any(|a| a.contains(path.as_str())))
+        .collect()
+}
+
+/// The reasons carried by the events, in order (rollbacks, reverts, failures, switch verdicts).
+pub fn reasons(events: &[OutboundEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.report {
+            Report::RollbackStarted { reason, .. }
+            | Report::Reverted { reason, .. }
+            | Report::Failed { reason, .. } => Some(reason.code().to_owned()),
+            _ => None,
+        })
         .collect()
 }

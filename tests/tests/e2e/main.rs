@@ -10,4 +10,10 @@
 
 mod common;
 
+mod activation_failure;
+mod control_plane_down;
+mod control_plane_rollback;
 mod happy_path;
+mod kill_agent_mid_switch;
+mod pause;
+mod probe_failure;
