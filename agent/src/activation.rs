@@ -18,8 +18,8 @@
 //! is kept and executed after the switch ends, in order.
 //!
 //! Shutdown (`cancel`) leaves a running unit alone: the state is persisted and recovery follows
-//! the unit again with [`ActivationCommand::Watch`]. A finished unit is released only after
-//! its result is in the reducer's channel. The receiver is borrowed, so the supervisor can
+//! the unit again with [`ActivationCommand::Watch`]. A finished unit is released
+//! ([`ActivationCommand::Release`]) only once its result is durable. The receiver is borrowed, so the supervisor can
 //! restart the worker without losing the commands still queued.
 
 use std::collections::VecDeque;
@@ -71,6 +71,11 @@ pub enum ActivationCommand {
     },
     /// Timeout: stop the switch's unit; nothing is reported.
     Abort {
+        /// Its id.
+        switch: SwitchId,
+    },
+    /// The switch's result is durable: release its unit (which kept the result until now).
+    Release {
         /// Its id.
         switch: SwitchId,
     },
@@ -170,7 +175,7 @@ impl<S: System> Worker<S> {
                 let span = tracing::info_span!("switch", %switch);
                 self.follow(switch, None, commands).instrument(span).await
             }
-            ActivationCommand::Abort { switch } => {
+            ActivationCommand::Abort { switch } | ActivationCommand::Release { switch } => {
                 self.stop(switch).await;
                 Ok(Flow::Continue)
             }
@@ -286,7 +291,7 @@ impl<S: System> Worker<S> {
         }
     }
 
-    /// Reports how the switch ended, then releases its unit.
+    /// Reports how the switch ended; the unit stays until a `Release` command.
     async fn finish(
         &mut self,
         switch: SwitchId,
@@ -306,11 +311,9 @@ impl<S: System> Worker<S> {
                 system,
             }
         };
-        let flow = self.send(Event::SwitchFinished { switch, outcome }).await?;
-        if flow == Flow::Continue {
-            self.stop(switch).await;
-        }
-        Ok(flow)
+        // The unit keeps the result until the reducer has persisted it and the state machine
+        // asks for its release; a crash before that finds the unit and its result again.
+        self.send(Event::SwitchFinished { switch, outcome }).await
     }
 
     /// Runs `work` while watching the commands: an abort of `switch` stops it, other commands
@@ -332,7 +335,10 @@ impl<S: System> Worker<S> {
                         self.stop(switch).await;
                         return Followed::Ended;
                     }
-                    Some(ActivationCommand::Abort { switch: other }) => self.stop(other).await,
+                    Some(
+                        ActivationCommand::Abort { switch: other }
+                        | ActivationCommand::Release { switch: other },
+                    ) => self.stop(other).await,
                     Some(other) => {
                         tracing::warn!(command = ?other, "command arrived while a switch runs; it runs after the switch");
                         self.deferred.push_back(other);

@@ -34,6 +34,12 @@ pub enum Effect {
         /// Its id.
         switch: SwitchId,
     },
+    /// Release the unit of a switch whose result is now durable (its unit keeps the result
+    /// until then, so a crash in between cannot lose how the switch ended).
+    ReleaseSwitch {
+        /// Its id.
+        switch: SwitchId,
+    },
     /// Cancel every probe task and start them again, tagging results with this epoch.
     ResetProbes {
         /// The new epoch.

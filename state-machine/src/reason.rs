@@ -39,7 +39,8 @@ pub enum Reason {
         /// What was observed.
         observed: Option<StorePath>,
     },
-    /// The agent restarted and found the switch gone without the target in place.
+    /// The host rebooted while the switch ran, and came up neither on the target nor back on
+    /// the known-good generation.
     Interrupted,
     /// The host rebooted while the switch ran.
     RebootedDuringActivation,
@@ -125,7 +126,7 @@ impl fmt::Display for Reason {
             ),
             Self::Interrupted => write!(
                 f,
-                "the switch ended while the agent was down and the target is not in place"
+                "the switch was interrupted by a reboot and the target is not in place"
             ),
             Self::RebootedDuringActivation => write!(f, "rebooted during activation"),
             Self::RebootedDuringSoak => write!(f, "rebooted during soak"),

@@ -491,12 +491,12 @@ pub fn evolve(state: &mut State, event: &OutboundEvent) -> Result<(), EvolveErro
         },
         Report::RollbackStarted {
             switch,
+            job,
             to,
             reason,
             abandoned,
             revision,
             deadline,
-            ..
         } => {
             // A rollback replaces a failed or timed-out switch (whose unit was aborted), or
             // starts from a host at rest, soaking or deferred; never during realise (the host
@@ -510,11 +510,14 @@ pub fn evolve(state: &mut State, event: &OutboundEvent) -> Result<(), EvolveErro
             if let Some((target, revision)) = abandoned {
                 quarantine(&mut host.quarantine, target, *revision);
             }
+            let replaces = host.phase.running_switch();
             host.phase = Phase::RollingBack(RollingBack {
                 to: to.clone(),
                 reason: reason.clone(),
                 abandoned: abandoned.clone(),
                 switch: *switch,
+                job: job.clone(),
+                replaces,
                 deadline: *deadline,
             });
         }

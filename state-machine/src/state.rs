@@ -179,6 +179,11 @@ pub struct RollingBack {
     pub abandoned: Option<(StorePath, Revision)>,
     /// The running rollback switch.
     pub switch: SwitchId,
+    /// What the rollback switch runs (to launch it again if it never started).
+    pub job: crate::effect::SwitchJob,
+    /// The switch this rollback replaced (aborted or failed), stopped again at recovery so a
+    /// hung one cannot hold the switch lock.
+    pub replaces: Option<SwitchId>,
     /// When the rollback counts as timed out.
     pub deadline: Timestamp,
 }

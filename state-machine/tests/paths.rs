@@ -461,3 +461,23 @@ fn rollback_jobs_follow_what_the_mode_touched() {
     let job = run_switch(&effects).1;
     assert_eq!((job.action, job.set_profile), (SwitchAction::Switch, true));
 }
+
+#[test]
+fn a_finished_switch_unit_is_released_only_after_its_result_is_recorded() {
+    let mut sim = Sim::new();
+    sim.activate(1);
+    sim.realised(1);
+    let switch = sim.switch();
+    let effects = sim.switch_done(live(&closure(1), &closure(0)));
+    let ended = effects
+        .iter()
+        .position(
+            |e| matches!(e, Effect::Report(ev) if matches!(ev.report, Report::SwitchEnded { .. })),
+        )
+        .expect("switch-ended reported");
+    let released = effects
+        .iter()
+        .position(|e| *e == Effect::ReleaseSwitch { switch })
+        .expect("unit released");
+    assert!(ended < released);
+}

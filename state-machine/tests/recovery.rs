@@ -106,10 +106,27 @@ fn activating_whose_unit_failed_while_the_agent_was_down_rolls_back() {
 }
 
 #[test]
-fn activating_whose_unit_vanished_without_the_target_is_interrupted() {
+fn a_switch_recorded_but_never_launched_is_launched_again_under_its_id() {
     let mut sim = Sim::new();
     activating(&mut sim, 1, ActivationMode::TestThenCommit);
-    sim.restart(committed_on(&closure(0)), false, Some(UnitState::Gone));
+    let switch = sim.switch();
+    let effects = sim.restart(committed_on(&closure(0)), false, Some(UnitState::Gone));
+    let (relaunched, job) = run_switch(&effects);
+    assert_eq!(relaunched, switch, "the same switch, not a second one");
+    assert_eq!(job.closure, closure(1));
+    assert_eq!(reports(&effects), vec!["recovered"]);
+    assert_eq!(sim.phase(), "activating");
+    assert!(
+        sim.state.host.quarantine.is_empty(),
+        "nothing was attempted, nothing blamed"
+    );
+}
+
+#[test]
+fn a_reboot_that_leaves_neither_target_nor_known_good_interrupts_the_activation() {
+    let mut sim = Sim::new();
+    activating(&mut sim, 1, ActivationMode::Switch);
+    sim.restart(committed_on(&closure(2)), true, None);
     assert_eq!(sim.phase(), "rolling-back");
     assert_eq!(reason_of(&sim), Reason::Interrupted);
 }
@@ -145,7 +162,7 @@ fn reboot_during_switch_activation_that_left_the_profile_on_the_target_rolls_bac
     let effects = sim.restart(system, true, None);
     let (_, job) = run_switch(&effects);
     assert!(job.set_profile);
-    assert_eq!(reason_of(&sim), Reason::RebootedDuringActivation);
+    assert_eq!(reason_of(&sim), Reason::Interrupted);
 }
 
 #[test]
@@ -272,16 +289,34 @@ fn rolling_back_recovers_from_what_the_host_shows() {
     let mut sim = Sim::new();
     rolling(&mut sim);
     let switch = sim.switch();
+    let failed_activation = SwitchId(switch.0 - 2);
     let effects = sim.restart(
         live(&closure(1), &closure(0)),
         false,
         Some(UnitState::Running),
     );
-    assert_eq!(commands(&effects), vec![Effect::WatchSwitch { switch }]);
+    assert_eq!(
+        commands(&effects),
+        vec![
+            Effect::AbortSwitch {
+                switch: failed_activation
+            },
+            Effect::WatchSwitch { switch }
+        ]
+    );
 
+    // Recorded but never launched: launched again, same id.
     let mut sim = Sim::new();
     rolling(&mut sim);
-    sim.restart(live(&closure(1), &closure(0)), false, Some(UnitState::Gone));
+    let switch = sim.switch();
+    let effects = sim.restart(live(&closure(1), &closure(0)), false, Some(UnitState::Gone));
+    assert_eq!(run_switch(&effects).0, switch);
+    assert_eq!(sim.phase(), "rolling-back");
+
+    // After a reboot that did not bring the rollback target: failed.
+    let mut sim = Sim::new();
+    rolling(&mut sim);
+    sim.restart(committed_on(&closure(2)), true, None);
     assert_eq!(sim.phase(), "failed");
     assert_eq!(reason_of(&sim).code(), "rollback-failed");
 
@@ -493,19 +528,85 @@ fn drift_during_a_switch_soak_names_the_moved_boot_entry() {
 }
 
 #[test]
-fn commit_unit_gone_without_a_reboot_is_a_failed_commit() {
+fn commit_recorded_but_never_launched_is_launched_again() {
     let mut sim = Sim::new();
     soaking(&mut sim, 1, ActivationMode::TestThenCommit);
     sim.all_pass();
     sim.advance(SOAK);
     assert_eq!(sim.phase(), "committing");
-    sim.restart(committed_on(&closure(0)), false, Some(UnitState::Gone));
+    let switch = sim.switch();
+    let effects = sim.restart(live(&closure(1), &closure(0)), false, Some(UnitState::Gone));
+    let (relaunched, job) = run_switch(&effects);
+    assert_eq!((relaunched, job.purpose), (switch, SwitchPurpose::Commit));
     assert_eq!(
         sim.phase(),
-        "rolling-back",
-        "no reboot explains it: the commit failed"
+        "committing",
+        "a healthy target is not rolled back for it"
     );
-    assert_eq!(reason_of(&sim).code(), "verification-failed");
+}
+
+#[test]
+fn a_timeout_that_passed_while_the_agent_was_down_fires_at_recovery() {
+    let mut sim = Sim::new();
+    activating(&mut sim, 1, ActivationMode::TestThenCommit);
+    let hung = sim.switch();
+    sim.now += ACTIVATION_TIMEOUT + 1;
+    let effects = sim.restart(
+        live(&closure(1), &closure(0)),
+        false,
+        Some(UnitState::Running),
+    );
+    let commands = commands(&effects);
+    assert!(
+        commands.contains(&Effect::AbortSwitch { switch: hung }),
+        "{commands:?}"
+    );
+    assert_eq!(sim.phase(), "rolling-back");
+    assert!(
+        sim.state.next_deadline().is_some(),
+        "the rollback has its own deadline"
+    );
+}
+
+#[test]
+fn a_result_arriving_after_the_deadline_does_not_swallow_the_timeout() {
+    let mut sim = Sim::new();
+    activating(&mut sim, 1, ActivationMode::TestThenCommit);
+    let hung = sim.switch();
+    sim.now += ACTIVATION_TIMEOUT;
+    // A heartbeat result is handled before the ticker's tick.
+    let epoch = sim.state.host.probe_epoch;
+    let effects = sim.step(Event::ProbeResult(ProbeResult {
+        probe: ProbeId::control_plane(),
+        epoch,
+        passed: true,
+        detail: String::new(),
+    }));
+    assert!(commands(&effects).contains(&Effect::AbortSwitch { switch: hung }));
+    assert_eq!(sim.phase(), "rolling-back");
+}
+
+#[test]
+fn a_rollback_found_at_recovery_stops_the_switch_it_replaced_again() {
+    let mut sim = Sim::new();
+    activating(&mut sim, 1, ActivationMode::TestThenCommit);
+    let hung = sim.switch();
+    sim.advance(ACTIVATION_TIMEOUT);
+    assert_eq!(sim.phase(), "rolling-back");
+    let effects = sim.restart(
+        live(&closure(1), &closure(0)),
+        false,
+        Some(UnitState::Running),
+    );
+    assert_eq!(
+        commands(&effects),
+        vec![
+            Effect::AbortSwitch { switch: hung },
+            Effect::WatchSwitch {
+                switch: sim.switch()
+            }
+        ]
+    );
 }
 
 #[test]

@@ -68,8 +68,7 @@ mod tests {
             message.contains("cargo build --workspace --bins"),
             "{message}"
         );
-        let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().unwrap().display().to_string();
-        assert!(message.contains(&dir), "{message}");
+        let first = search_dirs().unwrap()[0].display().to_string();
+        assert!(message.contains(&first), "{message}");
     }
 }

@@ -147,7 +147,7 @@ async fn realise_reports_its_result() {
 }
 
 #[tokio::test]
-async fn a_completed_switch_reports_the_observed_system_and_releases_its_unit() {
+async fn a_completed_switch_reports_the_observed_system_and_keeps_its_unit_until_released() {
     let mut h = Harness::new();
     let job = job(&h.new, SwitchPurpose::Activate, SwitchAction::Test, false);
     h.send(ActivationCommand::Run {
@@ -161,7 +161,19 @@ async fn a_completed_switch_reports_the_observed_system_and_releases_its_unit() 
     assert_eq!(system.current, Some(h.new.clone()));
     assert_eq!(system.booted, Some(h.old.clone()));
     assert_eq!(system.profile, Some(h.old.clone()));
-    // Released once reported: the next command runs after the release.
+    // The unit keeps its result until the state machine, with the result durable, asks for
+    // its release.
+    assert!(matches!(
+        h.system.switch_state(SwitchId(3)).await.unwrap(),
+        UnitState::Exited {
+            exit_code: Some(0),
+            ..
+        }
+    ));
+    h.send(ActivationCommand::Release {
+        switch: SwitchId(3),
+    })
+    .await;
     h.send(ActivationCommand::Realise {
         target: h.new.clone(),
     })
@@ -480,5 +492,6 @@ async fn a_switch_that_lost_the_lock_race_is_started_again_not_failed() {
     cancel.cancel();
     worker.await.unwrap().unwrap();
     let calls = system.calls.lock().unwrap().clone();
-    assert_eq!(calls, ["start", "state", "stop", "start", "state", "stop"]);
+    // The lost race is released and launched again; the finished unit stays for `Release`.
+    assert_eq!(calls, ["start", "state", "stop", "start", "state"]);
 }

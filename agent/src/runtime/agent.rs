@@ -106,6 +106,7 @@ impl Dispatch for Channels {
             Effect::RunSwitch { switch, job } => ActivationCommand::Run { switch, job },
             Effect::WatchSwitch { switch } => ActivationCommand::Watch { switch },
             Effect::AbortSwitch { switch } => ActivationCommand::Abort { switch },
+            Effect::ReleaseSwitch { switch } => ActivationCommand::Release { switch },
             Effect::Reboot => ActivationCommand::Reboot,
             Effect::Report(_) | Effect::ResetProbes { .. } => return Ok(()),
         };

@@ -51,6 +51,7 @@ pub async fn run<D: Dispatch>(
                 | Effect::RunSwitch { .. }
                 | Effect::WatchSwitch { .. }
                 | Effect::AbortSwitch { .. }
+                | Effect::ReleaseSwitch { .. }
                 | Effect::Reboot) => {
                     debug!(?effect, "dispatching to the activation worker");
                     dispatch.activation(effect).await

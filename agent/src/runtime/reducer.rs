@@ -256,6 +256,7 @@ impl Reducer {
                 | Effect::RunSwitch { .. }
                 | Effect::WatchSwitch { .. }
                 | Effect::AbortSwitch { .. }
+                | Effect::ReleaseSwitch { .. }
                 | Effect::ResetProbes { .. }
                 | Effect::Reboot => None,
             })

@@ -55,8 +55,11 @@ pub fn step(
             work::on_switch_finished(&mut tx, switch, outcome)?
         }
         Event::ProbeResult(result) => soak::on_probe_result(&mut tx, result)?,
-        Event::Tick => on_tick(&mut tx)?,
+        Event::Tick => {}
     }
+    // Every input advances time: a deadline that passed fires now, whatever the input, so a
+    // timeout cannot be lost to a result that happened to arrive first (or to a restart).
+    on_tick(&mut tx)?;
     advance(&mut tx)?;
     Ok((tx.state, tx.effects))
 }

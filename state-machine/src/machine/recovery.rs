@@ -1,8 +1,8 @@
 //! Recovery: the agent started and reports what it observes; decide from that alone.
 
 use super::Tx;
-use super::work::{fail_work, on_switch_finished, start_soak, verify};
-use crate::effect::Effect;
+use super::work::{activation_job, commit_job, fail_work, on_switch_finished, start_soak, verify};
+use crate::effect::{Effect, SwitchJob};
 use crate::error::TransitionError;
 use crate::event::{Observation, SwitchOutcome, UnitState};
 use crate::policy::ActivationMode;
@@ -58,22 +58,22 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
             if verify(&p.work, &system).is_ok() {
                 return on_switch_finished(tx, p.switch, SwitchOutcome::Completed { system });
             }
-            if rebooted && back_on_previous(&p.work, &system) {
+            if !rebooted {
+                // A unit keeps its result until the agent released it after persisting it, so
+                // no unit and no reboot means the switch was never launched: launch it now.
+                return relaunch(tx, p.switch, activation_job(&p.work), p.deadline);
+            }
+            if back_on_previous(&p.work, &system) {
                 return revert_by_boot(tx, &p.work, Reason::RebootedDuringActivation);
             }
-            let reason = if rebooted {
-                Reason::RebootedDuringActivation
-            } else {
-                Reason::Interrupted
-            };
             tx.report(Report::SwitchEnded {
                 switch: p.switch,
                 system,
                 verdict: SwitchVerdict::Failed {
-                    reason: reason.clone(),
+                    reason: Reason::Interrupted,
                 },
             })?;
-            fail_work(tx, &p.work, reason)
+            fail_work(tx, &p.work, Reason::Interrupted)
         }
         Phase::Soaking(p) => {
             if soaking_in_place(&p.work, &system) {
@@ -113,7 +113,13 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
                 InFlight::Ended(outcome) => return on_switch_finished(tx, p.switch, outcome),
                 InFlight::Unknown => {}
             }
-            if rebooted && back_on_previous(&p.work, &system) {
+            if system.is_committed_on(&p.work.target) {
+                return on_switch_finished(tx, p.switch, SwitchOutcome::Completed { system });
+            }
+            if !rebooted {
+                return relaunch(tx, p.switch, commit_job(&p.work), p.deadline);
+            }
+            if back_on_previous(&p.work, &system) {
                 return revert_by_boot(tx, &p.work, Reason::RebootedDuringCommit);
             }
             on_switch_finished(tx, p.switch, SwitchOutcome::Completed { system })
@@ -148,14 +154,36 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
             Ok(())
         }
         Phase::RollingBack(p) => {
+            if let Some(replaced) = p.replaces {
+                // Stopping it may not have happened before the agent went down; a hung switch
+                // would hold the switch lock against the rollback. Stopping twice is harmless.
+                tx.effect(Effect::AbortSwitch { switch: replaced });
+            }
             match in_flight(unit, rebooted, &system) {
                 InFlight::Running => return watch(tx, p.switch),
                 InFlight::Ended(outcome) => return on_switch_finished(tx, p.switch, outcome),
                 InFlight::Unknown => {}
             }
-            on_switch_finished(tx, p.switch, SwitchOutcome::Completed { system })
+            if system.current.as_ref() == Some(&p.to) || rebooted {
+                return on_switch_finished(tx, p.switch, SwitchOutcome::Completed { system });
+            }
+            relaunch(tx, p.switch, p.job, p.deadline)
         }
     }
+}
+
+/// Launches a switch whose start was recorded but which never ran, under its recorded id;
+/// unless its deadline already passed, in which case the timeout decides (right after recovery).
+fn relaunch(
+    tx: &mut Tx,
+    switch: SwitchId,
+    job: SwitchJob,
+    deadline: crate::types::Timestamp,
+) -> Result<(), TransitionError> {
+    if tx.now < deadline {
+        tx.effect(Effect::RunSwitch { switch, job });
+    }
+    Ok(())
 }
 
 /// What is known about a switch that was in flight when the agent stopped.

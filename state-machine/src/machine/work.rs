@@ -210,6 +210,7 @@ pub(super) fn on_switch_finished(
                 system,
                 verdict: verdict.clone(),
             })?;
+            tx.effect(Effect::ReleaseSwitch { switch });
             match verdict {
                 SwitchVerdict::Failed { reason } => fail_work(tx, &p.work, reason),
                 SwitchVerdict::Succeeded | SwitchVerdict::SucceededWithWarnings { .. } => {
@@ -232,6 +233,7 @@ pub(super) fn on_switch_finished(
                 system,
                 verdict: verdict.clone(),
             })?;
+            tx.effect(Effect::ReleaseSwitch { switch });
             match verdict {
                 SwitchVerdict::Failed { reason } => fail_work(tx, &p.work, reason),
                 SwitchVerdict::Succeeded | SwitchVerdict::SucceededWithWarnings { .. } => tx
@@ -253,6 +255,7 @@ pub(super) fn on_switch_finished(
                 system,
                 verdict: verdict.clone(),
             })?;
+            tx.effect(Effect::ReleaseSwitch { switch });
             match verdict {
                 SwitchVerdict::Failed { reason } => tx.report(Report::Failed {
                     reason: Reason::RollbackFailed {
@@ -427,7 +430,7 @@ fn rollback_job(phase: &Phase, to: StorePath) -> SwitchJob {
     }
 }
 
-fn activation_job(work: &Work) -> SwitchJob {
+pub(super) fn activation_job(work: &Work) -> SwitchJob {
     let (action, set_profile) = match work.mode {
         ActivationMode::TestThenCommit => (SwitchAction::Test, false),
         ActivationMode::Switch => (SwitchAction::Switch, true),

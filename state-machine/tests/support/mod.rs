@@ -257,11 +257,12 @@ impl Sim {
     }
 }
 
-/// The effects other than reports.
+/// The effects other than reports and the release of finished switch units (bookkeeping,
+/// checked on its own in `paths.rs`).
 pub fn commands(effects: &[Effect]) -> Vec<Effect> {
     effects
         .iter()
-        .filter(|e| !matches!(e, Effect::Report(_)))
+        .filter(|e| !matches!(e, Effect::Report(_) | Effect::ReleaseSwitch { .. }))
         .cloned()
         .collect()
 }

@@ -157,7 +157,7 @@ impl Demo {
     fn finish(&mut self, h: Harness, keep: bool) -> Result<()> {
         heading("5. The fleet");
         let hosts = h.cp(&["hosts"])?;
-        println!("$ {}\n{}", hosts.shown, indent(&hosts.stdout));
+        println!("$ {}\n{}", hosts.shown, indent(&hosts.stdout).trim_end());
         let agent_log = h.agent.log().to_owned();
         let cp_log = h.cp.log().to_owned();
         if keep {

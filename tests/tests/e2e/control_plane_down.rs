@@ -17,7 +17,7 @@ fn events_queued_while_the_control_plane_is_down_are_all_delivered() {
         let gen2 = h.add_closure("nixos-system-web-01-gen-2", Health::Healthy)?;
         // A slow switch keeps the work going while the control plane stops.
         h.root()
-            .behaviour(&gen2, Behaviour::SucceedAfter(Duration::from_secs(2)));
+            .behaviour(&gen2, Behaviour::SucceedAfter(Duration::from_secs(6)));
 
         let revision = h.set_target(&gen2, &["--soak", "3s"])?;
         h.wait_for_agent("the directive received", |status| {
@@ -25,6 +25,11 @@ fn events_queued_while_the_control_plane_is_down_are_all_delivered() {
         })?;
         h.cp.stop()?;
         assert!(h.detail().is_err(), "the control plane still answers");
+        let at_stop = h.agent_status()?;
+        assert_eq!(
+            at_stop["phase"], "activating",
+            "the scenario needs the switch still running when the control plane is down"
+        );
 
         // The agent finishes the work on its own. The built-in control-plane probe fails
         // while the server is down, so the soak may fail: either outcome is a decision the
@@ -35,6 +40,11 @@ fn events_queued_while_the_control_plane_is_down_are_all_delivered() {
         })?;
         let phase = down["phase"].as_str().unwrap().to_owned();
         let last_seq = down["last_seq"].as_u64().unwrap();
+        eprintln!("while the control plane was down the agent came to rest {phase}: {down:#}");
+        assert!(
+            last_seq > at_stop["last_seq"].as_u64().unwrap(),
+            "no event while the control plane is down: {down:#}"
+        );
         assert!(
             down["queue"]["depth"].as_u64().unwrap() > 0,
             "nothing queued while the control plane is down: {down:#}"
