@@ -410,6 +410,15 @@ fn verification_names_what_is_out_of_place() {
         Report::SwitchEnded { verdict: SwitchVerdict::Failed { reason: Reason::VerificationFailed { observed, .. } }, .. }
             if *observed == Some(closure(0))))));
 
+    // switch mode with the profile moved but the live system not: the live system is named.
+    let mut sim = Sim::new();
+    sim.activate_with(1, Some(ActivationMode::Switch), HealthOverrides::default());
+    sim.realised(1);
+    let effects = sim.switch_done(live(&closure(0), &closure(1)));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Report(ev) if matches!(&ev.report,
+        Report::SwitchEnded { verdict: SwitchVerdict::Failed { reason: Reason::VerificationFailed { observed, .. } }, .. }
+            if *observed == Some(closure(0))))));
+
     // boot mode with the profile not on the target fails; its profile is named.
     let mut sim = Sim::new();
     sim.activate_with(1, Some(ActivationMode::Boot), HealthOverrides::default());
