@@ -18,7 +18,7 @@ use fleetnode_wire::HostDetail;
 
 /// Runs fleetnode end to end on this machine, on a fake NixOS root, and explains what happens.
 #[derive(Debug, Parser)]
-#[command(name = "fleetnode-demo", version, about)]
+#[command(name = "fleetnode-demo", version)]
 struct Args {
     /// Keep the work directory (logs, configuration, store) and the fake root afterwards.
     #[arg(long)]
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     match demo.run(args.keep) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("\nfleetnode-demo: the demo did not go as expected:\n{error}");
+            eprintln!("\nfleetnode-demo failed:\n{error}");
             ExitCode::FAILURE
         }
     }
