@@ -50,14 +50,30 @@ pub async fn serve(
     ctx: AdminContext,
     cancel: CancellationToken,
 ) -> Result<(), WorkerError> {
+    serve_on(bind(addr).await?, ctx, cancel).await
+}
+
+/// Binds the listener's socket. Refuses a non-loopback address before binding anything.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, WorkerError> {
     if !addr.ip().is_loopback() {
         return Err(WorkerError::new(format!(
             "admin.listen {addr} is not a loopback address; refusing to serve unauthenticated pause and resume on it"
         )));
     }
-    let listener = tokio::net::TcpListener::bind(addr)
+    tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| WorkerError::new(format!("cannot listen on {addr} (admin.listen): {e}")))?;
+        .map_err(|e| WorkerError::new(format!("cannot listen on {addr} (admin.listen): {e}")))
+}
+
+/// Serves on a socket from [`bind`] until `cancel`.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    ctx: AdminContext,
+    cancel: CancellationToken,
+) -> Result<(), WorkerError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| WorkerError::new(format!("admin listener has no address: {e}")))?;
     tracing::info!(%addr, "admin listener ready");
     axum::serve(listener, router(ctx))
         .with_graceful_shutdown(cancel.cancelled_owned())
@@ -153,3 +169,6 @@ async fn hold(mut ctx: AdminContext, paused: bool) -> Response {
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests;

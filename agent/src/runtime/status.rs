@@ -168,6 +168,7 @@ impl Workers {
     /// Sets a worker's status (the last error, if any, is kept for diagnosis).
     pub fn set(&self, name: &'static str, status: WorkerStatus) {
         let mut map = self.lock();
+        let first = !map.contains_key(name);
         let entry = map.entry(name).or_insert_with(|| WorkerSummary {
             name: name.to_owned(),
             status,
@@ -176,6 +177,14 @@ impl Workers {
         });
         entry.status = status;
         drop(map);
+        if first {
+            // Shown as 0 from the start, so a rate over it works before the first fault; the
+            // returned guard is only for reading the counter.
+            let _ = self
+                .metrics
+                .worker_restarts
+                .get_or_create(&[("worker", name.to_owned())]);
+        }
         self.export(name, status);
     }
 
