@@ -19,8 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use super::Client;
-use super::longpoll::retry_delay;
+use super::{Client, retry_plan};
 use crate::backoff::Backoff;
 use crate::input::{Input, InputSender, WorkerError};
 use crate::runtime::status::Workers;
@@ -153,7 +152,16 @@ pub async fn run(
                     continue;
                 }
             }
-            Err(e) => retry_delay(&e, &mut backoff),
+            Err(e) => {
+                let retry = retry_plan(&e, &mut backoff);
+                let retry_in_ms = retry.delay.as_millis() as u64;
+                if retry.needs_a_person {
+                    error!(first, last, error = %e, retry_in_ms, "{}", retry.advice);
+                } else {
+                    warn!(first, last, error = %e, retry_in_ms, "{}", retry.advice);
+                }
+                retry.delay
+            }
         };
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetnode_state_machine::{Event, Revision};
-use fleetnode_wire::{DesiredAnswer, RetryClass};
+use fleetnode_wire::DesiredAnswer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use super::{Client, LONGPOLL_WAIT_SECS, RequestError};
+use super::{Client, LONGPOLL_WAIT_SECS, retry_plan};
 use crate::backoff::Backoff;
 use crate::input::{Input, InputSender, WorkerError};
 use crate::runtime::status::Snapshot;
@@ -59,7 +59,16 @@ pub async fn run(
                 known = Some(answer.desired.revision);
                 continue;
             }
-            Err(e) => retry_delay(&e, &mut backoff),
+            Err(e) => {
+                let retry = retry_plan(&e, &mut backoff);
+                let retry_in_ms = retry.delay.as_millis() as u64;
+                if retry.needs_a_person {
+                    error!(error = %e, retry_in_ms, "{}", retry.advice);
+                } else {
+                    warn!(error = %e, retry_in_ms, "{}", retry.advice);
+                }
+                retry.delay
+            }
         };
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
@@ -84,36 +93,6 @@ fn inputs_for(answer: &DesiredAnswer, flipped: bool, state_paused: bool) -> Vec<
         out.push(Input::Event(Event::ResumeRequested));
     }
     out
-}
-
-/// How long to wait after a failed request, logging it as it deserves.
-pub(crate) fn retry_delay(error: &RequestError, backoff: &mut Backoff) -> Duration {
-    if let RequestError::Tls(_) = error {
-        let delay = backoff.next_delay();
-        error!(error = %error, retry_in_ms = delay.as_millis() as u64, "TLS handshake with the control plane failed; retrying");
-        return delay;
-    }
-    match error.class() {
-        RetryClass::Transient => {
-            let delay = backoff
-                .next_delay()
-                .max(error.retry_after().unwrap_or_default());
-            warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "control plane unavailable; retrying");
-            delay
-        }
-        RetryClass::Credentials => {
-            error!(error = %error, "the control plane refused this host's credentials; check the host token or client certificate");
-            backoff.cap()
-        }
-        RetryClass::Version => {
-            error!(error = %error, "the control plane speaks another protocol major version; upgrade the agent or the control plane");
-            backoff.cap()
-        }
-        RetryClass::Permanent => {
-            error!(error = %error, "the control plane refused the request; retrying at the slowest pace");
-            backoff.cap()
-        }
-    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use fleetnode_wire::{
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -83,15 +84,64 @@ impl RequestError {
         match self {
             Self::Status {
                 body: Some(body), ..
-            } => serde_json::to_value(body.code)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_else(|| "unknown".into()),
+            } => body.code.as_str().to_owned(),
             Self::Status { status, .. } => format!("http-{status}"),
             Self::Network(_) => "network".into(),
             Self::Tls(_) => "tls".into(),
             Self::BadAnswer(_) => "bad-answer".into(),
         }
+    }
+}
+
+/// How a worker retries a failed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// How long to wait before the next attempt.
+    pub delay: Duration,
+    /// What the failure means, for the log line.
+    pub advice: &'static str,
+    /// Whether the failure needs a person (logged as an error) rather than patience.
+    pub needs_a_person: bool,
+}
+
+/// How to retry after `error`: transient failures back off exponentially (honouring the
+/// server's `Retry-After`), TLS failures too but need a person, and credential, version and
+/// other refusals are retried at the slowest pace. Each worker logs the outcome itself, under
+/// its own target.
+pub fn retry_plan(error: &RequestError, backoff: &mut Backoff) -> Retry {
+    let (delay, advice, needs_a_person) = match (error, error.class()) {
+        (RequestError::Tls(_), _) => (
+            backoff.next_delay(),
+            "TLS handshake with the control plane failed; retrying",
+            true,
+        ),
+        (_, RetryClass::Transient) => (
+            backoff
+                .next_delay()
+                .max(error.retry_after().unwrap_or_default()),
+            "control plane unavailable; retrying",
+            false,
+        ),
+        (_, RetryClass::Credentials) => (
+            backoff.cap(),
+            "the control plane refused this host's credentials; check the host token or client certificate",
+            true,
+        ),
+        (_, RetryClass::Version) => (
+            backoff.cap(),
+            "the control plane speaks another protocol major version; upgrade the agent or the control plane",
+            true,
+        ),
+        (_, RetryClass::Permanent) => (
+            backoff.cap(),
+            "the control plane refused the request; retrying at the slowest pace",
+            true,
+        ),
+    };
+    Retry {
+        delay,
+        advice,
+        needs_a_person,
     }
 }
 

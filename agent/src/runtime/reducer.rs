@@ -347,17 +347,7 @@ impl Reducer {
     }
 
     fn refused(&self, error: &TransitionError) {
-        let kind = match error {
-            TransitionError::Unexpected { .. } => "unexpected",
-            TransitionError::StaleDirective { .. } => "stale-directive",
-            TransitionError::ConflictingDirective { .. } => "conflicting-directive",
-            TransitionError::UnknownRealise { .. } => "unknown-realise",
-            TransitionError::UnknownSwitch { .. } => "unknown-switch",
-            TransitionError::StaleProbeResult { .. } => "stale-probe-result",
-            TransitionError::UnknownProbe { .. } => "unknown-probe",
-            TransitionError::SeqGap { .. } => "seq-gap",
-            TransitionError::Diverged(_) => "diverged",
-        };
+        let kind = error.code();
         self.metrics
             .refused_inputs
             .get_or_create(&[("kind", kind.to_owned())])
@@ -389,7 +379,14 @@ impl Reducer {
                     let purpose = match before {
                         Phase::Committing(_) => "commit",
                         Phase::RollingBack(_) => "rollback",
-                        _ => "activate",
+                        Phase::Idle
+                        | Phase::Realising(_)
+                        | Phase::Activating(_)
+                        | Phase::Soaking(_)
+                        | Phase::Deferred(_)
+                        | Phase::Converged(_)
+                        | Phase::Reverted(_)
+                        | Phase::Failed(_) => "activate",
                     };
                     let outcome = match verdict {
                         fleetnode_state_machine::SwitchVerdict::Succeeded => "succeeded",
@@ -411,14 +408,34 @@ impl Reducer {
                         .get_or_create(&[("reason", reason.code().to_owned())])
                         .inc();
                 }
-                Report::Reverted { reason, .. }
-                    if !rollback_started && !matches!(before, Phase::RollingBack(_)) =>
-                {
-                    m.rollbacks
-                        .get_or_create(&[("reason", reason.code().to_owned())])
-                        .inc();
+                Report::Reverted { reason, .. } => {
+                    // A revert that ends a rollback counted above or before this input was
+                    // counted when it started; one without (found done after a reboot) counts
+                    // here.
+                    if !rollback_started && !matches!(before, Phase::RollingBack(_)) {
+                        m.rollbacks
+                            .get_or_create(&[("reason", reason.code().to_owned())])
+                            .inc();
+                    }
                 }
-                _ => {}
+                Report::Recovered { .. }
+                | Report::PolicyApplied { .. }
+                | Report::DirectiveRecorded { .. }
+                | Report::Paused
+                | Report::Resumed
+                | Report::AlreadyConverged { .. }
+                | Report::WorkStarted { .. }
+                | Report::Realised { .. }
+                | Report::ActivationStarted { .. }
+                | Report::SoakStarted { .. }
+                | Report::DeferredUntilBoot { .. }
+                | Report::ProbeObserved { .. }
+                | Report::CommitStarted { .. }
+                | Report::Converged { .. }
+                | Report::Failed { .. }
+                | Report::Superseded { .. }
+                | Report::RollbackRejected { .. }
+                | Report::Gap { .. } => {}
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fleetnode_wire::WorkerStatus;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{Instrument, error, info, info_span};
 
 use super::status::Workers;
 use crate::input::WorkerError;
@@ -21,7 +21,8 @@ const STABLE_AFTER: Duration = Duration::from_secs(300);
 
 /// Runs the worker made by `make` until `cancel`, restarting it when it fails.
 ///
-/// Each run is a separate task, so a panic is caught through its `JoinHandle`. A worker must
+/// Each run is a separate task, so a panic is caught through its `JoinHandle`, inside a
+/// `worker` span naming it, so every line it logs says which worker it came from. A worker must
 /// return `Ok(())` promptly once `cancel` fires; this function returns after it did.
 pub async fn supervise<F, Fut>(
     name: &'static str,
@@ -36,7 +37,7 @@ pub async fn supervise<F, Fut>(
     loop {
         workers.set(name, WorkerStatus::Running);
         let started = Instant::now();
-        let outcome = tokio::spawn(make()).await;
+        let outcome = tokio::spawn(make().instrument(info_span!("worker", name))).await;
         if cancel.is_cancelled() {
             workers.set(name, WorkerStatus::Idle);
             return;
@@ -124,5 +125,33 @@ mod tests {
         cancel.cancel();
         task.await.unwrap();
         assert_eq!(workers.list()[0].status, WorkerStatus::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_a_worker_logs_names_the_worker() {
+        let (logs, _guard) = crate::control::testlog::Logs::capture();
+        let workers = Workers::new(Arc::new(Metrics::new()));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(supervise("drainer", workers, cancel.clone(), {
+            let cancel = cancel.clone();
+            move || {
+                let cancel = cancel.clone();
+                async move {
+                    tracing::warn!("something to say");
+                    cancel.cancelled().await;
+                    Ok(())
+                }
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        cancel.cancel();
+        task.await.unwrap();
+        let lines = logs.lines_with("something to say");
+        assert_eq!(lines.len(), 1, "{}", logs.text());
+        assert!(
+            lines[0].contains("worker{name=\"drainer\"}"),
+            "{}",
+            lines[0]
+        );
     }
 }

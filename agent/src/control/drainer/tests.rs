@@ -185,3 +185,25 @@ async fn server_errors_back_off_and_lose_nothing() {
     assert!(h.store.reader().dead_letters().unwrap().is_empty());
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn retry_warnings_are_logged_under_the_drainers_own_target() {
+    let (logs, _guard) = crate::control::testlog::Logs::capture();
+    let mut h = start(1).await;
+    h.server.lock().fail_events.push_back(Failure {
+        status: 503,
+        code: ErrorCode::Unavailable,
+        retry_after: None,
+    });
+    h.reduce_until_empty().await;
+    let warnings = logs.lines_with("control plane unavailable; retrying");
+    assert_eq!(warnings.len(), 1, "{}", logs.text());
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("fleetnode_agent::control::drainer:"),
+        "{}",
+        warnings[0]
+    );
+    assert!(warnings[0].contains("first=1"), "{}", warnings[0]);
+    h.stop().await;
+}

@@ -160,3 +160,26 @@ async fn refused_credentials_are_retried_at_the_slowest_pace() {
     h.cancel.cancel();
     assert_eq!(h.task.await.unwrap(), Ok(()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn retry_warnings_are_logged_under_the_long_polls_own_target() {
+    let (logs, _guard) = crate::control::testlog::Logs::capture();
+    let mut h = start().await;
+    h.server.lock().fail_desired.push_back(Failure {
+        status: 503,
+        code: ErrorCode::Unavailable,
+        retry_after: Some(2),
+    });
+    h.server.set_desired(|d| d.directive = Some(directive(1)));
+    next_event(&mut h.inputs).await;
+    let warnings = logs.lines_with("control plane unavailable; retrying");
+    assert_eq!(warnings.len(), 1, "{}", logs.text());
+    assert!(
+        warnings[0].contains("fleetnode_agent::control::longpoll:"),
+        "{}",
+        warnings[0]
+    );
+    assert!(warnings[0].contains("retry_in_ms=2000"), "{}", warnings[0]);
+    h.cancel.cancel();
+    assert_eq!(h.task.await.unwrap(), Ok(()));
+}
