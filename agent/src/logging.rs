@@ -16,7 +16,10 @@ pub fn init(format: LogFormat) {
     let result = match (format, under_journald) {
         (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
         (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
-        (LogFormat::Text, false) => builder.try_init(),
+        // Colour only for a person at a terminal; files and pipes get plain text.
+        (LogFormat::Text, false) => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
     };
     // Already installed (tests, or a second call): keep the first.
     drop(result);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetnode_state_machine::{GapCause, OutboundEvent, Report};
-use fleetnode_wire::{EventBatch, MAX_BATCH_EVENTS, MAX_BODY_BYTES, RetryClass, WorkerStatus};
+use fleetnode_wire::{EventBatch, MAX_BATCH_EVENTS, MAX_BODY_BYTES, WorkerStatus};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
@@ -124,12 +124,12 @@ pub async fn run(
                 );
                 backoff.next_delay().max(BACKOFF_CAP / 2)
             }
-            Err(e) if e.class() == RetryClass::Permanent && request.events.len() > 1 => {
+            Err(e) if e.refuses_the_content() && request.events.len() > 1 => {
                 warn!(first, last, error = %e, "batch refused; sending its events one at a time");
                 solo_until = last;
                 continue;
             }
-            Err(e) if e.class() == RetryClass::Permanent => {
+            Err(e) if e.refuses_the_content() => {
                 let event = &request.events[0];
                 if is_dead_letter_gap(event) {
                     error!(seq = event.seq, error = %e, "the control plane refuses even the gap that replaces a dead letter; retrying at the slowest pace");
@@ -148,7 +148,13 @@ pub async fn run(
                     {
                         return gone();
                     }
-                    wait_for_dead_letter(&ctx, event.seq, &cancel).await?;
+                    let letter = Input::DeadLettered {
+                        seq: event.seq,
+                        code: e.code(),
+                    };
+                    if !wait_for_dead_letter(&ctx, letter, &inputs, &cancel).await? {
+                        return gone();
+                    }
                     continue;
                 }
             }
@@ -180,26 +186,40 @@ fn is_dead_letter_gap(event: &OutboundEvent) -> bool {
     )
 }
 
-/// Waits until the reducer replaced the event `seq` with its gap (or it left the queue).
+/// Waits until the reducer replaced the refused event with its gap (or it left the queue).
+/// The request is sent again after each poll that still finds the event, so a dead letter
+/// whose store write failed is retried instead of stalling delivery. False when the reducer
+/// is gone.
 async fn wait_for_dead_letter(
     ctx: &DrainerContext,
-    seq: u64,
+    letter: Input,
+    inputs: &InputSender,
     cancel: &CancellationToken,
-) -> Result<(), WorkerError> {
+) -> Result<bool, WorkerError> {
+    let Input::DeadLettered { seq, code } = letter else {
+        return Ok(true);
+    };
     loop {
         let current = ctx
             .reader
             .get(seq)
             .map_err(|e| WorkerError::new(format!("cannot read the outbound queue: {e}")))?;
         match current {
-            None => return Ok(()),
-            Some(event) if is_dead_letter_gap(&event) => return Ok(()),
+            None => return Ok(true),
+            Some(event) if is_dead_letter_gap(&event) => return Ok(true),
             Some(_) => {}
         }
         tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            () = ctx.kick.notified() => {}
+            () = cancel.cancelled() => return Ok(true),
+            () = ctx.kick.notified() => continue,
             () = tokio::time::sleep(DEAD_LETTER_POLL) => {}
+        }
+        let again = Input::DeadLettered {
+            seq,
+            code: code.clone(),
+        };
+        if inputs.send(again).await.is_err() {
+            return Ok(false);
         }
     }
 }

@@ -71,6 +71,27 @@ impl RequestError {
         }
     }
 
+    /// True when the control plane refused the request's content itself (a fleetnode error
+    /// body saying `malformed`, `invalid` or `too_large`): only then is an event dead-lettered.
+    /// Any other refusal (a proxy's 404, a retired stream's 409, ...) is about the path or the
+    /// agent, not the event, and dropping events for it would lose reports.
+    pub fn refuses_the_content(&self) -> bool {
+        match self {
+            Self::Status {
+                body: Some(body), ..
+            } => matches!(
+                body.code,
+                fleetnode_wire::ErrorCode::Malformed
+                    | fleetnode_wire::ErrorCode::Invalid
+                    | fleetnode_wire::ErrorCode::TooLarge
+            ),
+            Self::Status { body: None, .. }
+            | Self::Network(_)
+            | Self::Tls(_)
+            | Self::BadAnswer(_) => false,
+        }
+    }
+
     /// The wait the server asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -92,6 +113,10 @@ impl RequestError {
         }
     }
 }
+
+/// The longest `Retry-After` honoured: a misconfigured proxy asking for a day must not park
+/// reporting for a day.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
 
 /// How a worker retries a failed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +143,7 @@ pub fn retry_plan(error: &RequestError, backoff: &mut Backoff) -> Retry {
         (_, RetryClass::Transient) => (
             backoff
                 .next_delay()
-                .max(error.retry_after().unwrap_or_default()),
+                .max(error.retry_after().unwrap_or_default().min(RETRY_AFTER_CAP)),
             "control plane unavailable; retrying",
             false,
         ),

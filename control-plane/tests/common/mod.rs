@@ -429,7 +429,10 @@ impl SimulatedAgent {
                 passed: true,
                 detail: "reachable".to_owned(),
             })),
-            Effect::WatchSwitch { .. } | Effect::AbortSwitch { .. } | Effect::Reboot => None,
+            Effect::WatchSwitch { .. }
+            | Effect::AbortSwitch { .. }
+            | Effect::ReleaseSwitch { .. }
+            | Effect::Reboot => None,
         }
     }
 

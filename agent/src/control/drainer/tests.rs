@@ -207,3 +207,46 @@ async fn retry_warnings_are_logged_under_the_drainers_own_target() {
     assert!(warnings[0].contains("first=1"), "{}", warnings[0]);
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn refusals_that_are_not_about_the_event_never_dead_letter_it() {
+    let mut h = start(3).await;
+    {
+        let mut r = h.server.lock();
+        // A proxy's "no such route" and a retired stream: about the path or the agent.
+        r.fail_events.push_back(Failure {
+            status: 404,
+            code: ErrorCode::NotFound,
+            retry_after: None,
+        });
+        r.fail_events.push_back(Failure {
+            status: 409,
+            code: ErrorCode::Conflict,
+            retry_after: None,
+        });
+    }
+    h.reduce_until_empty().await;
+    assert_eq!(
+        h.server.lock().events.len(),
+        3,
+        "every event delivered in the end"
+    );
+    assert!(h.store.reader().dead_letters().unwrap().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_is_capped() {
+    let h = start(1).await;
+    h.server.lock().fail_events.push_back(Failure {
+        status: 503,
+        code: ErrorCode::Unavailable,
+        retry_after: Some(86_400),
+    });
+    tokio::time::sleep(crate::control::RETRY_AFTER_CAP + Duration::from_secs(1)).await;
+    assert!(
+        h.server.lock().batches.len() >= 2,
+        "a day-long Retry-After parked delivery"
+    );
+    h.stop().await;
+}
