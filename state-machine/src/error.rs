@@ -1,6 +1,6 @@
 //! Why `step` refused an input. Every variant leaves the state as it was.
 
-use crate::report::EvolveError;
+use crate::evolve::EvolveError;
 use crate::types::{ProbeId, Revision, StorePath, SwitchId};
 
 /// An input that makes no sense in the current state. The caller logs it and carries on; the

@@ -17,6 +17,7 @@
 mod effect;
 mod error;
 mod event;
+mod evolve;
 mod machine;
 mod policy;
 mod reason;
@@ -27,15 +28,14 @@ mod types;
 pub use effect::{Effect, SwitchAction, SwitchJob, SwitchPurpose};
 pub use error::TransitionError;
 pub use event::{Event, Observation, ProbeResult, RealiseResult, SwitchOutcome, UnitState};
+pub use evolve::{EvolveError, evolve, record_probe};
 pub use machine::step;
 pub use policy::{
     ActivationMode, Directive, DirectiveKind, FailurePolicy, HealthOverrides, HealthPolicy,
     LocalPolicy, ProbeMode,
 };
 pub use reason::{MESSAGE_CAP, OUTPUT_TAIL_CAP, Reason, cap_head, cap_tail};
-pub use report::{
-    EvolveError, GapCause, OutboundEvent, RejectReason, Report, SwitchVerdict, evolve, record_probe,
-};
+pub use report::{GapCause, OutboundEvent, RejectReason, Report, SwitchVerdict};
 pub use state::{
     Activating, Committing, Converged, DeadlineKind, Deferred, Failed, Host, KNOWN_GOOD_CAP, Phase,
     ProbeBook, ProbeRecord, QUARANTINE_CAP, Realising, Reverted, RollingBack, Soaking, State,

@@ -2,7 +2,8 @@
 
 use super::Tx;
 use crate::error::TransitionError;
-use crate::report::{OutboundEvent, Report, evolve};
+use crate::evolve::evolve;
+use crate::report::{OutboundEvent, Report};
 
 /// Applies a reported event to a mirror. Already-applied seqs are acknowledged and ignored; a
 /// seq beyond the next expected one is refused so the caller can wait for the missing events.

@@ -8,8 +8,9 @@ mod work;
 use crate::effect::Effect;
 use crate::error::TransitionError;
 use crate::event::Event;
+use crate::evolve::evolve;
 use crate::policy::Directive;
-use crate::report::{OutboundEvent, Report, evolve};
+use crate::report::{OutboundEvent, Report};
 use crate::state::{Phase, State};
 use crate::types::{SwitchId, Timestamp};
 
