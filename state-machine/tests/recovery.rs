@@ -623,3 +623,15 @@ fn a_deadline_already_handled_is_not_returned_again() {
         "the soak end is past: waking for it again would spin"
     );
 }
+
+#[test]
+fn a_switch_never_launched_is_not_launched_at_its_deadline() {
+    let mut sim = Sim::new();
+    activating(&mut sim, 1, ActivationMode::TestThenCommit);
+    let recorded = sim.switch();
+    sim.now += ACTIVATION_TIMEOUT;
+    let effects = sim.restart(committed_on(&closure(0)), false, Some(UnitState::Gone));
+    let (switch, job) = run_switch(&effects);
+    assert_ne!(switch, recorded, "the timed-out switch is not launched");
+    assert_eq!(job.purpose, SwitchPurpose::Rollback);
+}
