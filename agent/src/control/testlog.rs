@@ -13,6 +13,19 @@ pub struct Logs(Arc<Mutex<Vec<u8>>>);
 impl Logs {
     /// Starts capturing on this thread until the guard is dropped.
     pub fn capture() -> (Self, DefaultGuard) {
+        // tracing caches each call site's interest process-wide. Tests on other threads run
+        // the same call sites with no subscriber at all, which can cache them as "never" and
+        // silence them here too. A process-wide subscriber that wants everything (and writes
+        // nothing) keeps every call site live; this thread's default still gets the events.
+        static LIVE: std::sync::Once = std::sync::Once::new();
+        LIVE.call_once(|| {
+            let discard = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(std::io::sink)
+                .finish();
+            // Another global subscriber (set by a test) serves the same purpose.
+            let _ = tracing::subscriber::set_global_default(discard);
+        });
         let logs = Self::default();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
