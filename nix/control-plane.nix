@@ -35,8 +35,14 @@ let
 
   credential = name: "\${CREDENTIALS_DIRECTORY}/${name}";
 
-  secretPath = types.str;
-  isSecretPathSafe = path: lib.hasPrefix "/" path && !(lib.hasPrefix "${builtins.storeDir}/" path);
+  rules = import ./rules.nix;
+
+  # A path literal passes the type only so that the assertion
+  # (rules.secretPathAssertion) can say why it is refused; the module never
+  # interpolates it, which would copy the secret into the store.
+  secretPath = types.either types.str types.path // {
+    description = "absolute path as a string, outside the store";
+  };
 
   stateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
 
@@ -88,7 +94,7 @@ in
       };
       keyFile = lib.mkOption {
         type = secretPath;
-        description = "Absolute path of the server's private key (PEM), outside the Nix store. Passed with LoadCredential=.";
+        description = "Absolute path of the server's private key (PEM), outside the Nix store, as a string (a path literal is refused: Nix would copy the key into the world-readable store). Passed with LoadCredential=.";
         example = "/etc/fleetnode-cp/key.pem";
       };
       clientCaFile = lib.mkOption {
@@ -101,7 +107,7 @@ in
 
     adminTokenFile = lib.mkOption {
       type = secretPath;
-      description = "Absolute path of a file holding the operator's admin token, outside the Nix store. Passed with LoadCredential=.";
+      description = "Absolute path of a file holding the operator's admin token, outside the Nix store, as a string (not a path literal). Passed with LoadCredential=.";
       example = "/etc/fleetnode-cp/admin-token";
     };
 
@@ -130,10 +136,8 @@ in
 
   config = lib.mkIf cfg.enable {
     assertions = [
-      {
-        assertion = isSecretPathSafe cfg.tls.keyFile && isSecretPathSafe cfg.adminTokenFile;
-        message = "services.fleetnode-control-plane: `tls.keyFile` and `adminTokenFile` must be absolute paths outside ${builtins.storeDir}: secrets in the store are readable by every user.";
-      }
+      (rules.secretPathAssertion "services.fleetnode-control-plane.tls.keyFile" "/etc/fleetnode-cp/key.pem" cfg.tls.keyFile)
+      (rules.secretPathAssertion "services.fleetnode-control-plane.adminTokenFile" "/etc/fleetnode-cp/admin-token" cfg.adminTokenFile)
       {
         assertion = port >= 1 && port <= 65535;
         message = "services.fleetnode-control-plane: the port in `listenAddress` (\"${cfg.listenAddress}\") must be between 1 and 65535.";
@@ -156,12 +160,13 @@ in
         Restart = "on-failure";
         RestartSec = "5s";
 
-        # Interpolation copies a path literal (public certificates) into the
-        # store, so the credential source exists on the host.
+        # Interpolation copies a path literal of a public certificate into
+        # the store, so the credential source exists on the host; secrets use
+        # toString, which never copies (the assertions refuse path literals).
         LoadCredential = [
           "tls-cert:${cfg.tls.certFile}"
-          "tls-key:${cfg.tls.keyFile}"
-          "admin-token:${cfg.adminTokenFile}"
+          "tls-key:${toString cfg.tls.keyFile}"
+          "admin-token:${toString cfg.adminTokenFile}"
         ]
         ++ lib.optional (cfg.tls.clientCaFile != null) "client-ca:${cfg.tls.clientCaFile}";
 

@@ -1,15 +1,18 @@
 # NixOS module for the fleetnode agent: services.fleetnode-agent.
 #
 # The module renders the agent's TOML configuration into the store and runs
-# `fleetnode-agent run --config <file>` as a root service. Secrets (the bearer
-# token and the client TLS key) never enter the store: systemd copies them into
-# the service's credential directory with LoadCredential=, and the rendered
-# configuration names the credential, not the file.
+# `fleetnode-agent run --config <file>` as root without capabilities, in the
+# sandbox of nix/hardening.nix. Secrets (the bearer token and the client TLS
+# key) never enter the store: systemd copies them into the service's
+# credential directory with LoadCredential=, and the rendered configuration
+# names the credential, not the file. Host ids, probe names and secret paths
+# are checked at evaluation with the agent's own rules (nix/rules.nix).
 #
 # nix/units/fleetnode-agent.service is the same unit for hosts without this
-# module; keep the two in step.
+# module; keep the two in step (CI checks that their sandboxes are the same).
 {
   config,
+  options,
   lib,
   pkgs,
   utils,
@@ -25,16 +28,21 @@ let
     description = "duration such as \"500ms\", \"30s\", \"5m\" or \"1h\"";
   };
 
-  # An absolute path that is read at service start, never copied into the store.
-  # A plain string type (not `types.path`) makes Nix reject path literals such as
-  # ./token, which would silently put the secret into the world-readable store.
-  secretPath = types.nullOr types.str;
+  rules = import ./rules.nix;
 
-  isSecretPathSafe =
-    path:
-    path == null || (lib.hasPrefix "/" path && !(lib.hasPrefix "${builtins.storeDir}/" path));
+  # An absolute path that systemd reads at service start; never copied into
+  # the store. Path literals such as ./token pass the type only so that the
+  # assertion (rules.secretPathAssertion) can say why they are refused: the
+  # module never interpolates them, which would copy the secret.
+  secretPath = types.nullOr (types.either types.str types.path) // {
+    description = "null or absolute path as a string, outside the store";
+  };
 
-  probes = import ./probes.nix { inherit lib duration; };
+  probes = import ./probes.nix { inherit lib duration rules; };
+
+  # The host id is the option's default, networking.hostName, rather than a
+  # value set for the agent (mkOptionDefault's priority is 1500).
+  hostIdFromHostName = options.services.fleetnode-agent.hostId.highestPrio >= 1500;
 
   # TOML has no null: every unset optional key is dropped, and so is a table
   # that ends up empty (for example [tls] on a host that uses a token only).
@@ -124,10 +132,18 @@ in
     };
 
     hostId = lib.mkOption {
-      type = types.strMatching "[A-Za-z0-9][A-Za-z0-9._-]*";
+      # Checked by an assertion rather than by the type, so that a host name
+      # the agent refuses gets a message saying how to set hostId instead.
+      type = types.str // {
+        description = "host id: ${rules.labelRule}";
+      };
       default = config.networking.hostName;
       defaultText = lib.literalExpression "config.networking.hostName";
-      description = "Identity of this host at the control plane (as registered with `fleetnode-cp add-host`).";
+      description = ''
+        Identity of this host at the control plane (as registered with
+        `fleetnode-cp add-host`): ${rules.labelRule}. Set it when
+        `networking.hostName` has upper case, `_` or `.` in it.
+      '';
       example = "web-01";
     };
 
@@ -136,8 +152,10 @@ in
       default = null;
       description = ''
         Absolute path of a file holding this host's bearer token, outside the
-        Nix store. It is read by systemd at service start (LoadCredential=)
-        and handed to the agent as the credential `token`.
+        Nix store, as a string (a path literal such as `./token` is refused:
+        Nix would copy the secret into the world-readable store). It is read
+        by systemd at service start (LoadCredential=) and handed to the agent
+        as the credential `token`.
       '';
       example = "/etc/fleetnode/token";
     };
@@ -160,8 +178,8 @@ in
         default = null;
         description = ''
           Absolute path of the client certificate's private key (PEM), outside
-          the Nix store. Passed with LoadCredential= as the credential
-          `tls-key`.
+          the Nix store, as a string (not a path literal). Passed with
+          LoadCredential= as the credential `tls-key`.
         '';
         example = "/etc/fleetnode/host.key";
       };
@@ -170,7 +188,11 @@ in
     probes = lib.mkOption {
       type = types.attrsOf (types.submodule probes.module);
       default = { };
-      description = "Health probes run after every activation and continuously afterwards.";
+      description = ''
+        Health probes run after every activation and continuously afterwards.
+        Names follow the agent's rule (${rules.labelRule}); `control-plane` is
+        the agent's built-in probe and cannot be defined here.
+      '';
       example = lib.literalExpression ''
         {
           nginx = { kind = "systemd"; unit = "nginx.service"; };
@@ -330,10 +352,12 @@ in
         assertion = lib.hasPrefix "https://" cfg.controlPlaneUrl || (cfg.allowInsecureHttp && lib.hasPrefix "http://" cfg.controlPlaneUrl);
         message = "services.fleetnode-agent: `controlPlaneUrl` must start with https:// (http:// only with `allowInsecureHttp`, for tests); got \"${cfg.controlPlaneUrl}\".";
       }
-      {
-        assertion = isSecretPathSafe cfg.tokenFile && isSecretPathSafe cfg.tls.keyFile;
-        message = "services.fleetnode-agent: `tokenFile` and `tls.keyFile` must be absolute paths outside ${builtins.storeDir}: secrets in the store are readable by every user.";
-      }
+      (rules.secretPathAssertion "services.fleetnode-agent.tokenFile" "/etc/fleetnode/token" cfg.tokenFile)
+      (rules.secretPathAssertion "services.fleetnode-agent.tls.keyFile" "/etc/fleetnode/host.key" cfg.tls.keyFile)
+      (rules.hostIdAssertion {
+        inherit (cfg) hostId;
+        fromHostName = hostIdFromHostName;
+      })
       {
         assertion = config.nix.enable;
         message = "services.fleetnode-agent needs the Nix daemon (`nix.enable = true`): it realises closures through it.";
@@ -354,28 +378,23 @@ in
         "nix-daemon.service"
       ];
 
-      # nix-store and nix-env for realising and committing generations,
-      # systemd-run and systemctl for the transient activation units and
-      # systemd probes, and the basic tools switch-to-configuration and the
-      # boot loader installer expect when the agent hands its PATH to the
-      # transient unit.
+      # The agent hands its PATH to the transient switch unit. NixOS already
+      # puts coreutils, findutils, gnugrep, gnused and systemd (systemd-run,
+      # systemctl) on every service's PATH; add nix (nix-store, nix-env) and
+      # util-linux (mount, flock, ...), which switch-to-configuration and the
+      # boot loader installers call.
       path = [
         config.nix.package
-        config.systemd.package
-        pkgs.coreutils
-        pkgs.findutils
-        pkgs.gnugrep
-        pkgs.gnused
         pkgs.util-linux
       ];
 
       environment = {
         # Always go through nix-daemon, even as root. Without this, root's
-        # nix-store would open the store directly and run substitutions and
-        # builds as children of the agent, inside the agent's seccomp filter
-        # (native architecture only, no W+X memory, restricted socket
-        # families) and mount namespace, where JIT compilers and 32-bit
-        # builders fail. The daemon runs them outside this sandbox.
+        # nix-store would open the store directly: it would have to write
+        # /nix/store and /nix/var, which the sandbox keeps read-only, and run
+        # substitutions and builds inside the agent's seccomp filter. The
+        # daemon writes the store and registers the agent's GC root outside
+        # the sandbox.
         NIX_REMOTE = "daemon";
       };
 
@@ -422,70 +441,16 @@ in
         StateDirectoryMode = "0700";
         UMask = "0077";
 
+        # toString, not interpolation: should a path literal get here (the
+        # assertions refuse it), it must not be copied into the store.
         LoadCredential =
-          lib.optional (cfg.tokenFile != null) "token:${cfg.tokenFile}"
-          ++ lib.optional (cfg.tls.keyFile != null) "tls-key:${cfg.tls.keyFile}";
-
-        # Hardening. The agent is root on purpose: it sets the system profile
-        # and launches switches. Every protection below is inherited by its
-        # children (nix-store, nix-env, systemd-run, systemctl and exec probes),
-        # but not by the transient activation unit, which systemd starts with
-        # default settings outside this sandbox.
-        PrivateTmp = true;
-        ProtectKernelTunables = true;
-        ProtectKernelModules = true;
-        ProtectKernelLogs = true;
-        ProtectControlGroups = true;
-        # AF_UNIX: D-Bus (systemd-run, systemctl), the nix-daemon socket,
-        # sd_notify and the journal. AF_INET/AF_INET6: the control plane and
-        # the admin listener. AF_NETLINK: glibc's resolver asks the kernel for
-        # the host's addresses.
-        RestrictAddressFamilies = [
-          "AF_UNIX"
-          "AF_INET"
-          "AF_INET6"
-          "AF_NETLINK"
-        ];
-        LockPersonality = true;
-        RestrictRealtime = true;
-        # Nothing in the agent's tree creates set-user-ID files: the store is
-        # written by nix-daemon (NIX_REMOTE above), /run/wrappers by the
-        # activation in its own unit.
-        RestrictSUIDSGID = true;
-        # Already root, so the agent never needs a set-user-ID binary to gain
-        # privileges; systemd-run reaches systemd over D-Bus, not through
-        # a setuid helper. Exec probes that call a setuid wrapper still work
-        # because they already run as root.
-        NoNewPrivileges = true;
-        SystemCallArchitectures = "native";
-        # Exec probes inherit this: a probe written in a language with a JIT
-        # (Node.js, Java, LuaJIT) cannot run here. Wrap such a check in
-        # `systemd-run --wait --pipe --quiet` or override this setting.
-        MemoryDenyWriteExecute = true;
-
-        # Protections this agent cannot use:
-        # - ProtectSystem=strict: nix-env --set writes the generation links in
-        #   /nix/var/nix/profiles.
-        # - ProtectSystem=full/true: /etc would be a read-only bind mount made
-        #   when the agent started. With an /etc overlay (system.etc.overlay)
-        #   every switch mounts a new /etc, and whether that mount reaches this
-        #   namespace depends on mount propagation; an agent reading a stale
-        #   resolv.conf or CA bundle after a switch is not a risk worth taking
-        #   for a process that is root anyway.
-        # - ProtectHome: root's nix client reads ~/.config/nix and may write
-        #   ~/.cache/nix and ~/.local/state/nix; exec probes may need home
-        #   directories.
-        # - PrivateDevices, ProtectClock, DeviceAllow: they restrict device
-        #   access for exec probes too (disk, RAID and clock health checks).
-        # - ProtectHostname: the agent would keep the host name it started
-        #   with, even after a switch changes it.
-        # - PrivateNetwork, IPAddressDeny: the agent talks to the control plane.
-        # - PrivateUsers, DynamicUser, CapabilityBoundingSet, SystemCallFilter,
-        #   RestrictNamespaces: the agent must stay a full root process to set
-        #   the system profile, and exec probes inherit every restriction.
-        # - ProtectProc=invisible, ProcSubset=pid: systemd probes and exec
-        #   probes inspect other processes.
-      };
+          lib.optional (cfg.tokenFile != null) "token:${toString cfg.tokenFile}"
+          ++ lib.optional (cfg.tls.keyFile != null) "tls-key:${toString cfg.tls.keyFile}";
+      }
+      # The sandbox, shared with nix/units/fleetnode-agent.service; each
+      # directive and each protection the agent cannot take is explained
+      # there. Override one with lib.mkForce.
+      // import ./hardening.nix;
     };
   };
 }

@@ -1,7 +1,12 @@
 # Probes of the fleetnode agent: the option type of one probe, its rendering
-# into the agent's TOML, and the assertions that a probe's fields match its
-# kind. Used by nix/module.nix.
-{ lib, duration }:
+# into the agent's TOML, and the assertions that a probe's name is one the
+# agent accepts (nix/rules.nix) and that its fields match its kind. Used by
+# nix/module.nix.
+{
+  lib,
+  duration,
+  rules,
+}:
 
 let
   types = lib.types;
@@ -127,7 +132,8 @@ in
 
   assertions =
     probes:
-    lib.concatLists (
+    rules.probeNameAssertions (lib.attrNames probes)
+    ++ lib.concatLists (
       lib.mapAttrsToList (
         name: probe:
         let
