@@ -2,7 +2,15 @@
 # Static checks of the Nix files and the plain systemd units.
 #
 #   1. every .nix file in the repository parses (nix-instantiate --parse);
-#   2. every unit in nix/units/ passes `systemd-analyze verify` with no output
+#   2. nix/rules.nix, the agent's rules as the modules apply them, agrees with
+#      the table nix/tests/names.json (which a Rust test checks against the
+#      agent itself) and its assertion messages say what they must
+#      (nix/tests/rules.nix); a wrong table must make that check fail;
+#   3. the sandbox of nix/units/fleetnode-agent.service is exactly
+#      nix/hardening.nix, the one the NixOS module uses;
+#   4. `systemd-analyze security --offline` scores the agent's unit at most
+#      AGENT_EXPOSURE_MAX (4.5, docs/nixos.md); an unhardened unit must fail;
+#   5. every unit in nix/units/ passes `systemd-analyze verify` with no output
 #      at all: verify exits 0 on many warnings, so any line it prints fails.
 #
 # verify also checks that each Exec*= binary exists and is executable. The units
@@ -11,8 +19,9 @@
 # (--root): the host's own unit tree is copied into it, and a stub executable is
 # created at each path an Exec*= line names. Nothing in the units is rewritten.
 #
-# Installs nix-bin and systemd from Debian when they are missing (CI runs as
-# root). Run from anywhere inside the repository.
+# Only Debian's nix-bin is needed (no nixpkgs, no Nix store: evaluation uses
+# the dummy store). Installs nix-bin and systemd from Debian when they are
+# missing (CI runs as root). Run from anywhere inside the repository.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,6 +58,9 @@ fail() {
     failures=$((failures + 1))
 }
 
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+
 # 1. Parse every Nix file, committed or not yet committed.
 mapfile -t nix_files < <(
     { git ls-files --cached --others --exclude-standard -- '*.nix'; echo flake.nix; } |
@@ -66,9 +78,70 @@ for file in "${nix_files[@]}"; do
 done
 echo "nix-check: parsed $parsed of ${#nix_files[@]} Nix files"
 
-# 2. Verify the plain units in a throw-away root.
-root="$(mktemp -d)"
-trap 'rm -rf "$root"' EXIT
+# 2. The agent's rules in Nix against the shared table and the messages.
+evaluate() {
+    nix-instantiate --eval --strict --store dummy:// "$@" 2>&1
+}
+if output="$(evaluate -E 'import ./nix/tests/rules.nix { }')"; then
+    echo "nix-check: rules: ${output//\"/}"
+else
+    fail "nix/tests/rules.nix"
+    printf '%s\n' "$output" | sed 's/^/    /'
+fi
+wrong_table='{ names = [ { name = "Web_01"; host_id = null; probe = null; } ]; }'
+if evaluate -E "import ./nix/tests/rules.nix { table = $wrong_table; }" >/dev/null; then
+    echo "nix-check: nix/tests/rules.nix accepted a table that contradicts nix/rules.nix; cannot trust it" >&2
+    exit 1
+fi
+
+# 3. The plain agent unit's sandbox is nix/hardening.nix. Its sandbox section
+# runs from the "# Sandbox:" comment to the next section; yes/no are written
+# as NixOS writes booleans, true/false.
+agent_unit=nix/units/fleetnode-agent.service
+if rendered="$(evaluate --json -E 'import ./nix/tests/hardening.nix')"; then
+    rendered="$(printf '%s' "$rendered" | sed -e 's/^"//' -e 's/"$//' -e 's/\\n/\n/g')"
+    sandbox="$(
+        awk '/^# Sandbox:/ { on = 1; next } /^\[/ { on = 0 } on && /^[A-Za-z]+=/' "$agent_unit" |
+            sed -e 's/=yes$/=true/' -e 's/=no$/=false/' | LC_ALL=C sort
+    )"
+    rendered="$(printf '%s\n' "$rendered" | LC_ALL=C sort)"
+    keys="$(printf '%s\n' "$rendered" | cut -d= -f1 | sort -u | paste -sd'|')"
+    elsewhere="$(awk '/^# Sandbox:/ { on = 1 } /^\[/ { on = 0 } !on' "$agent_unit" | grep -E "^($keys)=" || true)"
+    if [[ -z "$rendered" ]]; then
+        fail "nix/tests/hardening.nix rendered no directive"
+    elif [[ "$sandbox" != "$rendered" || -n "$elsewhere" ]]; then
+        fail "$agent_unit: its sandbox differs from nix/hardening.nix (< unit, > hardening.nix)"
+        diff <(printf '%s\n' "$sandbox") <(printf '%s\n' "$rendered") | sed 's/^/    /' || true
+        [[ -z "$elsewhere" ]] || printf '%s\n' "$elsewhere" | sed 's/^/    outside the sandbox section: /'
+    else
+        echo "nix-check: $agent_unit carries the $(printf '%s\n' "$rendered" | wc -l) directives of nix/hardening.nix"
+    fi
+else
+    fail "nix/tests/hardening.nix"
+    printf '%s\n' "$rendered" | sed 's/^/    /'
+fi
+
+# 4. Exposure score of the agent's unit. --threshold takes the score times ten.
+AGENT_EXPOSURE_MAX=45
+exposure() {
+    systemd-analyze security --offline=true --threshold="$AGENT_EXPOSURE_MAX" "$1" 2>&1
+}
+unhardened="$scratch/nix-check-unhardened.service"
+printf '[Service]\nExecStart=/bin/true\n' >"$unhardened"
+if output="$(exposure "$unhardened")" || [[ "$output" != *"Overall exposure level"* ]]; then
+    echo "nix-check: systemd-analyze security did not score an unhardened unit above 4.5; cannot trust it" >&2
+    printf '%s\n' "$output" | tail -n 3 >&2
+    exit 1
+fi
+if output="$(exposure "$agent_unit")"; then
+    echo "nix-check: $(printf '%s\n' "$output" | grep -o 'Overall exposure level.*' | sed 's/ [^ ]*$//') (at most 4.5)"
+else
+    fail "systemd-analyze security $agent_unit: exposure above 4.5"
+    printf '%s\n' "$output" | grep -E '✗|Overall' | sed 's/^/    /'
+fi
+
+# 5. Verify the plain units in a throw-away root.
+root="$scratch/root"
 
 system_units=""
 for dir in /usr/lib/systemd/system /lib/systemd/system; do
@@ -124,7 +197,7 @@ for unit in "${units[@]}"; do
 done
 echo "nix-check: verified $verified of ${#units[@]} systemd units ($(systemd-analyze --version | head -n 1))"
 
-total=$((${#nix_files[@]} + ${#units[@]}))
+total=$((${#nix_files[@]} + 3 + ${#units[@]}))
 echo "nix-check: $((total - failures)) passed, $failures failed"
 if ((failures > 0)); then
     exit 1
