@@ -75,7 +75,7 @@ in
           description = ''
             For `exec` probes: the program and its arguments, run without a
             shell. Use absolute paths; the command runs inside the agent's
-            sandbox (see the hardening notes in docs/nixos.md).
+            sandbox (see "What an exec probe may do" in docs/nixos.md).
           '';
           example = lib.literalExpression ''[ "''${pkgs.curl}/bin/curl" "-fsS" "http://127.0.0.1:8080/ready" ]'';
         };
