@@ -1,26 +1,24 @@
-//! The activation worker: realises closures, launches and follows switches, reboots.
+//! The activation worker: realises closures, launches and follows switches, reboots, and
+//! checks whether the live generation carries a new agent.
 //!
-//! It executes [`ActivationCommand`]s from the applier one at a time, in order, and reports
-//! what happened as events: [`Event::RealiseFinished`] after a realise and
-//! [`Event::SwitchFinished`] when a switch's unit has ended, with the system observed after
-//! the end. It decides nothing (the state machine does); in particular:
-//! - exit 0 is [`SwitchOutcome::Completed`]; any other end, including exit 4 (the system
-//!   switched but a unit failed, FIELD-LESSONS 6), is [`SwitchOutcome::Failed`] with the exit
-//!   code, the capped output tail and the observed system, for the state machine to judge;
-//! - a unit that vanished without a result is reported as failed with no exit code;
-//! - an aborted switch (the state machine already decided it timed out) reports nothing;
-//! - a switch that lost the race for the switch lock against a manual switch (it printed
-//!   "Could not acquire lock" and did nothing) is started again once the lock is free: that is
-//!   not a failure (FIELD-LESSONS 5).
+//! It carries out the state machine's [`Command`]s one at a time, in order, and reports what it
+//! saw as events; it decides nothing:
+//! - a realise ends in [`Event::RealiseFinished`];
+//! - a switch ends in [`Event::SwitchFinished`] with how its unit ended ([`SwitchEnd`]: the
+//!   exit code and output as the unit recorded them, a unit that vanished, a unit that could
+//!   not start, or a switch not started because another switch held the switch lock) and the
+//!   system observed afterwards. Whether that is a success, a failure, or a lock to wait for is
+//!   the state machine's call;
+//! - an aborted switch (the state machine already decided it timed out) reports nothing.
 //!
-//! While it follows a unit it still receives commands: an `Abort` for that switch stops it at
+//! While it follows a unit it still receives commands: an abort of that switch stops it at
 //! once. The state machine sends nothing else while a switch runs; anything else that arrives
-//! is kept and executed after the switch ends, in order.
+//! is kept and carried out after the switch ends, in order.
 //!
 //! Shutdown (`cancel`) leaves a running unit alone: the state is persisted and recovery follows
-//! the unit again with [`ActivationCommand::Watch`]. A finished unit is released
-//! ([`ActivationCommand::Release`]) only once its result is durable. The receiver is borrowed, so the supervisor can
-//! restart the worker without losing the commands still queued.
+//! the unit again. A finished unit is released only on [`Command::ReleaseSwitch`], once its
+//! result is durable. The receiver is borrowed, so the supervisor can restart the worker without
+//! losing the commands still queued.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -28,65 +26,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetnode_state_machine::{
-    Event, OUTPUT_TAIL_CAP, StorePath, SwitchId, SwitchJob, SwitchOutcome, SystemView, UnitState,
-    cap_tail,
+    Command, Event, StorePath, SwitchEnd, SwitchId, SwitchJob, SystemView, UnitState,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::input::{Input, InputSender, WorkerError};
-use crate::system::System;
+use crate::system::{Launch, System};
 
-/// Capacity of the applier-to-activation channel. One `step` emits at most two activation
-/// commands (an abort and the rollback that follows it) and the worker drains them quickly, so
-/// 16 leaves ample slack; a command is under 1 KiB, so the channel holds at most ~16 KiB.
+/// Capacity of the event loop's channel to the activation worker. One transition emits at
+/// most three activation commands (a release, an abort and the rollback that follows it) and
+/// the loop keeps further ones in its outbox, so 16 leaves ample slack; a command is under
+/// 1 KiB, so the channel holds at most ~16 KiB.
 pub const ACTIVATION_CHANNEL_CAPACITY: usize = 16;
 /// How often a running switch's unit is polled.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long to wait before observing the system again when reading it failed.
 const OBSERVE_RETRY: Duration = Duration::from_secs(1);
-/// What a lost race for the switch lock prints (switch-to-configuration exits 1 with it).
-const LOCK_CONTENTION: &str = "Could not acquire lock";
 
-/// What the applier asks of the activation worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ActivationCommand {
-    /// Realise a closure (holding a GC root on it) and report [`Event::RealiseFinished`].
-    Realise {
-        /// The closure.
-        target: StorePath,
-    },
-    /// Launch a switch in its transient unit and follow it until it ends.
-    Run {
-        /// Its id.
-        switch: SwitchId,
-        /// What to run.
-        job: SwitchJob,
-    },
-    /// Recovery: follow a switch's unit that is already running until it ends.
-    Watch {
-        /// Its id.
-        switch: SwitchId,
-    },
-    /// Timeout: stop the switch's unit; nothing is reported.
-    Abort {
-        /// Its id.
-        switch: SwitchId,
-    },
-    /// The switch's result is durable: release its unit (which kept the result until now).
-    Release {
-        /// Its id.
-        switch: SwitchId,
-    },
-    /// Reboot the host.
-    Reboot,
-}
-
-/// Runs until `cancel` (or until the applier drops its sender), executing commands in order.
+/// Runs until `cancel` (or until the event loop drops its sender), carrying out commands in
+/// order.
 pub async fn run<S: System>(
     system: Arc<S>,
-    commands: &mut mpsc::Receiver<ActivationCommand>,
+    commands: &mut mpsc::Receiver<Command>,
     inputs: InputSender,
     cancel: CancellationToken,
 ) -> Result<(), WorkerError> {
@@ -96,7 +59,7 @@ pub async fn run<S: System>(
 /// [`run`] with a chosen poll interval (tests poll faster).
 pub(crate) async fn run_polling<S: System>(
     system: Arc<S>,
-    commands: &mut mpsc::Receiver<ActivationCommand>,
+    commands: &mut mpsc::Receiver<Command>,
     inputs: InputSender,
     cancel: CancellationToken,
     poll: Duration,
@@ -138,9 +101,8 @@ enum Flow {
 enum Followed<T> {
     /// It finished.
     Done(T),
-    /// The switch needs no more following: it was aborted (and stopped), or its end was
-    /// reported.
-    Ended,
+    /// The switch was aborted (and stopped): nothing to report.
+    Aborted,
     /// The worker is shutting down.
     Shutdown,
 }
@@ -150,40 +112,51 @@ struct Worker<S> {
     inputs: InputSender,
     cancel: CancellationToken,
     poll: Duration,
-    /// Commands that arrived while a switch was followed, executed after it.
-    deferred: VecDeque<ActivationCommand>,
+    /// Commands that arrived while a switch was followed, carried out after it.
+    deferred: VecDeque<Command>,
 }
 
 impl<S: System> Worker<S> {
     async fn execute(
         &mut self,
-        command: ActivationCommand,
-        commands: &mut mpsc::Receiver<ActivationCommand>,
+        command: Command,
+        commands: &mut mpsc::Receiver<Command>,
     ) -> Result<Flow, WorkerError> {
         match command {
-            ActivationCommand::Realise { target } => {
+            Command::Realise { target } => {
                 let span = tracing::info_span!("realise", closure = %target);
                 self.realise(target).instrument(span).await
             }
-            ActivationCommand::Run { switch, job } => {
+            Command::RunSwitch { switch, job } => {
                 let span = tracing::info_span!("switch", %switch, closure = %job.closure);
-                self.follow(switch, Some(job), commands)
+                self.switch(switch, Some(job), commands)
                     .instrument(span)
                     .await
             }
-            ActivationCommand::Watch { switch } => {
+            Command::WatchSwitch { switch } => {
                 let span = tracing::info_span!("switch", %switch);
-                self.follow(switch, None, commands).instrument(span).await
+                self.switch(switch, None, commands).instrument(span).await
             }
-            ActivationCommand::Abort { switch } | ActivationCommand::Release { switch } => {
+            Command::AbortSwitch { switch } | Command::ReleaseSwitch { switch } => {
                 self.stop(switch).await;
                 Ok(Flow::Continue)
             }
-            ActivationCommand::Reboot => {
+            Command::Reboot => {
                 tracing::info!("rebooting the host");
                 if let Err(e) = self.system.reboot().await {
                     tracing::error!(error = %e, "cannot reboot the host");
                 }
+                Ok(Flow::Continue)
+            }
+            Command::CheckAgentUpgrade => {
+                let upgrade = self.system.agent_upgrade().await;
+                self.send(Event::AgentUpgradeChecked { upgrade }).await
+            }
+            Command::ResetProbes { .. } | Command::Restart { .. } => {
+                tracing::error!(
+                    ?command,
+                    "the activation worker got a command that is not its own"
+                );
                 Ok(Flow::Continue)
             }
         }
@@ -199,121 +172,101 @@ impl<S: System> Worker<S> {
         self.send(Event::RealiseFinished { target, result }).await
     }
 
-    /// Launches (for `Run`) and follows a switch until its unit ends, then reports it.
-    async fn follow(
+    /// Launches (with a job) or just follows a switch until its unit ends, then reports how.
+    async fn switch(
         &mut self,
         switch: SwitchId,
         job: Option<SwitchJob>,
-        commands: &mut mpsc::Receiver<ActivationCommand>,
+        commands: &mut mpsc::Receiver<Command>,
     ) -> Result<Flow, WorkerError> {
-        if let Some(job) = &job {
-            match self.launch(switch, job, commands).await? {
-                Followed::Done(()) => {}
-                Followed::Ended => return Ok(Flow::Continue),
-                Followed::Shutdown => return Ok(Flow::Shutdown),
+        let end = match job {
+            Some(job) => match self.launch(switch, &job, commands).await {
+                Followed::Done(Some(end)) => Followed::Done(end),
+                Followed::Done(None) => self.follow(switch, commands).await,
+                Followed::Aborted => Followed::Aborted,
+                Followed::Shutdown => Followed::Shutdown,
+            },
+            None => {
+                tracing::info!("following the switch's unit");
+                self.follow(switch, commands).await
             }
-        } else {
-            tracing::info!("following the switch's unit");
-        }
-        loop {
-            let state = match self.system.switch_state(switch).await {
-                Ok(state) => state,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the switch's unit; trying again");
-                    UnitState::Running
-                }
-            };
-            let outcome = match state {
-                UnitState::Running => {
-                    match self
-                        .during(switch, commands, tokio::time::sleep(self.poll))
-                        .await
-                    {
-                        Followed::Done(()) => continue,
-                        Followed::Ended => return Ok(Flow::Continue),
-                        Followed::Shutdown => return Ok(Flow::Shutdown),
-                    }
-                }
-                UnitState::Exited {
-                    exit_code,
-                    output_tail,
-                } => {
-                    if let Some(job) = &job
-                        && exit_code == Some(1)
-                        && output_tail.contains(LOCK_CONTENTION)
-                    {
-                        tracing::info!(
-                            "another switch took the switch lock first; starting again when it is free"
-                        );
-                        self.stop(switch).await;
-                        match self.launch(switch, job, commands).await? {
-                            Followed::Done(()) => continue,
-                            Followed::Ended => return Ok(Flow::Continue),
-                            Followed::Shutdown => return Ok(Flow::Shutdown),
-                        }
-                    }
-                    (exit_code, output_tail)
-                }
-                UnitState::Gone => (
-                    None,
-                    "fleetnode: the switch's unit vanished without a result (collected, stopped \
-                     by someone else, or the host rebooted)"
-                        .to_owned(),
-                ),
-            };
-            return self.finish(switch, outcome).await;
+        };
+        match end {
+            Followed::Done(end) => self.finish(switch, end).await,
+            Followed::Aborted => Ok(Flow::Continue),
+            Followed::Shutdown => Ok(Flow::Shutdown),
         }
     }
 
-    /// Starts the switch's unit, still accepting an abort while it waits for the switch lock.
+    /// Starts the switch's unit, still accepting an abort meanwhile. `Done(None)`: the unit
+    /// runs (or already ran) and is to be followed; `Done(Some(end))`: it did not start.
     async fn launch(
         &mut self,
         switch: SwitchId,
         job: &SwitchJob,
-        commands: &mut mpsc::Receiver<ActivationCommand>,
-    ) -> Result<Followed<()>, WorkerError> {
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> Followed<Option<SwitchEnd>> {
         let system = self.system.clone();
-        let started = self
+        match self
             .during(switch, commands, system.start_switch(switch, job))
-            .await;
-        match started {
-            Followed::Done(Ok(())) => Ok(Followed::Done(())),
+            .await
+        {
+            Followed::Done(Ok(Launch::Started)) => Followed::Done(None),
+            Followed::Done(Ok(Launch::LockHeld)) => {
+                tracing::info!(
+                    "another switch holds the switch lock; the state machine decides when to try again"
+                );
+                Followed::Done(Some(SwitchEnd::LockHeld))
+            }
             Followed::Done(Err(e)) => {
                 tracing::error!(error = %e, "cannot launch the switch");
-                let tail = format!("fleetnode: cannot launch the switch: {e}");
-                match self.finish(switch, (None, tail)).await? {
-                    Flow::Continue => Ok(Followed::Ended),
-                    Flow::Shutdown => Ok(Followed::Shutdown),
-                }
+                Followed::Done(Some(SwitchEnd::NotLaunched {
+                    error: e.to_string(),
+                }))
             }
-            Followed::Ended => Ok(Followed::Ended),
-            Followed::Shutdown => Ok(Followed::Shutdown),
+            Followed::Aborted => Followed::Aborted,
+            Followed::Shutdown => Followed::Shutdown,
         }
     }
 
-    /// Reports how the switch ended; the unit stays until a `Release` command.
-    async fn finish(
+    /// Polls the switch's unit until it ends.
+    async fn follow(
         &mut self,
         switch: SwitchId,
-        (exit_code, output_tail): (Option<i32>, String),
-    ) -> Result<Flow, WorkerError> {
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> Followed<SwitchEnd> {
+        loop {
+            match self.system.switch_state(switch).await {
+                Ok(UnitState::Exited(exit)) => return Followed::Done(SwitchEnd::Exited(exit)),
+                Ok(UnitState::Gone) => return Followed::Done(SwitchEnd::Vanished),
+                Ok(UnitState::Running) => {}
+                // systemd may be briefly unreachable (a daemon re-exec during the switch):
+                // the unit is still there, so look again.
+                Err(e) => tracing::warn!(error = %e, "cannot read the switch's unit; trying again"),
+            }
+            let poll = tokio::time::sleep(self.poll);
+            match self.during(switch, commands, poll).await {
+                Followed::Done(()) => {}
+                Followed::Aborted => return Followed::Aborted,
+                Followed::Shutdown => return Followed::Shutdown,
+            }
+        }
+    }
+
+    /// Reports how the switch ended, with the system observed now; the unit stays until the
+    /// state machine asks for its release, so a crash before the report is durable finds the
+    /// unit and its result again.
+    async fn finish(&mut self, switch: SwitchId, end: SwitchEnd) -> Result<Flow, WorkerError> {
         let Some(system) = self.observe().await else {
             return Ok(Flow::Shutdown);
         };
-        let outcome = if exit_code == Some(0) {
-            tracing::info!(current = ?system.current, "switch completed");
-            SwitchOutcome::Completed { system }
-        } else {
-            tracing::warn!(?exit_code, current = ?system.current, "switch failed");
-            SwitchOutcome::Failed {
-                exit_code,
-                output_tail: cap_tail(&output_tail, OUTPUT_TAIL_CAP),
-                system,
-            }
-        };
-        // The unit keeps the result until the reducer has persisted it and the state machine
-        // asks for its release; a crash before that finds the unit and its result again.
-        self.send(Event::SwitchFinished { switch, outcome }).await
+        tracing::info!(?end, current = ?system.current, "switch ended");
+        self.send(Event::SwitchFinished {
+            switch,
+            end,
+            system,
+        })
+        .await
     }
 
     /// Runs `work` while watching the commands: an abort of `switch` stops it, other commands
@@ -321,7 +274,7 @@ impl<S: System> Worker<S> {
     async fn during<T>(
         &mut self,
         switch: SwitchId,
-        commands: &mut mpsc::Receiver<ActivationCommand>,
+        commands: &mut mpsc::Receiver<Command>,
         work: impl Future<Output = T>,
     ) -> Followed<T> {
         let mut work = std::pin::pin!(work);
@@ -330,20 +283,17 @@ impl<S: System> Worker<S> {
                 biased;
                 () = self.cancel.cancelled() => return Followed::Shutdown,
                 command = commands.recv() => match command {
-                    Some(ActivationCommand::Abort { switch: aborted }) if aborted == switch => {
+                    Some(Command::AbortSwitch { switch: aborted }) if aborted == switch => {
                         tracing::warn!("switch aborted");
                         self.stop(switch).await;
-                        return Followed::Ended;
+                        return Followed::Aborted;
                     }
                     Some(
-                        ActivationCommand::Abort { switch: other }
-                        | ActivationCommand::Release { switch: other },
+                        Command::AbortSwitch { switch: other }
+                        | Command::ReleaseSwitch { switch: other },
                     ) => self.stop(other).await,
-                    Some(other) => {
-                        tracing::warn!(command = ?other, "command arrived while a switch runs; it runs after the switch");
-                        self.deferred.push_back(other);
-                    }
-                    // The applier is gone: the agent is stopping. Leave the unit running.
+                    Some(other) => self.deferred.push_back(other),
+                    // The event loop is gone: the agent is stopping. Leave the unit running.
                     None => return Followed::Shutdown,
                 },
                 output = &mut work => return Followed::Done(output),
@@ -380,7 +330,7 @@ impl<S: System> Worker<S> {
             sent = self.inputs.send(Input::Event(event)) => match sent {
                 Ok(()) => Ok(Flow::Continue),
                 Err(_) => Err(WorkerError::new(
-                    "activation: the reducer's input channel is closed",
+                    "activation: the event loop's input channel is closed",
                 )),
             },
         }

@@ -1,9 +1,9 @@
 //! The local admin listener: plain HTTP on a loopback address (`admin.listen`).
 //!
 //! - `GET /metrics`: Prometheus text (when `admin.metrics` is on).
-//! - `GET /status`: the agent's status as JSON, answered by the reducer itself (so a stalled
-//!   reducer shows as a 503 here).
-//! - `POST /pause`, `POST /resume`: the operator hold, through the reducer like any input.
+//! - `GET /status`: the agent's status ([`fleetnode_wire::AgentStatus`]) as JSON, answered by
+//!   the event loop itself (so a stalled loop shows as a 503 here).
+//! - `POST /pause`, `POST /resume`: the operator hold, through the event loop like any input.
 //!
 //! It has no authentication, so it refuses to bind anything but a loopback address.
 
@@ -18,15 +18,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fleetnode_state_machine::Event;
 use serde_json::json;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::input::{Input, InputSender, WorkerError};
 use crate::metrics::Metrics;
-use crate::runtime::status::Snapshot;
+use crate::runtime::status::StatusWatch;
 
-/// How long a request waits for the reducer.
+/// How long a request waits for the event loop.
 pub const REDUCER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the admin listener needs.
@@ -34,8 +34,8 @@ pub const REDUCER_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AdminContext {
     /// Where to send pause, resume and status requests.
     pub inputs: InputSender,
-    /// The reducer's snapshots.
-    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// The event loop's status.
+    pub status: StatusWatch,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Serve `/metrics`.
@@ -102,9 +102,8 @@ async fn metrics(State(ctx): State<AdminContext>) -> Response {
             "metrics are off (admin.metrics = false)",
         );
     }
-    let oldest = ctx.snapshot.borrow().queue.oldest_at;
-    let age = oldest.map_or(0.0, |at| ctx.clock.now().since(at).0 as f64 / 1000.0);
-    ctx.metrics.queue_oldest_age_seconds.set(age);
+    let queue = ctx.status.borrow().queue;
+    crate::runtime::record::export_queue(&ctx.metrics, &queue, ctx.clock.now());
     (
         [(
             header::CONTENT_TYPE,
@@ -121,14 +120,14 @@ async fn status(State(ctx): State<AdminContext>) -> Response {
     if !matches!(asked, Ok(Ok(()))) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the reducer is not taking inputs",
+            "the event loop is not taking inputs",
         );
     }
     match tokio::time::timeout(REDUCER_TIMEOUT, answer).await {
         Ok(Ok(value)) => axum::Json(value).into_response(),
         Ok(Err(_)) | Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the reducer did not answer in time",
+            "the event loop did not answer in time",
         ),
     }
 }
@@ -152,14 +151,11 @@ async fn hold(mut ctx: AdminContext, paused: bool) -> Response {
     if !matches!(sent, Ok(Ok(()))) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the reducer is not taking inputs",
+            "the event loop is not taking inputs",
         );
     }
-    let confirmed = tokio::time::timeout(
-        REDUCER_TIMEOUT,
-        ctx.snapshot.wait_for(|s| s.paused == paused),
-    )
-    .await;
+    let confirmed =
+        tokio::time::timeout(REDUCER_TIMEOUT, ctx.status.wait_for(|s| s.paused == paused)).await;
     match confirmed {
         Ok(Ok(_)) => axum::Json(json!({ "paused": paused })).into_response(),
         Ok(Err(_)) | Err(_) => (

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::Value;
+use fleetnode_wire::{AgentStatus, ProbeMode, WorkerStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Longest the CLI waits for the agent.
@@ -57,96 +57,82 @@ fn parse_answer(answer: &[u8]) -> Result<(u16, Vec<u8>), String> {
     Ok((status, answer[split + 4..].to_vec()))
 }
 
-fn text<'a>(value: &'a Value, key: &str) -> &'a str {
-    value.get(key).and_then(Value::as_str).unwrap_or("-")
+fn or_dash<T: std::fmt::Display>(value: Option<&T>) -> String {
+    value.map_or_else(|| "-".to_owned(), ToString::to_string)
 }
 
-fn revision(value: &Value, key: &str) -> String {
-    value
-        .get(key)
-        .and_then(Value::as_u64)
-        .map_or_else(|| "-".to_owned(), |r| format!("r{r}"))
-}
-
-/// Renders `/status` for a human.
-pub fn render_status(status: &Value) -> String {
+/// Renders the agent's status for a human.
+pub fn render_status(status: &AgentStatus) -> String {
     let mut out = String::new();
-    let system = status.get("system").cloned().unwrap_or(Value::Null);
-    let _ = writeln!(out, "phase:     {}", text(status, "phase"));
-    if let Some(reason) = status.get("reason").and_then(Value::as_str) {
+    let _ = writeln!(out, "phase:     {}", status.phase);
+    if let Some(reason) = &status.reason {
         let _ = writeln!(out, "reason:    {reason}");
     }
-    let paused = status
-        .get("paused")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let _ = writeln!(out, "paused:    {}", if paused { "yes" } else { "no" });
-    let _ = writeln!(out, "target:    {}", text(status, "target"));
-    let _ = writeln!(out, "current:   {}", text(&system, "current"));
-    let _ = writeln!(out, "booted:    {}", text(&system, "booted"));
-    let _ = writeln!(out, "profile:   {}", text(&system, "profile"));
+    let paused = if status.paused { "yes" } else { "no" };
+    let _ = writeln!(out, "paused:    {paused}");
+    let _ = writeln!(out, "target:    {}", or_dash(status.target.as_ref()));
+    let _ = writeln!(
+        out,
+        "current:   {}",
+        or_dash(status.system.current.as_ref())
+    );
+    let _ = writeln!(out, "booted:    {}", or_dash(status.system.booted.as_ref()));
+    let _ = writeln!(
+        out,
+        "profile:   {}",
+        or_dash(status.system.profile.as_ref())
+    );
     let _ = writeln!(
         out,
         "directive: handled {}, latest {}",
-        revision(status, "handled_revision"),
-        revision(status, "desired_revision")
+        or_dash(status.handled_revision.as_ref()),
+        or_dash(status.desired_revision.as_ref())
     );
-    let queue = status.get("queue").cloned().unwrap_or(Value::Null);
-    let number = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let age = match (
-        queue.get("oldest_at").and_then(Value::as_u64),
-        status.get("at").and_then(Value::as_u64),
-    ) {
-        (Some(oldest), Some(at)) => format!(", oldest {}s old", at.saturating_sub(oldest) / 1000),
-        _ => String::new(),
-    };
+    if let Some(deadline) = &status.next_deadline {
+        let _ = writeln!(out, "next:      {:?} at {}", deadline.kind, deadline.at);
+    }
+    let queue = &status.queue;
+    let age = queue.oldest_at.map_or_else(String::new, |oldest| {
+        format!(", oldest {}s old", status.at.since(oldest).0 / 1000)
+    });
     let _ = writeln!(
         out,
         "queue:     {} events ({} bytes){age}, {} dead letters, last seq {}",
-        number(&queue, "depth"),
-        number(&queue, "bytes"),
-        number(&queue, "dead_letters"),
-        number(status, "last_seq"),
+        queue.depth, queue.bytes, queue.dead_letters, status.last_seq,
     );
-    let _ = writeln!(out, "probes (epoch {}):", number(status, "probe_epoch"));
-    for probe in status
-        .get("probes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let result = match probe.get("passing").and_then(Value::as_bool) {
+    let _ = writeln!(out, "probes (epoch {}):", status.probe_epoch);
+    for probe in &status.probes {
+        let result = match probe.passing {
             Some(true) => "passing",
             Some(false) => "FAILING",
             None => "no result yet",
         };
+        let mode = match probe.mode {
+            ProbeMode::Enforce => "enforce",
+            ProbeMode::Observe => "observe",
+        };
         let _ = writeln!(
             out,
-            "  {:<20} {:<8} {:<14} {}",
-            text(probe, "probe"),
-            text(probe, "mode"),
-            result,
-            text(probe, "detail")
+            "  {:<20} {mode:<8} {result:<14} {}",
+            probe.probe, probe.detail
         );
     }
     let _ = writeln!(out, "workers:");
-    for worker in status
-        .get("workers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let restarts = number(worker, "restarts");
+    for worker in &status.workers {
         let error = worker
-            .get("last_error")
-            .and_then(Value::as_str)
+            .last_error
+            .as_ref()
             .map(|e| format!(" (last error: {e})"))
             .unwrap_or_default();
+        let state = match worker.status {
+            WorkerStatus::Idle => "idle",
+            WorkerStatus::Running => "running",
+            WorkerStatus::Faulted => "faulted",
+        };
         let _ = writeln!(
             out,
-            "  {:<12} {:<8} {restarts} restarts{error}",
-            text(worker, "name"),
-            text(worker, "status"),
+            "  {:<12} {state:<8} {} restarts{error}",
+            worker.name, worker.restarts
         );
     }
     out
@@ -168,27 +154,30 @@ mod tests {
 
     #[test]
     fn status_rendering_shows_what_an_operator_needs() {
-        let status = serde_json::json!({
+        let status: AgentStatus = serde_json::from_value(serde_json::json!({
+            "agent_version": "0.1.0",
+            "at": 10_000,
             "phase": "failed",
-            "reason": "probe web failed without a break for 1m",
+            "reason": {"kind": "probe-failed", "probe": "web", "failing_for": 60_000},
             "paused": true,
-            "target": "/nix/store/x-new",
-            "system": {"current": "/nix/store/x-old", "booted": null, "profile": null},
+            "target": "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-new",
+            "system": {"current": "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-old", "booted": null, "profile": null},
             "handled_revision": 4,
             "desired_revision": 5,
+            "stream": 1,
             "last_seq": 17,
             "probe_epoch": 3,
-            "at": 10_000,
             "queue": {"depth": 2, "bytes": 300, "oldest_at": 4_000, "dead_letters": 1},
             "probes": [{"probe": "web", "mode": "enforce", "passing": false, "detail": "503"}],
             "workers": [{"name": "drainer", "status": "faulted", "restarts": 2, "last_error": "x"}]
-        });
+        }))
+        .unwrap();
         let text = render_status(&status);
         for expected in [
             "phase:     failed",
             "reason:    probe web failed",
             "paused:    yes",
-            "current:   /nix/store/x-old",
+            "current:   /nix/store/0123456789abcdfghijklmnpqrsvwxyz-old",
             "handled r4, latest r5",
             "2 events (300 bytes), oldest 6s old, 1 dead letters, last seq 17",
             "web",

@@ -1,14 +1,16 @@
-//! What workers send to the reducer: the one bounded channel every observation goes through.
+//! What workers send to the event loop: the one bounded channel every observation goes
+//! through.
 
 use fleetnode_state_machine::Event;
+use fleetnode_wire::AgentStatus;
 use tokio::sync::oneshot;
 
-/// Capacity of the reducer's input channel. Inputs are small (a few hundred bytes; a switch
+/// Capacity of the event loop's input channel. Inputs are small (a few hundred bytes; a switch
 /// result carries at most a 4 KiB output tail), so 256 of them is at most about 1 MiB. Workers
 /// wait when it is full: back-pressure instead of unbounded memory.
 pub const INPUT_CHANNEL_CAPACITY: usize = 256;
 
-/// One input to the reducer.
+/// One input to the event loop.
 #[derive(Debug)]
 pub enum Input {
     /// A fact for the state machine.
@@ -18,17 +20,17 @@ pub enum Input {
         /// Highest acknowledged seq.
         through: u64,
     },
-    /// The control plane permanently refused this event: move it to the dead letters and put a
-    /// gap marker in its place so delivery goes on.
+    /// The control plane refused this event for good: move it to the dead letters and put the
+    /// state machine's gap in its place so delivery goes on.
     DeadLettered {
         /// The refused event.
         seq: u64,
         /// The control plane's error code.
         code: String,
     },
-    /// Someone (CLI, admin listener) asks for the agent's status; the reducer answers with a
-    /// JSON snapshot (see `status`).
-    Status(oneshot::Sender<serde_json::Value>),
+    /// Someone (CLI, admin listener) asks for the agent's status; the event loop answers it
+    /// itself, so a stalled loop shows as no answer.
+    Status(oneshot::Sender<AgentStatus>),
 }
 
 /// The sending side every worker holds.

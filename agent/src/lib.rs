@@ -1,9 +1,10 @@
 //! The fleetnode agent.
 //!
-//! Workers (activation, probes, long-poll, heartbeat, ticker, outbound drainer) observe the
-//! world and send [`input::Input`]s into one bounded channel. The reducer is the only caller of
-//! [`fleetnode_state_machine::step`]: it persists the new state and the new outbound events in
-//! one durable transaction, and only then hands the effects to the applier.
+//! Workers (activation, probes, long-poll, heartbeat, outbound drainer, admin listener)
+//! observe the world and send [`input::Input`]s into one bounded channel. One event loop
+//! ([`runtime::eventloop`]) is the only caller of [`fleetnode_state_machine::step`]: it
+//! persists the new state and the new outbound events in one durable transaction, and only
+//! then hands the state machine's commands to the workers that carry them out.
 
 pub mod activation;
 pub mod admin;
@@ -22,4 +23,7 @@ pub mod selfupdate;
 pub mod store;
 pub mod system;
 pub mod systemd;
+#[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(test)]
+mod testlog;

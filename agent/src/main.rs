@@ -9,9 +9,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use fleetnode_agent::config::{
     Config, ConfigError, DEFAULT_ADMIN_LISTEN, DEFAULT_CONFIG_PATH, LogFormat,
 };
-use fleetnode_agent::runtime::agent::{self, Exit, Hooks};
+use fleetnode_agent::runtime::agent;
+use fleetnode_agent::runtime::eventloop::Exit;
 use fleetnode_agent::system::NixosSystem;
-use fleetnode_agent::{cli, logging, selfupdate, systemd};
+use fleetnode_agent::{cli, logging, systemd};
 use tokio_util::sync::CancellationToken;
 
 /// The fleetnode agent: keeps this NixOS host on the generation its control plane assigns.
@@ -56,13 +57,6 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Test-only: run the reducer on an in-memory host, printing each committed seq.
-    #[command(hide = true)]
-    CrashHarness {
-        /// State directory for the store.
-        #[arg(long)]
-        state_dir: PathBuf,
-    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,17 +81,16 @@ fn main() -> ExitCode {
         Command::Run { config, log_format } => run(&config, log_format),
         Command::CheckConfig { path } => check_config(&path),
         Command::Status { json, admin } => admin_command(&admin, "GET", "/status", |body| {
-            let value: serde_json::Value =
-                serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            let status: fleetnode_wire::AgentStatus =
+                fleetnode_wire::decode(body).map_err(|e| e.to_string())?;
             if json {
-                Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
+                Ok(serde_json::to_string_pretty(&status).unwrap_or_default())
             } else {
-                Ok(cli::render_status(&value))
+                Ok(cli::render_status(&status))
             }
         }),
         Command::Pause { admin } => admin_command(&admin, "POST", "/pause", hold_answer),
         Command::Resume { admin } => admin_command(&admin, "POST", "/resume", hold_answer),
-        Command::CrashHarness { state_dir } => harness::run(&state_dir),
     }
 }
 
@@ -155,14 +148,9 @@ fn run(path: &Path, log_format: Option<Format>) -> ExitCode {
             config.system.clone(),
             config.state_dir.clone(),
         ));
-        let hooks = Hooks {
-            watchdog: systemd::watchdog_period(),
-            restart_check: selfupdate::check(&config.system.root),
-            ..Hooks::default()
-        };
         tracing::info!(version = env!("CARGO_PKG_VERSION"), host = %config.host_id,
             control_plane = %config.control_plane_url, "fleetnode-agent starting");
-        match agent::run(config, system, cancel, hooks, |_| {}).await {
+        match agent::run(config, system, cancel, systemd::watchdog_period()).await {
             Ok(Exit::Stopped) => {
                 tracing::info!("stopped");
                 ExitCode::SUCCESS
@@ -306,5 +294,3 @@ fn hold_answer(body: &[u8]) -> Result<String, String> {
         )),
     }
 }
-
-mod harness;

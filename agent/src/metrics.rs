@@ -1,12 +1,12 @@
 //! The agent's Prometheus metrics, served by the admin listener at `GET /metrics`.
 //!
-//! Every metric is prefixed `fleetnode_agent_`. The reducer updates state, transition, queue and
-//! probe metrics after each commit; the control-plane client counts requests; the supervisor
+//! Every metric is prefixed `fleetnode_agent_`. The event loop updates state, transition, queue
+//! and probe metrics after each commit; the control-plane client counts requests; the supervisor
 //! updates worker metrics.
 
 use std::sync::atomic::AtomicU64;
 
-use fleetnode_state_machine::Phase;
+use fleetnode_state_machine::{Phase, PhaseKind};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -164,12 +164,11 @@ impl Metrics {
     }
 
     /// Marks `current` as the phase the host is in.
-    pub fn set_phase(&self, current: &Phase) {
-        for name in Phase::NAMES {
-            let value = i64::from(name == current.name());
+    pub fn set_phase(&self, current: PhaseKind) {
+        for kind in Phase::KINDS {
             self.phase
-                .get_or_create(&[("phase", name.to_owned())])
-                .set(value);
+                .get_or_create(&[("phase", kind.name().to_owned())])
+                .set(i64::from(kind == current));
         }
     }
 
@@ -197,7 +196,7 @@ mod tests {
     #[test]
     fn renders_prefixed_metrics_with_labels() {
         let m = Metrics::new();
-        m.set_phase(&Phase::Idle);
+        m.set_phase(PhaseKind::Idle);
         m.request("events", Some(503));
         m.transitions
             .get_or_create(&[("report", "paused".to_owned())])

@@ -3,13 +3,15 @@
 //! The NixOS module keeps systemd from restarting the agent during a switch (a switch must not
 //! kill the agent that follows it). So after a generation is committed, the agent checks
 //! whether that generation changed its own unit file or binary; if it did, the agent exits
-//! cleanly and `Restart=always` starts the new definition.
+//! cleanly and `Restart=always` starts the new definition. This module observes; the state
+//! machine decides (see `Command::CheckAgentUpgrade`).
 //!
 //! The rule, kept simple and safe:
 //! - only when running as a systemd service (`INVOCATION_ID` is set);
 //! - at start, remember where `<root>/run/current-system/etc/systemd/system/fleetnode-agent.service`
 //!   and the running executable (`/proc/self/exe`) resolve to;
-//! - after each convergence, restart when the unit file now resolves elsewhere, or when
+//! - after each convergence (the state machine asks), restart when the unit file now resolves
+//!   elsewhere, or when
 //!   `<root>/run/current-system/sw/bin/fleetnode-agent` exists and resolves to another binary
 //!   than the one running. A path that cannot be resolved counts as unchanged.
 
@@ -64,11 +66,13 @@ impl Running {
     }
 }
 
-/// The restart check for the reducer, or `None` when not running under systemd.
-pub fn check(root: &Path) -> Option<Box<dyn FnMut() -> Option<String> + Send>> {
-    std::env::var_os("INVOCATION_ID")?;
-    let running = Running::capture(root);
-    Some(Box::new(move || running.changed()))
+impl Running {
+    /// [`Running::capture`] when the agent runs as a systemd service (`INVOCATION_ID` is set):
+    /// otherwise nobody would start the new version after the agent exits.
+    pub fn capture_if_service(root: &Path) -> Option<Self> {
+        std::env::var_os("INVOCATION_ID")?;
+        Some(Self::capture(root))
+    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,61 @@
-//! An in-memory [`System`] for tests and the crash harness: a host whose generations, switches
-//! and reboots are data.
+//! Test seams, built only with the `testing` feature: an in-memory [`System`] (a host whose
+//! generations, switches and reboots are data), the handles tests drive a running agent with,
+//! and a way to start an agent without a control plane.
 //!
 //! Switches complete at once by default (exit 0, with the effect their job asks for: `test`
 //! changes the live system, `switch` the live system and the profile, `boot` the profile);
 //! [`MemorySystem::hold_switches`] keeps them running until [`MemorySystem::release`].
-//! [`MemorySystem::fail_switch`] and [`MemorySystem::fail_realise`] inject failures.
+//! [`MemorySystem::fail_switch`] and [`MemorySystem::fail_realise`] inject failures;
+//! [`MemorySystem::hold_lock`] stands for another switch holding the switch lock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
-use fleetnode_state_machine::{
-    RealiseResult, StorePath, SwitchAction, SwitchId, SwitchJob, SystemView, UnitState,
-};
+use std::sync::Arc;
 
-use crate::system::{System, SystemError};
+use fleetnode_state_machine::{
+    RealiseResult, StorePath, SwitchAction, SwitchExit, SwitchId, SwitchJob, SystemView, UnitState,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::input::Input;
+use crate::metrics::Metrics;
+use crate::runtime::agent::{Agent, Connect, RunError};
+use crate::runtime::status::{StatusWatch, Workers};
+use crate::system::{Launch, System, SystemError};
+
+/// What tests drive and watch a running agent with.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// The event loop's inputs.
+    pub inputs: mpsc::Sender<Input>,
+    /// The status the event loop publishes.
+    pub status: StatusWatch,
+    /// Worker statuses.
+    pub workers: Workers,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Starts an agent that talks to its control plane; `None` when `cancel` fired first.
+pub async fn start<S: System>(
+    config: Config,
+    system: Arc<S>,
+    cancel: CancellationToken,
+) -> Result<Option<Agent>, RunError> {
+    Agent::start(config, system, cancel, Connect::ControlPlane).await
+}
+
+/// Starts an agent with no control-plane workers at all (no long-poll, delivery or heartbeat).
+pub async fn start_offline<S: System>(
+    config: Config,
+    system: Arc<S>,
+    cancel: CancellationToken,
+) -> Result<Option<Agent>, RunError> {
+    Agent::start(config, system, cancel, Connect::Offline).await
+}
 
 /// What the memory host did, for assertions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +77,8 @@ struct Host {
     failing_realise: BTreeSet<StorePath>,
     failing_switch: BTreeMap<StorePath, i32>,
     hold: bool,
+    lock_held: bool,
+    agent_upgrade: Option<String>,
     switches: BTreeMap<SwitchId, (SwitchJob, UnitState)>,
     active_units: BTreeSet<String>,
     log: Vec<Operation>,
@@ -106,6 +150,16 @@ impl MemorySystem {
         host.boot_id = Some(boot_id.to_owned());
     }
 
+    /// Another switch holds the switch lock (`true`) or released it.
+    pub fn hold_lock(&self, held: bool) {
+        self.lock().lock_held = held;
+    }
+
+    /// The live generation carries another agent than the running one, in these words.
+    pub fn set_agent_upgrade(&self, upgrade: Option<&str>) {
+        self.lock().agent_upgrade = upgrade.map(str::to_owned);
+    }
+
     /// Marks a systemd unit active or not.
     pub fn set_unit_active(&self, unit: &str, active: bool) {
         let mut host = self.lock();
@@ -125,10 +179,10 @@ impl MemorySystem {
 /// Carries out a job on the memory host and says how its unit ended.
 fn apply(host: &mut Host, job: &SwitchJob) -> UnitState {
     if let Some(code) = host.failing_switch.get(&job.closure) {
-        return UnitState::Exited {
-            exit_code: Some(*code),
+        return UnitState::Exited(SwitchExit {
+            code: Some(*code),
             output_tail: format!("switch to {} failed", job.closure),
-        };
+        });
     }
     if job.set_profile {
         host.view.profile = Some(job.closure.clone());
@@ -137,10 +191,10 @@ fn apply(host: &mut Host, job: &SwitchJob) -> UnitState {
         SwitchAction::Test | SwitchAction::Switch => host.view.current = Some(job.closure.clone()),
         SwitchAction::Boot => {}
     }
-    UnitState::Exited {
-        exit_code: Some(0),
+    UnitState::Exited(SwitchExit {
+        code: Some(0),
         output_tail: String::new(),
-    }
+    })
 }
 
 impl System for MemorySystem {
@@ -164,10 +218,13 @@ impl System for MemorySystem {
         }
     }
 
-    async fn start_switch(&self, switch: SwitchId, job: &SwitchJob) -> Result<(), SystemError> {
+    async fn start_switch(&self, switch: SwitchId, job: &SwitchJob) -> Result<Launch, SystemError> {
         let mut host = self.lock();
         if host.switches.contains_key(&switch) {
-            return Ok(());
+            return Ok(Launch::Started);
+        }
+        if host.lock_held {
+            return Ok(Launch::LockHeld);
         }
         host.log.push(Operation::Started(switch, job.clone()));
         let state = if host.hold {
@@ -176,7 +233,7 @@ impl System for MemorySystem {
             apply(&mut host, job)
         };
         host.switches.insert(switch, (job.clone(), state));
-        Ok(())
+        Ok(Launch::Started)
     }
 
     async fn switch_state(&self, switch: SwitchId) -> Result<UnitState, SystemError> {
@@ -201,5 +258,9 @@ impl System for MemorySystem {
 
     async fn unit_active(&self, unit: &str) -> Result<bool, SystemError> {
         Ok(self.lock().active_units.contains(unit))
+    }
+
+    async fn agent_upgrade(&self) -> Option<String> {
+        self.lock().agent_upgrade.clone()
     }
 }

@@ -1,5 +1,5 @@
-//! Crash test: the real agent runtime (the hidden `crash-harness` subcommand, on an in-memory
-//! host) is killed with SIGKILL at random moments, again and again on the same state
+//! Crash test: the real agent runtime (the `fleetnode-crash-harness` binary of the `testing`
+//! feature, on an in-memory host) is killed with SIGKILL at random moments, again and again on the same state
 //! directory. After each kill the store must reopen cleanly, hold every event the harness
 //! reported as committed, and hold a gap-free seq range that matches the saved state.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -23,8 +23,8 @@ fn every_committed_event_survives_sigkill() {
     let state_dir = dir.path().join("state");
     let mut total_printed = 0;
     for round in 0..ROUNDS {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fleetnode-agent"))
-            .args(["crash-harness", "--state-dir"])
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fleetnode-crash-harness"))
+            .arg("--state-dir")
             .arg(&state_dir)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())

@@ -3,8 +3,8 @@
 //!
 //! Pure functions of data; the server persists what they return.
 
-use fleetnode_state_machine::{Event, State, TransitionError, step};
-use fleetnode_wire::{EventBatch, Heartbeat, OutboundEvent};
+use fleetnode_state_machine::{MirrorError, State, mirror};
+use fleetnode_wire::{AgentStatus, EventBatch, OutboundEvent};
 use serde::{Deserialize, Serialize};
 
 /// How many superseded event streams a host remembers, so that a stray request of an agent
@@ -102,10 +102,10 @@ impl Mirror {
             if event.seq <= mirror.state.host.seq {
                 continue;
             }
-            match step(&mirror.state, Event::Reported(event.clone()), event.at) {
-                Ok((next, _effects)) => mirror.state = next,
-                Err(TransitionError::SeqGap { .. }) => break,
-                Err(error) => {
+            match mirror::apply(&mut mirror.state, event) {
+                Ok(_) => {}
+                Err(MirrorError::SeqGap { .. }) => break,
+                Err(error @ MirrorError::Diverged(_)) => {
                     // The report does not fit: keep it, step past it, and say so.
                     let text = format!("event {} ({}): {error}", event.seq, event.report.name());
                     mirror.state.host.seq = event.seq;
@@ -125,16 +125,16 @@ impl Mirror {
     }
 
     /// Compares a heartbeat with the mirror, once every event the agent emitted is applied.
-    pub fn compare(&self, heartbeat: &Heartbeat) -> Comparison {
+    pub fn compare(&self, heartbeat: &AgentStatus) -> Comparison {
         let host = &self.state.host;
         if self.stream != Some(heartbeat.stream) || heartbeat.last_seq != host.seq {
             return Comparison::NotComparable;
         }
         let mut differences = Vec::new();
-        if heartbeat.phase != host.phase.name() {
+        if heartbeat.phase != host.phase.kind() {
             differences.push(format!(
                 "phase: the agent reports {:?}, its events say {:?}",
-                heartbeat.phase,
+                heartbeat.phase.name(),
                 host.phase.name()
             ));
         }
@@ -227,20 +227,20 @@ mod tests {
     #[test]
     fn a_heartbeat_of_another_stream_or_with_events_in_flight_is_not_compared() {
         let mirror = Mirror::default().apply(&batch(7, &[1])).unwrap().mirror;
-        let heartbeat: Heartbeat = serde_json::from_value(serde_json::json!({
-            "agent_version": "0.1.0", "sent_at": 1, "phase": "failed", "paused": false,
+        let heartbeat: AgentStatus = serde_json::from_value(serde_json::json!({
+            "agent_version": "0.1.0", "at": 1, "phase": "failed", "paused": false,
             "system": {}, "stream": 7, "last_seq": 2,
             "queue": {"depth": 1, "bytes": 10, "dead_letters": 0}
         }))
         .unwrap();
         assert_eq!(mirror.compare(&heartbeat), Comparison::NotComparable);
-        let other_stream = Heartbeat {
+        let other_stream = AgentStatus {
             stream: 8,
             last_seq: 1,
             ..heartbeat.clone()
         };
         assert_eq!(mirror.compare(&other_stream), Comparison::NotComparable);
-        let delivered = Heartbeat {
+        let delivered = AgentStatus {
             last_seq: 1,
             ..heartbeat
         };

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use fleetnode_wire::{DesiredState, Heartbeat, HostId, OutboundEvent, Tag, Timestamp};
+use fleetnode_wire::{AgentStatus, DesiredState, HostId, OutboundEvent, Tag, Timestamp};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::mirror::Mirror;
 
 /// The layout version this build writes; a store with another version is refused.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// How long heartbeats may be committed without fsync before one is made durable (they are
 /// replaced every interval, so losing the last few on power loss costs nothing, and skipping
@@ -68,8 +68,8 @@ pub struct DesiredRecord {
 /// The latest heartbeat of a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatRecord {
-    /// What the agent sent.
-    pub heartbeat: Heartbeat,
+    /// The status the agent sent.
+    pub heartbeat: AgentStatus,
     /// When it arrived (server clock): the host's last-seen time.
     pub received_at: Timestamp,
     /// Why the heartbeat contradicts the mirror, if it does.

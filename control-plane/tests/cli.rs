@@ -157,7 +157,7 @@ async fn an_operator_adds_hosts_sets_targets_and_rolls_back() {
 
     let detail: HostDetail =
         serde_json::from_str(&cli.ok(&["host", "web-01", "--json"]).await).unwrap();
-    assert_eq!(detail.row.phase, "converged");
+    assert_eq!(detail.row.phase, fleetnode_wire::PhaseKind::Converged);
     assert_eq!(detail.row.current, Some(target.clone()));
     assert_eq!(detail.mirror, sim.state.host);
 

@@ -5,7 +5,9 @@
 mod common;
 
 use common::{Harness, SimulatedAgent, closure};
-use fleetnode_wire::{EventAck, HeartbeatAck, HostList, MAX_BODY_BYTES, Millis, Report, Revision};
+use fleetnode_wire::{
+    EventAck, HeartbeatAck, HostList, MAX_BODY_BYTES, Millis, PhaseKind, Report, Revision,
+};
 use reqwest::{Method, StatusCode};
 
 const STREAM: u64 = 77;
@@ -33,7 +35,7 @@ async fn the_mirror_equals_the_state_the_agent_reached() {
 
     let detail = harness.detail("web-01").await;
     assert_eq!(detail.mirror, sim.state.host);
-    assert_eq!(detail.row.phase, "reverted");
+    assert_eq!(detail.row.phase, PhaseKind::Reverted);
     assert_eq!(detail.row.current, Some(closure("web-01", 0)));
     assert!(!detail.row.diverged);
     assert_eq!(detail.recent_events, sim.reported);
@@ -174,7 +176,7 @@ async fn a_disagreeing_heartbeat_flags_divergence_until_it_agrees_again() {
     assert!(!harness.detail("web-01").await.row.diverged);
 
     let mut lying = sim.heartbeat();
-    lying.phase = "failed".to_owned();
+    lying.phase = PhaseKind::Failed;
     lying.system.current = Some(closure("web-01", 2));
     agent.heartbeat(&lying).await;
     let detail = harness.detail("web-01").await;

@@ -1,34 +1,29 @@
-//! Why `step` refused an input. Every variant leaves the state as it was.
+//! Why `step` refused an input, sorted by who is at fault, and why the mirror refused a
+//! reported event. Every refusal leaves the state as it was.
 
 use crate::evolve::EvolveError;
 use crate::types::{ProbeId, Revision, StorePath, SwitchId};
 
-/// An input that makes no sense in the current state. The caller logs it and carries on; the
-/// state is unchanged.
+/// An input `step` refused. The caller keeps running; how loudly it says so depends on whose
+/// fault it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
-    /// The event does not apply to the phase the host is in.
-    #[error("{event} makes no sense while the host is {phase}")]
-    Unexpected {
-        /// The event's name.
-        event: &'static str,
-        /// The phase's name.
-        phase: &'static str,
-    },
-    /// A directive older than the one already recorded (latest wins).
-    #[error("directive {got} is older than the recorded {recorded}; ignored")]
-    StaleDirective {
-        /// Revision received.
-        got: Revision,
-        /// Revision recorded.
-        recorded: Revision,
-    },
-    /// A directive with the revision already recorded but a different content.
-    #[error("directive {revision} differs from the one recorded under the same revision")]
-    ConflictingDirective {
-        /// The revision.
-        revision: Revision,
-    },
+    /// The input is out of date: it lost a race with a decision already made. Dropping it is
+    /// the right thing and nobody needs to look.
+    #[error(transparent)]
+    Stale(#[from] StaleInput),
+    /// The control plane sent something that cannot be right.
+    #[error(transparent)]
+    Peer(#[from] PeerFault),
+    /// The agent contradicts itself: a worker reported something its own state rules out, or
+    /// the machine's own report did not fit. A human should look.
+    #[error(transparent)]
+    Bug(#[from] Bug),
+}
+
+/// An input that arrived after the state moved on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StaleInput {
     /// A realise result for a closure that is not being realised.
     #[error("realise result for {target}, which is not being realised")]
     UnknownRealise {
@@ -53,13 +48,78 @@ pub enum TransitionError {
         /// The current epoch.
         current: u64,
     },
+}
+
+/// Something the control plane sent that contradicts what it sent before.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerFault {
+    /// A directive older than the one already recorded (latest wins), for example from a
+    /// control plane restored from an older backup.
+    #[error(
+        "directive {got} is older than the recorded {recorded}; ignored (was the control plane restored from an older backup?)"
+    )]
+    StaleDirective {
+        /// Revision received.
+        got: Revision,
+        /// Revision recorded.
+        recorded: Revision,
+    },
+    /// A directive with the revision already recorded but a different content.
+    #[error("directive {revision} differs from the one recorded under the same revision; ignored")]
+    ConflictingDirective {
+        /// The revision.
+        revision: Revision,
+    },
+}
+
+/// An inconsistency inside the agent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Bug {
+    /// The event does not apply to the phase the host is in.
+    #[error("{event} makes no sense while the host is {phase}")]
+    Unexpected {
+        /// The event's name.
+        event: &'static str,
+        /// The phase's name.
+        phase: &'static str,
+    },
     /// A result from a probe that is not configured.
     #[error("result of probe {probe}, which is not configured")]
     UnknownProbe {
         /// The probe.
         probe: ProbeId,
     },
-    /// Control-plane side: a reported event beyond the next expected seq.
+    /// A report the machine made does not fit its own state.
+    #[error("the machine's own report does not fit its state: {0}")]
+    Inconsistent(#[from] EvolveError),
+}
+
+impl TransitionError {
+    /// A stable short code for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Stale(StaleInput::UnknownRealise { .. }) => "unknown-realise",
+            Self::Stale(StaleInput::UnknownSwitch { .. }) => "unknown-switch",
+            Self::Stale(StaleInput::StaleProbeResult { .. }) => "stale-probe-result",
+            Self::Peer(PeerFault::StaleDirective { .. }) => "stale-directive",
+            Self::Peer(PeerFault::ConflictingDirective { .. }) => "conflicting-directive",
+            Self::Bug(Bug::Unexpected { .. }) => "unexpected",
+            Self::Bug(Bug::UnknownProbe { .. }) => "unknown-probe",
+            Self::Bug(Bug::Inconsistent(_)) => "inconsistent",
+        }
+    }
+}
+
+impl From<EvolveError> for TransitionError {
+    fn from(error: EvolveError) -> Self {
+        Self::Bug(Bug::Inconsistent(error))
+    }
+}
+
+/// A reported event the mirror cannot apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MirrorError {
+    /// The event is beyond the next expected seq: the events in between are missing.
     #[error("reported event seq {got} leaves a gap: the next expected seq is {expected}")]
     SeqGap {
         /// The next seq the mirror can apply.
@@ -67,22 +127,15 @@ pub enum TransitionError {
         /// The seq received.
         got: u64,
     },
-    /// Control-plane side: a reported event does not fit the mirrored state.
+    /// The event does not fit the mirrored state: the two sides disagree.
     #[error("mirror diverged: {0}")]
     Diverged(#[from] EvolveError),
 }
 
-impl TransitionError {
+impl MirrorError {
     /// A stable short code for metrics and logs.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Unexpected { .. } => "unexpected",
-            Self::StaleDirective { .. } => "stale-directive",
-            Self::ConflictingDirective { .. } => "conflicting-directive",
-            Self::UnknownRealise { .. } => "unknown-realise",
-            Self::UnknownSwitch { .. } => "unknown-switch",
-            Self::StaleProbeResult { .. } => "stale-probe-result",
-            Self::UnknownProbe { .. } => "unknown-probe",
             Self::SeqGap { .. } => "seq-gap",
             Self::Diverged(_) => "diverged",
         }
@@ -95,50 +148,70 @@ mod tests {
 
     #[test]
     fn codes_are_distinct() {
-        let errors = [
-            TransitionError::Unexpected {
-                event: "tick",
-                phase: "idle",
-            },
-            TransitionError::StaleDirective {
-                got: Revision(1),
-                recorded: Revision(2),
-            },
-            TransitionError::ConflictingDirective {
-                revision: Revision(1),
-            },
-            TransitionError::UnknownSwitch {
+        let path = StorePath::parse("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-x").unwrap();
+        let errors: Vec<TransitionError> = vec![
+            StaleInput::UnknownRealise { target: path }.into(),
+            StaleInput::UnknownSwitch {
                 got: SwitchId(1),
                 running: None,
-            },
-            TransitionError::StaleProbeResult {
+            }
+            .into(),
+            StaleInput::StaleProbeResult {
                 probe: ProbeId::control_plane(),
                 got: 1,
                 current: 2,
-            },
-            TransitionError::UnknownProbe {
+            }
+            .into(),
+            PeerFault::StaleDirective {
+                got: Revision(1),
+                recorded: Revision(2),
+            }
+            .into(),
+            PeerFault::ConflictingDirective {
+                revision: Revision(1),
+            }
+            .into(),
+            Bug::Unexpected {
+                event: "tick",
+                phase: "idle",
+            }
+            .into(),
+            Bug::UnknownProbe {
                 probe: ProbeId::control_plane(),
-            },
-            TransitionError::SeqGap {
-                expected: 1,
-                got: 3,
-            },
-            TransitionError::Diverged(EvolveError {
+            }
+            .into(),
+            EvolveError {
                 report: "x",
                 phase: "y",
-            }),
+            }
+            .into(),
         ];
         let mut codes: Vec<&str> = errors.iter().map(TransitionError::code).collect();
-        codes.push(
-            TransitionError::UnknownRealise {
-                target: crate::StorePath::parse("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-x")
-                    .unwrap(),
+        codes.extend([
+            MirrorError::SeqGap {
+                expected: 1,
+                got: 3,
             }
             .code(),
-        );
+            MirrorError::Diverged(EvolveError {
+                report: "x",
+                phase: "y",
+            })
+            .code(),
+        ]);
         let total = codes.len();
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), total);
+    }
+
+    #[test]
+    fn a_stale_directive_says_what_to_suspect() {
+        let text = TransitionError::from(PeerFault::StaleDirective {
+            got: Revision(3),
+            recorded: Revision(5),
+        })
+        .to_string();
+        assert!(text.contains("older backup"), "{text}");
     }
 }

@@ -1,10 +1,8 @@
-//! Inputs of the state machine: facts the agent observed, or (on the control plane) facts the
-//! agent reported.
+//! Inputs of the state machine: facts the agent observed.
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Directive, LocalPolicy};
-use crate::report::OutboundEvent;
+use crate::policy::{DesiredState, LocalPolicy};
 use crate::state::SystemView;
 use crate::types::{ProbeId, StorePath, SwitchId};
 
@@ -14,11 +12,11 @@ use crate::types::{ProbeId, StorePath, SwitchId};
 pub enum Event {
     /// The agent started and observed the host (recovery).
     Started(Observation),
-    /// The control plane's desired state arrived.
-    DirectiveReceived(Directive),
-    /// The operator put the host on hold.
+    /// The control plane answered with the host's desired state (every answer, changed or not).
+    DesiredObserved(DesiredState),
+    /// The operator put the host on hold through the local admin socket.
     PauseRequested,
-    /// The operator lifted the hold.
+    /// The operator lifted the hold through the local admin socket.
     ResumeRequested,
     /// Realising the target closure finished.
     RealiseFinished {
@@ -27,19 +25,26 @@ pub enum Event {
         /// How it went.
         result: RealiseResult,
     },
-    /// A switch (activation, commit or rollback) the agent launched has ended.
+    /// A switch (activation, commit or rollback) the agent launched has ended, or could not
+    /// start; the host's systems were observed afterwards.
     SwitchFinished {
         /// Which switch.
         switch: SwitchId,
-        /// How it ended and what the host runs now.
-        outcome: SwitchOutcome,
+        /// How it ended, as its unit recorded it.
+        end: SwitchEnd,
+        /// What the host runs now.
+        system: SystemView,
     },
     /// A probe produced a result.
     ProbeResult(ProbeResult),
+    /// The answer to [`crate::Command::CheckAgentUpgrade`].
+    AgentUpgradeChecked {
+        /// What differs between the running agent and the one the live generation carries;
+        /// `None` when they are the same (or the agent does not run as a service).
+        upgrade: Option<String>,
+    },
     /// Time passed; deadlines at or before `now` fire.
     Tick,
-    /// Control-plane side: the agent reported this event.
-    Reported(OutboundEvent),
 }
 
 impl Event {
@@ -47,28 +52,28 @@ impl Event {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Started(_) => "started",
-            Self::DirectiveReceived(_) => "directive-received",
+            Self::DesiredObserved(_) => "desired-observed",
             Self::PauseRequested => "pause-requested",
             Self::ResumeRequested => "resume-requested",
             Self::RealiseFinished { .. } => "realise-finished",
             Self::SwitchFinished { .. } => "switch-finished",
             Self::ProbeResult(_) => "probe-result",
+            Self::AgentUpgradeChecked { .. } => "agent-upgrade-checked",
             Self::Tick => "tick",
-            Self::Reported(_) => "reported",
         }
     }
 
     /// Every event name, in document order.
     pub const NAMES: [&'static str; 9] = [
         "started",
-        "directive-received",
+        "desired-observed",
         "pause-requested",
         "resume-requested",
         "realise-finished",
         "switch-finished",
         "probe-result",
+        "agent-upgrade-checked",
         "tick",
-        "reported",
     ];
 }
 
@@ -77,7 +82,7 @@ impl Event {
 pub struct Observation {
     /// Live, booted and profile systems.
     pub system: SystemView,
-    /// The running kernel's boot id; a change since the last start means the host rebooted.
+    /// Identifies the current boot; a change since the last start means the host rebooted.
     pub boot_id: Option<String>,
     /// State of the transient unit of the switch in flight, if the persisted state has one.
     pub switch_unit: Option<UnitState>,
@@ -93,15 +98,38 @@ pub struct Observation {
 pub enum UnitState {
     /// Still running: keep following it.
     Running,
-    /// Ended with this exit code (`None`: killed by a signal).
-    Exited {
-        /// Exit code of the switch process.
-        exit_code: Option<i32>,
-        /// The end of its output, if the journal still had it.
-        output_tail: String,
-    },
+    /// The switch process ended.
+    Exited(SwitchExit),
     /// No trace of it (collected, or the host rebooted).
     Gone,
+}
+
+/// How a switch process ended: the one record of a switch's exit, from its unit to the verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchExit {
+    /// Exit code of `switch-to-configuration`; `None` when it was killed by a signal or never
+    /// ran (the unit failed before it).
+    pub code: Option<i32>,
+    /// The end of its output (the state machine keeps at most
+    /// [`crate::OUTPUT_TAIL_CAP`] bytes of it).
+    pub output_tail: String,
+}
+
+/// How a switch the agent asked for ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "end", rename_all = "kebab-case")]
+pub enum SwitchEnd {
+    /// Its process ended.
+    Exited(SwitchExit),
+    /// Its unit vanished without a result (stopped or collected by someone else).
+    Vanished,
+    /// It was not started: the switch lock was held by another switch.
+    LockHeld,
+    /// Its unit could not be started.
+    NotLaunched {
+        /// Why, in the system's words.
+        error: String,
+    },
 }
 
 /// How realising a closure ended.
@@ -114,26 +142,6 @@ pub enum RealiseResult {
     Failed {
         /// Why, in nix's words (capped by the machine).
         message: String,
-    },
-}
-
-/// How a switch ended, with what the host runs afterwards.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "kebab-case")]
-pub enum SwitchOutcome {
-    /// The switch process exited 0.
-    Completed {
-        /// What the host runs now.
-        system: SystemView,
-    },
-    /// The switch process exited non-zero or was killed.
-    Failed {
-        /// Exit code (`None`: killed by a signal).
-        exit_code: Option<i32>,
-        /// The end of its output.
-        output_tail: String,
-        /// What the host runs now.
-        system: SystemView,
     },
 }
 

@@ -6,7 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Millis, ProbeId, Revision, StorePath};
+use crate::time::Millis;
+use crate::types::{ProbeId, Revision, StorePath};
 
 /// How a target closure is put in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -50,6 +51,20 @@ pub enum ProbeMode {
     Enforce,
     /// Reported only; never fails a soak.
     Observe,
+}
+
+/// A host's desired state as the control plane serves it: level-triggered, never consumed by
+/// reading it, so an answer lost on the way loses nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    /// Increases with every change (a new directive, pause, resume).
+    pub revision: Revision,
+    /// The directive in force, if one was ever set.
+    #[serde(default)]
+    pub directive: Option<Directive>,
+    /// The control plane's hold on the host.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A desired state the control plane assigned to a host, with its revision.

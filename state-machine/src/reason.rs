@@ -4,7 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Millis, ProbeId, StorePath};
+use crate::time::Millis;
+use crate::types::{ProbeId, StorePath};
 
 /// Longest output tail kept in a reason, in bytes; longer tails keep their end.
 pub const OUTPUT_TAIL_CAP: usize = 4096;
@@ -27,6 +28,13 @@ pub enum Reason {
         /// The end of its output.
         output_tail: String,
     },
+    /// The switch's unit could not be started.
+    SwitchNotLaunched {
+        /// Why, in the system's words.
+        error: String,
+    },
+    /// The switch's unit vanished without a result (stopped or collected by someone else).
+    SwitchVanished,
     /// The switch did not finish in time.
     SwitchTimedOut {
         /// The limit it exceeded.
@@ -82,11 +90,35 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The switch output this reason carries (a failed switch's, or its cause's), if any.
+    pub fn output_tail(&self) -> Option<&str> {
+        match self {
+            Self::SwitchFailed { output_tail, .. } if !output_tail.is_empty() => Some(output_tail),
+            Self::RollbackFailed { cause } | Self::NoKnownGood { cause } => cause.output_tail(),
+            Self::SwitchFailed { .. }
+            | Self::SwitchNotLaunched { .. }
+            | Self::SwitchVanished
+            | Self::RealiseFailed { .. }
+            | Self::SwitchTimedOut { .. }
+            | Self::VerificationFailed { .. }
+            | Self::Interrupted
+            | Self::RebootedDuringActivation
+            | Self::RebootedDuringSoak
+            | Self::RebootedDuringCommit
+            | Self::BootedOtherGeneration { .. }
+            | Self::ProbeFailed { .. }
+            | Self::RequestedByControlPlane
+            | Self::Drifted { .. } => None,
+        }
+    }
+
     /// A stable short code for metrics and machine consumers.
     pub fn code(&self) -> &'static str {
         match self {
             Self::RealiseFailed { .. } => "realise-failed",
             Self::SwitchFailed { .. } => "switch-failed",
+            Self::SwitchNotLaunched { .. } => "switch-not-launched",
+            Self::SwitchVanished => "switch-vanished",
             Self::SwitchTimedOut { .. } => "switch-timed-out",
             Self::VerificationFailed { .. } => "verification-failed",
             Self::Interrupted => "interrupted",
@@ -117,7 +149,17 @@ impl fmt::Display for Reason {
             } => write!(f, "switch-to-configuration exited with code {code}"),
             Self::SwitchFailed {
                 exit_code: None, ..
-            } => write!(f, "switch-to-configuration was killed by a signal"),
+            } => write!(
+                f,
+                "switch-to-configuration did not exit normally (killed by a signal, or its unit failed before it ran)"
+            ),
+            Self::SwitchNotLaunched { error } => {
+                write!(f, "the switch's unit could not be started: {error}")
+            }
+            Self::SwitchVanished => write!(
+                f,
+                "the switch's unit vanished without a result (stopped or collected by someone else)"
+            ),
             Self::SwitchTimedOut { after } => write!(f, "the switch did not finish within {after}"),
             Self::VerificationFailed { expected, observed } => write!(
                 f,

@@ -1,13 +1,17 @@
 //! The per-host state: one phase at a time, plus what the host knows about its generations.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{ActivationMode, HealthPolicy, LocalPolicy};
-use crate::reason::Reason;
-use crate::types::{Millis, ProbeId, Revision, StorePath, SwitchId, Timestamp};
+use crate::time::{Millis, Timestamp};
+use crate::types::{ProbeId, Revision, StorePath, SwitchId};
+
+pub use crate::phase::{
+    Activating, Committing, Converged, Deferred, Failed, Phase, PhaseKind, Realising, Reverted,
+    RollingBack, Soaking,
+};
 
 /// How many known-good generations a host remembers (oldest are forgotten first).
 pub const KNOWN_GOOD_CAP: usize = 16;
@@ -27,6 +31,24 @@ pub struct State {
     /// The latest `now` seen; a `now` older than this is treated as this, so time never runs
     /// backwards inside the machine.
     pub clock: Timestamp,
+    /// The control plane's hold flag as last seen since the agent started (`None` before the
+    /// first answer): only a change of it pauses or resumes, so a local pause holds until the
+    /// control plane changes its own flag.
+    #[serde(default)]
+    pub control_plane_paused: Option<bool>,
+    /// A switch that found the switch lock taken by another switch, and when to launch it
+    /// again.
+    #[serde(default)]
+    pub relaunch: Option<Relaunch>,
+}
+
+/// A switch waiting to be launched again because another switch held the switch lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relaunch {
+    /// The switch.
+    pub switch: SwitchId,
+    /// When to launch it again.
+    pub at: Timestamp,
 }
 
 /// The part of the state the control plane mirrors.
@@ -94,214 +116,6 @@ pub struct Work {
     pub previous: Option<StorePath>,
 }
 
-/// The phase a host is in. Each phase that carries data has its own struct.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(tag = "phase", rename_all = "kebab-case")]
-pub enum Phase {
-    /// No directive has been carried out yet.
-    #[default]
-    Idle,
-    /// Fetching the target closure; the host is untouched.
-    Realising(Realising),
-    /// A switch to the target is running.
-    Activating(Activating),
-    /// The target runs; probes are watched until the soak ends.
-    Soaking(Soaking),
-    /// test-then-commit: the healthy target is being made the profile and boot entry.
-    Committing(Committing),
-    /// boot mode: the boot entry points at the target; waiting for the host to boot into it.
-    Deferred(Deferred),
-    /// Going back to a known-good closure.
-    RollingBack(RollingBack),
-    /// The host runs the directive's target, committed and healthy.
-    Converged(Converged),
-    /// The host went back to a known-good closure; the reason says why.
-    Reverted(Reverted),
-    /// Work stopped and the host needs attention (a failed realise, a halt, a failed rollback).
-    Failed(Failed),
-}
-
-/// Data of [`Phase::Realising`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Realising {
-    /// The work in progress.
-    pub work: Work,
-}
-
-/// Data of [`Phase::Activating`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Activating {
-    /// The work in progress.
-    pub work: Work,
-    /// The running switch.
-    pub switch: SwitchId,
-    /// When the switch counts as timed out.
-    pub deadline: Timestamp,
-}
-
-/// Data of [`Phase::Soaking`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Soaking {
-    /// The work in progress.
-    pub work: Work,
-    /// When the soak time has passed.
-    pub until: Timestamp,
-}
-
-/// Data of [`Phase::Committing`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Committing {
-    /// The work in progress.
-    pub work: Work,
-    /// The running commit.
-    pub switch: SwitchId,
-    /// When the commit counts as timed out.
-    pub deadline: Timestamp,
-}
-
-/// Data of [`Phase::Deferred`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deferred {
-    /// The work in progress.
-    pub work: Work,
-    /// Whether the agent asked for the reboot itself.
-    pub reboot_requested: bool,
-}
-
-/// Data of [`Phase::RollingBack`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RollingBack {
-    /// The known-good closure being restored.
-    pub to: StorePath,
-    /// Why.
-    pub reason: Reason,
-    /// The target being abandoned and its revision, when a piece of work failed.
-    pub abandoned: Option<(StorePath, Revision)>,
-    /// The running rollback switch.
-    pub switch: SwitchId,
-    /// What the rollback switch runs (to launch it again if it never started).
-    pub job: crate::effect::SwitchJob,
-    /// The switch this rollback replaced (aborted or failed), stopped again at recovery so a
-    /// hung one cannot hold the switch lock.
-    pub replaces: Option<SwitchId>,
-    /// When the rollback counts as timed out.
-    pub deadline: Timestamp,
-}
-
-/// Data of [`Phase::Converged`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Converged {
-    /// The directive revision that is in place.
-    pub revision: Revision,
-    /// The closure the host runs.
-    pub target: StorePath,
-}
-
-/// Data of [`Phase::Reverted`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reverted {
-    /// The known-good closure the host runs again.
-    pub to: StorePath,
-    /// Why the host went back.
-    pub reason: Reason,
-    /// The target that was abandoned, if any.
-    pub abandoned: Option<StorePath>,
-}
-
-/// Data of [`Phase::Failed`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failed {
-    /// What went wrong.
-    pub reason: Reason,
-    /// The target of the work that failed, if any.
-    pub target: Option<StorePath>,
-    /// True when the failure policy said to halt (the host was left as it is on purpose).
-    pub halted: bool,
-}
-
-impl Phase {
-    /// The phase's name as used in documents, metrics and reports.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Idle => "idle",
-            Self::Realising(_) => "realising",
-            Self::Activating(_) => "activating",
-            Self::Soaking(_) => "soaking",
-            Self::Committing(_) => "committing",
-            Self::Deferred(_) => "deferred",
-            Self::RollingBack(_) => "rolling-back",
-            Self::Converged(_) => "converged",
-            Self::Reverted(_) => "reverted",
-            Self::Failed(_) => "failed",
-        }
-    }
-
-    /// Every phase name, in document order.
-    pub const NAMES: [&'static str; 10] = [
-        "idle",
-        "realising",
-        "activating",
-        "soaking",
-        "committing",
-        "deferred",
-        "rolling-back",
-        "converged",
-        "reverted",
-        "failed",
-    ];
-
-    /// True when no work is in progress, so the next directive may start.
-    pub fn is_at_rest(&self) -> bool {
-        match self {
-            Self::Idle | Self::Converged(_) | Self::Reverted(_) | Self::Failed(_) => true,
-            Self::Realising(_)
-            | Self::Activating(_)
-            | Self::Soaking(_)
-            | Self::Committing(_)
-            | Self::Deferred(_)
-            | Self::RollingBack(_) => false,
-        }
-    }
-
-    /// The switch in flight, if one is running.
-    pub fn running_switch(&self) -> Option<SwitchId> {
-        match self {
-            Self::Activating(p) => Some(p.switch),
-            Self::Committing(p) => Some(p.switch),
-            Self::RollingBack(p) => Some(p.switch),
-            Self::Idle
-            | Self::Realising(_)
-            | Self::Soaking(_)
-            | Self::Deferred(_)
-            | Self::Converged(_)
-            | Self::Reverted(_)
-            | Self::Failed(_) => None,
-        }
-    }
-
-    /// The work in progress, if any.
-    pub fn work(&self) -> Option<&Work> {
-        match self {
-            Self::Realising(p) => Some(&p.work),
-            Self::Activating(p) => Some(&p.work),
-            Self::Soaking(p) => Some(&p.work),
-            Self::Committing(p) => Some(&p.work),
-            Self::Deferred(p) => Some(&p.work),
-            Self::Idle
-            | Self::RollingBack(_)
-            | Self::Converged(_)
-            | Self::Reverted(_)
-            | Self::Failed(_) => None,
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// Probe results of the current epoch, by probe.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ProbeBook {
@@ -342,6 +156,8 @@ pub enum DeadlineKind {
         /// The failing probe.
         probe: ProbeId,
     },
+    /// A switch that found the switch lock taken is launched again.
+    SwitchRelaunch,
 }
 
 impl State {
@@ -375,20 +191,12 @@ impl State {
             | Phase::Reverted(_)
             | Phase::Failed(_) => {}
         }
+        if let Some(relaunch) = self.relaunch {
+            candidates.push((relaunch.at, DeadlineKind::SwitchRelaunch));
+        }
         candidates
             .into_iter()
             .filter(|(at, _)| *at > self.clock)
             .min_by(|a, b| a.0.cmp(&b.0))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn phases_display_their_documented_name() {
-        assert_eq!(Phase::Idle.to_string(), "idle");
-        assert_eq!(Phase::NAMES[0], Phase::Idle.name());
     }
 }

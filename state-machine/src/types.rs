@@ -115,8 +115,18 @@ impl From<StorePath> for String {
 }
 
 impl fmt::Display for StorePath {
+    /// The whole path; with `{:#}`, the short form tables and narratives use: the first 7
+    /// characters of the hash and the name (`0123456…-nixos-system-web-01`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        if f.alternate() {
+            let hash = self
+                .0
+                .get(STORE_DIR.len()..STORE_DIR.len() + 7)
+                .unwrap_or_default();
+            write!(f, "{hash}…-{}", self.name())
+        } else {
+            f.write_str(&self.0)
+        }
     }
 }
 
@@ -189,84 +199,6 @@ impl From<ProbeId> for String {
 impl fmt::Display for ProbeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// A point in time in milliseconds, on the agent's clock (wall-anchored, never going backwards
-/// within the state machine: see [`crate::State::clock`]).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct Timestamp(pub u64);
-
-impl Timestamp {
-    /// This time plus a span, saturating at the end of time.
-    pub fn plus(self, span: Millis) -> Self {
-        Self(self.0.saturating_add(span.0))
-    }
-
-    /// The span from `earlier` to this time (zero if `earlier` is later).
-    pub fn since(self, earlier: Timestamp) -> Millis {
-        Millis(self.0.saturating_sub(earlier.0))
-    }
-}
-
-/// A span of time in milliseconds.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct Millis(pub u64);
-
-impl Millis {
-    /// A span of whole seconds.
-    pub const fn from_secs(secs: u64) -> Self {
-        Self(secs.saturating_mul(1000))
-    }
-
-    /// Parses a span written for humans: `500ms`, `30s`, `5m`, `1h` or `1d` (a bare number is
-    /// seconds). The error says what was expected.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let value: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m or 1h"))?;
-        let factor = match unit.trim() {
-            "ms" => 1,
-            "" | "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            other => {
-                return Err(format!(
-                    "unknown unit {other:?} in {text:?}; use ms, s, m, h or d"
-                ));
-            }
-        };
-        value
-            .checked_mul(factor)
-            .map(Self)
-            .ok_or_else(|| format!("{text:?} is too long"))
-    }
-}
-
-impl fmt::Display for Millis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0;
-        if !ms.is_multiple_of(1000) {
-            write!(f, "{ms}ms")
-        } else if !ms.is_multiple_of(60_000) {
-            write!(f, "{}s", ms / 1000)
-        } else if !ms.is_multiple_of(3_600_000) {
-            write!(f, "{}m", ms / 60_000)
-        } else {
-            write!(f, "{}h", ms / 3_600_000)
-        }
     }
 }
 
@@ -362,41 +294,12 @@ mod tests {
     fn values_display_plainly() {
         let input = format!("/nix/store/{HASH}-x");
         assert_eq!(StorePath::parse(&input).unwrap().to_string(), input);
+        assert_eq!(
+            format!("{:#}", StorePath::parse(&input).unwrap()),
+            "0123456…-x"
+        );
         assert_eq!(Revision(7).to_string(), "r7");
         assert_eq!(SwitchId(12).to_string(), "12");
         assert_eq!(ProbeId::control_plane().to_string(), "control-plane");
-    }
-
-    #[test]
-    fn time_arithmetic_saturates() {
-        assert_eq!(Timestamp(u64::MAX).plus(Millis(5)), Timestamp(u64::MAX));
-        assert_eq!(Timestamp(5).since(Timestamp(9)), Millis(0));
-        assert_eq!(Timestamp(9).since(Timestamp(5)), Millis(4));
-        assert_eq!(Millis::from_secs(3), Millis(3000));
-    }
-
-    #[test]
-    fn spans_parse_from_human_text() {
-        assert_eq!(Millis::parse("500ms"), Ok(Millis(500)));
-        assert_eq!(Millis::parse("30s"), Ok(Millis(30_000)));
-        assert_eq!(Millis::parse(" 30 "), Ok(Millis(30_000)));
-        assert_eq!(Millis::parse("5m"), Ok(Millis(300_000)));
-        assert_eq!(Millis::parse("2h"), Ok(Millis(7_200_000)));
-        assert_eq!(Millis::parse("1d"), Ok(Millis(86_400_000)));
-        for bad in ["", "m", "5 minutes", "5w", "-1s", "99999999999999999h"] {
-            assert!(Millis::parse(bad).is_err(), "{bad}");
-        }
-        // What Display prints, parse reads back.
-        for ms in [1500, 30_000, 300_000, 7_200_000] {
-            assert_eq!(Millis::parse(&Millis(ms).to_string()), Ok(Millis(ms)));
-        }
-    }
-
-    #[test]
-    fn millis_display_uses_the_largest_whole_unit() {
-        assert_eq!(Millis(1500).to_string(), "1500ms");
-        assert_eq!(Millis(30_000).to_string(), "30s");
-        assert_eq!(Millis(300_000).to_string(), "5m");
-        assert_eq!(Millis(7_200_000).to_string(), "2h");
     }
 }

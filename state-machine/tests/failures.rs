@@ -69,10 +69,10 @@ fn completed_switch_that_left_the_old_system_is_a_verification_failure() {
     let mut sim = Sim::new();
     activating(&mut sim, 1);
     let effects = sim.switch_done(committed_on(&closure(0)));
-    let failed = effects.iter().any(|e| {
-        matches!(e, Effect::Report(ev) if matches!(&ev.report,
+    let failed = effects.events.iter().any(|ev| {
+        matches!(&ev.report,
             Report::SwitchEnded { verdict: SwitchVerdict::Failed { reason: Reason::VerificationFailed { expected, observed } }, .. }
-                if *expected == closure(1) && *observed == Some(closure(0))))
+                if *expected == closure(1) && *observed == Some(closure(0)))
     });
     assert!(failed, "{effects:?}");
     assert_eq!(sim.phase(), "rolling-back");
@@ -86,18 +86,20 @@ fn activation_timeout_aborts_the_switch_then_rolls_back_and_ignores_its_late_res
     assert!(sim.advance(ACTIVATION_TIMEOUT - 1).is_empty());
     let effects = sim.advance(1);
     let commands = commands(&effects);
-    assert_eq!(commands[0], Effect::AbortSwitch { switch: stuck });
+    assert_eq!(commands[0], Command::AbortSwitch { switch: stuck });
     assert!(
-        matches!(&commands[1], Effect::RunSwitch { job, .. } if job.purpose == SwitchPurpose::Rollback)
+        matches!(&commands[1], Command::RunSwitch { job, .. } if job.purpose == SwitchPurpose::Rollback)
     );
     assert_eq!(commands.len(), 2);
     let late = sim.try_step(Event::SwitchFinished {
         switch: stuck,
-        outcome: SwitchOutcome::Completed {
-            system: live(&closure(1), &closure(0)),
-        },
+        end: exited(0, ""),
+        system: live(&closure(1), &closure(0)),
     });
-    assert!(matches!(late, Err(TransitionError::UnknownSwitch { .. })));
+    assert!(matches!(
+        late,
+        Err(TransitionError::Stale(StaleInput::UnknownSwitch { .. }))
+    ));
     sim.switch_done(committed_on(&closure(0)));
     assert_eq!(
         reverted_reason(&sim),
@@ -198,7 +200,7 @@ fn rollback_timeout_marks_the_host_failed() {
     let effects = sim.advance(ROLLBACK_TIMEOUT);
     assert_eq!(
         commands(&effects),
-        vec![Effect::AbortSwitch { switch: stuck }]
+        vec![Command::AbortSwitch { switch: stuck }]
     );
     assert_eq!(sim.phase(), "failed");
 }
@@ -300,11 +302,8 @@ fn control_plane_rollback_to_an_unknown_closure_is_rejected_with_a_reason() {
     let effects = sim.rollback(Some(3));
     assert!(commands(&effects).is_empty());
     assert_eq!(sim.phase(), "converged");
-    let rejected = effects.iter().find_map(|e| match e {
-        Effect::Report(ev) => match &ev.report {
-            Report::RollbackRejected { reason, .. } => Some(reason.clone()),
-            _ => None,
-        },
+    let rejected = effects.events.iter().find_map(|ev| match &ev.report {
+        Report::RollbackRejected { reason, .. } => Some(reason.clone()),
         _ => None,
     });
     let reason = rejected.expect("a rejection is reported");
@@ -366,7 +365,7 @@ fn pause_records_directives_and_starts_nothing_until_resumed() {
     let effects = sim.step(Event::ResumeRequested);
     assert_eq!(
         commands(&effects),
-        vec![Effect::Realise { target: closure(1) }]
+        vec![Command::Realise { target: closure(1) }]
     );
     assert!(sim.step(Event::ResumeRequested).is_empty());
 }
@@ -432,7 +431,7 @@ fn commit_timeout_aborts_the_commit_and_rolls_back() {
     let effects = sim.advance(1);
     assert_eq!(
         commands(&effects)[0],
-        Effect::AbortSwitch { switch: commit }
+        Command::AbortSwitch { switch: commit }
     );
     assert_eq!(run_switch(&effects).1.closure, closure(0));
     assert_eq!(
@@ -458,8 +457,8 @@ fn switch_ids_are_the_seq_of_the_event_that_launched_them() {
     sim.activate(1);
     let effects = sim.realised(1);
     let (switch, _) = run_switch(&effects);
-    let launched = effects.iter().find_map(|e| match e {
-        Effect::Report(ev) if matches!(ev.report, Report::ActivationStarted { .. }) => Some(ev.seq),
+    let launched = effects.events.iter().find_map(|ev| match ev.report {
+        Report::ActivationStarted { .. } => Some(ev.seq),
         _ => None,
     });
     assert_eq!(Some(switch.0), launched);

@@ -14,7 +14,7 @@ fn test_then_commit_activates_live_soaks_then_commits() {
     assert_eq!(sim.phase(), "realising");
     assert_eq!(
         commands(&effects),
-        vec![Effect::Realise { target: closure(1) }]
+        vec![Command::Realise { target: closure(1) }]
     );
 
     let effects = sim.realised(1);
@@ -33,7 +33,7 @@ fn test_then_commit_activates_live_soaks_then_commits() {
 
     let effects = sim.switch_done(live(&closure(1), &closure(0)));
     assert_eq!(sim.phase(), "soaking");
-    assert_eq!(commands(&effects), vec![Effect::ResetProbes { epoch: 1 }]);
+    assert_eq!(commands(&effects), vec![Command::ResetProbes { epoch: 1 }]);
 
     sim.all_pass();
     assert_eq!(sim.phase(), "soaking", "soak time has not passed");
@@ -110,7 +110,7 @@ fn boot_mode_defers_until_the_host_boots_into_the_target() {
     // The operator reboots; the host comes up on the target and soaks.
     let effects = sim.restart(committed_on(&closure(1)), true, None);
     assert_eq!(sim.phase(), "soaking");
-    assert_eq!(commands(&effects), vec![Effect::ResetProbes { epoch: 1 }]);
+    assert_eq!(commands(&effects), vec![Command::ResetProbes { epoch: 1 }]);
     sim.all_pass();
     sim.advance(SOAK);
     assert_eq!(sim.phase(), "converged");
@@ -126,10 +126,10 @@ fn boot_mode_reboots_itself_when_policy_allows() {
     let mut booted = committed_on(&closure(0));
     booted.profile = Some(closure(1));
     let effects = sim.switch_done(booted.clone());
-    assert_eq!(commands(&effects), vec![Effect::Reboot]);
+    assert_eq!(commands(&effects), vec![Command::Reboot]);
     // The agent was restarted before the reboot happened: it asks again.
     let effects = sim.restart(booted, false, None);
-    assert_eq!(commands(&effects), vec![Effect::Reboot]);
+    assert_eq!(commands(&effects), vec![Command::Reboot]);
 }
 
 #[test]
@@ -149,7 +149,7 @@ fn repeated_directive_is_idempotent_and_older_ones_are_refused() {
     let mut sim = Sim::new();
     sim.activate(1);
     let same = sim.state.host.desired.clone().unwrap();
-    let effects = sim.step(Event::DirectiveReceived(same.clone()));
+    let effects = sim.step(sim.answer(same.clone()));
     assert!(
         effects.is_empty(),
         "the same revision again changes nothing"
@@ -158,16 +158,20 @@ fn repeated_directive_is_idempotent_and_older_ones_are_refused() {
         revision: Revision(0),
         ..same.clone()
     };
-    let err = sim.try_step(Event::DirectiveReceived(older)).unwrap_err();
-    assert!(matches!(err, TransitionError::StaleDirective { .. }));
+    let err = sim.try_step(sim.answer(older)).unwrap_err();
+    assert!(matches!(
+        err,
+        TransitionError::Peer(PeerFault::StaleDirective { .. })
+    ));
     let conflicting = Directive {
         kind: DirectiveKind::Rollback { to: None },
         ..same
     };
-    let err = sim
-        .try_step(Event::DirectiveReceived(conflicting))
-        .unwrap_err();
-    assert!(matches!(err, TransitionError::ConflictingDirective { .. }));
+    let err = sim.try_step(sim.answer(conflicting)).unwrap_err();
+    assert!(matches!(
+        err,
+        TransitionError::Peer(PeerFault::ConflictingDirective { .. })
+    ));
 }
 
 #[test]
@@ -180,7 +184,7 @@ fn newer_directive_during_realise_wins_and_the_old_target_is_never_switched_to()
     let effects = sim.realised(1);
     assert_eq!(
         commands(&effects),
-        vec![Effect::Realise { target: closure(2) }]
+        vec![Command::Realise { target: closure(2) }]
     );
     assert_eq!(
         reports(&effects),
@@ -202,7 +206,7 @@ fn newer_directive_during_activation_waits_for_the_switch_to_end() {
     assert_eq!(sim.phase(), "activating");
     let effects = sim.switch_done(live(&closure(1), &closure(0)));
     assert_eq!(sim.phase(), "realising");
-    assert!(commands(&effects).contains(&Effect::Realise { target: closure(2) }));
+    assert!(commands(&effects).contains(&Command::Realise { target: closure(2) }));
     // The new work still rolls back to the committed generation, not the unproven one.
     assert_eq!(
         sim.state.host.phase.work().unwrap().previous,
@@ -249,7 +253,7 @@ fn realise_failure_fails_the_directive_without_touching_the_host() {
     let effects = sim.activate(1);
     assert_eq!(
         commands(&effects),
-        vec![Effect::Realise { target: closure(1) }]
+        vec![Command::Realise { target: closure(1) }]
     );
 }
 
@@ -260,10 +264,10 @@ fn a_partial_unit_failure_with_the_system_switched_goes_on_to_soak() {
     sim.realised(1);
     let effects = sim.switch_failed(4, "some units failed", live(&closure(1), &closure(0)));
     assert_eq!(sim.phase(), "soaking");
-    let warned = effects.iter().any(|e| {
-        matches!(e, Effect::Report(ev) if matches!(&ev.report,
+    let warned = effects.events.iter().any(|ev| {
+        matches!(&ev.report,
             Report::SwitchEnded { verdict: SwitchVerdict::SucceededWithWarnings { output_tail }, .. }
-                if output_tail == "some units failed"))
+                if output_tail == "some units failed")
     });
     assert!(warned, "the warning is reported: {effects:?}");
 }
@@ -406,18 +410,18 @@ fn verification_names_what_is_out_of_place() {
     sim.activate_with(1, Some(ActivationMode::Switch), HealthOverrides::default());
     sim.realised(1);
     let effects = sim.switch_done(live(&closure(1), &closure(0)));
-    assert!(effects.iter().any(|e| matches!(e, Effect::Report(ev) if matches!(&ev.report,
+    assert!(effects.events.iter().any(|ev| matches!(&ev.report,
         Report::SwitchEnded { verdict: SwitchVerdict::Failed { reason: Reason::VerificationFailed { observed, .. } }, .. }
-            if *observed == Some(closure(0))))));
+            if *observed == Some(closure(0)))));
 
     // switch mode with the profile moved but the live system not: the live system is named.
     let mut sim = Sim::new();
     sim.activate_with(1, Some(ActivationMode::Switch), HealthOverrides::default());
     sim.realised(1);
     let effects = sim.switch_done(live(&closure(0), &closure(1)));
-    assert!(effects.iter().any(|e| matches!(e, Effect::Report(ev) if matches!(&ev.report,
+    assert!(effects.events.iter().any(|ev| matches!(&ev.report,
         Report::SwitchEnded { verdict: SwitchVerdict::Failed { reason: Reason::VerificationFailed { observed, .. } }, .. }
-            if *observed == Some(closure(0))))));
+            if *observed == Some(closure(0)))));
 
     // boot mode with the profile not on the target fails; its profile is named.
     let mut sim = Sim::new();
@@ -427,9 +431,9 @@ fn verification_names_what_is_out_of_place() {
     system.profile = Some(closure(2));
     let effects = sim.switch_done(system);
     assert_eq!(sim.phase(), "rolling-back");
-    assert!(effects.iter().any(|e| matches!(e, Effect::Report(ev) if matches!(&ev.report,
+    assert!(effects.events.iter().any(|ev| matches!(&ev.report,
         Report::SwitchEnded { verdict: SwitchVerdict::Failed { reason: Reason::VerificationFailed { observed, .. } }, .. }
-            if *observed == Some(closure(2))))));
+            if *observed == Some(closure(2)))));
 }
 
 #[test]
@@ -440,7 +444,7 @@ fn boot_mode_on_a_host_already_running_the_target_soaks_at_once() {
     sim.realised(1);
     let effects = sim.switch_done(committed_on(&closure(1)));
     assert_eq!(sim.phase(), "soaking");
-    assert_eq!(commands(&effects), vec![Effect::ResetProbes { epoch: 1 }]);
+    assert_eq!(commands(&effects), vec![Command::ResetProbes { epoch: 1 }]);
 }
 
 #[test]
@@ -473,20 +477,25 @@ fn rollback_jobs_follow_what_the_mode_touched() {
 
 #[test]
 fn a_finished_switch_unit_is_released_only_after_its_result_is_recorded() {
+    // Events are persisted before any command runs (the contract of `Step`), so a release
+    // that comes with the switch-ended report runs only once that report is durable.
     let mut sim = Sim::new();
     sim.activate(1);
     sim.realised(1);
     let switch = sim.switch();
     let effects = sim.switch_done(live(&closure(1), &closure(0)));
-    let ended = effects
-        .iter()
-        .position(
-            |e| matches!(e, Effect::Report(ev) if matches!(ev.report, Report::SwitchEnded { .. })),
-        )
-        .expect("switch-ended reported");
-    let released = effects
-        .iter()
-        .position(|e| *e == Effect::ReleaseSwitch { switch })
-        .expect("unit released");
-    assert!(ended < released);
+    assert!(effects.reported(|r| matches!(r, Report::SwitchEnded { .. })));
+    assert!(
+        effects
+            .commands
+            .contains(&Command::ReleaseSwitch { switch })
+    );
+    let still_running = sim.activate(2);
+    assert!(
+        !still_running
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::ReleaseSwitch { .. })),
+        "nothing is released without a recorded end"
+    );
 }

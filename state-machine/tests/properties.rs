@@ -31,7 +31,7 @@ enum Action {
     RealiseOther(usize),
     /// The switch in flight ends (or a bogus id, when `bogus`).
     SwitchEnds {
-        exit: Option<i32>,
+        end: End,
         current: Choice,
         profile: Choice,
         bogus: bool,
@@ -52,6 +52,34 @@ enum Action {
     },
     /// Replay one of the events already applied.
     Replay(usize),
+    /// The control plane answers with its hold flag set or not.
+    ControlPlaneHold(bool),
+    /// The answer to an agent-upgrade check.
+    UpgradeChecked(bool),
+}
+
+/// How a switch ends in a generated run.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Exit(i32),
+    /// It exited non-zero because another switch held the lock.
+    LostLock,
+    /// It was not launched because the lock was held.
+    LockHeld,
+    Vanished,
+    NotLaunched,
+}
+
+fn end() -> impl Strategy<Value = End> {
+    prop_oneof![
+        6 => Just(End::Exit(0)),
+        2 => Just(End::Exit(1)),
+        1 => Just(End::Exit(4)),
+        1 => Just(End::LostLock),
+        1 => Just(End::LockHeld),
+        1 => Just(End::Vanished),
+        1 => Just(End::NotLaunched),
+    ]
 }
 
 /// A closure to observe: the work's target, the known-good one, or a fixed one.
@@ -89,13 +117,8 @@ fn action() -> impl Strategy<Value = Action> {
         3 => Just(Action::RealiseOk),
         1 => Just(Action::RealiseFailed),
         1 => (0usize..4).prop_map(Action::RealiseOther),
-        4 => (
-            prop_oneof![Just(None), Just(Some(1)), Just(Some(4))],
-            choice(),
-            choice(),
-            proptest::bool::weighted(0.1)
-        )
-            .prop_map(|(exit, current, profile, bogus)| Action::SwitchEnds { exit, current, profile, bogus }),
+        4 => (end(), choice(), choice(), proptest::bool::weighted(0.1))
+            .prop_map(|(end, current, profile, bogus)| Action::SwitchEnds { end, current, profile, bogus }),
         6 => (0usize..4, proptest::bool::weighted(0.7), proptest::bool::weighted(0.1))
             .prop_map(|(which, passed, stale)| Action::Probe { which, passed, stale }),
         4 => Just(Action::Tick),
@@ -105,6 +128,8 @@ fn action() -> impl Strategy<Value = Action> {
             Action::Restart { reboot, current, profile, unit }
         }),
         1 => (0usize..64).prop_map(Action::Replay),
+        1 => any::<bool>().prop_map(Action::ControlPlaneHold),
+        1 => proptest::bool::weighted(0.3).prop_map(Action::UpgradeChecked),
     ]
 }
 
@@ -128,6 +153,7 @@ struct World {
     host_after: BTreeMap<u64, Host>,
     switch_ends: BTreeMap<SwitchId, u32>,
     max_revision: Option<Revision>,
+    control_plane_paused: bool,
 }
 
 impl World {
@@ -142,6 +168,7 @@ impl World {
             host_after: BTreeMap::new(),
             switch_ends: BTreeMap::new(),
             max_revision: None,
+            control_plane_paused: false,
         };
         let start = Event::Started(Observation {
             system: committed_on(&closure(0)),
@@ -176,7 +203,7 @@ impl World {
                 soak_ms,
             } => {
                 self.revision += 1;
-                Event::DirectiveReceived(Directive {
+                self.answer(Directive {
                     revision: Revision(self.revision),
                     kind: DirectiveKind::Activate {
                         target: closure(*target),
@@ -191,7 +218,7 @@ impl World {
             }
             Action::Rollback { to } => {
                 self.revision += 1;
-                Event::DirectiveReceived(Directive {
+                self.answer(Directive {
                     revision: Revision(self.revision),
                     kind: DirectiveKind::Rollback {
                         to: to.map(closure),
@@ -201,7 +228,7 @@ impl World {
             Action::OldDirective(back) => {
                 let mut d = host.desired.clone()?;
                 d.revision = Revision(d.revision.0.saturating_sub(*back));
-                Event::DirectiveReceived(d)
+                self.answer(d)
             }
             Action::RealiseOk | Action::RealiseFailed => {
                 let target = match &host.phase {
@@ -221,7 +248,7 @@ impl World {
                 result: RealiseResult::Realised,
             },
             Action::SwitchEnds {
-                exit,
+                end,
                 current,
                 profile,
                 bogus,
@@ -236,15 +263,26 @@ impl World {
                     booted: host.system.booted.clone(),
                     profile: Some(self.pick(*profile)),
                 };
-                let outcome = match exit {
-                    None => SwitchOutcome::Completed { system },
-                    Some(code) => SwitchOutcome::Failed {
-                        exit_code: Some(*code),
-                        output_tail: "tail".into(),
-                        system,
+                let exit = |code, tail: &str| {
+                    SwitchEnd::Exited(SwitchExit {
+                        code: Some(code),
+                        output_tail: tail.into(),
+                    })
+                };
+                let end = match end {
+                    End::Exit(code) => exit(*code, "tail"),
+                    End::LostLock => exit(1, "Could not acquire lock"),
+                    End::LockHeld => SwitchEnd::LockHeld,
+                    End::Vanished => SwitchEnd::Vanished,
+                    End::NotLaunched => SwitchEnd::NotLaunched {
+                        error: "no bus".into(),
                     },
                 };
-                Event::SwitchFinished { switch, outcome }
+                Event::SwitchFinished {
+                    switch,
+                    end,
+                    system,
+                }
             }
             Action::Probe {
                 which,
@@ -291,10 +329,10 @@ impl World {
                     0 => None,
                     1 => Some(UnitState::Running),
                     2 => Some(UnitState::Gone),
-                    _ => Some(UnitState::Exited {
-                        exit_code: Some(1),
+                    _ => Some(UnitState::Exited(SwitchExit {
+                        code: Some(1),
                         output_tail: String::new(),
-                    }),
+                    })),
                 };
                 Event::Started(Observation {
                     system,
@@ -310,6 +348,26 @@ impl World {
                 }
                 self.applied[i % self.applied.len()].clone()
             }
+            Action::ControlPlaneHold(paused) => {
+                self.control_plane_paused = *paused;
+                Event::DesiredObserved(DesiredState {
+                    revision: Revision(self.revision),
+                    directive: host.desired.clone(),
+                    paused: *paused,
+                })
+            }
+            Action::UpgradeChecked(changed) => Event::AgentUpgradeChecked {
+                upgrade: changed.then(|| "a new agent".to_owned()),
+            },
+        })
+    }
+
+    /// The control plane's answer carrying `directive` and its hold flag.
+    fn answer(&self, directive: Directive) -> Event {
+        Event::DesiredObserved(DesiredState {
+            revision: directive.revision,
+            directive: Some(directive),
+            paused: self.control_plane_paused,
         })
     }
 
@@ -320,18 +378,19 @@ impl World {
         let result = step(&before, event.clone(), now);
         // Deterministic.
         prop_assert_eq!(&result, &step(&before, event.clone(), now));
-        let Ok((after, effects)) = result else {
+        let Ok(Step {
+            state: after,
+            events,
+            commands,
+        }) = result
+        else {
             return Ok(());
         };
-        check_step(self, &before, &event, &after, &effects)?;
-        if let Event::DirectiveReceived(d) = &event {
-            self.max_revision = self.max_revision.max(Some(d.revision));
-        }
-        for effect in &effects {
-            if let Effect::Report(ev) = effect {
-                self.emitted.push(ev.clone());
-            }
-        }
+        check_step(self, &before, &event, &after, &events, &commands)?;
+        self.max_revision = self
+            .max_revision
+            .max(after.host.desired.as_ref().map(|d| d.revision));
+        self.emitted.extend(events);
         if after.host.seq != before.host.seq {
             self.host_after.insert(after.host.seq, after.host.clone());
         }
@@ -346,24 +405,33 @@ fn check_step(
     before: &State,
     event: &Event,
     after: &State,
-    effects: &[Effect],
+    events: &[OutboundEvent],
+    commands: &[Command],
 ) -> Result<(), TestCaseError> {
     // Seqs increase by exactly one, across steps too.
     let mut seq = before.host.seq;
-    for effect in effects {
-        if let Effect::Report(ev) = effect {
-            prop_assert_eq!(ev.seq, seq + 1);
-            seq = ev.seq;
-        }
+    for ev in events {
+        prop_assert_eq!(ev.seq, seq + 1);
+        seq = ev.seq;
     }
     prop_assert_eq!(after.host.seq, seq);
 
+    // The shell restarts into a new agent only with no work in progress.
+    if commands
+        .iter()
+        .any(|c| matches!(c, Command::Restart { .. }))
+    {
+        prop_assert!(after.host.phase.is_at_rest());
+        let asked = matches!(event, Event::AgentUpgradeChecked { upgrade: Some(_) });
+        prop_assert!(asked, "restart without an upgrade: {:?}", event);
+    }
+
     // At most one switch in flight: a new switch starts only once the previous one ended
     // (finished, aborted, or found ended by recovery).
-    let runs: Vec<(SwitchId, SwitchJob)> = effects
+    let runs: Vec<(SwitchId, SwitchJob)> = commands
         .iter()
         .filter_map(|e| match e {
-            Effect::RunSwitch { switch, job } => Some((*switch, job.clone())),
+            Command::RunSwitch { switch, job } => Some((*switch, job.clone())),
             _ => None,
         })
         .collect();
@@ -373,10 +441,15 @@ fn check_step(
         if let Some(previous) = before.host.phase.running_switch() {
             let finished =
                 matches!(event, Event::SwitchFinished { switch, .. } if *switch == previous);
-            let aborted = effects.contains(&Effect::AbortSwitch { switch: previous });
+            let aborted = commands.contains(&Command::AbortSwitch { switch: previous });
             let recovered = matches!(event, Event::Started(_));
+            // A switch that found the lock taken is launched again under its own id.
+            let relaunched = *id == previous
+                && before
+                    .relaunch
+                    .is_some_and(|relaunch| relaunch.switch == previous);
             prop_assert!(
-                finished || aborted || recovered,
+                finished || aborted || recovered || relaunched,
                 "switch {} still running",
                 previous
             );
@@ -393,18 +466,18 @@ fn check_step(
     }
 
     // Every started switch ends in exactly one terminal outcome.
-    for effect in effects {
-        if let Effect::Report(OutboundEvent {
-            report: Report::SwitchEnded { switch, .. },
-            ..
-        }) = effect
-        {
+    for ev in events {
+        if let Report::SwitchEnded { switch, .. } = &ev.report {
             let count = world.switch_ends.entry(*switch).or_default();
             *count += 1;
             prop_assert_eq!(*count, 1, "switch {} ended twice", switch);
         }
     }
-    if let Event::SwitchFinished { switch, .. } = event {
+    if let Event::SwitchFinished { switch, .. } = event
+        && after
+            .relaunch
+            .is_none_or(|relaunch| relaunch.switch != *switch)
+    {
         prop_assert_ne!(after.host.phase.running_switch(), Some(*switch));
     }
 
@@ -417,20 +490,10 @@ fn check_step(
             after.host.system
         );
     }
-    let soak_ended = effects.iter().any(|e| {
-        matches!(
-            e,
-            Effect::Report(OutboundEvent {
-                report: Report::CommitStarted { .. },
-                ..
-            })
-        ) || (matches!(
-            e,
-            Effect::Report(OutboundEvent {
-                report: Report::Converged { .. },
-                ..
-            })
-        ) && matches!(before.host.phase, Phase::Soaking(_)))
+    let soak_ended = events.iter().any(|ev| {
+        matches!(ev.report, Report::CommitStarted { .. })
+            || (matches!(ev.report, Report::Converged { .. })
+                && matches!(before.host.phase, Phase::Soaking(_)))
     });
     if soak_ended {
         let Phase::Soaking(soaking) = &before.host.phase else {
@@ -457,7 +520,9 @@ fn check_step(
     prop_assert_eq!(
         after.host.desired.as_ref().map(|d| d.revision),
         world.max_revision.max(match event {
-            Event::DirectiveReceived(d) => Some(d.revision),
+            Event::DesiredObserved(DesiredState {
+                directive: Some(d), ..
+            }) => Some(d.revision),
             _ => None,
         })
     );
@@ -484,10 +549,8 @@ fn run(actions: &[(i64, Action)]) -> Result<World, TestCaseError> {
     Ok(world)
 }
 
-fn feed(mirror: &State, event: &OutboundEvent) -> State {
-    step(mirror, Event::Reported(event.clone()), Timestamp(0))
-        .expect("the mirror accepts every event in order")
-        .0
+fn feed(mirror: &mut State, event: &OutboundEvent) {
+    mirror::apply(mirror, event).expect("the mirror accepts every event in order");
 }
 
 proptest! {
@@ -513,15 +576,15 @@ proptest! {
         let mut mirror = State::default();
         let mut delivered = 0usize;
         for (i, event) in world.emitted.iter().enumerate() {
-            mirror = feed(&mirror, event);
+            feed(&mut mirror, event);
             delivered = i + 1;
             // Re-deliver some earlier events: acknowledged and ignored.
             for dup in &duplicates {
                 if dup.index(world.emitted.len()) <= i {
                     let earlier = &world.emitted[dup.index(world.emitted.len())];
-                    let (again, effects) = step(&mirror, Event::Reported(earlier.clone()), Timestamp(0)).unwrap();
-                    prop_assert_eq!(&again.host, &mirror.host);
-                    prop_assert!(effects.is_empty());
+                    let before = mirror.clone();
+                    prop_assert_eq!(mirror::apply(&mut mirror, earlier), Ok(mirror::Applied::Duplicate));
+                    prop_assert_eq!(&before, &mirror);
                 }
             }
             if let Some(host) = world.host_after.get(&event.seq) {
@@ -537,33 +600,26 @@ proptest! {
         actions in proptest::collection::vec((time_step(), action()), 1..80),
     ) {
         let world = run(&actions)?;
-        // Replace every run of probe observations by one gap marker, as a full queue would.
-        let mut compacted: Vec<OutboundEvent> = Vec::new();
-        let mut run_start: Option<u64> = None;
-        let mut dropped = 0u64;
-        for (i, event) in world.emitted.iter().enumerate() {
-            if event.report.is_lifecycle() {
-                compacted.push(event.clone());
-                continue;
+        // Compact the whole queue with the machine's own plan, twice (a full queue compacts
+        // again as it grows), exactly as the agent's store applies it.
+        let mut queue: BTreeMap<u64, OutboundEvent> =
+            world.emitted.iter().map(|e| (e.seq, e.clone())).collect();
+        for _ in 0..2 {
+            let entries: Vec<queue::Entry> = queue
+                .values()
+                .map(|e| queue::Entry { seq: e.seq, at: e.at, kind: queue::EntryKind::of(e) })
+                .collect();
+            let plan = queue::plan(&entries);
+            for seq in &plan.remove {
+                queue.remove(seq);
             }
-            run_start.get_or_insert(event.seq);
-            dropped += 1;
-            let next_is_probe = world.emitted.get(i + 1).is_some_and(|n| !n.report.is_lifecycle());
-            if !next_is_probe {
-                compacted.push(OutboundEvent {
-                    seq: event.seq,
-                    at: event.at,
-                    report: Report::Gap {
-                        from_seq: run_start.take().unwrap_or(event.seq),
-                        cause: GapCause::Compacted { dropped },
-                    },
-                });
-                dropped = 0;
+            for gap in plan.insert {
+                queue.insert(gap.seq, gap);
             }
         }
         let mut mirror = State::default();
-        for event in &compacted {
-            mirror = feed(&mirror, event);
+        for event in queue.values() {
+            feed(&mut mirror, event);
         }
         prop_assert_eq!(&mirror.host, &world.state.host);
     }
@@ -580,9 +636,8 @@ proptest! {
             prop_assert_eq!(&serde_json::from_str::<Event>(&text).unwrap(), event);
         }
         for event in &world.emitted {
-            let effect = Effect::Report(event.clone());
-            let text = serde_json::to_string(&effect).unwrap();
-            prop_assert_eq!(serde_json::from_str::<Effect>(&text).unwrap(), effect);
+            let text = serde_json::to_string(event).unwrap();
+            prop_assert_eq!(&serde_json::from_str::<OutboundEvent>(&text).unwrap(), event);
         }
     }
 }

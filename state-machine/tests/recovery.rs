@@ -43,7 +43,7 @@ fn first_start_reports_what_the_host_runs_and_takes_it_as_known_good() {
 
 #[test]
 fn store_reset_is_reported() {
-    let (state, effects) = step(
+    let Step { state, events, .. } = step(
         &State::default(),
         Event::Started(Observation {
             system: committed_on(&closure(0)),
@@ -55,10 +55,8 @@ fn store_reset_is_reported() {
         Timestamp(5),
     )
     .unwrap();
-    assert!(
-        matches!(&effects[0], Effect::Report(ev) if matches!(&ev.report,
-        Report::Recovered { store_reset: Some(r), .. } if r == "checksum mismatch"))
-    );
+    assert!(matches!(&events[0].report,
+        Report::Recovered { store_reset: Some(r), .. } if r == "checksum mismatch"));
     assert_eq!(state.host.seq, 2);
 }
 
@@ -69,7 +67,7 @@ fn realising_realises_again() {
     let effects = sim.restart(committed_on(&closure(0)), false, None);
     assert_eq!(
         commands(&effects),
-        vec![Effect::Realise { target: closure(1) }]
+        vec![Command::Realise { target: closure(1) }]
     );
 }
 
@@ -79,7 +77,7 @@ fn activating_with_the_unit_still_running_is_followed_not_restarted() {
     activating(&mut sim, 1, ActivationMode::TestThenCommit);
     let switch = sim.switch();
     let effects = sim.restart(committed_on(&closure(0)), false, Some(UnitState::Running));
-    assert_eq!(commands(&effects), vec![Effect::WatchSwitch { switch }]);
+    assert_eq!(commands(&effects), vec![Command::WatchSwitch { switch }]);
     assert_eq!(sim.phase(), "activating");
 }
 
@@ -89,17 +87,17 @@ fn activating_whose_unit_finished_while_the_agent_was_down_completes() {
     activating(&mut sim, 1, ActivationMode::TestThenCommit);
     let effects = sim.restart(live(&closure(1), &closure(0)), false, Some(UnitState::Gone));
     assert_eq!(sim.phase(), "soaking");
-    assert!(commands(&effects).contains(&Effect::ResetProbes { epoch: 1 }));
+    assert!(commands(&effects).contains(&Command::ResetProbes { epoch: 1 }));
 }
 
 #[test]
 fn activating_whose_unit_failed_while_the_agent_was_down_rolls_back() {
     let mut sim = Sim::new();
     activating(&mut sim, 1, ActivationMode::TestThenCommit);
-    let unit = UnitState::Exited {
-        exit_code: Some(1),
+    let unit = UnitState::Exited(SwitchExit {
+        code: Some(1),
         output_tail: "failed".into(),
-    };
+    });
     sim.restart(live(&closure(1), &closure(0)), false, Some(unit));
     assert_eq!(sim.phase(), "rolling-back");
     assert_eq!(reason_of(&sim).code(), "switch-failed");
@@ -186,7 +184,7 @@ fn agent_restart_during_soak_keeps_soaking_in_the_same_epoch() {
     soaking(&mut sim, 1, ActivationMode::TestThenCommit);
     sim.probe(web(), true);
     let effects = sim.restart(live(&closure(1), &closure(0)), false, None);
-    assert_eq!(commands(&effects), vec![Effect::ResetProbes { epoch: 1 }]);
+    assert_eq!(commands(&effects), vec![Command::ResetProbes { epoch: 1 }]);
     assert_eq!(sim.phase(), "soaking");
     assert!(sim.state.probes.records.get(&web()).unwrap().passed);
 }
@@ -197,7 +195,7 @@ fn reboot_during_switch_soak_on_the_target_starts_the_soak_again() {
     soaking(&mut sim, 1, ActivationMode::Switch);
     sim.all_pass();
     let effects = sim.restart(committed_on(&closure(1)), true, None);
-    assert_eq!(commands(&effects), vec![Effect::ResetProbes { epoch: 2 }]);
+    assert_eq!(commands(&effects), vec![Command::ResetProbes { epoch: 2 }]);
     assert!(
         sim.state.probes.records.is_empty(),
         "health is judged again after a boot"
@@ -238,7 +236,7 @@ fn committing_recovers_from_what_the_host_shows() {
         false,
         Some(UnitState::Running),
     );
-    assert_eq!(commands(&effects), vec![Effect::WatchSwitch { switch }]);
+    assert_eq!(commands(&effects), vec![Command::WatchSwitch { switch }]);
 
     let mut sim = Sim::new();
     commit(&mut sim);
@@ -298,10 +296,10 @@ fn rolling_back_recovers_from_what_the_host_shows() {
     assert_eq!(
         commands(&effects),
         vec![
-            Effect::AbortSwitch {
+            Command::AbortSwitch {
                 switch: failed_activation
             },
-            Effect::WatchSwitch { switch }
+            Command::WatchSwitch { switch }
         ]
     );
 
@@ -386,9 +384,8 @@ fn illegal_inputs_are_typed_errors_and_change_nothing() {
     let cases = [
         Event::SwitchFinished {
             switch: SwitchId(99),
-            outcome: SwitchOutcome::Completed {
-                system: committed_on(&closure(0)),
-            },
+            end: exited(0, ""),
+            system: committed_on(&closure(0)),
         },
         Event::RealiseFinished {
             target: closure(1),
@@ -420,18 +417,20 @@ fn illegal_inputs_are_typed_errors_and_change_nothing() {
             result: RealiseResult::Realised,
         })
         .unwrap_err();
-    assert!(matches!(err, TransitionError::UnknownRealise { .. }));
+    assert!(matches!(
+        err,
+        TransitionError::Stale(StaleInput::UnknownRealise { .. })
+    ));
     let err = sim
         .try_step(Event::SwitchFinished {
             switch: SwitchId(1),
-            outcome: SwitchOutcome::Completed {
-                system: committed_on(&closure(1)),
-            },
+            end: exited(0, ""),
+            system: committed_on(&closure(1)),
         })
         .unwrap_err();
     assert!(matches!(
         err,
-        TransitionError::UnknownSwitch { running: None, .. }
+        TransitionError::Stale(StaleInput::UnknownSwitch { running: None, .. })
     ));
 }
 
@@ -451,7 +450,10 @@ fn stale_probe_results_from_before_an_activation_do_not_count() {
             detail: String::new(),
         }))
         .unwrap_err();
-    assert!(matches!(err, TransitionError::StaleProbeResult { .. }));
+    assert!(matches!(
+        err,
+        TransitionError::Stale(StaleInput::StaleProbeResult { .. })
+    ));
     assert!(sim.state.probes.records.is_empty());
 }
 
@@ -462,21 +464,21 @@ fn mirror_ignores_duplicates_and_refuses_gaps() {
     let events = sim.log.clone();
     let mut mirror = State::default();
     for event in &events[..3] {
-        mirror = step(&mirror, Event::Reported(event.clone()), Timestamp(0))
-            .unwrap()
-            .0;
+        assert_eq!(mirror::apply(&mut mirror, event), Ok(mirror::Applied::New));
     }
-    let again = step(&mirror, Event::Reported(events[1].clone()), Timestamp(0)).unwrap();
-    assert_eq!(again.0.host, mirror.host, "a duplicate is ignored");
-    assert!(again.1.is_empty());
-    let err = step(&mirror, Event::Reported(events[5].clone()), Timestamp(0)).unwrap_err();
+    let before = mirror.clone();
+    let again = mirror::apply(&mut mirror, &events[1]);
+    assert_eq!(again, Ok(mirror::Applied::Duplicate));
+    assert_eq!(mirror, before, "a duplicate is ignored");
+    let err = mirror::apply(&mut mirror, &events[5]).unwrap_err();
     assert_eq!(
         err,
-        TransitionError::SeqGap {
+        MirrorError::SeqGap {
             expected: 4,
             got: 6
         }
     );
+    assert_eq!(mirror, before, "a refused event changes nothing");
     // A gap marker covering 4..=5 lets 6 apply.
     let gap = OutboundEvent {
         seq: 5,
@@ -488,7 +490,7 @@ fn mirror_ignores_duplicates_and_refuses_gaps() {
             },
         },
     };
-    let (mirror, _) = step(&mirror, Event::Reported(gap), Timestamp(0)).unwrap();
+    assert_eq!(mirror::apply(&mut mirror, &gap), Ok(mirror::Applied::New));
     assert_eq!(mirror.host.seq, 5);
 }
 
@@ -508,8 +510,14 @@ fn mirror_flags_a_report_that_does_not_fit() {
             deadline: Timestamp(1),
         },
     };
-    let err = step(&State::default(), Event::Reported(bogus), Timestamp(0)).unwrap_err();
-    assert!(matches!(err, TransitionError::Diverged(_)));
+    let mut mirror = State::default();
+    let err = mirror::apply(&mut mirror, &bogus).unwrap_err();
+    assert!(matches!(err, MirrorError::Diverged(_)));
+    assert_eq!(
+        mirror,
+        State::default(),
+        "a report that does not fit changes nothing"
+    );
 }
 
 #[test]
@@ -558,7 +566,7 @@ fn a_timeout_that_passed_while_the_agent_was_down_fires_at_recovery() {
     );
     let commands = commands(&effects);
     assert!(
-        commands.contains(&Effect::AbortSwitch { switch: hung }),
+        commands.contains(&Command::AbortSwitch { switch: hung }),
         "{commands:?}"
     );
     assert_eq!(sim.phase(), "rolling-back");
@@ -582,7 +590,7 @@ fn a_result_arriving_after_the_deadline_does_not_swallow_the_timeout() {
         passed: true,
         detail: String::new(),
     }));
-    assert!(commands(&effects).contains(&Effect::AbortSwitch { switch: hung }));
+    assert!(commands(&effects).contains(&Command::AbortSwitch { switch: hung }));
     assert_eq!(sim.phase(), "rolling-back");
 }
 
@@ -601,8 +609,8 @@ fn a_rollback_found_at_recovery_stops_the_switch_it_replaced_again() {
     assert_eq!(
         commands(&effects),
         vec![
-            Effect::AbortSwitch { switch: hung },
-            Effect::WatchSwitch {
+            Command::AbortSwitch { switch: hung },
+            Command::WatchSwitch {
                 switch: sim.switch()
             }
         ]

@@ -146,7 +146,9 @@ impl Harness {
         };
         harness.agent.start()?;
         harness.wait_for("the agent to report in, idle", |detail| {
-            detail.row.phase == "idle" && detail.mirror.seq > 0 && detail.last_heartbeat.is_some()
+            detail.row.phase.name() == "idle"
+                && detail.mirror.seq > 0
+                && detail.last_heartbeat.is_some()
         })?;
         Ok(harness)
     }
@@ -249,7 +251,7 @@ impl Harness {
     /// Waits until the mirror shows `phase`.
     pub fn wait_for_phase(&mut self, phase: &str) -> Result<HostDetail> {
         self.wait_for(&format!("phase {phase}"), |detail| {
-            detail.row.phase == phase
+            detail.row.phase.name() == phase
         })
     }
 
@@ -259,7 +261,7 @@ impl Harness {
         let detail = self.wait_for(&format!("{revision} handled, at rest"), |detail| {
             detail.mirror.handled == Some(revision) && detail.mirror.phase.is_at_rest()
         })?;
-        if detail.row.phase != phase {
+        if detail.row.phase.name() != phase {
             return Err(HarnessError::Unexpected {
                 what: format!(
                     "host {} came to rest {} after {revision}, expected {phase}",

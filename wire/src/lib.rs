@@ -5,21 +5,25 @@
 //! validated types and checks every list and string against its cap. `docs/protocol.md` is the
 //! prose version of this crate.
 
+mod agent_api;
 mod error;
 mod ids;
-mod messages;
+mod operator_api;
+mod validate;
 mod version;
 
+pub use agent_api::*;
 pub use error::{ErrorBody, ErrorCode, RetryClass, WireError, classify_status};
 pub use ids::{HostId, Secret, Tag};
-pub use messages::*;
+pub use operator_api::*;
 pub use version::{
     PROTOCOL_HEADER, PROTOCOL_MAJOR, PROTOCOL_MINOR, VersionError, check_version, protocol_version,
 };
 
 pub use fleetnode_state_machine::{
-    ActivationMode, Directive, DirectiveKind, FailurePolicy, GapCause, HealthOverrides, Millis,
-    OutboundEvent, ProbeId, ProbeMode, Report, Revision, StorePath, SystemView, Timestamp,
+    ActivationMode, DeadlineKind, DesiredState, Directive, DirectiveKind, FailurePolicy, GapCause,
+    HealthOverrides, Millis, OutboundEvent, PhaseKind, ProbeId, ProbeMode, Reason, Report,
+    Revision, StorePath, SystemView, Timestamp,
 };
 
 /// Largest request or response body either side accepts, in bytes.

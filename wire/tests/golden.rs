@@ -82,6 +82,7 @@ fn events() -> Vec<OutboundEvent> {
         },
         Report::SwitchEnded {
             switch: SwitchId(41),
+            purpose: SwitchPurpose::Activate,
             system: system(new()),
             verdict: SwitchVerdict::SucceededWithWarnings {
                 output_tail: "warning: the following units failed: foo.service\n".into(),
@@ -123,11 +124,12 @@ fn events() -> Vec<OutboundEvent> {
         .collect()
 }
 
-fn heartbeat() -> Heartbeat {
-    Heartbeat {
+fn status() -> AgentStatus {
+    AgentStatus {
         agent_version: "0.1.0".into(),
-        sent_at: Timestamp(1_700_000_030_000),
-        phase: "soaking".into(),
+        at: Timestamp(1_700_000_030_000),
+        phase: PhaseKind::Soaking,
+        reason: None,
         paused: false,
         handled_revision: Some(Revision(7)),
         desired_revision: Some(Revision(7)),
@@ -135,10 +137,11 @@ fn heartbeat() -> Heartbeat {
         system: system(new()),
         stream: 0x5eed_f1ee_7000_0001,
         last_seq: 44,
+        probe_epoch: 3,
         queue: QueueSummary {
             depth: 2,
             bytes: 912,
-            oldest_age_ms: Some(Millis(1_500)),
+            oldest_at: Some(Timestamp(1_700_000_028_500)),
             dead_letters: 0,
         },
         probes: vec![ProbeSummary {
@@ -153,6 +156,10 @@ fn heartbeat() -> Heartbeat {
             restarts: 0,
             last_error: None,
         }],
+        next_deadline: Some(NextDeadline {
+            at: Timestamp(1_700_000_300_000),
+            kind: DeadlineKind::SoakEnd,
+        }),
     }
 }
 
@@ -160,7 +167,7 @@ fn row() -> HostRow {
     HostRow {
         id: host(),
         tags: vec![Tag::parse("prod").unwrap()],
-        phase: "soaking".into(),
+        phase: PhaseKind::Soaking,
         current: Some(new()),
         target: Some(new()),
         desired_revision: Revision(7),
@@ -249,8 +256,23 @@ fn event_ack() {
 }
 
 #[test]
-fn heartbeat_message() {
-    check("heartbeat", heartbeat());
+fn agent_status() {
+    check("agent-status", status());
+    // A failed host says why, and a deadline tied to a probe names it.
+    let failed = AgentStatus {
+        phase: PhaseKind::Failed,
+        reason: Some(Reason::SwitchNotLaunched {
+            error: "Failed to connect to bus: No such file or directory".into(),
+        }),
+        next_deadline: Some(NextDeadline {
+            at: Timestamp(1_700_000_090_000),
+            kind: DeadlineKind::SustainedFailure {
+                probe: ProbeId::parse("nginx").unwrap(),
+            },
+        }),
+        ..status()
+    };
+    check("agent-status-failed", failed);
 }
 
 #[test]
@@ -364,7 +386,7 @@ fn host_detail() {
             desired: desired(),
             mirror: mirror(),
             divergence: None,
-            last_heartbeat: Some(heartbeat()),
+            last_heartbeat: Some(status()),
             recent_events: events(),
         },
     );

@@ -76,10 +76,10 @@ fn batches_must_be_ordered_and_non_empty() {
 #[test]
 fn heartbeat_phase_must_be_known() {
     let body = serde_json::json!({
-        "agent_version": "0.1.0", "sent_at": 1, "phase": "dancing", "paused": false,
+        "agent_version": "0.1.0", "at": 1, "phase": "dancing", "paused": false,
         "system": {}, "stream": 1, "last_seq": 0, "queue": {"depth": 0, "bytes": 0, "dead_letters": 0}
     });
-    let err = decode::<Heartbeat>(body.to_string().as_bytes()).unwrap_err();
+    let err = decode::<AgentStatus>(body.to_string().as_bytes()).unwrap_err();
     assert!(err.to_string().contains("dancing"), "{err}");
 }
 

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use fleetnode_fixtures::fakeroot::{Behaviour, FakeRoot};
 use fleetnode_state_machine::{
-    Event, RealiseResult, StorePath, SwitchAction, SwitchId, SwitchOutcome, SwitchPurpose,
-    UnitState,
+    Command, Event, RealiseResult, StorePath, SwitchAction, SwitchEnd, SwitchExit, SwitchId,
+    SwitchPurpose, SystemView, UnitState,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{ACTIVATION_CHANNEL_CAPACITY, ActivationCommand, run_polling};
+use super::{ACTIVATION_CHANNEL_CAPACITY, run_polling};
 use crate::input::{Input, WorkerError};
 use crate::system::tests::{job, system_for};
 use crate::system::{NixosSystem, System, unit_name};
@@ -23,12 +23,12 @@ const POLL: Duration = Duration::from_millis(25);
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// What a stopped worker hands back: its receiver and its result.
-type Stopped = (mpsc::Receiver<ActivationCommand>, Result<(), WorkerError>);
+type Stopped = (mpsc::Receiver<Command>, Result<(), WorkerError>);
 
 struct Harness {
     fake: FakeRoot,
     system: Arc<NixosSystem>,
-    commands: mpsc::Sender<ActivationCommand>,
+    commands: mpsc::Sender<Command>,
     inputs: mpsc::Receiver<Input>,
     worker: Option<(CancellationToken, JoinHandle<Stopped>)>,
     input_sender: mpsc::Sender<Input>,
@@ -60,7 +60,7 @@ impl Harness {
     }
 
     /// Starts a worker on `receiver`; it hands the receiver back when it stops.
-    fn start(&mut self, mut receiver: mpsc::Receiver<ActivationCommand>) {
+    fn start(&mut self, mut receiver: mpsc::Receiver<Command>) {
         let cancel = CancellationToken::new();
         let system = self.system.clone();
         let inputs = self.input_sender.clone();
@@ -73,7 +73,7 @@ impl Harness {
     }
 
     /// Stops the worker gracefully and returns its receiver.
-    async fn stop(&mut self) -> mpsc::Receiver<ActivationCommand> {
+    async fn stop(&mut self) -> mpsc::Receiver<Command> {
         let (cancel, handle) = self.worker.take().unwrap();
         cancel.cancel();
         let (receiver, result) = handle.await.unwrap();
@@ -81,7 +81,7 @@ impl Harness {
         receiver
     }
 
-    async fn send(&self, command: ActivationCommand) {
+    async fn send(&self, command: Command) {
         self.commands.send(command).await.unwrap();
     }
 
@@ -92,9 +92,13 @@ impl Harness {
         }
     }
 
-    async fn switch_finished(&mut self, expected: SwitchId) -> SwitchOutcome {
+    async fn switch_finished(&mut self, expected: SwitchId) -> (SwitchEnd, SystemView) {
         match self.next_event().await {
-            Event::SwitchFinished { switch, outcome } if switch == expected => outcome,
+            Event::SwitchFinished {
+                switch,
+                end,
+                system,
+            } if switch == expected => (end, system),
             other => panic!("expected the end of switch {expected}, got {other:?}"),
         }
     }
@@ -119,12 +123,12 @@ impl Harness {
 #[tokio::test]
 async fn realise_reports_its_result() {
     let mut h = Harness::new();
-    h.send(ActivationCommand::Realise {
+    h.send(Command::Realise {
         target: h.new.clone(),
     })
     .await;
     let missing = h.fake.missing_closure("nixos-system-missing");
-    h.send(ActivationCommand::Realise {
+    h.send(Command::Realise {
         target: missing.clone(),
     })
     .await;
@@ -150,14 +154,13 @@ async fn realise_reports_its_result() {
 async fn a_completed_switch_reports_the_observed_system_and_keeps_its_unit_until_released() {
     let mut h = Harness::new();
     let job = job(&h.new, SwitchPurpose::Activate, SwitchAction::Test, false);
-    h.send(ActivationCommand::Run {
+    h.send(Command::RunSwitch {
         switch: SwitchId(3),
         job,
     })
     .await;
-    let SwitchOutcome::Completed { system } = h.switch_finished(SwitchId(3)).await else {
-        panic!("the switch did not complete");
-    };
+    let (end, system) = h.switch_finished(SwitchId(3)).await;
+    assert_eq!(code_of(&end), Some(0), "{end:?}");
     assert_eq!(system.current, Some(h.new.clone()));
     assert_eq!(system.booted, Some(h.old.clone()));
     assert_eq!(system.profile, Some(h.old.clone()));
@@ -165,16 +168,13 @@ async fn a_completed_switch_reports_the_observed_system_and_keeps_its_unit_until
     // its release.
     assert!(matches!(
         h.system.switch_state(SwitchId(3)).await.unwrap(),
-        UnitState::Exited {
-            exit_code: Some(0),
-            ..
-        }
+        UnitState::Exited(SwitchExit { code: Some(0), .. })
     ));
-    h.send(ActivationCommand::Release {
+    h.send(Command::ReleaseSwitch {
         switch: SwitchId(3),
     })
     .await;
-    h.send(ActivationCommand::Realise {
+    h.send(Command::Realise {
         target: h.new.clone(),
     })
     .await;
@@ -196,20 +196,16 @@ async fn a_failed_switch_reports_exit_code_output_and_the_system() {
         },
     );
     let job = job(&h.new, SwitchPurpose::Activate, SwitchAction::Switch, true);
-    h.send(ActivationCommand::Run {
+    h.send(Command::RunSwitch {
         switch: SwitchId(4),
         job,
     })
     .await;
-    let SwitchOutcome::Failed {
-        exit_code,
-        output_tail,
-        system,
-    } = h.switch_finished(SwitchId(4)).await
-    else {
-        panic!("the failure was reported as success");
+    let (end, system) = h.switch_finished(SwitchId(4)).await;
+    let SwitchEnd::Exited(SwitchExit { code, output_tail }) = end else {
+        panic!("the switch did not run: {end:?}");
     };
-    assert_eq!(exit_code, Some(2));
+    assert_eq!(code, Some(2));
     assert!(
         output_tail.contains("activation script of /etc failed"),
         "{output_tail}"
@@ -220,24 +216,24 @@ async fn a_failed_switch_reports_exit_code_output_and_the_system() {
 }
 
 #[tokio::test]
-async fn exit_4_is_a_failure_that_shows_the_switched_system() {
+async fn exit_4_is_reported_as_it_is_with_the_switched_system() {
     let mut h = Harness::new();
     h.fake.behaviour(&h.new, Behaviour::PartialFailure);
     let job = job(&h.new, SwitchPurpose::Activate, SwitchAction::Test, false);
-    h.send(ActivationCommand::Run {
+    h.send(Command::RunSwitch {
         switch: SwitchId(5),
         job,
     })
     .await;
-    let SwitchOutcome::Failed {
-        exit_code,
-        output_tail,
-        system,
-    } = h.switch_finished(SwitchId(5)).await
-    else {
-        panic!("exit 4 was reported as success");
+    let (end, system) = h.switch_finished(SwitchId(5)).await;
+    let SwitchEnd::Exited(SwitchExit { code, output_tail }) = end else {
+        panic!("the switch did not run: {end:?}");
     };
-    assert_eq!(exit_code, Some(4));
+    assert_eq!(
+        code,
+        Some(4),
+        "the state machine judges exit 4, not the worker"
+    );
     assert!(output_tail.contains("fake-broken.service"), "{output_tail}");
     assert_eq!(system.current, Some(h.new.clone()));
 }
@@ -247,18 +243,18 @@ async fn abort_stops_the_unit_and_reports_nothing() {
     let mut h = Harness::new();
     h.fake.behaviour(&h.new, Behaviour::Hang);
     let job = job(&h.new, SwitchPurpose::Activate, SwitchAction::Test, false);
-    h.send(ActivationCommand::Run {
+    h.send(Command::RunSwitch {
         switch: SwitchId(6),
         job,
     })
     .await;
     h.until_running(SwitchId(6)).await;
-    h.send(ActivationCommand::Abort {
+    h.send(Command::AbortSwitch {
         switch: SwitchId(6),
     })
     .await;
     // A marker command: its event is the next one, so the aborted switch reported nothing.
-    h.send(ActivationCommand::Realise {
+    h.send(Command::Realise {
         target: h.old.clone(),
     })
     .await;
@@ -279,44 +275,28 @@ async fn a_switch_that_cannot_launch_is_reported_failed() {
     let mut h = Harness::new();
     let absent = h.fake.missing_closure("nixos-system-absent");
     let job = job(&absent, SwitchPurpose::Activate, SwitchAction::Test, false);
-    h.send(ActivationCommand::Run {
+    h.send(Command::RunSwitch {
         switch: SwitchId(7),
         job,
     })
     .await;
-    let SwitchOutcome::Failed {
-        exit_code,
-        output_tail,
-        system,
-    } = h.switch_finished(SwitchId(7)).await
-    else {
-        panic!("a switch that never ran was reported as success");
+    let (end, system) = h.switch_finished(SwitchId(7)).await;
+    let SwitchEnd::NotLaunched { error } = end else {
+        panic!("a switch that never ran was reported as {end:?}");
     };
-    assert_eq!(exit_code, None);
-    assert!(
-        output_tail.contains("cannot launch the switch"),
-        "{output_tail}"
-    );
+    assert!(error.contains("bin/switch-to-configuration"), "{error}");
     assert_eq!(system.current, Some(h.old.clone()));
 }
 
 #[tokio::test]
-async fn a_vanished_unit_is_reported_failed_without_exit_code() {
+async fn a_vanished_unit_is_reported_as_vanished() {
     let mut h = Harness::new();
-    h.send(ActivationCommand::Watch {
+    h.send(Command::WatchSwitch {
         switch: SwitchId(8),
     })
     .await;
-    let SwitchOutcome::Failed {
-        exit_code,
-        output_tail,
-        ..
-    } = h.switch_finished(SwitchId(8)).await
-    else {
-        panic!("a vanished unit was reported as success");
-    };
-    assert_eq!(exit_code, None);
-    assert!(output_tail.contains("vanished"), "{output_tail}");
+    let (end, _) = h.switch_finished(SwitchId(8)).await;
+    assert_eq!(end, SwitchEnd::Vanished);
 }
 
 #[tokio::test]
@@ -325,7 +305,7 @@ async fn shutdown_leaves_the_switch_running_and_a_restarted_worker_watches_it() 
     h.fake
         .behaviour(&h.new, Behaviour::SucceedAfter(Duration::from_millis(1500)));
     let job = job(&h.new, SwitchPurpose::Activate, SwitchAction::Test, false);
-    h.send(ActivationCommand::Run {
+    h.send(Command::RunSwitch {
         switch: SwitchId(9),
         job,
     })
@@ -338,18 +318,17 @@ async fn shutdown_leaves_the_switch_running_and_a_restarted_worker_watches_it() 
     );
 
     // Commands queued while no worker runs are kept in the borrowed receiver.
-    h.send(ActivationCommand::Watch {
+    h.send(Command::WatchSwitch {
         switch: SwitchId(9),
     })
     .await;
-    h.send(ActivationCommand::Realise {
+    h.send(Command::Realise {
         target: h.new.clone(),
     })
     .await;
     h.start(receiver);
-    let SwitchOutcome::Completed { system } = h.switch_finished(SwitchId(9)).await else {
-        panic!("the watched switch did not complete");
-    };
+    let (end, system) = h.switch_finished(SwitchId(9)).await;
+    assert_eq!(code_of(&end), Some(0), "{end:?}");
     assert_eq!(system.current, Some(h.new.clone()));
     assert!(matches!(
         h.next_event().await,
@@ -364,14 +343,12 @@ async fn watch_follows_a_unit_launched_before_the_worker() {
         .behaviour(&h.new, Behaviour::SucceedAfter(Duration::from_millis(500)));
     let job = job(&h.new, SwitchPurpose::Activate, SwitchAction::Test, false);
     h.system.start_switch(SwitchId(10), &job).await.unwrap();
-    h.send(ActivationCommand::Watch {
+    h.send(Command::WatchSwitch {
         switch: SwitchId(10),
     })
     .await;
-    assert!(matches!(
-        h.switch_finished(SwitchId(10)).await,
-        SwitchOutcome::Completed { .. }
-    ));
+    let (end, _) = h.switch_finished(SwitchId(10)).await;
+    assert_eq!(code_of(&end), Some(0), "{end:?}");
     // Watching launched nothing new.
     let launches = h
         .fake
@@ -385,8 +362,8 @@ async fn watch_follows_a_unit_launched_before_the_worker() {
 #[tokio::test]
 async fn reboot_asks_systemd() {
     let mut h = Harness::new();
-    h.send(ActivationCommand::Reboot).await;
-    h.send(ActivationCommand::Realise {
+    h.send(Command::Reboot).await;
+    h.send(Command::Realise {
         target: h.old.clone(),
     })
     .await;
@@ -395,27 +372,76 @@ async fn reboot_asks_systemd() {
     let _ = h.stop().await;
 }
 
-/// A backend whose first switch loses the race for the switch lock, as when a manual
-/// `nixos-rebuild` grabs it between the agent's check and the script's start. The race cannot
-/// be staged deterministically with real processes, so this double scripts the unit's states.
-#[derive(Default)]
-struct LockRace {
-    calls: std::sync::Mutex<Vec<&'static str>>,
-}
-
-impl LockRace {
-    fn record(&self, call: &'static str) -> usize {
-        let mut calls = self.calls.lock().unwrap();
-        calls.push(call);
-        calls.iter().filter(|c| **c == call).count()
+/// The exit code of a switch whose process ran.
+fn code_of(end: &SwitchEnd) -> Option<i32> {
+    match end {
+        SwitchEnd::Exited(exit) => exit.code,
+        SwitchEnd::Vanished | SwitchEnd::LockHeld | SwitchEnd::NotLaunched { .. } => {
+            panic!("the switch did not run: {end:?}")
+        }
     }
 }
 
+fn exited(code: i32, tail: &str) -> SwitchEnd {
+    SwitchEnd::Exited(SwitchExit {
+        code: Some(code),
+        output_tail: tail.into(),
+    })
+}
+
+#[tokio::test]
+async fn a_held_switch_lock_launches_nothing_and_says_so() {
+    let mut h = Harness::new();
+    let path = h.fake.switch_lock_path();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let lock = std::fs::File::create(&path).unwrap();
+    lock.lock().unwrap();
+    let job = job(&h.new, SwitchPurpose::Activate, SwitchAction::Switch, true);
+    h.send(Command::RunSwitch {
+        switch: SwitchId(11),
+        job: job.clone(),
+    })
+    .await;
+    let (end, system) = h.switch_finished(SwitchId(11)).await;
+    assert_eq!(end, SwitchEnd::LockHeld);
+    // Nothing ran: not even the profile was set.
+    assert_eq!(system.profile, Some(h.old.clone()));
+    let launches = |h: &Harness| {
+        h.fake
+            .command_log()
+            .iter()
+            .filter(|argv| argv[0] == "systemd-run")
+            .count()
+    };
+    assert_eq!(launches(&h), 0);
+    // Once the lock is free the same switch launches (the state machine decides when).
+    lock.unlock().unwrap();
+    h.send(Command::ReleaseSwitch {
+        switch: SwitchId(11),
+    })
+    .await;
+    h.send(Command::RunSwitch {
+        switch: SwitchId(11),
+        job,
+    })
+    .await;
+    let (end, system) = h.switch_finished(SwitchId(11)).await;
+    assert_eq!(code_of(&end), Some(0), "{end:?}");
+    assert_eq!(system.current, Some(h.new.clone()));
+    assert_eq!(launches(&h), 1);
+}
+
+/// A backend whose switch loses the race for the switch lock, as when a manual
+/// `nixos-rebuild` grabs it between the agent's check and the script's start. The race cannot
+/// be staged deterministically with real processes, so this double scripts the unit's state.
+#[derive(Default)]
+struct LockRace {
+    starts: std::sync::atomic::AtomicUsize,
+}
+
 impl System for LockRace {
-    async fn observe(
-        &self,
-    ) -> Result<fleetnode_state_machine::SystemView, crate::system::SystemError> {
-        Ok(Default::default())
+    async fn observe(&self) -> Result<SystemView, crate::system::SystemError> {
+        Ok(SystemView::default())
     }
     async fn boot_id(&self) -> Result<Option<String>, crate::system::SystemError> {
         Ok(None)
@@ -427,30 +453,18 @@ impl System for LockRace {
         &self,
         _: SwitchId,
         _: &fleetnode_state_machine::SwitchJob,
-    ) -> Result<(), crate::system::SystemError> {
-        self.record("start");
-        Ok(())
+    ) -> Result<crate::system::Launch, crate::system::SystemError> {
+        self.starts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(crate::system::Launch::Started)
     }
     async fn switch_state(&self, _: SwitchId) -> Result<UnitState, crate::system::SystemError> {
-        let starts = self
-            .calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| **c == "start")
-            .count();
-        self.record("state");
-        Ok(UnitState::Exited {
-            exit_code: Some(if starts == 1 { 1 } else { 0 }),
-            output_tail: if starts == 1 {
-                "Could not acquire lock\n".to_owned()
-            } else {
-                String::new()
-            },
-        })
+        Ok(UnitState::Exited(SwitchExit {
+            code: Some(1),
+            output_tail: "Could not acquire lock\n".to_owned(),
+        }))
     }
     async fn stop_switch(&self, _: SwitchId) -> Result<(), crate::system::SystemError> {
-        self.record("stop");
         Ok(())
     }
     async fn reboot(&self) -> Result<(), crate::system::SystemError> {
@@ -459,10 +473,13 @@ impl System for LockRace {
     async fn unit_active(&self, _: &str) -> Result<bool, crate::system::SystemError> {
         Ok(true)
     }
+    async fn agent_upgrade(&self) -> Option<String> {
+        None
+    }
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_switch_that_lost_the_lock_race_is_started_again_not_failed() {
+async fn a_switch_that_lost_the_lock_race_is_reported_as_it_ended_and_not_relaunched_here() {
     let system = Arc::new(LockRace::default());
     let (commands, mut receiver) = mpsc::channel(ACTIVATION_CHANNEL_CAPACITY);
     let (inputs, mut events) = mpsc::channel(4);
@@ -476,22 +493,31 @@ async fn a_switch_that_lost_the_lock_race_is_started_again_not_failed() {
         StorePath::parse("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-x").unwrap();
     let job = job(&closure, SwitchPurpose::Activate, SwitchAction::Test, false);
     commands
-        .send(ActivationCommand::Run {
+        .send(Command::RunSwitch {
             switch: SwitchId(1),
             job,
         })
         .await
         .unwrap();
-    let Some(Input::Event(Event::SwitchFinished { outcome, .. })) = events.recv().await else {
+    let Some(Input::Event(Event::SwitchFinished { end, .. })) = events.recv().await else {
         panic!("no switch result");
     };
-    assert!(
-        matches!(outcome, SwitchOutcome::Completed { .. }),
-        "{outcome:?}"
-    );
+    assert_eq!(end, exited(1, "Could not acquire lock\n"));
+    // Deciding to launch it again is the state machine's job: the worker launched it once.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(events.try_recv().is_err());
+    assert_eq!(system.starts.load(std::sync::atomic::Ordering::SeqCst), 1);
     cancel.cancel();
     worker.await.unwrap().unwrap();
-    let calls = system.calls.lock().unwrap().clone();
-    // The lost race is released and launched again; the finished unit stays for `Release`.
-    assert_eq!(calls, ["start", "state", "stop", "start", "state"]);
+}
+
+#[tokio::test]
+async fn the_agent_upgrade_check_reports_what_the_system_says() {
+    let mut h = Harness::new();
+    h.send(Command::CheckAgentUpgrade).await;
+    assert_eq!(
+        h.next_event().await,
+        Event::AgentUpgradeChecked { upgrade: None },
+        "not a systemd service here, so no upgrade is ever seen"
+    );
 }

@@ -1,15 +1,16 @@
-//! The admin listener over real HTTP on loopback, in front of the real runtime (store, reducer,
-//! applier) on an in-memory host, talked to with the CLI's own client.
+//! The admin listener over real HTTP on loopback, in front of the real runtime (store, event
+//! loop, workers) on an in-memory host, talked to with the CLI's own client.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fleetnode_state_machine::{
-    Directive, DirectiveKind, Event, HealthOverrides, ProbeId, ProbeResult, Report, Revision,
-    State, StorePath,
+    DesiredState, Directive, DirectiveKind, Event, HealthOverrides, ProbeId, ProbeResult, Report,
+    Revision, State, StorePath,
 };
+use fleetnode_wire::{AgentStatus, PhaseKind};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{AdminContext, bind, serve, serve_on};
@@ -18,10 +19,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::input::Input;
 use crate::metrics::Metrics;
-use crate::runtime::agent::{self, Exit, Handles, Hooks};
-use crate::runtime::status::Snapshot;
+use crate::runtime::eventloop::Exit;
+use crate::runtime::status;
 use crate::store::Store;
-use crate::testing::MemorySystem;
+use crate::testing::{self, Handles, MemorySystem};
 
 const CURRENT: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system";
 const BROKEN: &str = "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-nixos-system-broken";
@@ -55,7 +56,7 @@ struct Running {
     system: Arc<MemorySystem>,
     state_dir: std::path::PathBuf,
     cancel: CancellationToken,
-    agent: tokio::task::JoinHandle<Result<Exit, agent::RunError>>,
+    agent: tokio::task::JoinHandle<Exit>,
     admin: tokio::task::JoinHandle<Result<(), crate::input::WorkerError>>,
     _dir: tempfile::TempDir,
 }
@@ -73,25 +74,16 @@ async fn start(metrics_enabled: bool) -> Running {
         "boot-1",
     ));
     let cancel = CancellationToken::new();
-    let (tx, rx) = oneshot::channel();
-    let hooks = Hooks {
-        offline: true,
-        ..Hooks::default()
-    };
-    let agent = tokio::spawn(agent::run(
-        config.clone(),
-        system.clone(),
-        cancel.clone(),
-        hooks,
-        move |handles| {
-            let _ = tx.send(handles);
-        },
-    ));
-    let handles = rx.await.expect("the agent did not get ready");
+    let started = testing::start_offline(config.clone(), system.clone(), cancel.clone())
+        .await
+        .unwrap()
+        .expect("the agent did not get ready");
+    let handles = started.handles();
+    let agent = tokio::spawn(started.run(None));
     // The same context the runtime gives its own listener, on a port we can learn.
     let ctx = AdminContext {
         inputs: handles.inputs.clone(),
-        snapshot: handles.published.snapshot.clone(),
+        status: handles.status.clone(),
         metrics: handles.metrics.clone(),
         metrics_enabled: config.metrics,
         clock: Clock::anchored(fleetnode_state_machine::Timestamp(0)),
@@ -127,7 +119,7 @@ impl Running {
     /// Stops the agent and the listener; returns the reports the store kept.
     async fn stop(self) -> Vec<Report> {
         self.cancel.cancel();
-        assert_eq!(self.agent.await.unwrap().unwrap(), Exit::Stopped);
+        assert_eq!(self.agent.await.unwrap(), Exit::Stopped);
         assert_eq!(self.admin.await.unwrap(), Ok(()));
         let opened = Store::open(&self.state_dir).unwrap();
         let reader = opened.store.reader();
@@ -141,12 +133,14 @@ impl Running {
 }
 
 #[tokio::test(start_paused = true)]
-async fn status_is_the_reducers_snapshot_as_json() {
+async fn status_is_the_event_loops_status_as_json() {
     let running = start(true).await;
     let (status, value) = running.json("GET", "/status").await;
     assert_eq!(status, 200, "{value}");
-    let snapshot = running.handles.published.snapshot.borrow().clone();
-    assert_eq!(value["phase"], snapshot.phase);
+    let snapshot = running.handles.status.borrow().clone();
+    let typed: AgentStatus = fleetnode_wire::decode(value.to_string().as_bytes()).unwrap();
+    assert_eq!(typed.phase, snapshot.phase);
+    assert_eq!(value["phase"], snapshot.phase.name());
     assert_eq!(value["paused"], false);
     assert_eq!(value["agent_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(value["last_seq"], snapshot.last_seq);
@@ -159,7 +153,11 @@ async fn status_is_the_reducers_snapshot_as_json() {
         .map(|w| w["name"].as_str().unwrap())
         .collect();
     assert!(workers.contains(&"activation"), "{workers:?}");
-    assert!(workers.contains(&"ticker"), "{workers:?}");
+    assert!(workers.contains(&"probes"), "{workers:?}");
+    assert!(
+        !workers.contains(&"ticker"),
+        "deadlines are the event loop's own: {workers:?}"
+    );
     running.stop().await;
 }
 
@@ -187,14 +185,19 @@ async fn exercise(running: &Running) {
             health: HealthOverrides::default(),
         },
     };
+    let desired = DesiredState {
+        revision: directive.revision,
+        directive: Some(directive),
+        paused: false,
+    };
     inputs
-        .send(Input::Event(Event::DirectiveReceived(directive)))
+        .send(Input::Event(Event::DesiredObserved(desired)))
         .await
         .unwrap();
-    let mut snapshot = running.handles.published.snapshot.clone();
+    let mut snapshot = running.handles.status.clone();
     tokio::time::timeout(
         Duration::from_secs(3600),
-        snapshot.wait_for(|s| s.phase == "reverted"),
+        snapshot.wait_for(|s| s.phase == PhaseKind::Reverted),
     )
     .await
     .expect("the failed activation was not rolled back")
@@ -228,7 +231,7 @@ async fn metrics_show_every_documented_family() {
         env!("CARGO_PKG_VERSION")
     );
     assert!(text.contains(&version), "{text}");
-    let phase = running.handles.published.snapshot.borrow().phase;
+    let phase = running.handles.status.borrow().phase;
     assert!(
         text.contains(&format!("fleetnode_agent_phase{{phase=\"{phase}\"}} 1")),
         "{text}"
@@ -278,14 +281,14 @@ async fn metrics_are_absent_when_turned_off() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn pause_and_resume_go_through_the_reducer() {
+async fn pause_and_resume_go_through_the_event_loop() {
     let running = start(true).await;
     let (status, value) = running.json("POST", "/pause").await;
     assert_eq!(
         (status, &value),
         (200, &serde_json::json!({ "paused": true }))
     );
-    assert!(running.handles.published.snapshot.borrow().paused);
+    assert!(running.handles.status.borrow().paused);
     let (_, value) = running.json("GET", "/status").await;
     assert_eq!(value["paused"], true);
     let (_, metrics) = running.request("GET", "/metrics").await;
@@ -300,7 +303,7 @@ async fn pause_and_resume_go_through_the_reducer() {
         (status, &value),
         (200, &serde_json::json!({ "paused": false }))
     );
-    assert!(!running.handles.published.snapshot.borrow().paused);
+    assert!(!running.handles.status.borrow().paused);
     // A GET is not a pause.
     let (status, _) = running.request("GET", "/pause").await;
     assert_eq!(status, 405);
@@ -319,16 +322,16 @@ async fn listener_with_inputs(
 ) -> (
     std::net::SocketAddr,
     mpsc::Receiver<Input>,
-    watch::Sender<Arc<Snapshot>>,
+    watch::Sender<Arc<AgentStatus>>,
 ) {
     let mut state = State::default();
     state.host.paused = paused;
-    let snapshot = Snapshot::of(&state, 1, Default::default(), &Default::default());
+    let snapshot = status_of(&state);
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(snapshot));
     let (inputs_tx, inputs) = mpsc::channel(4);
     let ctx = AdminContext {
         inputs: inputs_tx,
-        snapshot: snapshot_rx,
+        status: snapshot_rx,
         metrics: Arc::new(Metrics::new()),
         metrics_enabled: true,
         clock: Clock::anchored(fleetnode_state_machine::Timestamp(0)),
@@ -370,7 +373,7 @@ async fn pause_and_resume_are_sent_as_their_events() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_hold_the_reducer_has_not_shown_yet_is_accepted_not_confirmed() {
+async fn a_hold_the_event_loop_has_not_shown_yet_is_accepted_not_confirmed() {
     let (addr, mut inputs, _snapshot) = listener_with_inputs(false).await;
     let (status, body) = admin_request(addr, "POST", "/pause").await.unwrap();
     let value: Value = serde_json::from_slice(&body).unwrap();
@@ -386,19 +389,19 @@ async fn a_hold_the_reducer_has_not_shown_yet_is_accepted_not_confirmed() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_stalled_reducer_shows_as_503() {
+async fn a_stalled_event_loop_shows_as_503() {
     let (addr, inputs, _snapshot) = listener_with_inputs(false).await;
-    // The reducer takes the status request but never answers it.
+    // The loop takes the status request but never answers it.
     let (status, body) = admin_request(addr, "GET", "/status").await.unwrap();
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
-    // A reducer that is gone takes nothing.
+    // A loop that is gone takes nothing.
     drop(inputs);
     for (method, path) in [("GET", "/status"), ("POST", "/pause"), ("POST", "/resume")] {
         let (status, body) = admin_request(addr, method, path).await.unwrap();
         assert_eq!(status, 503, "{path}: {}", String::from_utf8_lossy(&body));
         let value: Value = serde_json::from_slice(&body).unwrap();
         assert!(
-            value["error"].as_str().unwrap().contains("reducer"),
+            value["error"].as_str().unwrap().contains("event loop"),
             "{value}"
         );
     }
@@ -407,15 +410,10 @@ async fn a_stalled_reducer_shows_as_503() {
 #[tokio::test]
 async fn non_loopback_addresses_are_refused() {
     let (inputs, _) = mpsc::channel(1);
-    let (_, snapshot) = watch::channel(Arc::new(Snapshot::of(
-        &State::default(),
-        1,
-        Default::default(),
-        &Default::default(),
-    )));
+    let (_, snapshot) = watch::channel(Arc::new(status_of(&State::default())));
     let ctx = AdminContext {
         inputs,
-        snapshot,
+        status: snapshot,
         metrics: Arc::new(Metrics::new()),
         metrics_enabled: true,
         clock: Clock::anchored(fleetnode_state_machine::Timestamp(0)),
@@ -439,4 +437,15 @@ async fn non_loopback_addresses_are_refused() {
             Err(e) => assert!(!e.0.contains("not a loopback address"), "{addr}: {e}"),
         }
     }
+}
+
+fn status_of(state: &State) -> AgentStatus {
+    status::build(
+        state,
+        1,
+        Default::default(),
+        &Default::default(),
+        Vec::new(),
+        fleetnode_state_machine::Timestamp(0),
+    )
 }

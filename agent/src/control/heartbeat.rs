@@ -1,4 +1,4 @@
-//! The heartbeat worker: sends the agent's summary every interval, and right away when a new
+//! The heartbeat worker: sends the agent's status every interval, and right away when a new
 //! probe epoch begins. Its success or failure is the result of the built-in `control-plane`
 //! probe, tagged with the current probe epoch.
 
@@ -6,10 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetnode_state_machine::{Event, MESSAGE_CAP, ProbeId, ProbeResult, cap_head};
-use fleetnode_wire::{
-    Heartbeat, MAX_PROBES, MAX_WORKERS, ProbeSummary, QueueSummary, WorkerStatus,
-};
-use tokio::sync::watch;
+use fleetnode_wire::{AgentStatus, WorkerStatus};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -18,7 +15,7 @@ use super::Client;
 use crate::clock::Clock;
 use crate::input::{Input, InputSender, WorkerError};
 use crate::metrics::Metrics;
-use crate::runtime::status::{Snapshot, Workers};
+use crate::runtime::status::{StatusWatch, Workers};
 
 /// This worker's name in statuses.
 pub const NAME: &str = "heartbeat";
@@ -30,8 +27,8 @@ pub struct HeartbeatContext {
     pub client: Arc<Client>,
     /// Interval between heartbeats.
     pub interval: Duration,
-    /// The reducer's snapshots.
-    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// The event loop's status.
+    pub status: StatusWatch,
     /// Worker statuses.
     pub workers: Workers,
     /// The agent's clock.
@@ -46,19 +43,26 @@ pub async fn run(
     inputs: InputSender,
     cancel: CancellationToken,
 ) -> Result<(), WorkerError> {
+    let gone = |cancel: &CancellationToken| {
+        if cancel.is_cancelled() {
+            Ok(())
+        } else {
+            Err(WorkerError::new("the event loop stopped"))
+        }
+    };
     let mut timer = tokio::time::interval(ctx.interval);
     timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut epoch = ctx.snapshot.borrow_and_update().probe_epoch;
+    let mut epoch = ctx.status.borrow_and_update().probe_epoch;
     loop {
         ctx.workers.set(NAME, WorkerStatus::Idle);
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
             _ = timer.tick() => {}
-            changed = ctx.snapshot.changed() => {
+            changed = ctx.status.changed() => {
                 if changed.is_err() {
-                    return if cancel.is_cancelled() { Ok(()) } else { Err(WorkerError::new("the reducer stopped")) };
+                    return gone(&cancel);
                 }
-                let now = ctx.snapshot.borrow_and_update().probe_epoch;
+                let now = ctx.status.borrow_and_update().probe_epoch;
                 if now == epoch {
                     continue;
                 }
@@ -67,11 +71,10 @@ pub async fn run(
             }
         }
         ctx.workers.set(NAME, WorkerStatus::Running);
-        let snapshot = ctx.snapshot.borrow().clone();
-        let heartbeat = build(&snapshot, &ctx);
+        let status = current(&ctx);
         let result = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            result = ctx.client.heartbeat(&heartbeat) => result,
+            result = ctx.client.heartbeat(&status) => result,
         };
         let (passed, detail) = match result {
             Ok(ack) => {
@@ -87,7 +90,7 @@ pub async fn run(
         };
         let result = ProbeResult {
             probe: ProbeId::control_plane(),
-            epoch: snapshot.probe_epoch,
+            epoch: status.probe_epoch,
             passed,
             detail: cap_head(&detail, MESSAGE_CAP),
         };
@@ -96,52 +99,18 @@ pub async fn run(
             .await
             .is_err()
         {
-            return if cancel.is_cancelled() {
-                Ok(())
-            } else {
-                Err(WorkerError::new("the reducer stopped"))
-            };
+            return gone(&cancel);
         }
     }
 }
 
-/// The heartbeat message for a snapshot.
-pub fn build(snapshot: &Snapshot, ctx: &HeartbeatContext) -> Heartbeat {
-    let now = ctx.clock.now();
-    let queue = QueueSummary {
-        depth: snapshot.queue.depth,
-        bytes: snapshot.queue.bytes,
-        oldest_age_ms: snapshot.queue.oldest_at.map(|at| now.since(at)),
-        dead_letters: snapshot.queue.dead_letters,
-    };
-    let probes = snapshot
-        .probes
-        .iter()
-        .take(MAX_PROBES)
-        .map(|p| ProbeSummary {
-            probe: p.probe.clone(),
-            mode: p.mode,
-            passing: p.passing,
-            detail: cap_head(&p.detail, MESSAGE_CAP),
-        })
-        .collect();
-    let mut workers = ctx.workers.list();
-    workers.truncate(MAX_WORKERS);
-    Heartbeat {
-        agent_version: snapshot.agent_version.to_owned(),
-        sent_at: now,
-        phase: snapshot.phase.to_owned(),
-        paused: snapshot.paused,
-        handled_revision: snapshot.handled_revision,
-        desired_revision: snapshot.desired_revision,
-        target: snapshot.target.clone(),
-        system: snapshot.system.clone(),
-        stream: snapshot.stream,
-        last_seq: snapshot.last_seq,
-        queue,
-        probes,
-        workers,
-    }
+/// The status to send now: the event loop's latest, with the workers and the time as of now.
+pub fn current(ctx: &HeartbeatContext) -> AgentStatus {
+    let mut status = AgentStatus::clone(&ctx.status.borrow());
+    status.at = ctx.clock.now();
+    status.workers = ctx.workers.list();
+    status.workers.truncate(fleetnode_wire::MAX_WORKERS);
+    status
 }
 
 #[cfg(test)]

@@ -1,26 +1,23 @@
 //! The long-poll worker: follows the host's desired state.
 //!
-//! It asks with the revision it last applied (none after a start, so the server answers at
-//! once), reconnects as soon as an answer arrives, and backs off on errors. A changed answer
-//! becomes `DirectiveReceived` (the state machine ignores a repeat of a recorded revision) and,
-//! when the control plane's `paused` flag flips (or on the first answer) and differs from the
-//! state, `PauseRequested`/`ResumeRequested`. A local pause through the admin listener therefore
-//! holds until the control plane changes its own flag or the agent restarts.
+//! It asks with the revision it last saw (none after a start, so the server answers at once),
+//! asks again as soon as an answer arrives, and backs off on errors. Every answer becomes
+//! [`Event::DesiredObserved`], changed or not: what changed (a new directive, the control
+//! plane's hold) is the state machine's call.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fleetnode_state_machine::{Event, Revision};
-use fleetnode_wire::DesiredAnswer;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use super::{Client, LONGPOLL_WAIT_SECS, retry_plan};
 use crate::backoff::Backoff;
 use crate::input::{Input, InputSender, WorkerError};
-use crate::runtime::status::Snapshot;
 
+/// This worker's name in statuses.
+pub const NAME: &str = "longpoll";
 /// First delay after a failed poll.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest delay between polls (also the pace for credential and version errors).
@@ -29,12 +26,10 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// Runs until `cancel`.
 pub async fn run(
     client: Arc<Client>,
-    snapshot: watch::Receiver<Arc<Snapshot>>,
     inputs: InputSender,
     cancel: CancellationToken,
 ) -> Result<(), WorkerError> {
     let mut known: Option<Revision> = None;
-    let mut control_plane_paused: Option<bool> = None;
     let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
     loop {
         let answer = tokio::select! {
@@ -44,19 +39,13 @@ pub async fn run(
         let delay = match answer {
             Ok(answer) => {
                 backoff.reset();
-                if answer.changed || known.is_none() {
-                    let paused = snapshot.borrow().paused;
-                    let flipped = control_plane_paused != Some(answer.desired.paused);
-                    control_plane_paused = Some(answer.desired.paused);
-                    for input in inputs_for(&answer, flipped, paused) {
-                        inputs
-                            .send(input)
-                            .await
-                            .map_err(|_| WorkerError::new("the reducer stopped"))?;
-                    }
-                }
                 debug!(revision = %answer.desired.revision, changed = answer.changed, "desired state");
                 known = Some(answer.desired.revision);
+                let event = Input::Event(Event::DesiredObserved(answer.desired));
+                inputs
+                    .send(event)
+                    .await
+                    .map_err(|_| WorkerError::new("the event loop stopped"))?;
                 continue;
             }
             Err(e) => {
@@ -75,24 +64,6 @@ pub async fn run(
             () = tokio::time::sleep(delay) => {}
         }
     }
-}
-
-/// The inputs one answer produces, in order: a pause before the directive (so nothing starts),
-/// a resume after it.
-fn inputs_for(answer: &DesiredAnswer, flipped: bool, state_paused: bool) -> Vec<Input> {
-    let mut out = Vec::new();
-    let wanted = answer.desired.paused;
-    let toggle = flipped && wanted != state_paused;
-    if toggle && wanted {
-        out.push(Input::Event(Event::PauseRequested));
-    }
-    if let Some(directive) = &answer.desired.directive {
-        out.push(Input::Event(Event::DirectiveReceived(directive.clone())));
-    }
-    if toggle && !wanted {
-        out.push(Input::Event(Event::ResumeRequested));
-    }
-    out
 }
 
 #[cfg(test)]

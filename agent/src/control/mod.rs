@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use fleetnode_state_machine::Revision;
 use fleetnode_wire::{
-    DesiredAnswer, ErrorBody, EventAck, EventBatch, Heartbeat, HeartbeatAck, HostId,
+    AgentStatus, DesiredAnswer, ErrorBody, EventAck, EventBatch, HeartbeatAck, HostId,
     MAX_BODY_BYTES, PROTOCOL_HEADER, RetryClass, Secret, Validate, classify_status, decode,
     protocol_version,
 };
@@ -259,7 +259,7 @@ impl Client {
     }
 
     /// `POST heartbeat`.
-    pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatAck, RequestError> {
+    pub async fn heartbeat(&self, heartbeat: &AgentStatus) -> Result<HeartbeatAck, RequestError> {
         let request = self
             .http
             .post(self.url("heartbeat"))
@@ -378,7 +378,5 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
-#[cfg(test)]
-pub(crate) mod testlog;
 #[cfg(test)]
 pub(crate) mod testserver;

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fleetnode_state_machine::{OutboundEvent, Revision};
 use fleetnode_wire::{
-    DesiredAnswer, DesiredState, ErrorBody, ErrorCode, EventAck, EventBatch, Heartbeat,
+    AgentStatus, DesiredAnswer, DesiredState, ErrorBody, ErrorCode, EventAck, EventBatch,
     HeartbeatAck, PROTOCOL_HEADER, decode, encode,
 };
 use serde::Deserialize;
@@ -40,7 +40,7 @@ pub struct Recorded {
     pub events: Vec<OutboundEvent>,
     /// Sizes of every batch received (accepted or not).
     pub batches: Vec<Vec<u64>>,
-    pub heartbeats: Vec<Heartbeat>,
+    pub heartbeats: Vec<AgentStatus>,
     pub acked_through: u64,
     /// Seqs refused with 422 whenever they are in a batch.
     pub poison: BTreeSet<u64>,
@@ -275,7 +275,7 @@ async fn heartbeat(State(server): State<TestServer>, headers: HeaderMap, body: B
     if let Some(f) = r.fail_heartbeat.pop_front() {
         return failure(f);
     }
-    match decode::<Heartbeat>(&body) {
+    match decode::<AgentStatus>(&body) {
         Ok(hb) => r.heartbeats.push(hb),
         Err(e) => {
             return failure_with(StatusCode::BAD_REQUEST, ErrorCode::Malformed, e.to_string());

@@ -2,10 +2,11 @@
 //!
 //! Every probe runs in its own task, once at start and then every `interval`, and sends
 //! [`Event::ProbeResult`] tagged with the epoch the task was started in. On
-//! [`ProbeCommand::Reset`] every task is aborted (an exec probe's whole process group is
-//! killed with it, FIELD-LESSONS 18) and waited for before new tasks start with the new epoch,
-//! so no result of an older epoch is sent after the reset (FIELD-LESSONS 17). The worker only
-//! observes: whether a result counts, and what failing means, is the state machine's call.
+//! [`Command::ResetProbes`] every task is aborted (an exec probe's whole process group is
+//! killed with it, so a timed-out check leaves no process behind) and waited for before new
+//! tasks start with the new epoch, so no result of an older epoch (from the generation being
+//! left) is sent after the reset. The worker only observes: whether a result counts, and what
+//! failing means, is the state machine's call.
 //!
 //! Kinds:
 //! - `exec`: the argv runs directly (no shell) in its own process group, stdin empty; exit 0
@@ -29,7 +30,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetnode_state_machine::{Event, Millis, ProbeResult, cap_head};
+use fleetnode_state_machine::{Command, Event, Millis, ProbeResult, cap_head};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -43,28 +44,18 @@ use crate::system::System;
 
 pub use http::HttpProber;
 
-/// Capacity of the applier-to-probes channel. It carries only resets (a few per activation),
-/// each 8 bytes of payload, and the worker handles one in the time it takes to abort its
-/// tasks; 8 is ample and costs nothing.
+/// Capacity of the event loop's channel to the probe worker. It carries only resets (a few per
+/// activation) and the worker handles one in the time it takes to abort its tasks; 8 is ample
+/// and costs under 1 KiB.
 pub const PROBE_CHANNEL_CAPACITY: usize = 8;
 /// Longest detail text a result carries, in bytes.
 pub const DETAIL_CAP: usize = 512;
-
-/// What the applier asks of the probe worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeCommand {
-    /// Cancel every probe task and start them again, tagging results with `epoch`.
-    Reset {
-        /// The new epoch.
-        epoch: u64,
-    },
-}
 
 /// Runs every probe in `specs` until `cancel`, restarting them on each reset.
 pub async fn run<S: System>(
     specs: Vec<ProbeSpec>,
     system: Arc<S>,
-    commands: &mut mpsc::Receiver<ProbeCommand>,
+    commands: &mut mpsc::Receiver<Command>,
     inputs: InputSender,
     initial_epoch: u64,
     cancel: CancellationToken,
@@ -79,7 +70,7 @@ pub(crate) async fn run_with<S: System>(
     specs: Vec<ProbeSpec>,
     system: Arc<S>,
     http: HttpProber,
-    commands: &mut mpsc::Receiver<ProbeCommand>,
+    commands: &mut mpsc::Receiver<Command>,
     inputs: InputSender,
     initial_epoch: u64,
     cancel: CancellationToken,
@@ -94,19 +85,29 @@ pub(crate) async fn run_with<S: System>(
             biased;
             () = cancel.cancelled() => break,
             command = commands.recv() => match command {
-                Some(ProbeCommand::Reset { epoch: next }) => {
+                Some(Command::ResetProbes { epoch: next }) => {
                     // Aborts and waits: once this returns no old task can send anything.
                     tasks.shutdown().await;
                     tracing::info!(from = epoch, to = next, "probes reset");
                     epoch = next;
                     start(&mut tasks, &specs, &checker, &inputs, epoch);
                 }
+                Some(
+                    other @ (Command::Realise { .. }
+                    | Command::RunSwitch { .. }
+                    | Command::WatchSwitch { .. }
+                    | Command::AbortSwitch { .. }
+                    | Command::ReleaseSwitch { .. }
+                    | Command::Reboot
+                    | Command::CheckAgentUpgrade
+                    | Command::Restart { .. }),
+                ) => tracing::error!(command = ?other, "the probe worker got a command that is not its own"),
                 None => break,
             },
             Some(ended) = tasks.join_next() => {
                 tasks.shutdown().await;
                 return Err(WorkerError::new(match ended {
-                    Ok(()) => "probes: the reducer's input channel is closed".to_owned(),
+                    Ok(()) => "probes: the event loop's input channel is closed".to_owned(),
                     Err(e) => format!("probes: a probe task failed: {e}"),
                 }));
             }

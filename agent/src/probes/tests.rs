@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Checker, HttpProber, PROBE_CHANNEL_CAPACITY, ProbeCommand, exec, run_with, tcp_check};
+use super::{Checker, HttpProber, PROBE_CHANNEL_CAPACITY, exec, run_with, tcp_check};
 use crate::config::{ProbeCheck, ProbeSpec};
 use crate::input::Input;
 use crate::system::tests::system_for;
@@ -343,7 +343,7 @@ async fn reset_kills_old_probes_and_only_the_new_epoch_reports() {
     std::fs::remove_file(&pid_file).unwrap();
 
     commands
-        .send(ProbeCommand::Reset { epoch: 2 })
+        .send(fleetnode_state_machine::Command::ResetProbes { epoch: 2 })
         .await
         .unwrap();
     // Results already queued before the reset may be of epoch 1; once epoch 2 shows up, no
@@ -402,8 +402,12 @@ impl System for Clocked {
     async fn realise(&self, _: &StorePath) -> RealiseResult {
         RealiseResult::Realised
     }
-    async fn start_switch(&self, _: SwitchId, _: &SwitchJob) -> Result<(), SystemError> {
-        Ok(())
+    async fn start_switch(
+        &self,
+        _: SwitchId,
+        _: &SwitchJob,
+    ) -> Result<crate::system::Launch, SystemError> {
+        Ok(crate::system::Launch::Started)
     }
     async fn switch_state(&self, _: SwitchId) -> Result<UnitState, SystemError> {
         Ok(UnitState::Gone)
@@ -413,6 +417,9 @@ impl System for Clocked {
     }
     async fn reboot(&self) -> Result<(), SystemError> {
         Ok(())
+    }
+    async fn agent_upgrade(&self) -> Option<String> {
+        None
     }
     async fn unit_active(&self, unit: &str) -> Result<bool, SystemError> {
         let start = self.start.lock().unwrap().unwrap();

@@ -1,34 +1,32 @@
 //! Starting and stopping the whole agent.
 //!
 //! Order: open the store (moving an unreadable one aside), observe the host (retrying until the
-//! observation succeeds), start the applier, feed `Started` to the reducer (persisted and applied
-//! like any input), tell systemd we are ready, start the supervised workers, run the reducer.
-//! On shutdown every task is cancelled and awaited; a running activation unit is left alone (it
-//! lives in its own cgroup) and is found again by the next start.
+//! observation succeeds), feed `Started` to the event loop (persisted like any input), tell
+//! systemd we are ready, start the supervised workers, run the event loop. On shutdown every
+//! task is cancelled and awaited; a running activation unit is left alone (it lives in its own
+//! cgroup) and is found again by the next start.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetnode_state_machine::{Effect, Event, Observation};
+use fleetnode_state_machine::{Event, Observation, SwitchId};
 use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::applier::{self, Dispatch};
-use super::reducer::{APPLY_CHANNEL_CAPACITY, CommitHook, Published, Reducer, Stopped};
-use super::status::Workers;
+use super::eventloop::{EventLoop, Exit, Parts, WorkerSenders};
+use super::status::{StatusWatch, Workers};
 use super::supervisor::supervise;
-use super::ticker;
-use crate::activation::{self, ACTIVATION_CHANNEL_CAPACITY, ActivationCommand};
+use crate::activation::{self, ACTIVATION_CHANNEL_CAPACITY};
 use crate::admin::{self, AdminContext};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::control::{self, Client, drainer, heartbeat};
 use crate::input::{INPUT_CHANNEL_CAPACITY, Input};
 use crate::metrics::Metrics;
-use crate::probes::{self, PROBE_CHANNEL_CAPACITY, ProbeCommand};
-use crate::store::{Store, StoreError};
+use crate::probes::{self, PROBE_CHANNEL_CAPACITY};
+use crate::store::{Store, StoreError, StoreReader};
 use crate::system::System;
 
 /// Longest wait between attempts to observe the host at start-up.
@@ -36,16 +34,7 @@ const OBSERVE_RETRY_CAP: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the tasks to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// How the agent ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exit {
-    /// Shutdown was requested (SIGTERM, SIGINT).
-    Stopped,
-    /// The agent must restart to run its new version (exit 0; systemd restarts it).
-    Restart(String),
-}
-
-/// Why the agent could not start or had to stop.
+/// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The store cannot be used.
@@ -54,73 +43,148 @@ pub enum RunError {
     /// The control-plane client cannot be built.
     #[error(transparent)]
     Client(#[from] control::ClientError),
-    /// The applier stopped: effects can no longer be carried out.
-    #[error("the applier stopped unexpectedly")]
-    ApplierGone,
 }
 
-/// Test and harness hooks.
-#[derive(Default)]
-pub struct Hooks {
-    /// Called after every commit with the events made durable.
-    pub on_commit: Option<CommitHook>,
-    /// Skip the control-plane workers (long-poll, drainer, heartbeat).
-    pub offline: bool,
-    /// Ping the systemd watchdog this often.
-    pub watchdog: Option<Duration>,
-    /// Check after each convergence whether the agent must restart into a new version.
-    pub restart_check: Option<super::reducer::RestartCheck>,
-}
-
-impl std::fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hooks")
-            .field("offline", &self.offline)
-            .finish_non_exhaustive()
+/// Runs the agent until `cancel` fires or it must restart into a new version.
+pub async fn run<S: System>(
+    config: Config,
+    system: Arc<S>,
+    cancel: CancellationToken,
+    watchdog: Option<Duration>,
+) -> Result<Exit, RunError> {
+    match Agent::start(config, system, cancel, Connect::ControlPlane).await? {
+        Some(agent) => Ok(agent.run(watchdog).await),
+        None => Ok(Exit::Stopped),
     }
 }
 
-/// Everything a running agent shares, for tests that drive it from outside.
-#[derive(Debug, Clone)]
-pub struct Handles {
-    /// The reducer's inputs.
-    pub inputs: mpsc::Sender<Input>,
-    /// What the reducer publishes.
-    pub published: Published,
-    /// Worker statuses.
-    pub workers: Workers,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
+/// Whether the agent talks to its control plane (tests and the crash harness run it alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Connect {
+    /// Long-poll, deliver events and heartbeat.
+    ControlPlane,
+    /// No control-plane workers at all.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    Offline,
 }
 
-/// Dispatches effects to the activation and probe workers' channels.
-struct Channels {
-    activation: mpsc::Sender<ActivationCommand>,
-    probes: mpsc::Sender<ProbeCommand>,
+/// An agent that finished recovery and runs its workers; [`Agent::run`] runs its event loop.
+#[derive(Debug)]
+pub struct Agent {
+    event_loop: EventLoop,
+    inputs: mpsc::Receiver<Input>,
+    tasks: JoinSet<()>,
+    tasks_cancel: CancellationToken,
+    #[cfg(feature = "testing")]
+    handles: crate::testing::Handles,
 }
 
-impl Dispatch for Channels {
-    async fn activation(&mut self, effect: Effect) -> Result<(), String> {
-        let command = match effect {
-            Effect::Realise { target } => ActivationCommand::Realise { target },
-            Effect::RunSwitch { switch, job } => ActivationCommand::Run { switch, job },
-            Effect::WatchSwitch { switch } => ActivationCommand::Watch { switch },
-            Effect::AbortSwitch { switch } => ActivationCommand::Abort { switch },
-            Effect::ReleaseSwitch { switch } => ActivationCommand::Release { switch },
-            Effect::Reboot => ActivationCommand::Reboot,
-            Effect::Report(_) | Effect::ResetProbes { .. } => return Ok(()),
+impl Agent {
+    /// Opens the store, recovers and starts the workers; `None` when `cancel` fired first.
+    pub(crate) async fn start<S: System>(
+        config: Config,
+        system: Arc<S>,
+        cancel: CancellationToken,
+        connect: Connect,
+    ) -> Result<Option<Self>, RunError> {
+        let opened = Store::open(&config.state_dir)?;
+        info!(store = %opened.store.path().display(), seq = opened.state.host.seq,
+            phase = opened.state.host.phase.name(), "store opened");
+        let clock = Clock::anchored(opened.state.clock);
+        let metrics = Arc::new(Metrics::new());
+        let workers = Workers::new(metrics.clone());
+        let client = match connect {
+            Connect::ControlPlane => Some(Arc::new(Client::new(&config, metrics.clone())?)),
+            Connect::Offline => None,
         };
-        self.activation
-            .send(command)
-            .await
-            .map_err(|_| "the activation worker's channel is closed".to_owned())
+        let running = opened.state.host.phase.running_switch();
+        let reset = opened.reset.clone();
+        let Some(observation) = observe(&*system, &config, running, reset, &cancel).await else {
+            return Ok(None);
+        };
+        let reader = opened.store.reader();
+        let stream = opened.store.stream();
+        let tasks_cancel = cancel.child_token();
+        let (inputs_tx, inputs) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
+        let (activation_tx, activation_rx) = mpsc::channel(ACTIVATION_CHANNEL_CAPACITY);
+        let (probes_tx, probes_rx) = mpsc::channel(PROBE_CHANNEL_CAPACITY);
+        let drainer_kick = Arc::new(Notify::new());
+        let (mut event_loop, status) = EventLoop::new(Parts {
+            store: opened.store,
+            state: opened.state,
+            clock,
+            senders: WorkerSenders {
+                activation: activation_tx,
+                probes: probes_tx,
+            },
+            drainer: drainer_kick.clone(),
+            metrics: metrics.clone(),
+            workers: workers.clone(),
+            cancel: tasks_cancel.clone(),
+        });
+        if event_loop.event(Event::Started(observation)).await.is_err() {
+            return Ok(None);
+        }
+        let line = super::status::line(&event_loop.status());
+        crate::systemd::ready(&line);
+        info!(status = %line, "recovery done; agent ready");
+
+        let shared = Shared {
+            config: &config,
+            status: &status,
+            workers: &workers,
+            inputs: &inputs_tx,
+            cancel: &tasks_cancel,
+            clock,
+            metrics: &metrics,
+        };
+        let mut tasks = JoinSet::new();
+        spawn_local_workers(&mut tasks, &shared, &system, activation_rx, probes_rx);
+        if let Some(client) = client {
+            let delivery = Delivery {
+                reader,
+                stream,
+                kick: drainer_kick,
+            };
+            spawn_control_workers(&mut tasks, &shared, client, delivery);
+        }
+        Ok(Some(Self {
+            event_loop,
+            inputs,
+            tasks,
+            tasks_cancel,
+            #[cfg(feature = "testing")]
+            handles: crate::testing::Handles {
+                inputs: inputs_tx,
+                status,
+                workers,
+                metrics,
+            },
+        }))
     }
 
-    async fn reset_probes(&mut self, epoch: u64) -> Result<(), String> {
-        self.probes
-            .send(ProbeCommand::Reset { epoch })
-            .await
-            .map_err(|_| "the probe worker's channel is closed".to_owned())
+    /// What tests drive and watch the running agent with.
+    #[cfg(feature = "testing")]
+    pub fn handles(&self) -> crate::testing::Handles {
+        self.handles.clone()
+    }
+
+    /// Runs the event loop until shutdown or a restart, then stops every task.
+    pub async fn run(mut self, watchdog: Option<Duration>) -> Exit {
+        #[cfg(feature = "testing")]
+        drop(self.handles);
+        let exit = self.event_loop.run(self.inputs, watchdog).await;
+        crate::systemd::stopping();
+        self.tasks_cancel.cancel();
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("some tasks did not stop in time; leaving them");
+            self.tasks.abort_all();
+        }
+        exit
     }
 }
 
@@ -129,43 +193,29 @@ impl Dispatch for Channels {
 async fn observe<S: System>(
     system: &S,
     config: &Config,
-    running: Option<fleetnode_state_machine::SwitchId>,
+    running: Option<SwitchId>,
     store_reset: Option<String>,
     cancel: &CancellationToken,
 ) -> Option<Observation> {
-    let mut delay = Duration::from_millis(500);
-    let view = loop {
-        match system.observe().await {
-            Ok(view) => break view,
-            Err(e) => error!(error = %e, "cannot observe the host's systems; retrying"),
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return None,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(OBSERVE_RETRY_CAP);
-    };
+    let view = retry(cancel, "cannot observe the host's systems", || {
+        system.observe()
+    })
+    .await?;
     let boot_id = system.boot_id().await.unwrap_or_else(|e| {
         warn!(error = %e, "cannot read the boot id; reboots cannot be told apart this time");
         None
     });
-    let mut switch_unit = None;
-    if let Some(switch) = running {
-        let mut delay = Duration::from_millis(500);
-        switch_unit = loop {
-            match system.switch_state(switch).await {
-                Ok(state) => break Some(state),
-                Err(e) => {
-                    error!(%switch, error = %e, "cannot read the state of the switch in flight; retrying")
-                }
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return None,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(OBSERVE_RETRY_CAP);
-        };
-    }
+    let switch_unit = match running {
+        Some(switch) => Some(
+            retry(
+                cancel,
+                "cannot read the state of the switch in flight",
+                || system.switch_state(switch),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     Some(Observation {
         system: view,
         boot_id,
@@ -175,171 +225,58 @@ async fn observe<S: System>(
     })
 }
 
-/// Runs the agent until `cancel` fires (or it must restart). `ready` is called once recovery is
-/// done, with the handles for driving it.
-pub async fn run<S: System>(
-    config: Config,
-    system: Arc<S>,
-    cancel: CancellationToken,
-    mut hooks: Hooks,
-    ready: impl FnOnce(Handles),
-) -> Result<Exit, RunError> {
-    let opened = Store::open(&config.state_dir)?;
-    info!(store = %opened.store.path().display(), seq = opened.state.host.seq,
-        phase = opened.state.host.phase.name(), "store opened");
-    let clock = Clock::anchored(opened.state.clock);
-    let metrics = Arc::new(Metrics::new());
-    let workers = Workers::new(metrics.clone());
-    let client = if hooks.offline {
-        None
-    } else {
-        Some(Arc::new(Client::new(&config, metrics.clone())?))
-    };
-    let running = opened.state.host.phase.running_switch();
-    let Some(observation) =
-        observe(&*system, &config, running, opened.reset.clone(), &cancel).await
-    else {
-        return Ok(Exit::Stopped);
-    };
-    let reader = opened.store.reader();
-    let stream = opened.store.stream();
-
-    let tasks_cancel = cancel.child_token();
-    let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
-    let (effects_tx, effects_rx) = mpsc::channel(APPLY_CHANNEL_CAPACITY);
-    let (activation_tx, activation_rx) = mpsc::channel(ACTIVATION_CHANNEL_CAPACITY);
-    let (probes_tx, probes_rx) = mpsc::channel(PROBE_CHANNEL_CAPACITY);
-    let kick = Arc::new(Notify::new());
-    let (mut reducer, published) = Reducer::new(
-        opened.store,
-        opened.state,
-        clock,
-        effects_tx,
-        metrics.clone(),
-        workers.clone(),
-        tasks_cancel.clone(),
-    );
-    if let Some(hook) = hooks.on_commit.take() {
-        reducer.on_commit(hook);
-    }
-    if let Some(check) = hooks.restart_check.take() {
-        reducer.restart_check(check);
-    }
-
-    let mut tasks = JoinSet::new();
-    let dispatch = Channels {
-        activation: activation_tx,
-        probes: probes_tx,
-    };
-    tasks.spawn(applier::run(
-        effects_rx,
-        dispatch,
-        kick.clone(),
-        tasks_cancel.clone(),
-    ));
-    match reducer.event(Event::Started(observation)).await {
-        Ok(()) => {}
-        Err(Stopped::Restart(why)) => return Ok(Exit::Restart(why)),
-        Err(Stopped::Cancelled) => return Ok(Exit::Stopped),
-        Err(Stopped::ApplierGone) => return Err(RunError::ApplierGone),
-    }
-    crate::systemd::ready(&reducer.status_line());
-    info!(status = %reducer.status_line(), "recovery done; agent ready");
-
-    spawn_local_workers(
-        &mut tasks,
-        &config,
-        &system,
-        &published,
-        &workers,
-        &inputs_tx,
-        (activation_rx, probes_rx),
-        &tasks_cancel,
-        clock,
-    );
-    if let Some(client) = client {
-        let ctx = Shared {
-            client,
-            published: published.clone(),
-            workers: workers.clone(),
-            inputs: inputs_tx.clone(),
-            cancel: tasks_cancel.clone(),
-            clock,
-            metrics: metrics.clone(),
-        };
-        spawn_control_workers(&mut tasks, &config, ctx, reader, stream, kick.clone());
-    }
-    tasks.spawn({
-        let ctx = AdminContext {
-            inputs: inputs_tx.clone(),
-            snapshot: published.snapshot.clone(),
-            metrics: metrics.clone(),
-            metrics_enabled: config.metrics,
-            clock,
-        };
-        let (addr, workers, cancel) = (config.admin_listen, workers.clone(), tasks_cancel.clone());
-        supervise("admin", workers, cancel.clone(), move || {
-            admin::serve(addr, ctx.clone(), cancel.clone())
-        })
-    });
-    ready(Handles {
-        inputs: inputs_tx.clone(),
-        published: published.clone(),
-        workers: workers.clone(),
-        metrics: metrics.clone(),
-    });
-    drop(inputs_tx);
-
-    let outcome = reducer.run(inputs_rx, hooks.watchdog).await;
-    crate::systemd::stopping();
-    tasks_cancel.cancel();
-    if tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        warn!("some tasks did not stop in time; leaving them");
-        tasks.abort_all();
-    }
-    match outcome {
-        Ok(()) | Err(Stopped::Cancelled) => Ok(Exit::Stopped),
-        Err(Stopped::Restart(why)) => Ok(Exit::Restart(why)),
-        Err(Stopped::ApplierGone) => Err(RunError::ApplierGone),
+/// Runs `attempt` until it succeeds, backing off; `None` when `cancel` fires first.
+async fn retry<T, E, F, Fut>(cancel: &CancellationToken, what: &str, mut attempt: F) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match attempt().await {
+            Ok(value) => return Some(value),
+            Err(e) => error!(error = %e, "{what}; retrying"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(OBSERVE_RETRY_CAP);
     }
 }
 
-/// What the control-plane workers share.
-struct Shared {
-    client: Arc<Client>,
-    published: Published,
-    workers: Workers,
-    inputs: mpsc::Sender<Input>,
-    cancel: CancellationToken,
+/// What every worker is started with.
+struct Shared<'a> {
+    config: &'a Config,
+    status: &'a StatusWatch,
+    workers: &'a Workers,
+    inputs: &'a mpsc::Sender<Input>,
+    cancel: &'a CancellationToken,
     clock: Clock,
-    metrics: Arc<Metrics>,
+    metrics: &'a Arc<Metrics>,
 }
 
-/// Activation, probes and ticker: the workers that need no network.
-#[allow(clippy::too_many_arguments)]
+/// What the drainer reads and is woken by.
+struct Delivery {
+    reader: StoreReader,
+    stream: u64,
+    kick: Arc<Notify>,
+}
+
+/// Activation, probes and the admin listener: the workers that need no control plane.
 fn spawn_local_workers<S: System>(
     tasks: &mut JoinSet<()>,
-    config: &Config,
+    shared: &Shared<'_>,
     system: &Arc<S>,
-    published: &Published,
-    workers: &Workers,
-    inputs: &mpsc::Sender<Input>,
-    (activation_rx, probes_rx): (
-        mpsc::Receiver<ActivationCommand>,
-        mpsc::Receiver<ProbeCommand>,
-    ),
-    cancel: &CancellationToken,
-    clock: Clock,
+    activation_rx: mpsc::Receiver<fleetnode_state_machine::Command>,
+    probes_rx: mpsc::Receiver<fleetnode_state_machine::Command>,
 ) {
+    let (workers, cancel) = (shared.workers.clone(), shared.cancel.clone());
     // The receivers outlive every run of their worker, so commands sent while a worker is
     // being restarted wait for the next run.
     let activation_rx = Arc::new(Mutex::new(activation_rx));
-    let (system_a, inputs_a, cancel_a) = (system.clone(), inputs.clone(), cancel.clone());
+    let (system_a, inputs_a, cancel_a) = (system.clone(), shared.inputs.clone(), cancel.clone());
     tasks.spawn(supervise(
         "activation",
         workers.clone(),
@@ -358,9 +295,9 @@ fn spawn_local_workers<S: System>(
         },
     ));
     let probes_rx = Arc::new(Mutex::new(probes_rx));
-    let specs = config.probes.clone();
-    let snapshot = published.snapshot.clone();
-    let (system_p, inputs_p, cancel_p) = (system.clone(), inputs.clone(), cancel.clone());
+    let specs = shared.config.probes.clone();
+    let status = shared.status.clone();
+    let (system_p, inputs_p, cancel_p) = (system.clone(), shared.inputs.clone(), cancel.clone());
     tasks.spawn(supervise(
         "probes",
         workers.clone(),
@@ -374,58 +311,46 @@ fn spawn_local_workers<S: System>(
                 specs.clone(),
             );
             // A restarted probe worker starts in the epoch the state is in now.
-            let epoch = snapshot.borrow().probe_epoch;
+            let epoch = status.borrow().probe_epoch;
             async move {
                 let mut rx = rx.lock().await;
                 probes::run(specs, system, &mut rx, inputs, epoch, cancel).await
             }
         },
     ));
-    let deadline = published.deadline.clone();
-    let (inputs_t, cancel_t) = (inputs.clone(), cancel.clone());
-    tasks.spawn(supervise(
-        "ticker",
-        workers.clone(),
-        cancel.clone(),
-        move || ticker::run(deadline.clone(), clock, inputs_t.clone(), cancel_t.clone()),
-    ));
+    let ctx = AdminContext {
+        inputs: shared.inputs.clone(),
+        status: shared.status.clone(),
+        metrics: shared.metrics.clone(),
+        metrics_enabled: shared.config.metrics,
+        clock: shared.clock,
+    };
+    let addr = shared.config.admin_listen;
+    tasks.spawn(supervise("admin", workers, cancel.clone(), move || {
+        admin::serve(addr, ctx.clone(), cancel.clone())
+    }));
 }
 
 /// Long-poll, drainer and heartbeat.
 fn spawn_control_workers(
     tasks: &mut JoinSet<()>,
-    config: &Config,
-    shared: Shared,
-    reader: crate::store::StoreReader,
-    stream: u64,
-    kick: Arc<Notify>,
+    shared: &Shared<'_>,
+    client: Arc<Client>,
+    delivery: Delivery,
 ) {
-    let Shared {
-        client,
-        published,
-        workers,
-        inputs,
-        cancel,
-        clock,
-        metrics,
-    } = shared;
-    let (c, s, i, k) = (
-        client.clone(),
-        published.snapshot.clone(),
-        inputs.clone(),
-        cancel.clone(),
-    );
+    let (workers, cancel, inputs) = (shared.workers, shared.cancel, shared.inputs);
+    let (c, i, k) = (client.clone(), inputs.clone(), cancel.clone());
     tasks.spawn(supervise(
-        "longpoll",
+        control::longpoll::NAME,
         workers.clone(),
         cancel.clone(),
-        move || control::longpoll::run(c.clone(), s.clone(), i.clone(), k.clone()),
+        move || control::longpoll::run(c.clone(), i.clone(), k.clone()),
     ));
     let ctx = drainer::DrainerContext {
         client: client.clone(),
-        reader,
-        stream,
-        kick,
+        reader: delivery.reader,
+        stream: delivery.stream,
+        kick: delivery.kick,
         workers: workers.clone(),
     };
     let (i, k) = (inputs.clone(), cancel.clone());
@@ -437,16 +362,17 @@ fn spawn_control_workers(
     ));
     let ctx = heartbeat::HeartbeatContext {
         client,
-        interval: Duration::from_millis(config.heartbeat_interval.0),
-        snapshot: published.snapshot.clone(),
+        interval: Duration::from_millis(shared.config.heartbeat_interval.0),
+        status: shared.status.clone(),
         workers: workers.clone(),
-        clock,
-        metrics,
+        clock: shared.clock,
+        metrics: shared.metrics.clone(),
     };
+    let (i, k) = (inputs.clone(), cancel.clone());
     tasks.spawn(supervise(
         heartbeat::NAME,
-        workers,
+        workers.clone(),
         cancel.clone(),
-        move || heartbeat::run(ctx.clone(), inputs.clone(), cancel.clone()),
+        move || heartbeat::run(ctx.clone(), i.clone(), k.clone()),
     ));
 }

@@ -1,13 +1,11 @@
-//! The agent's runtime: the reducer, the applier, the ticker and the supervisor, and the wiring
-//! that starts them with the workers.
+//! The agent's runtime: the event loop, the start-up and shutdown around it, the supervisor of
+//! the workers, and the status the loop publishes. `docs/architecture.md` draws it.
 
 pub mod agent;
-pub mod applier;
-pub mod explain;
-pub mod reducer;
+pub mod eventloop;
+pub mod record;
 pub mod status;
 pub mod supervisor;
-pub mod ticker;
 
 #[cfg(test)]
 mod tests;

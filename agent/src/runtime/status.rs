@@ -1,115 +1,104 @@
-//! What the agent shows about itself: the reducer's snapshot of the state (published on a
-//! `watch` after every input) and the workers' statuses.
+//! What the agent shows about itself: one [`AgentStatus`] (the wire type the admin socket, the
+//! heartbeat and the CLI share), built by the event loop from its state, and the workers'
+//! statuses.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use fleetnode_state_machine::{
-    DeadlineKind, Phase, ProbeId, ProbeMode, Revision, State, StorePath, SystemView, Timestamp,
+    MESSAGE_CAP, Phase, ProbeId, ProbeMode, State, StorePath, Timestamp, cap_head,
 };
-use fleetnode_wire::{WorkerStatus, WorkerSummary};
-use serde::Serialize;
+use fleetnode_wire::{
+    AgentStatus, MAX_PROBES, MAX_WORKERS, NextDeadline, ProbeSummary, QueueSummary, WorkerStatus,
+    WorkerSummary,
+};
+use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::store::QueueStats;
 
-/// The reducer's view of the agent after its latest input.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Snapshot {
-    /// Agent version.
-    pub agent_version: &'static str,
-    /// Phase name.
-    pub phase: &'static str,
-    /// Why the host is reverted or failed, in words.
-    pub reason: Option<String>,
-    /// Operator hold.
-    pub paused: bool,
-    /// Target of the work in progress or in place.
-    pub target: Option<StorePath>,
-    /// What the host runs.
-    pub system: SystemView,
-    /// Latest directive revision acted upon.
-    pub handled_revision: Option<Revision>,
-    /// Latest directive revision received.
-    pub desired_revision: Option<Revision>,
-    /// Seq of the latest event emitted.
-    pub last_seq: u64,
-    /// Current probe epoch.
-    pub probe_epoch: u64,
-    /// The event stream id.
-    pub stream: u64,
-    /// The outbound queue.
-    pub queue: QueueStats,
-    /// Latest result of each probe in this epoch.
-    pub probes: Vec<ProbeStatus>,
-    /// The next deadline and why.
-    pub next_deadline: Option<(Timestamp, DeadlineKind)>,
-    /// The agent's clock when the snapshot was taken.
-    pub at: Timestamp,
-}
+/// The latest status, published by the event loop after every input that changed it.
+pub type StatusWatch = watch::Receiver<Arc<AgentStatus>>;
 
-/// Latest result of one probe.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProbeStatus {
-    /// Probe.
-    pub probe: ProbeId,
-    /// Its mode.
-    pub mode: ProbeMode,
-    /// Latest result; `None` before the first one in this epoch.
-    pub passing: Option<bool>,
-    /// Its explanation.
-    pub detail: String,
-}
+/// The latest result of each probe in the current epoch, as the event loop saw them: whether
+/// it passed and its detail.
+pub type LatestProbes = BTreeMap<ProbeId, (bool, String)>;
 
-impl Snapshot {
-    /// Builds a snapshot of `state`, with the latest probe results the reducer has seen.
-    pub fn of(
-        state: &State,
-        stream: u64,
-        queue: QueueStats,
-        latest: &BTreeMap<ProbeId, (bool, String)>,
-    ) -> Self {
-        let host = &state.host;
-        let mut probes: Vec<(ProbeId, ProbeMode)> = host
-            .policy
-            .probes
-            .iter()
-            .map(|(probe, mode)| (probe.clone(), *mode))
-            .collect();
-        if !host.policy.probes.contains_key(&ProbeId::control_plane()) {
-            probes.push((ProbeId::control_plane(), ProbeMode::Enforce));
-            probes.sort_by(|a, b| a.0.cmp(&b.0));
-        }
-        let probes = probes
-            .into_iter()
-            .map(|(probe, mode)| {
-                let result = latest.get(&probe);
-                ProbeStatus {
-                    passing: result.map(|(passed, _)| *passed),
-                    detail: result.map(|(_, d)| d.clone()).unwrap_or_default(),
-                    probe,
-                    mode,
-                }
-            })
-            .collect();
-        Self {
-            agent_version: env!("CARGO_PKG_VERSION"),
-            phase: host.phase.name(),
-            reason: reason(&host.phase),
-            paused: host.paused,
-            target: target(&host.phase),
-            system: host.system.clone(),
-            handled_revision: host.handled,
-            desired_revision: host.desired.as_ref().map(|d| d.revision),
-            last_seq: host.seq,
-            probe_epoch: host.probe_epoch,
-            stream,
-            queue,
-            probes,
-            next_deadline: state.next_deadline(),
-            at: state.clock,
-        }
+/// Builds the status of the agent whose state is `state`, at `at`.
+pub fn build(
+    state: &State,
+    stream: u64,
+    queue: QueueSummary,
+    latest: &LatestProbes,
+    workers: Vec<WorkerSummary>,
+    at: Timestamp,
+) -> AgentStatus {
+    let host = &state.host;
+    let mut workers = workers;
+    workers.truncate(MAX_WORKERS);
+    AgentStatus {
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        at,
+        phase: host.phase.kind(),
+        reason: reason(&host.phase).cloned(),
+        paused: host.paused,
+        handled_revision: host.handled,
+        desired_revision: host.desired.as_ref().map(|d| d.revision),
+        target: target(&host.phase),
+        system: host.system.clone(),
+        stream,
+        last_seq: host.seq,
+        probe_epoch: host.probe_epoch,
+        queue,
+        probes: probes(state, latest),
+        workers,
+        next_deadline: state
+            .next_deadline()
+            .map(|(at, kind)| NextDeadline { at, kind }),
     }
+}
+
+/// Every configured probe (the built-in control-plane probe included) with its latest result.
+fn probes(state: &State, latest: &LatestProbes) -> Vec<ProbeSummary> {
+    let policy = &state.host.policy;
+    let mut probes: Vec<(ProbeId, ProbeMode)> = policy
+        .probes
+        .iter()
+        .map(|(probe, mode)| (probe.clone(), *mode))
+        .collect();
+    if !policy.probes.contains_key(&ProbeId::control_plane()) {
+        probes.push((ProbeId::control_plane(), ProbeMode::Enforce));
+        probes.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    probes.truncate(MAX_PROBES);
+    probes
+        .into_iter()
+        .map(|(probe, mode)| {
+            let result = latest.get(&probe);
+            ProbeSummary {
+                passing: result.map(|(passed, _)| *passed),
+                detail: result
+                    .map(|(_, detail)| cap_head(detail, MESSAGE_CAP))
+                    .unwrap_or_default(),
+                probe,
+                mode,
+            }
+        })
+        .collect()
+}
+
+/// The systemd status line for a status.
+pub fn line(status: &AgentStatus) -> String {
+    let mut line = format!("phase {}", status.phase);
+    if let Some(target) = &status.target {
+        line.push_str(&format!(", target {}", target.name()));
+    }
+    if status.paused {
+        line.push_str(", paused");
+    }
+    if status.queue.depth > 0 {
+        line.push_str(&format!(", {} events queued", status.queue.depth));
+    }
+    line
 }
 
 /// The closure the host is working towards or settled on, by phase.
@@ -128,11 +117,11 @@ pub fn target(phase: &Phase) -> Option<StorePath> {
     }
 }
 
-fn reason(phase: &Phase) -> Option<String> {
+fn reason(phase: &Phase) -> Option<&fleetnode_state_machine::Reason> {
     match phase {
-        Phase::RollingBack(p) => Some(p.reason.to_string()),
-        Phase::Reverted(p) => Some(p.reason.to_string()),
-        Phase::Failed(p) => Some(p.reason.to_string()),
+        Phase::RollingBack(p) => Some(&p.reason),
+        Phase::Reverted(p) => Some(&p.reason),
+        Phase::Failed(p) => Some(&p.reason),
         Phase::Idle
         | Phase::Realising(_)
         | Phase::Activating(_)

@@ -129,7 +129,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn what_a_worker_logs_names_the_worker() {
-        let (logs, _guard) = crate::control::testlog::Logs::capture();
+        let (logs, _guard) = crate::testlog::Logs::capture();
         let workers = Workers::new(Arc::new(Metrics::new()));
         let cancel = CancellationToken::new();
         let task = tokio::spawn(supervise("drainer", workers, cancel.clone(), {

@@ -1,5 +1,5 @@
-//! The runtime end to end: store, reducer, applier, activation worker, ticker and the
-//! control-plane workers against a real local HTTP control plane, on an in-memory host.
+//! The runtime end to end: store, event loop, activation worker and the control-plane workers
+//! against a real local HTTP control plane, on an in-memory host.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,14 +8,13 @@ use fleetnode_state_machine::{
     Directive, DirectiveKind, HealthOverrides, Millis, Report, Revision, StorePath, SwitchAction,
     SwitchPurpose,
 };
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::agent::{self, Exit, Handles, Hooks};
+use super::eventloop::Exit;
 use crate::config::Config;
 use crate::control::testserver::TestServer;
 use crate::store::Store;
-use crate::testing::{MemorySystem, Operation};
+use crate::testing::{self, Handles, MemorySystem, Operation};
 
 const OLD: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-old";
 const NEW: &str = "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-nixos-system-new";
@@ -41,22 +40,17 @@ fn activate(revision: u64, target: &str) -> Directive {
 struct Running {
     handles: Handles,
     cancel: CancellationToken,
-    task: tokio::task::JoinHandle<Result<Exit, agent::RunError>>,
+    task: tokio::task::JoinHandle<Exit>,
 }
 
 async fn start(config: &Config, system: &Arc<MemorySystem>) -> Running {
     let cancel = CancellationToken::new();
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(agent::run(
-        config.clone(),
-        system.clone(),
-        cancel.clone(),
-        Hooks::default(),
-        move |handles| {
-            let _ = tx.send(handles);
-        },
-    ));
-    let handles = rx.await.expect("the agent did not get ready");
+    let agent = testing::start(config.clone(), system.clone(), cancel.clone())
+        .await
+        .unwrap()
+        .expect("the agent did not get ready");
+    let handles = agent.handles();
+    let task = tokio::spawn(agent.run(None));
     Running {
         handles,
         cancel,
@@ -66,10 +60,10 @@ async fn start(config: &Config, system: &Arc<MemorySystem>) -> Running {
 
 impl Running {
     async fn wait_for_phase(&mut self, phase: &str) {
-        let mut snapshot = self.handles.published.snapshot.clone();
+        let mut status = self.handles.status.clone();
         tokio::time::timeout(
             Duration::from_secs(3600),
-            snapshot.wait_for(|s| s.phase == phase),
+            status.wait_for(|s| s.phase.name() == phase),
         )
         .await
         .unwrap_or_else(|_| panic!("never reached {phase}"))
@@ -78,7 +72,7 @@ impl Running {
 
     async fn stop(self) {
         self.cancel.cancel();
-        assert_eq!(self.task.await.unwrap().unwrap(), Exit::Stopped);
+        assert_eq!(self.task.await.unwrap(), Exit::Stopped);
     }
 }
 
@@ -92,7 +86,7 @@ fn config(server: &TestServer, dir: &std::path::Path) -> Config {
 /// Waits until the control plane holds every event the agent emitted.
 async fn wait_delivered(server: &TestServer, running: &Running) {
     for _ in 0..600 {
-        let last = running.handles.published.snapshot.borrow().last_seq;
+        let last = running.handles.status.borrow().last_seq;
         if server.lock().acked_through >= last && last > 0 {
             return;
         }
@@ -165,7 +159,7 @@ async fn a_directive_goes_through_activation_soak_and_commit() {
     }
     // The acknowledged events left the local queue.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(running.handles.published.snapshot.borrow().queue.depth, 0);
+    assert_eq!(running.handles.status.borrow().queue.depth, 0);
     running.stop().await;
 
     // The store reopens in the converged state.
@@ -197,10 +191,7 @@ async fn a_restart_during_a_switch_follows_the_running_unit_without_a_second_act
         .unwrap();
     let mut running = start(&config, &system).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        running.handles.published.snapshot.borrow().phase,
-        "activating"
-    );
+    assert_eq!(running.handles.status.borrow().phase.name(), "activating");
     system.hold_switches(false);
     system.release(switch);
     running.wait_for_phase("converged").await;
@@ -241,13 +232,66 @@ async fn a_failed_activation_rolls_back_and_the_agent_keeps_running() {
     server.set_desired(|d| d.directive = Some(activate(2, NEW)));
     running.wait_for_phase("reverted").await;
     assert_eq!(system.view().current, Some(path(OLD)));
-    let snapshot = running.handles.published.snapshot.borrow().clone();
+    let status = running.handles.status.borrow().clone();
     assert!(
-        snapshot
+        status
             .reason
-            .as_deref()
+            .as_ref()
             .unwrap()
+            .to_string()
             .contains("exited with code 1")
     );
     running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_switch_lock_waits_and_the_switch_runs_once_it_is_free() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&server, dir.path());
+    let system = Arc::new(MemorySystem::running(Some(path(OLD)), "boot-1"));
+    system.hold_lock(true);
+    let mut running = start(&config, &system).await;
+    server.set_desired(|d| d.directive = Some(activate(1, NEW)));
+    running.wait_for_phase("activating").await;
+    // Another switch holds the lock for a minute: the activation waits, never fails.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(running.handles.status.borrow().phase.name(), "activating");
+    let started = |system: &MemorySystem| {
+        system
+            .operations()
+            .iter()
+            .filter(|op| matches!(op, Operation::Started(..)))
+            .count()
+    };
+    assert_eq!(started(&system), 0, "nothing ran while the lock was held");
+    system.hold_lock(false);
+    running.wait_for_phase("converged").await;
+    assert_eq!(system.view().current, Some(path(NEW)));
+    // The activation and the commit, each once.
+    assert_eq!(started(&system), 2);
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_committed_generation_with_a_new_agent_makes_the_agent_restart() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&server, dir.path());
+    let system = Arc::new(MemorySystem::running(Some(path(OLD)), "boot-1"));
+    system.set_agent_upgrade(Some("the committed generation has a new agent binary"));
+    let running = start(&config, &system).await;
+    server.set_desired(|d| d.directive = Some(activate(1, NEW)));
+    let exit = tokio::time::timeout(Duration::from_secs(3600), running.task)
+        .await
+        .expect("the agent did not restart")
+        .unwrap();
+    assert_eq!(
+        exit,
+        Exit::Restart("the committed generation has a new agent binary".into())
+    );
+    // It restarts only once the generation is committed and recorded as converged.
+    let opened = Store::open(&config.state_dir).unwrap();
+    assert_eq!(opened.state.host.phase.name(), "converged");
+    assert_eq!(system.view().profile, Some(path(NEW)));
 }

@@ -4,7 +4,7 @@
 //! the dead letters (events the control plane refused for good), and metadata: the schema
 //! version and the event stream id (a random `u64` chosen when the store is created).
 //!
-//! The reducer is the only writer ([`Store`]); the drainer reads through a [`StoreReader`]
+//! The event loop is the only writer ([`Store`]); the drainer reads through a [`StoreReader`]
 //! (redb serves readers concurrently with the writer). Every write is one transaction committed
 //! with redb's default immediate durability (fsync before `commit` returns).
 //!
@@ -13,7 +13,6 @@
 //! reason comes back in [`Opened::reset`] so the agent reports it. A store held open by another
 //! process is an error: that is another agent, and its store must not be touched.
 
-mod compact;
 mod queue;
 
 use std::fs;
@@ -21,9 +20,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fleetnode_state_machine::{OutboundEvent, State, Timestamp};
+use fleetnode_state_machine::{OutboundEvent, State};
+use fleetnode_wire::QueueSummary;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use serde::Serialize;
 
 pub use queue::{CommitReport, DeadLetterOutcome, StoreReader};
 
@@ -85,20 +84,11 @@ pub struct Opened {
     pub reset: Option<String>,
 }
 
-/// Counters of the outbound queue and the dead letters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct QueueStats {
-    /// Events waiting for delivery.
-    pub depth: u64,
-    /// Their encoded size in bytes.
-    pub bytes: u64,
-    /// When the oldest waiting event happened.
-    pub oldest_at: Option<Timestamp>,
-    /// Dead letters kept.
-    pub dead_letters: u64,
-}
+/// Counters of the outbound queue and the dead letters: the wire's summary, kept current by
+/// every write.
+pub type QueueStats = QueueSummary;
 
-/// The writer side of the store, owned by the reducer.
+/// The writer side of the store, owned by the event loop.
 #[derive(Debug)]
 pub struct Store {
     db: Arc<Database>,
@@ -215,7 +205,7 @@ fn load(path: &Path) -> Result<Opened, LoadError> {
         Err(redb::TableError::TableDoesNotExist(_)) => State::default(),
         Err(e) => return Err(classify(e.into())),
     };
-    let mut stats = QueueStats::default();
+    let mut stats = QueueSummary::default();
     match read.open_table(OUTBOUND) {
         Ok(table) => {
             for row in table.iter().map_err(|e| classify(e.into()))? {
@@ -324,7 +314,7 @@ fn create(path: &Path) -> Result<Store, StoreError> {
         db: Arc::new(db),
         path: path.to_owned(),
         stream,
-        stats: QueueStats::default(),
+        stats: QueueSummary::default(),
         futile_at: None,
     })
 }

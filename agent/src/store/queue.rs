@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use fleetnode_state_machine::{GapCause, OutboundEvent, Report, State, Timestamp};
+use fleetnode_state_machine::queue::{self as rules, Entry, EntryKind};
+use fleetnode_state_machine::{OutboundEvent, State, Timestamp};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::compact::{self, Entry, EntryKind};
 use super::{
     DEAD_LETTER_CAP, DEAD_LETTERS, OUTBOUND, QUEUE_MAX_BYTES, QUEUE_MAX_EVENTS, QueueStats, STATE,
     STATE_KEY, Store, StoreError,
@@ -121,7 +121,8 @@ impl Store {
         Ok(removed)
     }
 
-    /// Moves the queued event `seq` to the dead letters and puts a gap marker in its place.
+    /// Moves the queued event `seq` to the dead letters and puts the state machine's gap in its
+    /// place.
     pub fn dead_letter(
         &mut self,
         seq: u64,
@@ -137,23 +138,11 @@ impl Store {
             };
             let event: OutboundEvent = serde_json::from_slice(bytes.value()).map_err(op)?;
             drop(bytes);
-            let from_seq = match &event.report {
-                Report::Gap {
-                    cause: GapCause::DeadLettered { .. },
-                    ..
-                } => return Ok(DeadLetterOutcome::NotQueued),
-                Report::Gap { from_seq, .. } => *from_seq,
-                _ => seq,
+            let Some(letter) = rules::dead_letter_gap(&event, code) else {
+                return Ok(DeadLetterOutcome::NotQueued);
             };
-            let code = fleetnode_state_machine::cap_head(code, fleetnode_wire::MAX_SHORT_TEXT);
-            gap = OutboundEvent {
-                seq,
-                at: event.at,
-                report: Report::Gap {
-                    from_seq,
-                    cause: GapCause::DeadLettered { code: code.clone() },
-                },
-            };
+            let code = fleetnode_state_machine::cap_head(code, rules::GAP_CODE_CAP);
+            gap = letter;
             queue.insert(seq, encode(&gap)?.as_slice()).map_err(op)?;
             let mut dead = write.open_table(DEAD_LETTERS).map_err(op)?;
             let letter = DeadLetter {
@@ -199,7 +188,8 @@ fn queue_stats(write: &WriteTransaction, dead_letters: u64) -> Result<QueueStats
     Ok(stats)
 }
 
-/// Compacts probe observations in the queue; returns how many were dropped.
+/// Compacts probe observations in the queue by the state machine's plan; returns how many
+/// were dropped.
 fn compact_queue(write: &WriteTransaction) -> Result<u64, StoreError> {
     let mut queue = write.open_table(OUTBOUND).map_err(op)?;
     let mut entries = Vec::new();
@@ -212,7 +202,7 @@ fn compact_queue(write: &WriteTransaction) -> Result<u64, StoreError> {
             kind: EntryKind::of(&event),
         });
     }
-    let plan = compact::plan(&entries);
+    let plan = rules::plan(&entries);
     for seq in &plan.remove {
         queue.remove(*seq).map_err(op)?;
     }

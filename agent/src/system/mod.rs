@@ -5,7 +5,8 @@
 //! profile (all under the configured root), realises closures with `nix-store`, checks their
 //! signatures with `nix store verify`, and runs every switch in its own transient systemd unit
 //! `fleetnode-activate-<id>.service` through `systemd-run`, never as a child of the agent: a
-//! switch that restarts the agent's own unit must not kill itself (FIELD-LESSONS 1).
+//! switch that changes the agent's own unit makes systemd stop the agent's cgroup, and a
+//! switch running in that cgroup would be killed half-way.
 //!
 //! # The switch unit
 //! ```text
@@ -16,20 +17,23 @@
 //!     --setenv=PATH=<nix-env's directory>:<the agent's PATH>
 //!     -- <root><closure>/bin/switch-to-configuration <test|switch|boot>
 //! ```
-//! - The job's own closure's script runs, never `/run/current-system`'s (FIELD-LESSONS 2);
-//!   the profile is set only when the job says so (FIELD-LESSONS 3), directly with `nix-env`
-//!   rather than through a wrapper (FIELD-LESSONS 4).
+//! - The job's own closure's script runs, never `/run/current-system`'s: that would
+//!   re-activate the generation being left, a silent no-op of a rollback. The profile is set
+//!   only when the job says so (a boot entry must not point at a generation before it proved
+//!   healthy), directly with `nix-env` rather than through a wrapper whose flags change
+//!   between releases.
 //! - `RemainAfterExit=yes` and no `--collect`: systemd would otherwise unload a finished unit
 //!   (a failed one too, with `--collect`) together with its exit status before the agent
 //!   reads it. The agent releases the unit itself ([`System::stop_switch`]) once it has
 //!   reported the result, so no finished unit lingers and no failed one keeps the host
 //!   "degraded".
 //! - Output goes to a file in the state directory so it survives an agent restart; the
-//!   agent logs it line by line while following the unit and attaches its capped tail to
-//!   failures. The newest [`SWITCH_LOGS_KEPT`] logs are kept.
+//!   agent logs it line by line while following the unit and attaches its tail to failures.
+//!   The newest [`SWITCH_LOGS_KEPT`] logs are kept.
 //! - When another switch holds `/run/nixos/switch-to-configuration.lock` (a manual
-//!   `nixos-rebuild`), [`System::start_switch`] waits for it instead of failing
-//!   (FIELD-LESSONS 5).
+//!   `nixos-rebuild`), [`System::start_switch`] does not start the unit (setting the profile
+//!   meanwhile would point it at a generation no switch ran) and says so; when to try again
+//!   is the state machine's decision.
 //!
 //! Paths on the host are resolved under `config.root`; store paths handed to nix commands stay
 //! store paths. Nothing from the control plane ever reaches a shell: every command is an argv.
@@ -67,14 +71,14 @@ pub trait System: Send + Sync + 'static {
     /// required, that the closure is signed by a trusted key.
     fn realise(&self, target: &StorePath) -> impl Future<Output = RealiseResult> + Send;
 
-    /// Launches `job` in the transient unit of `switch` (see the module docs). Waits while
-    /// another switch holds the switch lock. Idempotent: when the unit already exists it is
-    /// left alone, to be followed with [`System::switch_state`].
+    /// Launches `job` in the transient unit of `switch` (see the module docs), unless another
+    /// switch holds the switch lock. Idempotent: when the unit already exists it is left alone,
+    /// to be followed with [`System::switch_state`].
     fn start_switch(
         &self,
         switch: SwitchId,
         job: &SwitchJob,
-    ) -> impl Future<Output = Result<(), SystemError>> + Send;
+    ) -> impl Future<Output = Result<Launch, SystemError>> + Send;
 
     /// The state of the switch's unit: running, exited (with its exit code and output tail) or
     /// gone. Also logs the output the switch printed since the last call.
@@ -93,6 +97,19 @@ pub trait System: Send + Sync + 'static {
 
     /// Whether a unit is active (`systemctl is-active`), for systemd probes.
     fn unit_active(&self, unit: &str) -> impl Future<Output = Result<bool, SystemError>> + Send;
+
+    /// What differs between the running agent and the one the live generation carries (its
+    /// unit file or its binary), when the agent runs as a systemd service; `None` otherwise.
+    fn agent_upgrade(&self) -> impl Future<Output = Option<String>> + Send;
+}
+
+/// What [`System::start_switch`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// The switch's unit runs (or already ran): follow it.
+    Started,
+    /// Another switch holds the switch lock; nothing was started.
+    LockHeld,
 }
 
 /// Why an operation on the host failed: which command or path, and why.

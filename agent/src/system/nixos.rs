@@ -9,8 +9,9 @@ use fleetnode_state_machine::{
     RealiseResult, STORE_DIR, StorePath, SwitchId, SwitchJob, SystemView, UnitState,
 };
 
-use super::{System, SystemError};
+use super::{Launch, System, SystemError};
 use crate::config::SystemConfig;
+use crate::selfupdate;
 
 /// Symlinks followed at most when resolving the profile (it is two deep on NixOS).
 const MAX_LINK_HOPS: usize = 16;
@@ -22,16 +23,20 @@ pub struct NixosSystem {
     pub(super) state_dir: PathBuf,
     /// Bytes of each followed switch's output already written to the log.
     pub(super) logged: Mutex<BTreeMap<SwitchId, u64>>,
+    /// The agent's own unit and binary as they were at start-up, when it runs as a service.
+    running: Option<selfupdate::Running>,
 }
 
 impl NixosSystem {
     /// A backend for the host described by `config`, keeping its GC root and switch logs under
     /// `state_dir`.
     pub fn new(config: SystemConfig, state_dir: PathBuf) -> Self {
+        let running = selfupdate::Running::capture_if_service(&config.root);
         Self {
             config,
             state_dir,
             logged: Mutex::new(BTreeMap::new()),
+            running,
         }
     }
 
@@ -141,7 +146,7 @@ impl System for NixosSystem {
         self.realise_closure(target).await
     }
 
-    async fn start_switch(&self, switch: SwitchId, job: &SwitchJob) -> Result<(), SystemError> {
+    async fn start_switch(&self, switch: SwitchId, job: &SwitchJob) -> Result<Launch, SystemError> {
         self.launch_switch(switch, job).await
     }
 
@@ -159,5 +164,9 @@ impl System for NixosSystem {
 
     async fn unit_active(&self, unit: &str) -> Result<bool, SystemError> {
         self.is_active(unit).await
+    }
+
+    async fn agent_upgrade(&self) -> Option<String> {
+        self.running.as_ref().and_then(selfupdate::Running::changed)
     }
 }

@@ -6,18 +6,17 @@ use std::ffi::OsString;
 use std::fs::{File, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use fleetnode_state_machine::{OUTPUT_TAIL_CAP, SwitchId, SwitchJob, UnitState, cap_tail};
+use fleetnode_state_machine::{
+    OUTPUT_TAIL_CAP, SwitchExit, SwitchId, SwitchJob, UnitState, cap_tail,
+};
 
 use super::command::{Argv, is_executable, resolve_program};
-use super::{NixosSystem, SystemError};
+use super::{Launch, NixosSystem, SystemError};
 
 /// Switch output logs kept in `<state_dir>/switches/` (older ones are deleted when a switch
 /// starts). At most a few MiB: switch output is a few KiB to a few hundred KiB.
 pub const SWITCH_LOGS_KEPT: usize = 20;
-/// How often a held switch lock is checked again.
-const LOCK_POLL: Duration = Duration::from_secs(1);
 /// The lock every `switch-to-configuration` takes.
 const SWITCH_LOCK: &str = "/run/nixos/switch-to-configuration.lock";
 /// `PATH` for the switch when the agent has none.
@@ -43,7 +42,7 @@ impl NixosSystem {
         &self,
         switch: SwitchId,
         job: &SwitchJob,
-    ) -> Result<(), SystemError> {
+    ) -> Result<Launch, SystemError> {
         let script = self
             .host_path(Path::new(job.closure.as_str()))
             .join("bin/switch-to-configuration");
@@ -55,12 +54,14 @@ impl NixosSystem {
         } else {
             None
         };
-        self.wait_for_switch_lock().await;
         let unit = unit_name(switch);
         let shown = self.show(&unit).await?;
         if shown.get("LoadState").map(String::as_str) == Some("loaded") {
             tracing::info!(%switch, %unit, "the switch's unit already exists; following it");
-            return Ok(());
+            return Ok(Launch::Started);
+        }
+        if self.switch_lock_held() {
+            return Ok(Launch::LockHeld);
         }
         let log = self.prepare_log(switch).await?;
         let mut path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
@@ -98,12 +99,12 @@ impl NixosSystem {
             set_profile = job.set_profile, "launching the switch");
         let finished = argv.run(false).await?;
         if finished.status.success() {
-            return Ok(());
+            return Ok(Launch::Started);
         }
         // A unit that failed to start still carries its result: let the caller read it.
         let shown = self.show(&unit).await?;
         if shown.get("LoadState").map(String::as_str) == Some("loaded") {
-            return Ok(());
+            return Ok(Launch::Started);
         }
         Err(finished.failure(&argv.display()))
     }
@@ -170,26 +171,22 @@ impl NixosSystem {
         Ok(log)
     }
 
-    /// Waits while another switch (a manual `nixos-rebuild`) holds the switch lock.
-    async fn wait_for_switch_lock(&self) {
+    /// Whether another switch (a manual `nixos-rebuild`) holds the switch lock now. A lock
+    /// that cannot be checked counts as free: `switch-to-configuration` takes it itself and
+    /// refuses to run when it cannot.
+    fn switch_lock_held(&self) -> bool {
         let path = self.host_path(Path::new(SWITCH_LOCK));
-        let mut announced = false;
-        loop {
-            match lock_is_held(&path) {
-                Ok(false) => return,
-                Ok(true) => {
-                    if !announced {
-                        tracing::info!(lock = %path.display(),
-                            "another switch holds the switch lock; waiting for it to finish");
-                        announced = true;
-                    }
-                    tokio::time::sleep(LOCK_POLL).await;
+        match lock_is_held(&path) {
+            Ok(held) => {
+                if held {
+                    tracing::info!(lock = %path.display(), "another switch holds the switch lock");
                 }
-                Err(e) => {
-                    tracing::warn!(lock = %path.display(), error = %e,
-                        "cannot check the switch lock; starting anyway");
-                    return;
-                }
+                held
+            }
+            Err(e) => {
+                tracing::warn!(lock = %path.display(), error = %e,
+                    "cannot check the switch lock; starting anyway");
+                false
             }
         }
     }
@@ -233,10 +230,10 @@ impl NixosSystem {
                 field("ExecMainStatus")
             ));
         }
-        Ok(UnitState::Exited {
-            exit_code,
-            output_tail: cap_tail(&output_tail, OUTPUT_TAIL_CAP),
-        })
+        Ok(UnitState::Exited(SwitchExit {
+            code: exit_code,
+            output_tail,
+        }))
     }
 
     pub(super) async fn release_unit(&self, switch: SwitchId) -> Result<(), SystemError> {

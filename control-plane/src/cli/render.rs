@@ -2,13 +2,13 @@
 
 use std::fmt::Write as _;
 
-use fleetnode_state_machine::{Phase, Reason, STORE_DIR, SwitchVerdict};
+use fleetnode_state_machine::Phase;
 use fleetnode_wire::{
-    DesiredChanged, DesiredState, DirectiveKind, HostDetail, HostList, HostRow, OutboundEvent,
-    Report, StorePath, Timestamp,
+    DesiredChanged, DesiredState, DirectiveKind, HostDetail, HostList, HostRow, StorePath,
+    Timestamp,
 };
 
-use super::time::{ago, utc};
+use super::time::ago;
 
 /// The host list as an aligned table.
 pub fn host_table(list: &HostList, now: Timestamp) -> String {
@@ -26,7 +26,7 @@ pub fn host_table(list: &HostList, now: Timestamp) -> String {
     for host in &list.hosts {
         rows.push([
             host.id.to_string(),
-            host.phase.clone(),
+            host.phase.to_string(),
             short(host.current.as_ref()),
             short(host.target.as_ref()),
             host.last_seen
@@ -63,10 +63,8 @@ pub fn host_detail(detail: &HostDetail, now: Timestamp) -> String {
     }
     line(
         "last seen",
-        row.last_seen.map_or_else(
-            || "never".to_owned(),
-            |t| format!("{} ({})", ago(t, now), utc(t)),
-        ),
+        row.last_seen
+            .map_or_else(|| "never".to_owned(), |t| format!("{} ({t})", ago(t, now))),
     );
     line("current", full(host.system.current.as_ref()));
     line("booted", full(host.system.booted.as_ref()));
@@ -94,10 +92,7 @@ pub fn host_detail(detail: &HostDetail, now: Timestamp) -> String {
             "agent",
             format!(
                 "{} (sent {}), events emitted through seq {}, mirrored through seq {}",
-                hb.agent_version,
-                utc(hb.sent_at),
-                hb.last_seq,
-                host.seq
+                hb.agent_version, hb.at, hb.last_seq, host.seq
             ),
         );
         line(
@@ -132,8 +127,12 @@ pub fn host_detail(detail: &HostDetail, now: Timestamp) -> String {
     let mut rows = vec![["SEQ".to_owned(), "AT".to_owned(), "EVENT".to_owned()]];
     let mut tails = Vec::new();
     for event in &detail.recent_events {
-        rows.push([event.seq.to_string(), utc(event.at), describe(event)]);
-        tails.push(failure_tail(&event.report).map(str::to_owned));
+        rows.push([
+            event.seq.to_string(),
+            event.at.to_string(),
+            event.report.to_string(),
+        ]);
+        tails.push(event.report.output_tail().map(str::to_owned));
     }
     let rendered = table(&rows);
     for (i, text) in rendered.lines().enumerate() {
@@ -202,14 +201,7 @@ fn flags(row: &HostRow) -> String {
 
 /// A store path shortened for a table: the first 7 hash characters and the name.
 fn short(path: Option<&StorePath>) -> String {
-    match path {
-        Some(path) => {
-            let start = STORE_DIR.len();
-            let hash = path.as_str().get(start..start + 7).unwrap_or_default();
-            format!("{hash}…-{}", path.name())
-        }
-        None => "-".to_owned(),
-    }
+    path.map_or_else(|| "-".to_owned(), |path| format!("{path:#}"))
 }
 
 fn full(path: Option<&StorePath>) -> String {
@@ -272,9 +264,7 @@ fn phase_text(phase: &Phase) -> String {
         ),
         Phase::Soaking(p) => format!(
             "soaking {} ({}, until {})",
-            p.work.target,
-            p.work.revision,
-            utc(p.until)
+            p.work.target, p.work.revision, p.until
         ),
         Phase::Committing(p) => format!("committing {} ({})", p.work.target, p.work.revision),
         Phase::Deferred(p) => format!(
@@ -288,145 +278,5 @@ fn phase_text(phase: &Phase) -> String {
             let halted = if p.halted { " (halted by policy)" } else { "" };
             format!("failed{halted}: {}", p.reason)
         }
-    }
-}
-
-/// One line about an event.
-fn describe(event: &OutboundEvent) -> String {
-    let name = event.report.name();
-    let detail = match &event.report {
-        Report::Recovered {
-            system,
-            store_reset,
-            ..
-        } => {
-            let reset = store_reset
-                .as_ref()
-                .map_or_else(String::new, |why| format!("; store was reset: {why}"));
-            format!("running {}{reset}", short(system.current.as_ref()))
-        }
-        Report::PolicyApplied { .. } => "local configuration changed".to_owned(),
-        Report::DirectiveRecorded { directive } => format!("{}", directive.revision),
-        Report::Paused | Report::Resumed => String::new(),
-        Report::AlreadyConverged { revision, target }
-        | Report::Converged { revision, target }
-        | Report::Superseded { revision, target } => {
-            format!("{} ({revision})", short(Some(target)))
-        }
-        Report::WorkStarted { work } => {
-            format!(
-                "{} ({}, {})",
-                short(Some(&work.target)),
-                work.revision,
-                work.mode
-            )
-        }
-        Report::Realised { target } => short(Some(target)),
-        Report::ActivationStarted { switch, job, .. }
-        | Report::CommitStarted { switch, job, .. } => {
-            format!(
-                "switch {switch}: {} {}",
-                job.action.as_arg(),
-                short(Some(&job.closure))
-            )
-        }
-        Report::SwitchEnded {
-            switch, verdict, ..
-        } => match verdict {
-            SwitchVerdict::Succeeded => format!("switch {switch} succeeded"),
-            SwitchVerdict::SucceededWithWarnings { .. } => {
-                format!("switch {switch} succeeded with failed units")
-            }
-            SwitchVerdict::Failed { reason } => format!("switch {switch} failed: {reason}"),
-        },
-        Report::SoakStarted { epoch, until } => format!("epoch {epoch}, until {}", utc(*until)),
-        Report::DeferredUntilBoot { reboot_requested } => {
-            if *reboot_requested {
-                "reboot requested".to_owned()
-            } else {
-                "waiting for a reboot".to_owned()
-            }
-        }
-        Report::ProbeObserved {
-            probe,
-            passed,
-            detail,
-            ..
-        } => {
-            let result = if *passed { "passed" } else { "FAILED" };
-            format!("{probe} {result}: {detail}")
-        }
-        Report::RollbackStarted { to, reason, .. } => {
-            format!("to {}: {reason}", short(Some(to)))
-        }
-        Report::Reverted { to, reason, .. } => format!("to {}: {reason}", short(Some(to))),
-        Report::Failed { reason, halted, .. } => {
-            let halted = if *halted { " (halted)" } else { "" };
-            format!("{reason}{halted}")
-        }
-        Report::RollbackRejected { revision, reason } => format!("{revision}: {reason}"),
-        Report::Gap { from_seq, cause } => match cause {
-            fleetnode_wire::GapCause::Compacted { dropped } => {
-                format!("seqs {from_seq}..: {dropped} probe observations compacted")
-            }
-            fleetnode_wire::GapCause::DeadLettered { code } => {
-                format!("seqs {from_seq}..: refused by the control plane ({code})")
-            }
-        },
-    };
-    if detail.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{name} {detail}")
-    }
-}
-
-/// The output tail a failure carries, if any.
-fn failure_tail(report: &Report) -> Option<&str> {
-    match report {
-        Report::SwitchEnded { verdict, .. } => match verdict {
-            SwitchVerdict::Succeeded => None,
-            SwitchVerdict::SucceededWithWarnings { output_tail } => Some(output_tail),
-            SwitchVerdict::Failed { reason } => reason_tail(reason),
-        },
-        Report::RollbackStarted { reason, .. }
-        | Report::Reverted { reason, .. }
-        | Report::Failed { reason, .. } => reason_tail(reason),
-        Report::Recovered { .. }
-        | Report::PolicyApplied { .. }
-        | Report::DirectiveRecorded { .. }
-        | Report::Paused
-        | Report::Resumed
-        | Report::AlreadyConverged { .. }
-        | Report::WorkStarted { .. }
-        | Report::Realised { .. }
-        | Report::ActivationStarted { .. }
-        | Report::SoakStarted { .. }
-        | Report::DeferredUntilBoot { .. }
-        | Report::ProbeObserved { .. }
-        | Report::CommitStarted { .. }
-        | Report::Converged { .. }
-        | Report::Superseded { .. }
-        | Report::RollbackRejected { .. }
-        | Report::Gap { .. } => None,
-    }
-}
-
-fn reason_tail(reason: &Reason) -> Option<&str> {
-    match reason {
-        Reason::SwitchFailed { output_tail, .. } if !output_tail.is_empty() => Some(output_tail),
-        Reason::RollbackFailed { cause } | Reason::NoKnownGood { cause } => reason_tail(cause),
-        Reason::SwitchFailed { .. }
-        | Reason::RealiseFailed { .. }
-        | Reason::SwitchTimedOut { .. }
-        | Reason::VerificationFailed { .. }
-        | Reason::Interrupted
-        | Reason::RebootedDuringActivation
-        | Reason::RebootedDuringSoak
-        | Reason::RebootedDuringCommit
-        | Reason::BootedOtherGeneration { .. }
-        | Reason::ProbeFailed { .. }
-        | Reason::RequestedByControlPlane
-        | Reason::Drifted { .. } => None,
     }
 }

@@ -1,4 +1,4 @@
-//! Times for people: "12s ago" and UTC dates, without a calendar library.
+//! Ages for people: "12s ago" (dates are `Timestamp`'s own `Display`).
 
 use fleetnode_wire::Timestamp;
 
@@ -16,44 +16,9 @@ pub fn ago(then: Timestamp, now: Timestamp) -> String {
     }
 }
 
-/// `2024-06-01 12:00:05Z`.
-pub fn utc(at: Timestamp) -> String {
-    let secs = at.0 / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rest = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-        rest / 3600,
-        (rest % 3600) / 60,
-        rest % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_dates_are_right() {
-        assert_eq!(utc(Timestamp(0)), "1970-01-01 00:00:00Z");
-        assert_eq!(utc(Timestamp(1_700_000_000_000)), "2023-11-14 22:13:20Z");
-        assert_eq!(utc(Timestamp(951_782_400_000)), "2000-02-29 00:00:00Z");
-    }
 
     #[test]
     fn ages_use_the_largest_unit() {

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum_server::tls::TlsInfo;
 use fleetnode_wire::{
-    DEFAULT_WAIT_SECS, DesiredAnswer, ErrorCode, EventAck, EventBatch, Heartbeat, HeartbeatAck,
+    AgentStatus, DEFAULT_WAIT_SECS, DesiredAnswer, ErrorCode, EventAck, EventBatch, HeartbeatAck,
     HostId, MAX_WAIT_SECS,
 };
 use serde::Deserialize;
@@ -152,7 +152,7 @@ pub async fn heartbeat(
     let (parts, body) = request.into_parts();
     let ready = app.ready()?;
     let entry = authorize(&app, ready, &host, &parts)?;
-    let heartbeat: Heartbeat = decode_body(body).await?;
+    let heartbeat: AgentStatus = decode_body(body).await?;
     let _write = entry.write.lock().await;
     let (comparison, previous) = entry.with_view(|v| {
         (

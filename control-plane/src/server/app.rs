@@ -124,7 +124,7 @@ impl App {
             (
                 view.record.id.clone(),
                 view.record.tags.clone(),
-                host.phase.name(),
+                host.phase.kind(),
                 host.system.current.clone(),
                 view.heartbeat.as_ref().map(|h| h.received_at),
                 view.mirror.divergence.is_some() || heartbeat_divergence,
@@ -134,7 +134,7 @@ impl App {
         HostRow {
             id,
             tags,
-            phase: phase.to_owned(),
+            phase,
             current,
             target: desired.directive.as_ref().and_then(super::admin::target_of),
             desired_revision: desired.revision,

@@ -11,11 +11,11 @@ use std::time::Duration;
 use fleetnode_control_plane::{ManualClock, RunningServer, ServerOptions, Transport, start};
 use fleetnode_fixtures::certs::{IssuedPaths, TestCa};
 use fleetnode_state_machine::{
-    Effect, Event, HealthOverrides, LocalPolicy, Observation, ProbeId, ProbeResult, RealiseResult,
-    State, SwitchAction, SwitchOutcome, SystemView, step,
+    Command, DesiredState, Event, HealthOverrides, LocalPolicy, Observation, ProbeId, ProbeResult,
+    RealiseResult, State, Step, SwitchAction, SwitchEnd, SwitchExit, SystemView, step,
 };
 use fleetnode_wire::{
-    Directive, DirectiveKind, EventBatch, Heartbeat, HostAdded, HostDetail, OutboundEvent,
+    AgentStatus, Directive, DirectiveKind, EventBatch, HostAdded, HostDetail, OutboundEvent,
     PROTOCOL_HEADER, QueueSummary, Revision, Secret, StorePath, Timestamp, protocol_version,
 };
 use reqwest::{Method, StatusCode};
@@ -297,7 +297,7 @@ impl Agent {
             .await
     }
 
-    pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Answer {
+    pub async fn heartbeat(&self, heartbeat: &AgentStatus) -> Answer {
         self.post_raw("heartbeat", fleetnode_wire::encode(heartbeat))
             .await
     }
@@ -376,10 +376,15 @@ impl SimulatedAgent {
         let mut queue = std::collections::VecDeque::from([event]);
         loop {
             while let Some(event) = queue.pop_front() {
-                let (next, effects) = step(&self.state, event, self.now).unwrap();
-                self.state = next;
-                for effect in effects {
-                    if let Some(follow) = self.carry_out(effect) {
+                let Step {
+                    state,
+                    events,
+                    commands,
+                } = step(&self.state, event, self.now).unwrap();
+                self.state = state;
+                self.reported.extend(events);
+                for command in commands {
+                    if let Some(follow) = self.carry_out(command) {
                         queue.push_back(follow);
                     }
                 }
@@ -394,17 +399,13 @@ impl SimulatedAgent {
         }
     }
 
-    fn carry_out(&mut self, effect: Effect) -> Option<Event> {
-        match effect {
-            Effect::Report(event) => {
-                self.reported.push(event);
-                None
-            }
-            Effect::Realise { target } => Some(Event::RealiseFinished {
+    fn carry_out(&mut self, command: Command) -> Option<Event> {
+        match command {
+            Command::Realise { target } => Some(Event::RealiseFinished {
                 target,
                 result: RealiseResult::Realised,
             }),
-            Effect::RunSwitch { switch, job } => {
+            Command::RunSwitch { switch, job } => {
                 if job.set_profile {
                     self.system.profile = Some(job.closure.clone());
                 }
@@ -418,51 +419,65 @@ impl SimulatedAgent {
                 }
                 Some(Event::SwitchFinished {
                     switch,
-                    outcome: SwitchOutcome::Completed {
-                        system: self.system.clone(),
-                    },
+                    end: SwitchEnd::Exited(SwitchExit {
+                        code: Some(0),
+                        output_tail: String::new(),
+                    }),
+                    system: self.system.clone(),
                 })
             }
-            Effect::ResetProbes { epoch } => Some(Event::ProbeResult(ProbeResult {
+            Command::ResetProbes { epoch } => Some(Event::ProbeResult(ProbeResult {
                 probe: ProbeId::control_plane(),
                 epoch,
                 passed: true,
                 detail: "reachable".to_owned(),
             })),
-            Effect::WatchSwitch { .. }
-            | Effect::AbortSwitch { .. }
-            | Effect::ReleaseSwitch { .. }
-            | Effect::Reboot => None,
+            Command::CheckAgentUpgrade => Some(Event::AgentUpgradeChecked { upgrade: None }),
+            Command::WatchSwitch { .. }
+            | Command::AbortSwitch { .. }
+            | Command::ReleaseSwitch { .. }
+            | Command::Reboot
+            | Command::Restart { .. } => None,
         }
     }
 
     /// Receives an activation directive and runs it to the end.
     pub fn activate(&mut self, revision: u64, target: &StorePath) {
-        self.feed(Event::DirectiveReceived(Directive {
+        self.answer(Directive {
             revision: Revision(revision),
             kind: DirectiveKind::Activate {
                 target: target.clone(),
                 mode: None,
                 health: HealthOverrides::default(),
             },
-        }));
+        });
     }
 
     /// Receives a rollback directive and runs it to the end.
     pub fn rollback(&mut self, revision: u64) {
-        self.feed(Event::DirectiveReceived(Directive {
+        self.answer(Directive {
             revision: Revision(revision),
             kind: DirectiveKind::Rollback { to: None },
+        });
+    }
+
+    /// The long-poll brings `directive` (the control plane does not hold the host).
+    fn answer(&mut self, directive: Directive) {
+        self.feed(Event::DesiredObserved(DesiredState {
+            revision: directive.revision,
+            directive: Some(directive),
+            paused: false,
         }));
     }
 
     /// A heartbeat that tells the truth about this agent.
-    pub fn heartbeat(&self) -> Heartbeat {
+    pub fn heartbeat(&self) -> AgentStatus {
         let host = &self.state.host;
-        Heartbeat {
+        AgentStatus {
             agent_version: "0.1.0".to_owned(),
-            sent_at: self.now,
-            phase: host.phase.name().to_owned(),
+            at: self.now,
+            phase: host.phase.kind(),
+            reason: None,
             paused: host.paused,
             handled_revision: host.handled,
             desired_revision: host.desired.as_ref().map(|d| d.revision),
@@ -470,9 +485,11 @@ impl SimulatedAgent {
             system: host.system.clone(),
             stream: self.stream,
             last_seq: host.seq,
+            probe_epoch: host.probe_epoch,
             queue: QueueSummary::default(),
             probes: Vec::new(),
             workers: Vec::new(),
+            next_deadline: None,
         }
     }
 }

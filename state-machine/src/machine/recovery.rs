@@ -1,10 +1,11 @@
 //! Recovery: the agent started and reports what it observes; decide from that alone.
 
 use super::Tx;
-use super::work::{activation_job, commit_job, fail_work, on_switch_finished, start_soak, verify};
-use crate::effect::{Effect, SwitchJob};
+use super::switch::{on_switch_finished, verify};
+use super::work::{activation_job, commit_job, fail_work, start_soak};
+use crate::command::{Command, SwitchJob, SwitchPurpose};
 use crate::error::TransitionError;
-use crate::event::{Observation, SwitchOutcome, UnitState};
+use crate::event::{Observation, SwitchEnd, SwitchExit, UnitState};
 use crate::policy::ActivationMode;
 use crate::reason::Reason;
 use crate::report::{Report, SwitchVerdict};
@@ -13,6 +14,10 @@ use crate::types::SwitchId;
 
 /// Handles [`crate::Event::Started`].
 pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), TransitionError> {
+    // Nothing seen before the start counts: the first answer of the control plane sets the
+    // hold, and a pending relaunch is decided afresh from the unit.
+    tx.state.control_plane_paused = None;
+    tx.state.relaunch = None;
     let host = &tx.state.host;
     let rebooted = host.boot_id.is_some() && host.boot_id != observation.boot_id;
     let policy_changed = host.policy != observation.policy;
@@ -44,19 +49,19 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
             })
         }
         Phase::Realising(p) => {
-            tx.effect(Effect::Realise {
+            tx.command(Command::Realise {
                 target: p.work.target,
             });
             Ok(())
         }
         Phase::Activating(p) => {
-            match in_flight(unit, rebooted, &system) {
+            match in_flight(unit, rebooted) {
                 InFlight::Running => return watch(tx, p.switch),
-                InFlight::Ended(outcome) => return on_switch_finished(tx, p.switch, outcome),
+                InFlight::Ended(end) => return on_switch_finished(tx, p.switch, end, system),
                 InFlight::Unknown => {}
             }
             if verify(&p.work, &system).is_ok() {
-                return on_switch_finished(tx, p.switch, SwitchOutcome::Completed { system });
+                return on_switch_finished(tx, p.switch, completed(), system);
             }
             if !rebooted {
                 // A unit keeps its result until the agent released it after persisting it, so
@@ -68,6 +73,7 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
             }
             tx.report(Report::SwitchEnded {
                 switch: p.switch,
+                purpose: SwitchPurpose::Activate,
                 system,
                 verdict: SwitchVerdict::Failed {
                     reason: Reason::Interrupted,
@@ -81,7 +87,7 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
                     // Health is judged again from scratch after a boot.
                     return start_soak(tx, &p.work);
                 }
-                tx.effect(Effect::ResetProbes {
+                tx.command(Command::ResetProbes {
                     epoch: tx.state.host.probe_epoch,
                 });
                 return Ok(());
@@ -108,13 +114,13 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
             fail_work(tx, &p.work, reason)
         }
         Phase::Committing(p) => {
-            match in_flight(unit, rebooted, &system) {
+            match in_flight(unit, rebooted) {
                 InFlight::Running => return watch(tx, p.switch),
-                InFlight::Ended(outcome) => return on_switch_finished(tx, p.switch, outcome),
+                InFlight::Ended(end) => return on_switch_finished(tx, p.switch, end, system),
                 InFlight::Unknown => {}
             }
             if system.is_committed_on(&p.work.target) {
-                return on_switch_finished(tx, p.switch, SwitchOutcome::Completed { system });
+                return on_switch_finished(tx, p.switch, completed(), system);
             }
             if !rebooted {
                 return relaunch(tx, p.switch, commit_job(&p.work), p.deadline);
@@ -122,7 +128,7 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
             if back_on_previous(&p.work, &system) {
                 return revert_by_boot(tx, &p.work, Reason::RebootedDuringCommit);
             }
-            on_switch_finished(tx, p.switch, SwitchOutcome::Completed { system })
+            on_switch_finished(tx, p.switch, completed(), system)
         }
         Phase::Deferred(p) => {
             if system.is_committed_on(&p.work.target) {
@@ -149,7 +155,7 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
                 );
             }
             if p.reboot_requested {
-                tx.effect(Effect::Reboot);
+                tx.command(Command::Reboot);
             }
             Ok(())
         }
@@ -157,15 +163,15 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
             if let Some(replaced) = p.replaces {
                 // Stopping it may not have happened before the agent went down; a hung switch
                 // would hold the switch lock against the rollback. Stopping twice is harmless.
-                tx.effect(Effect::AbortSwitch { switch: replaced });
+                tx.command(Command::AbortSwitch { switch: replaced });
             }
-            match in_flight(unit, rebooted, &system) {
+            match in_flight(unit, rebooted) {
                 InFlight::Running => return watch(tx, p.switch),
-                InFlight::Ended(outcome) => return on_switch_finished(tx, p.switch, outcome),
+                InFlight::Ended(end) => return on_switch_finished(tx, p.switch, end, system),
                 InFlight::Unknown => {}
             }
             if system.current.as_ref() == Some(&p.to) || rebooted {
-                return on_switch_finished(tx, p.switch, SwitchOutcome::Completed { system });
+                return on_switch_finished(tx, p.switch, completed(), system);
             }
             relaunch(tx, p.switch, p.job, p.deadline)
         }
@@ -178,10 +184,10 @@ fn relaunch(
     tx: &mut Tx,
     switch: SwitchId,
     job: SwitchJob,
-    deadline: crate::types::Timestamp,
+    deadline: crate::time::Timestamp,
 ) -> Result<(), TransitionError> {
     if tx.now < deadline {
-        tx.effect(Effect::RunSwitch { switch, job });
+        tx.command(Command::RunSwitch { switch, job });
     }
     Ok(())
 }
@@ -191,37 +197,33 @@ enum InFlight {
     /// Its unit still runs: follow it.
     Running,
     /// Its unit exited and the exit is known.
-    Ended(SwitchOutcome),
+    Ended(SwitchEnd),
     /// No trace of it (collected, or the host rebooted): decide from what the host runs.
     Unknown,
 }
 
-fn in_flight(unit: Option<UnitState>, rebooted: bool, system: &SystemView) -> InFlight {
+fn in_flight(unit: Option<UnitState>, rebooted: bool) -> InFlight {
     if rebooted {
         // A transient unit does not survive a reboot; whatever is reported is from before it.
         return InFlight::Unknown;
     }
     match unit {
         Some(UnitState::Running) => InFlight::Running,
-        Some(UnitState::Exited {
-            exit_code: Some(0), ..
-        }) => InFlight::Ended(SwitchOutcome::Completed {
-            system: system.clone(),
-        }),
-        Some(UnitState::Exited {
-            exit_code,
-            output_tail,
-        }) => InFlight::Ended(SwitchOutcome::Failed {
-            exit_code,
-            output_tail,
-            system: system.clone(),
-        }),
+        Some(UnitState::Exited(exit)) => InFlight::Ended(SwitchEnd::Exited(exit)),
         Some(UnitState::Gone) | None => InFlight::Unknown,
     }
 }
 
+/// A switch found done by what the host runs, without a unit to tell how it exited.
+fn completed() -> SwitchEnd {
+    SwitchEnd::Exited(SwitchExit {
+        code: Some(0),
+        output_tail: String::new(),
+    })
+}
+
 fn watch(tx: &mut Tx, switch: SwitchId) -> Result<(), TransitionError> {
-    tx.effect(Effect::WatchSwitch { switch });
+    tx.command(Command::WatchSwitch { switch });
     Ok(())
 }
 

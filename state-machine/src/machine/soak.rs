@@ -2,8 +2,8 @@
 
 use super::Tx;
 use super::work::{commit_job, fail_work};
-use crate::effect::Effect;
-use crate::error::TransitionError;
+use crate::command::Command;
+use crate::error::{Bug, StaleInput, TransitionError};
 use crate::event::ProbeResult;
 use crate::policy::ActivationMode;
 use crate::reason::{MESSAGE_CAP, Reason, cap_head};
@@ -15,16 +15,18 @@ use crate::state::Phase;
 pub(super) fn on_probe_result(tx: &mut Tx, result: ProbeResult) -> Result<(), TransitionError> {
     let host = &tx.state.host;
     if host.policy.mode_of(&result.probe).is_none() {
-        return Err(TransitionError::UnknownProbe {
+        return Err(Bug::UnknownProbe {
             probe: result.probe,
-        });
+        }
+        .into());
     }
     if result.epoch != host.probe_epoch {
-        return Err(TransitionError::StaleProbeResult {
+        return Err(StaleInput::StaleProbeResult {
             probe: result.probe,
             got: result.epoch,
             current: host.probe_epoch,
-        });
+        }
+        .into());
     }
     let changed = match tx.state.probes.records.get(&result.probe) {
         None => true,
@@ -80,7 +82,7 @@ pub(super) fn evaluate(tx: &mut Tx) -> Result<(), TransitionError> {
                 job: job.clone(),
                 deadline,
             })?;
-            tx.effect(Effect::RunSwitch { switch, job });
+            tx.command(Command::RunSwitch { switch, job });
             Ok(())
         }
         ActivationMode::Switch | ActivationMode::Boot => tx.report(Report::Converged {

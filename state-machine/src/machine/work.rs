@@ -1,17 +1,14 @@
 //! Carrying out a directive: realise, activate, commit, and roll back when something fails.
 
 use super::Tx;
-use crate::effect::{Effect, SwitchAction, SwitchJob, SwitchPurpose};
-use crate::error::TransitionError;
-use crate::event::{RealiseResult, SwitchOutcome};
+use crate::command::{Command, SwitchAction, SwitchJob, SwitchPurpose};
+use crate::error::{StaleInput, TransitionError};
+use crate::event::RealiseResult;
 use crate::policy::{ActivationMode, Directive, DirectiveKind, FailurePolicy};
-use crate::reason::{MESSAGE_CAP, OUTPUT_TAIL_CAP, Reason, cap_head, cap_tail};
-use crate::report::{RejectReason, Report, SwitchVerdict};
-use crate::state::{Host, Phase, SystemView, Work};
-use crate::types::{Revision, StorePath, SwitchId};
-
-/// Exit code of `switch-to-configuration` when the system switched but some units failed.
-const EXIT_UNITS_FAILED: i32 = 4;
+use crate::reason::{MESSAGE_CAP, Reason, cap_head};
+use crate::report::{RejectReason, Report};
+use crate::state::{Host, Phase, Work};
+use crate::types::{Revision, StorePath};
 
 /// Starts a directive on a host at rest.
 pub(super) fn start(tx: &mut Tx, directive: Directive) -> Result<(), TransitionError> {
@@ -36,7 +33,7 @@ pub(super) fn start(tx: &mut Tx, directive: Directive) -> Result<(), TransitionE
                 target: target.clone(),
             };
             tx.report(Report::WorkStarted { work })?;
-            tx.effect(Effect::Realise { target });
+            tx.command(Command::Realise { target });
             Ok(())
         }
         DirectiveKind::Rollback { to } => requested_rollback(tx, directive.revision, to),
@@ -128,7 +125,7 @@ pub(super) fn on_realised(
 ) -> Result<(), TransitionError> {
     let work = match &tx.state.host.phase {
         Phase::Realising(p) if p.work.target == target => p.work.clone(),
-        Phase::Realising(_) => return Err(TransitionError::UnknownRealise { target }),
+        Phase::Realising(_) => return Err(StaleInput::UnknownRealise { target }.into()),
         other @ Phase::Idle
         | other @ Phase::Activating(_)
         | other @ Phase::Soaking(_)
@@ -172,160 +169,9 @@ pub(super) fn on_realised(
                 job: job.clone(),
                 deadline,
             })?;
-            tx.effect(Effect::RunSwitch { switch, job });
+            tx.command(Command::RunSwitch { switch, job });
             Ok(())
         }
-    }
-}
-
-/// A switch the agent launched has ended.
-pub(super) fn on_switch_finished(
-    tx: &mut Tx,
-    switch: SwitchId,
-    outcome: SwitchOutcome,
-) -> Result<(), TransitionError> {
-    let running = tx.state.host.phase.running_switch();
-    if running != Some(switch) {
-        return Err(TransitionError::UnknownSwitch {
-            got: switch,
-            running,
-        });
-    }
-    let (system, exit) = match outcome {
-        SwitchOutcome::Completed { system } => (system, None),
-        SwitchOutcome::Failed {
-            exit_code,
-            output_tail,
-            system,
-        } => (
-            system,
-            Some((exit_code, cap_tail(&output_tail, OUTPUT_TAIL_CAP))),
-        ),
-    };
-    match tx.state.host.phase.clone() {
-        Phase::Activating(p) => {
-            let verdict = judge(exit, verify(&p.work, &system));
-            tx.report(Report::SwitchEnded {
-                switch,
-                system,
-                verdict: verdict.clone(),
-            })?;
-            tx.effect(Effect::ReleaseSwitch { switch });
-            match verdict {
-                SwitchVerdict::Failed { reason } => fail_work(tx, &p.work, reason),
-                SwitchVerdict::Succeeded | SwitchVerdict::SucceededWithWarnings { .. } => {
-                    after_activation(tx, &p.work)
-                }
-            }
-        }
-        Phase::Committing(p) => {
-            let committed = if system.is_committed_on(&p.work.target) {
-                Ok(())
-            } else {
-                Err(system.profile.clone())
-            };
-            let verdict = judge(
-                exit,
-                committed.map_err(|observed| (p.work.target.clone(), observed)),
-            );
-            tx.report(Report::SwitchEnded {
-                switch,
-                system,
-                verdict: verdict.clone(),
-            })?;
-            tx.effect(Effect::ReleaseSwitch { switch });
-            match verdict {
-                SwitchVerdict::Failed { reason } => fail_work(tx, &p.work, reason),
-                SwitchVerdict::Succeeded | SwitchVerdict::SucceededWithWarnings { .. } => tx
-                    .report(Report::Converged {
-                        revision: p.work.revision,
-                        target: p.work.target,
-                    }),
-            }
-        }
-        Phase::RollingBack(p) => {
-            let restored = if system.current.as_ref() == Some(&p.to) {
-                Ok(())
-            } else {
-                Err((p.to.clone(), system.current.clone()))
-            };
-            let verdict = judge(exit, restored);
-            tx.report(Report::SwitchEnded {
-                switch,
-                system,
-                verdict: verdict.clone(),
-            })?;
-            tx.effect(Effect::ReleaseSwitch { switch });
-            match verdict {
-                SwitchVerdict::Failed { reason } => tx.report(Report::Failed {
-                    reason: Reason::RollbackFailed {
-                        cause: Box::new(reason),
-                    },
-                    target: p.abandoned.map(|(target, _)| target),
-                    halted: false,
-                }),
-                SwitchVerdict::Succeeded | SwitchVerdict::SucceededWithWarnings { .. } => tx
-                    .report(Report::Reverted {
-                        to: p.to,
-                        reason: p.reason,
-                        abandoned: p.abandoned,
-                    }),
-            }
-        }
-        other @ Phase::Idle
-        | other @ Phase::Realising(_)
-        | other @ Phase::Soaking(_)
-        | other @ Phase::Deferred(_)
-        | other @ Phase::Converged(_)
-        | other @ Phase::Reverted(_)
-        | other @ Phase::Failed(_) => Err(super::unexpected("switch-finished", &other)),
-    }
-}
-
-/// The verdict on a switch from its exit and whether the host is where it should be.
-/// Exit code 4 with the host in place is a success with warnings: some units failed, and the
-/// probes decide whether that matters.
-fn judge(
-    exit: Option<(Option<i32>, String)>,
-    in_place: Result<(), (StorePath, Option<StorePath>)>,
-) -> SwitchVerdict {
-    match (exit, in_place) {
-        (None, Ok(())) => SwitchVerdict::Succeeded,
-        (Some((Some(EXIT_UNITS_FAILED), output_tail)), Ok(())) => {
-            SwitchVerdict::SucceededWithWarnings { output_tail }
-        }
-        (Some((exit_code, output_tail)), _) => SwitchVerdict::Failed {
-            reason: Reason::SwitchFailed {
-                exit_code,
-                output_tail,
-            },
-        },
-        (None, Err((expected, observed))) => SwitchVerdict::Failed {
-            reason: Reason::VerificationFailed { expected, observed },
-        },
-    }
-}
-
-/// Is the host where the activation should have put it?
-pub(super) fn verify(
-    work: &Work,
-    system: &SystemView,
-) -> Result<(), (StorePath, Option<StorePath>)> {
-    let target = &work.target;
-    let live = system.current.as_ref() == Some(target);
-    let profile = system.profile.as_ref() == Some(target);
-    let mismatch = match work.mode {
-        ActivationMode::TestThenCommit if live => None,
-        ActivationMode::TestThenCommit => Some(system.current.clone()),
-        ActivationMode::Switch if live && profile => None,
-        ActivationMode::Switch if live => Some(system.profile.clone()),
-        ActivationMode::Switch => Some(system.current.clone()),
-        ActivationMode::Boot if profile => None,
-        ActivationMode::Boot => Some(system.profile.clone()),
-    };
-    match mismatch {
-        None => Ok(()),
-        Some(observed) => Err((target.clone(), observed)),
     }
 }
 
@@ -339,7 +185,7 @@ pub(super) fn after_activation(tx: &mut Tx, work: &Work) -> Result<(), Transitio
             let reboot_requested = tx.state.host.policy.reboot_allowed;
             tx.report(Report::DeferredUntilBoot { reboot_requested })?;
             if reboot_requested {
-                tx.effect(Effect::Reboot);
+                tx.command(Command::Reboot);
             }
             Ok(())
         }
@@ -351,7 +197,7 @@ pub(super) fn start_soak(tx: &mut Tx, work: &Work) -> Result<(), TransitionError
     let epoch = tx.state.host.probe_epoch + 1;
     let until = tx.now.plus(work.health.soak_ms);
     tx.report(Report::SoakStarted { epoch, until })?;
-    tx.effect(Effect::ResetProbes { epoch });
+    tx.command(Command::ResetProbes { epoch });
     Ok(())
 }
 
@@ -380,7 +226,7 @@ pub(super) fn fail_work(tx: &mut Tx, work: &Work, reason: Reason) -> Result<(), 
     }
 }
 
-fn start_rollback(
+pub(super) fn start_rollback(
     tx: &mut Tx,
     to: StorePath,
     reason: Reason,
@@ -399,7 +245,7 @@ fn start_rollback(
         revision,
         deadline,
     })?;
-    tx.effect(Effect::RunSwitch { switch, job });
+    tx.command(Command::RunSwitch { switch, job });
     Ok(())
 }
 

@@ -73,6 +73,27 @@ pub struct Sim {
     pub revision: u64,
     pub boot: u32,
     pub log: Vec<OutboundEvent>,
+    /// The control plane's hold flag sent with every directive.
+    pub control_plane_paused: bool,
+}
+
+/// What one accepted input produced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Out {
+    pub events: Vec<OutboundEvent>,
+    pub commands: Vec<Command>,
+}
+
+impl Out {
+    /// Nothing reported and nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.commands.is_empty()
+    }
+
+    /// True when a reported event matches.
+    pub fn reported(&self, check: impl Fn(&Report) -> bool) -> bool {
+        self.events.iter().any(|event| check(&event.report))
+    }
 }
 
 impl Sim {
@@ -93,6 +114,7 @@ impl Sim {
             revision: 0,
             boot: 1,
             log: Vec::new(),
+            control_plane_paused: false,
         };
         sim.step(Event::Started(Observation {
             system,
@@ -101,34 +123,43 @@ impl Sim {
             store_reset: None,
             policy,
         }));
+        // The control plane answers right after the start, with no directive yet.
+        let none = sim.step(Event::DesiredObserved(DesiredState {
+            revision: Revision(0),
+            directive: None,
+            paused: false,
+        }));
+        assert!(none.is_empty());
         sim
     }
 
     /// Applies an event that must be accepted; checks the mirror follows.
-    pub fn step(&mut self, event: Event) -> Vec<Effect> {
+    pub fn step(&mut self, event: Event) -> Out {
         self.try_step(event).expect("event refused")
     }
 
-    pub fn try_step(&mut self, event: Event) -> Result<Vec<Effect>, TransitionError> {
-        let (state, effects) = step(&self.state, event, Timestamp(self.now))?;
+    pub fn try_step(&mut self, event: Event) -> Result<Out, TransitionError> {
+        let Step {
+            state,
+            events,
+            commands,
+        } = step(&self.state, event, Timestamp(self.now))?;
         let mut expected_seq = self.state.host.seq;
-        for effect in &effects {
-            if let Effect::Report(ev) = effect {
-                expected_seq += 1;
-                assert_eq!(ev.seq, expected_seq, "seqs must increase by exactly one");
-                let (mirror, none) =
-                    step(&self.mirror, Event::Reported(ev.clone()), Timestamp(0)).unwrap();
-                assert!(none.is_empty());
-                self.mirror = mirror;
-                self.log.push(ev.clone());
-            }
+        for ev in &events {
+            expected_seq += 1;
+            assert_eq!(ev.seq, expected_seq, "seqs must increase by exactly one");
+            assert_eq!(
+                mirror::apply(&mut self.mirror, ev),
+                Ok(mirror::Applied::New)
+            );
+            self.log.push(ev.clone());
         }
         self.state = state;
         assert_eq!(self.mirror.host, self.state.host, "mirror diverged");
-        Ok(effects)
+        Ok(Out { events, commands })
     }
 
-    pub fn advance(&mut self, ms: u64) -> Vec<Effect> {
+    pub fn advance(&mut self, ms: u64) -> Out {
         self.now += ms;
         self.step(Event::Tick)
     }
@@ -141,15 +172,25 @@ impl Sim {
         self.state.host.system.clone()
     }
 
-    pub fn directive(&mut self, kind: DirectiveKind) -> Vec<Effect> {
+    pub fn directive(&mut self, kind: DirectiveKind) -> Out {
         self.revision += 1;
-        self.step(Event::DirectiveReceived(Directive {
+        let directive = Directive {
             revision: Revision(self.revision),
             kind,
-        }))
+        };
+        self.step(self.answer(directive))
     }
 
-    pub fn activate(&mut self, n: usize) -> Vec<Effect> {
+    /// The control plane's answer carrying `directive` and the current hold flag.
+    pub fn answer(&self, directive: Directive) -> Event {
+        Event::DesiredObserved(DesiredState {
+            revision: directive.revision,
+            directive: Some(directive),
+            paused: self.control_plane_paused,
+        })
+    }
+
+    pub fn activate(&mut self, n: usize) -> Out {
         self.activate_with(n, None, HealthOverrides::default())
     }
 
@@ -158,7 +199,7 @@ impl Sim {
         n: usize,
         mode: Option<ActivationMode>,
         health: HealthOverrides,
-    ) -> Vec<Effect> {
+    ) -> Out {
         self.directive(DirectiveKind::Activate {
             target: closure(n),
             mode,
@@ -166,13 +207,13 @@ impl Sim {
         })
     }
 
-    pub fn rollback(&mut self, to: Option<usize>) -> Vec<Effect> {
+    pub fn rollback(&mut self, to: Option<usize>) -> Out {
         self.directive(DirectiveKind::Rollback {
             to: to.map(closure),
         })
     }
 
-    pub fn realised(&mut self, n: usize) -> Vec<Effect> {
+    pub fn realised(&mut self, n: usize) -> Out {
         self.step(Event::RealiseFinished {
             target: closure(n),
             result: RealiseResult::Realised,
@@ -188,27 +229,25 @@ impl Sim {
             .expect("no switch in flight")
     }
 
-    pub fn switch_done(&mut self, system: SystemView) -> Vec<Effect> {
+    pub fn switch_done(&mut self, system: SystemView) -> Out {
         let switch = self.switch();
         self.step(Event::SwitchFinished {
             switch,
-            outcome: SwitchOutcome::Completed { system },
+            end: exited(0, ""),
+            system,
         })
     }
 
-    pub fn switch_failed(&mut self, code: i32, tail: &str, system: SystemView) -> Vec<Effect> {
+    pub fn switch_failed(&mut self, code: i32, tail: &str, system: SystemView) -> Out {
         let switch = self.switch();
         self.step(Event::SwitchFinished {
             switch,
-            outcome: SwitchOutcome::Failed {
-                exit_code: Some(code),
-                output_tail: tail.into(),
-                system,
-            },
+            end: exited(code, tail),
+            system,
         })
     }
 
-    pub fn probe(&mut self, probe: ProbeId, passed: bool) -> Vec<Effect> {
+    pub fn probe(&mut self, probe: ProbeId, passed: bool) -> Out {
         let epoch = self.state.host.probe_epoch;
         self.step(Event::ProbeResult(ProbeResult {
             probe,
@@ -225,12 +264,7 @@ impl Sim {
     }
 
     /// The agent restarts and observes `system`; `reboot` changes the boot id.
-    pub fn restart(
-        &mut self,
-        system: SystemView,
-        reboot: bool,
-        unit: Option<UnitState>,
-    ) -> Vec<Effect> {
+    pub fn restart(&mut self, system: SystemView, reboot: bool, unit: Option<UnitState>) -> Out {
         if reboot {
             self.boot += 1;
         }
@@ -257,40 +291,44 @@ impl Sim {
     }
 }
 
-/// The effects other than reports and the release of finished switch units (bookkeeping,
-/// checked on its own in `paths.rs`).
-pub fn commands(effects: &[Effect]) -> Vec<Effect> {
-    effects
+/// A switch process that exited with `code` and printed `tail`.
+pub fn exited(code: i32, tail: &str) -> SwitchEnd {
+    SwitchEnd::Exited(SwitchExit {
+        code: Some(code),
+        output_tail: tail.into(),
+    })
+}
+
+/// The commands other than the release of finished switch units and the agent-upgrade check
+/// after a convergence (bookkeeping, checked on their own in `paths.rs`).
+pub fn commands(out: &Out) -> Vec<Command> {
+    out.commands
         .iter()
-        .filter(|e| !matches!(e, Effect::Report(_) | Effect::ReleaseSwitch { .. }))
+        .filter(|c| {
+            !matches!(
+                c,
+                Command::ReleaseSwitch { .. } | Command::CheckAgentUpgrade
+            )
+        })
         .cloned()
         .collect()
 }
 
-/// Names of the reports among the effects.
-pub fn reports(effects: &[Effect]) -> Vec<&'static str> {
-    effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Report(ev) => Some(ev.report.name()),
-            _ => None,
-        })
-        .collect()
+/// Names of the reports.
+pub fn reports(out: &Out) -> Vec<&'static str> {
+    out.events.iter().map(|ev| ev.report.name()).collect()
 }
 
-/// The single RunSwitch among the effects.
-pub fn run_switch(effects: &[Effect]) -> (SwitchId, SwitchJob) {
-    let runs: Vec<_> = effects
+/// The single RunSwitch among the commands.
+pub fn run_switch(out: &Out) -> (SwitchId, SwitchJob) {
+    let runs: Vec<_> = out
+        .commands
         .iter()
-        .filter_map(|e| match e {
-            Effect::RunSwitch { switch, job } => Some((*switch, job.clone())),
+        .filter_map(|c| match c {
+            Command::RunSwitch { switch, job } => Some((*switch, job.clone())),
             _ => None,
         })
         .collect();
-    assert_eq!(
-        runs.len(),
-        1,
-        "expected exactly one RunSwitch in {effects:?}"
-    );
+    assert_eq!(runs.len(), 1, "expected exactly one RunSwitch in {out:?}");
     runs[0].clone()
 }

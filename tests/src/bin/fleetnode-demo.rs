@@ -246,7 +246,7 @@ fn shorten_paths(command: &str) -> String {
 }
 
 fn expect_phase(h: &Harness, detail: &HostDetail, phase: &str) -> Result<()> {
-    if detail.row.phase == phase {
+    if detail.row.phase.name() == phase {
         return Ok(());
     }
     Err(unexpected(

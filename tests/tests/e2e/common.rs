@@ -1,6 +1,6 @@
 //! Helpers shared by the scenarios.
 
-use fleetnode_state_machine::{Event, Host, OutboundEvent, Report, State, StorePath, step};
+use fleetnode_state_machine::{Host, OutboundEvent, Report, State, StorePath, mirror};
 use fleetnode_tests::Result;
 
 /// Runs a scenario, panicking with the error's full report (not its `Debug`).
@@ -11,13 +11,12 @@ pub fn run(scenario: impl FnOnce() -> Result<()>) {
 }
 
 /// The host state a control plane builds from `events` (all of them, from seq 1), applied with
-/// the shared `step`, as the mirror is documented to be built.
+/// the shared `mirror::apply`, as the mirror is documented to be built.
 pub fn replay(events: &[OutboundEvent]) -> Host {
     let mut state = State::default();
     for event in events {
-        let (next, _) = step(&state, Event::Reported(event.clone()), event.at)
+        mirror::apply(&mut state, event)
             .unwrap_or_else(|e| panic!("event {} does not apply: {e}", event.seq));
-        state = next;
     }
     state.host
 }

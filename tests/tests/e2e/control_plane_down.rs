@@ -55,7 +55,7 @@ fn events_queued_while_the_control_plane_is_down_are_all_delivered() {
         // Back on the same port and store: every queued event arrives, in order.
         h.cp.start_again()?;
         let detail = h.wait_for("the mirror to catch up with the agent", |d| {
-            d.mirror.seq >= last_seq && d.row.phase == phase
+            d.mirror.seq >= last_seq && d.row.phase.name() == phase
         })?;
         let report = h.report(Some(&detail));
         let events = &detail.recent_events;

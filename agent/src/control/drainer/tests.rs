@@ -188,7 +188,7 @@ async fn server_errors_back_off_and_lose_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_warnings_are_logged_under_the_drainers_own_target() {
-    let (logs, _guard) = crate::control::testlog::Logs::capture();
+    let (logs, _guard) = crate::testlog::Logs::capture();
     let mut h = start(1).await;
     h.server.lock().fail_events.push_back(Failure {
         status: 503,

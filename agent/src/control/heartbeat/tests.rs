@@ -5,7 +5,7 @@ use std::time::Duration;
 use fleetnode_state_machine::{
     Event, ProbeId, ProbeMode, ProbeResult, State, StorePath, SystemView, Timestamp,
 };
-use fleetnode_wire::{ErrorCode, WorkerStatus};
+use fleetnode_wire::{AgentStatus, ErrorCode, PhaseKind, QueueSummary, WorkerStatus};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -15,8 +15,7 @@ use crate::control::Client;
 use crate::control::testserver::{Failure, TestServer};
 use crate::input::{Input, WorkerError};
 use crate::metrics::Metrics;
-use crate::runtime::status::{Snapshot, Workers};
-use crate::store::QueueStats;
+use crate::runtime::status::{self, Workers};
 
 const INTERVAL: Duration = Duration::from_secs(10);
 const CLOCK_START_MS: u64 = 1_700_000_000_000;
@@ -30,7 +29,7 @@ fn system() -> StorePath {
 }
 
 /// A host that has something to say in every heartbeat field.
-fn snapshot(epoch: u64) -> Snapshot {
+fn snapshot(epoch: u64) -> AgentStatus {
     let mut state = State::default();
     state.host.seq = 42;
     state.host.paused = true;
@@ -41,7 +40,7 @@ fn snapshot(epoch: u64) -> Snapshot {
         booted: Some(system()),
         profile: Some(system()),
     };
-    let queue = QueueStats {
+    let queue = QueueSummary {
         depth: 5,
         bytes: 900,
         oldest_at: Some(Timestamp(CLOCK_START_MS - 4_000)),
@@ -49,12 +48,19 @@ fn snapshot(epoch: u64) -> Snapshot {
     };
     let mut latest = BTreeMap::new();
     latest.insert(web(), (false, "connection refused".to_owned()));
-    Snapshot::of(&state, 77, queue, &latest)
+    status::build(
+        &state,
+        77,
+        queue,
+        &latest,
+        Vec::new(),
+        Timestamp(CLOCK_START_MS - 1_000),
+    )
 }
 
 struct Harness {
     server: TestServer,
-    snapshot: watch::Sender<Arc<Snapshot>>,
+    snapshot: watch::Sender<Arc<AgentStatus>>,
     inputs: mpsc::Receiver<Input>,
     workers: Workers,
     metrics: Arc<Metrics>,
@@ -78,7 +84,7 @@ async fn start_against(server: TestServer, addr: Option<std::net::SocketAddr>) -
     let ctx = HeartbeatContext {
         client,
         interval: INTERVAL,
-        snapshot: snapshot_rx,
+        status: snapshot_rx,
         workers: workers.clone(),
         clock: Clock::anchored_at(CLOCK_START_MS, Timestamp(0)),
         metrics: metrics.clone(),
@@ -152,16 +158,19 @@ async fn the_heartbeat_carries_the_state_summary() {
         )
     };
     assert_eq!(hb.agent_version, env!("CARGO_PKG_VERSION"));
-    assert_eq!(hb.phase, "idle");
+    assert_eq!(hb.phase, PhaseKind::Idle);
     assert!(hb.paused);
     assert_eq!(hb.stream, 77);
     assert_eq!(hb.last_seq, 42);
     assert_eq!(hb.system, expected.system);
-    assert_eq!(hb.sent_at, Timestamp(CLOCK_START_MS));
+    assert_eq!(hb.at, Timestamp(CLOCK_START_MS), "taken when sent");
     assert_eq!(hb.queue.depth, 5);
     assert_eq!(hb.queue.bytes, 900);
     assert_eq!(hb.queue.dead_letters, 2);
-    assert_eq!(hb.queue.oldest_age_ms.map(|age| age.0), Some(4_000));
+    assert_eq!(
+        hb.queue.oldest_at.map(|oldest| hb.at.since(oldest).0),
+        Some(4_000)
+    );
     let probes: Vec<(String, Option<bool>, &str)> = hb
         .probes
         .iter()
@@ -226,7 +235,7 @@ async fn a_new_probe_epoch_sends_a_heartbeat_at_once_tagged_with_it() {
     assert_eq!(h.next_probe_result().await.epoch, 3);
     tokio::time::sleep(INTERVAL / 4).await;
     // Another change that keeps the epoch sends nothing early.
-    h.snapshot.send_replace(Arc::new(Snapshot {
+    h.snapshot.send_replace(Arc::new(AgentStatus {
         last_seq: 43,
         ..snapshot(3)
     }));

@@ -1,9 +1,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetnode_state_machine::{Directive, DirectiveKind, Event, HealthOverrides, State, StorePath};
+use fleetnode_state_machine::{
+    DesiredState, Directive, DirectiveKind, Event, HealthOverrides, StorePath,
+};
 use fleetnode_wire::ErrorCode;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::run;
@@ -11,7 +13,6 @@ use crate::control::Client;
 use crate::control::testserver::{Failure, TestServer};
 use crate::input::Input;
 use crate::metrics::Metrics;
-use crate::runtime::status::Snapshot;
 
 fn directive(revision: u64) -> Directive {
     Directive {
@@ -38,17 +39,9 @@ async fn start() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let client =
         Arc::new(Client::new(&server.config(dir.path()), Arc::new(Metrics::new())).unwrap());
-    let snapshot = Snapshot::of(
-        &State::default(),
-        7,
-        Default::default(),
-        &Default::default(),
-    );
-    let (_tx, snapshot) = watch::channel(Arc::new(snapshot));
-    std::mem::forget(_tx);
     let (inputs_tx, inputs) = mpsc::channel(16);
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run(client, snapshot, inputs_tx, cancel.clone()));
+    let task = tokio::spawn(run(client, inputs_tx, cancel.clone()));
     Harness {
         server,
         inputs,
@@ -58,10 +51,21 @@ async fn start() -> Harness {
     }
 }
 
-async fn next_event(inputs: &mut mpsc::Receiver<Input>) -> Event {
+/// The next answer the worker passed on.
+async fn next_desired(inputs: &mut mpsc::Receiver<Input>) -> DesiredState {
     match tokio::time::timeout(Duration::from_secs(120), inputs.recv()).await {
-        Ok(Some(Input::Event(event))) => event,
-        other => panic!("expected an event, got {other:?}"),
+        Ok(Some(Input::Event(Event::DesiredObserved(desired)))) => desired,
+        other => panic!("expected a desired state, got {other:?}"),
+    }
+}
+
+/// The next answer that carries a directive (answers before it carry none).
+async fn next_directive(inputs: &mut mpsc::Receiver<Input>) -> DesiredState {
+    loop {
+        let desired = next_desired(inputs).await;
+        if desired.directive.is_some() {
+            return desired;
+        }
     }
 }
 
@@ -70,21 +74,20 @@ async fn directives_arrive_at_once_and_changes_wake_the_poll() {
     let mut h = start().await;
     h.server.set_desired(|d| d.directive = Some(directive(1)));
     assert_eq!(
-        next_event(&mut h.inputs).await,
-        Event::DirectiveReceived(directive(1))
+        next_directive(&mut h.inputs).await.directive,
+        Some(directive(1))
     );
-    // The agent now waits with the revision it knows; a change answers the waiting poll.
+    // The agent now waits with the revision it knows; a change answers the waiting poll, and
+    // the answer is passed on whole: what changed is the state machine's call.
     tokio::time::sleep(Duration::from_secs(5)).await;
     h.server.set_desired(|d| {
         d.directive = Some(directive(2));
         d.paused = true;
     });
-    // Pause comes first so nothing starts before the hold.
-    assert_eq!(next_event(&mut h.inputs).await, Event::PauseRequested);
-    assert_eq!(
-        next_event(&mut h.inputs).await,
-        Event::DirectiveReceived(directive(2))
-    );
+    let desired = next_desired(&mut h.inputs).await;
+    assert_eq!(desired.directive, Some(directive(2)));
+    assert!(desired.paused);
+    assert_eq!(desired, h.server.lock().desired);
     {
         let r = h.server.lock();
         assert_eq!(
@@ -100,14 +103,22 @@ async fn directives_arrive_at_once_and_changes_wake_the_poll() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_idle_poll_waits_on_the_server_and_sends_nothing() {
+async fn an_idle_poll_waits_on_the_server_and_passes_on_each_answer() {
     let mut h = start().await;
-    // Revision 1 with no directive: nothing to tell the reducer.
+    // Revision 1 with no directive: each answer is passed on as it is.
     tokio::time::sleep(Duration::from_secs(95)).await;
-    assert!(h.inputs.try_recv().is_err());
     let polls = h.server.lock().polls.len();
     // One immediate answer, then one poll per 30 s wait.
     assert!((3..=5).contains(&polls), "{polls} polls in 95 s");
+    let mut answers = 0;
+    while let Ok(input) = h.inputs.try_recv() {
+        let Input::Event(Event::DesiredObserved(desired)) = input else {
+            panic!("not an answer: {input:?}");
+        };
+        assert_eq!(desired.directive, None);
+        answers += 1;
+    }
+    assert!(answers >= polls - 1, "{answers} answers for {polls} polls");
     h.cancel.cancel();
     assert_eq!(h.task.await.unwrap(), Ok(()));
 }
@@ -134,8 +145,8 @@ async fn a_starting_control_plane_is_waited_for_honouring_retry_after() {
     );
     assert!(!h.task.is_finished(), "the worker gave up on a 503");
     assert_eq!(
-        next_event(&mut h.inputs).await,
-        Event::DirectiveReceived(directive(1))
+        next_directive(&mut h.inputs).await.directive,
+        Some(directive(1))
     );
     assert!(h.server.lock().polls.len() >= 4);
     h.cancel.cancel();
@@ -154,8 +165,8 @@ async fn refused_credentials_are_retried_at_the_slowest_pace() {
     tokio::time::sleep(Duration::from_secs(59)).await;
     assert_eq!(h.server.lock().polls.len(), 1);
     assert_eq!(
-        next_event(&mut h.inputs).await,
-        Event::DirectiveReceived(directive(1))
+        next_directive(&mut h.inputs).await.directive,
+        Some(directive(1))
     );
     h.cancel.cancel();
     assert_eq!(h.task.await.unwrap(), Ok(()));
@@ -163,7 +174,7 @@ async fn refused_credentials_are_retried_at_the_slowest_pace() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_warnings_are_logged_under_the_long_polls_own_target() {
-    let (logs, _guard) = crate::control::testlog::Logs::capture();
+    let (logs, _guard) = crate::testlog::Logs::capture();
     let mut h = start().await;
     h.server.lock().fail_desired.push_back(Failure {
         status: 503,
@@ -171,7 +182,7 @@ async fn retry_warnings_are_logged_under_the_long_polls_own_target() {
         retry_after: Some(2),
     });
     h.server.set_desired(|d| d.directive = Some(directive(1)));
-    next_event(&mut h.inputs).await;
+    next_directive(&mut h.inputs).await;
     let warnings = logs.lines_with("control plane unavailable; retrying");
     assert_eq!(warnings.len(), 1, "{}", logs.text());
     assert!(

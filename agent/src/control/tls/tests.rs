@@ -14,10 +14,10 @@ use tokio::io::AsyncReadExt;
 
 use super::{TlsError, client_config, client_config_with_bundles};
 use crate::config::Config;
-use crate::control::testlog::Logs;
 use crate::control::testserver::TestServer;
 use crate::control::{Client, RequestError, heartbeat, longpoll};
 use crate::metrics::Metrics;
+use crate::testlog::Logs;
 
 const ALL_VERSIONS: &[&SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
@@ -92,24 +92,26 @@ fn batch(seq: u64) -> EventBatch {
     }
 }
 
-fn heartbeat_message(client: &Arc<Client>) -> fleetnode_wire::Heartbeat {
-    let snapshot = crate::runtime::status::Snapshot::of(
+fn heartbeat_message(client: &Arc<Client>) -> fleetnode_wire::AgentStatus {
+    let status = crate::runtime::status::build(
         &fleetnode_state_machine::State::default(),
         7,
         Default::default(),
         &Default::default(),
+        Vec::new(),
+        Timestamp(1_000),
     );
     let metrics = Arc::new(Metrics::new());
-    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(snapshot.clone()));
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(status));
     let ctx = heartbeat::HeartbeatContext {
         client: client.clone(),
         interval: Duration::from_secs(30),
-        snapshot: rx,
+        status: rx,
         workers: crate::runtime::status::Workers::new(metrics.clone()),
         clock: crate::clock::Clock::anchored_at(1_000, Timestamp(0)),
         metrics,
     };
-    heartbeat::build(&snapshot, &ctx)
+    heartbeat::current(&ctx)
 }
 
 /// Runs the three request paths and returns their errors (none when all worked).
@@ -323,18 +325,11 @@ async fn a_worker_reports_an_untrusted_certificate_as_such_and_keeps_retrying() 
     let tls = client_config_with_bundles(&config.tls, &[bundle.to_str().unwrap()]).unwrap();
     let metrics = Arc::new(Metrics::new());
     let client = Arc::new(Client::with_tls(&config, tls, metrics.clone()).unwrap());
-    let snapshot = crate::runtime::status::Snapshot::of(
-        &fleetnode_state_machine::State::default(),
-        7,
-        Default::default(),
-        &Default::default(),
-    );
-    let (_snapshot_tx, snapshot) = tokio::sync::watch::channel(Arc::new(snapshot));
     let (inputs_tx, mut inputs) = tokio::sync::mpsc::channel(16);
     let cancel = tokio_util::sync::CancellationToken::new();
 
     let (logs, _guard) = Logs::capture();
-    let task = tokio::spawn(longpoll::run(client, snapshot, inputs_tx, cancel.clone()));
+    let task = tokio::spawn(longpoll::run(client, inputs_tx, cancel.clone()));
     tokio::time::sleep(Duration::from_secs(600)).await;
 
     assert!(!task.is_finished(), "the worker gave up");

@@ -1,5 +1,9 @@
-//! Compaction of a full outbound queue: which events to drop and which gap markers replace them.
+//! The outbound queue's rules, decided here so that every gap the control plane receives is
+//! made by the same code as the events it stands for: which probe observations a full queue
+//! drops, the gap markers that replace them, and the gap that replaces an event the control
+//! plane refused for good.
 //!
+//! Compaction:
 //! Only probe observations are dropped, and never the latest one of each probe. Every maximal run
 //! of dropped events (adjacent in the queue) becomes one `gap` event at the run's last seq, whose
 //! `from_seq` is the run's first seq; the control plane's mirror accepts a gap as covering its
@@ -8,11 +12,17 @@
 
 use std::collections::BTreeMap;
 
-use fleetnode_state_machine::{GapCause, OutboundEvent, ProbeId, Report, Timestamp};
+use crate::reason::cap_head;
+use crate::report::{GapCause, OutboundEvent, Report};
+use crate::time::Timestamp;
+use crate::types::ProbeId;
+
+/// Longest control-plane error code a dead-letter gap keeps, in bytes.
+pub const GAP_CODE_CAP: usize = 128;
 
 /// What compaction needs to know about one queued event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Entry {
+pub struct Entry {
     /// Its seq (the queue key).
     pub seq: u64,
     /// When it happened.
@@ -23,7 +33,7 @@ pub(crate) struct Entry {
 
 /// The kinds of queued events compaction distinguishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum EntryKind {
+pub enum EntryKind {
     /// A probe observation (droppable unless it is the probe's latest).
     Probe(ProbeId),
     /// A gap left by an earlier compaction (may be folded into a new one).
@@ -49,14 +59,36 @@ impl EntryKind {
                 from_seq: *from_seq,
                 dropped: *dropped,
             },
-            _ => Self::Lifecycle,
+            Report::Recovered { .. }
+            | Report::PolicyApplied { .. }
+            | Report::DirectiveRecorded { .. }
+            | Report::Paused
+            | Report::Resumed
+            | Report::AlreadyConverged { .. }
+            | Report::WorkStarted { .. }
+            | Report::Realised { .. }
+            | Report::ActivationStarted { .. }
+            | Report::SwitchEnded { .. }
+            | Report::SoakStarted { .. }
+            | Report::DeferredUntilBoot { .. }
+            | Report::CommitStarted { .. }
+            | Report::Converged { .. }
+            | Report::RollbackStarted { .. }
+            | Report::Reverted { .. }
+            | Report::Failed { .. }
+            | Report::Superseded { .. }
+            | Report::RollbackRejected { .. }
+            | Report::Gap {
+                cause: GapCause::DeadLettered { .. },
+                ..
+            } => Self::Lifecycle,
         }
     }
 }
 
 /// The changes compaction makes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Plan {
+pub struct Plan {
     /// Seqs to remove from the queue.
     pub remove: Vec<u64>,
     /// Gap events to insert (each at the last seq of its run, which is also in `remove`).
@@ -65,8 +97,51 @@ pub(crate) struct Plan {
     pub dropped: u64,
 }
 
+/// The gap that takes the place of `event` when the control plane refused it for good, with the
+/// control plane's error code; `None` when `event` already is such a gap (refusing a gap again
+/// changes nothing). A gap that replaced compacted events keeps the start of its range.
+pub fn dead_letter_gap(event: &OutboundEvent, code: &str) -> Option<OutboundEvent> {
+    let from_seq = match &event.report {
+        Report::Gap {
+            cause: GapCause::DeadLettered { .. },
+            ..
+        } => return None,
+        Report::Gap { from_seq, .. } => *from_seq,
+        Report::Recovered { .. }
+        | Report::PolicyApplied { .. }
+        | Report::DirectiveRecorded { .. }
+        | Report::Paused
+        | Report::Resumed
+        | Report::AlreadyConverged { .. }
+        | Report::WorkStarted { .. }
+        | Report::Realised { .. }
+        | Report::ActivationStarted { .. }
+        | Report::SwitchEnded { .. }
+        | Report::SoakStarted { .. }
+        | Report::DeferredUntilBoot { .. }
+        | Report::ProbeObserved { .. }
+        | Report::CommitStarted { .. }
+        | Report::Converged { .. }
+        | Report::RollbackStarted { .. }
+        | Report::Reverted { .. }
+        | Report::Failed { .. }
+        | Report::Superseded { .. }
+        | Report::RollbackRejected { .. } => event.seq,
+    };
+    Some(OutboundEvent {
+        seq: event.seq,
+        at: event.at,
+        report: Report::Gap {
+            from_seq,
+            cause: GapCause::DeadLettered {
+                code: cap_head(code, GAP_CODE_CAP),
+            },
+        },
+    })
+}
+
 /// Plans the compaction of a queue given in seq order.
-pub(crate) fn plan(entries: &[Entry]) -> Plan {
+pub fn plan(entries: &[Entry]) -> Plan {
     let mut latest: BTreeMap<&ProbeId, u64> = BTreeMap::new();
     for entry in entries {
         if let EntryKind::Probe(probe) = &entry.kind {
@@ -196,6 +271,39 @@ mod tests {
         // Alone, an old gap is left as it is.
         let plan = super::plan(&[life(1), old, life(5)]);
         assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn a_dead_letter_gap_takes_the_events_place_and_range() {
+        let event = OutboundEvent {
+            seq: 9,
+            at: Timestamp(90),
+            report: Report::Paused,
+        };
+        let letter = dead_letter_gap(&event, "invalid").unwrap();
+        assert_eq!(letter.seq, 9);
+        assert_eq!(letter.at, Timestamp(90));
+        assert_eq!(
+            letter.report,
+            Report::Gap {
+                from_seq: 9,
+                cause: GapCause::DeadLettered {
+                    code: "invalid".into()
+                }
+            }
+        );
+        assert_eq!(dead_letter_gap(&letter, "invalid"), None);
+        let compacted = gap(12, 10, 3);
+        let letter = dead_letter_gap(&compacted, &"x".repeat(500)).unwrap();
+        let Report::Gap {
+            from_seq,
+            cause: GapCause::DeadLettered { code },
+        } = letter.report
+        else {
+            panic!("not a dead-letter gap");
+        };
+        assert_eq!(from_seq, 10, "the compacted range is kept");
+        assert!(code.len() <= GAP_CODE_CAP);
     }
 
     #[test]

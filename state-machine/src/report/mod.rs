@@ -1,16 +1,21 @@
 //! Outbound events: the facts the agent reports (applied to a state by [`crate::evolve()`]).
+//! Each renders as a sentence for humans through its `Display` (`display.rs`), the one renderer
+//! the agent's log and the operator CLI share.
 //!
 //! The agent decides what happened and records it as [`Report`]s; applying a report to a state is
 //! the same code on both sides, so the control plane's mirror, fed the agent's events in seq
 //! order, is exactly the agent's [`crate::Host`].
 
+mod display;
+
 use serde::{Deserialize, Serialize};
 
-use crate::effect::SwitchJob;
+use crate::command::{SwitchJob, SwitchPurpose};
 use crate::policy::{Directive, LocalPolicy};
 use crate::reason::Reason;
 use crate::state::{SystemView, Work};
-use crate::types::{ProbeId, Revision, StorePath, SwitchId, Timestamp};
+use crate::time::Timestamp;
+use crate::types::{ProbeId, Revision, StorePath, SwitchId};
 
 /// One reported fact with its place in the host's gap-free sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +85,8 @@ pub enum Report {
     SwitchEnded {
         /// Which switch.
         switch: SwitchId,
+        /// Why it ran.
+        purpose: SwitchPurpose,
         /// What the host runs now.
         system: SystemView,
         /// The verdict on the switch itself.
@@ -271,6 +278,37 @@ impl Report {
             Self::Superseded { .. } => "superseded",
             Self::RollbackRejected { .. } => "rollback-rejected",
             Self::Gap { .. } => "gap",
+        }
+    }
+
+    /// The output tail of a failed or warned switch this report carries, if any.
+    pub fn output_tail(&self) -> Option<&str> {
+        match self {
+            Self::SwitchEnded { verdict, .. } => match verdict {
+                SwitchVerdict::Succeeded => None,
+                SwitchVerdict::SucceededWithWarnings { output_tail } => Some(output_tail),
+                SwitchVerdict::Failed { reason } => reason.output_tail(),
+            },
+            Self::RollbackStarted { reason, .. }
+            | Self::Reverted { reason, .. }
+            | Self::Failed { reason, .. } => reason.output_tail(),
+            Self::Recovered { .. }
+            | Self::PolicyApplied { .. }
+            | Self::DirectiveRecorded { .. }
+            | Self::Paused
+            | Self::Resumed
+            | Self::AlreadyConverged { .. }
+            | Self::WorkStarted { .. }
+            | Self::Realised { .. }
+            | Self::ActivationStarted { .. }
+            | Self::SoakStarted { .. }
+            | Self::DeferredUntilBoot { .. }
+            | Self::ProbeObserved { .. }
+            | Self::CommitStarted { .. }
+            | Self::Converged { .. }
+            | Self::Superseded { .. }
+            | Self::RollbackRejected { .. }
+            | Self::Gap { .. } => None,
         }
     }
 

@@ -1,23 +1,22 @@
 //! Outputs of the state machine: commands for the shell to carry out.
+//!
+//! The agent's event loop hands each command, as it is, to the worker that carries it out,
+//! once the transition that produced it is durable. The control plane never sees commands.
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::OutboundEvent;
 use crate::types::{StorePath, SwitchId};
 
-/// A command. The agent's applier carries these out in order; the control plane ignores all but
-/// none (its mirror only checks that applying reported events succeeds).
+/// Something the shell must do, in the order given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "effect", rename_all = "kebab-case")]
-pub enum Effect {
-    /// Persist and deliver this event to the control plane.
-    Report(OutboundEvent),
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Command {
     /// Realise the closure (and hold a GC root on it while work is in flight).
     Realise {
         /// The closure.
         target: StorePath,
     },
-    /// Launch a switch in its own transient unit `fleetnode-activate-<id>`.
+    /// Launch a switch in its own transient unit and follow it until it ends.
     RunSwitch {
         /// Its id.
         switch: SwitchId,
@@ -29,7 +28,7 @@ pub enum Effect {
         /// Its id.
         switch: SwitchId,
     },
-    /// Stop a switch that ran past its deadline.
+    /// Stop a switch that ran past its deadline; its end is not reported.
     AbortSwitch {
         /// Its id.
         switch: SwitchId,
@@ -47,6 +46,14 @@ pub enum Effect {
     },
     /// Reboot the host (boot mode, when the policy allows it).
     Reboot,
+    /// Find out whether the generation now running carries another agent than the running one
+    /// (answered with [`crate::Event::AgentUpgradeChecked`]).
+    CheckAgentUpgrade,
+    /// Exit so that systemd starts the agent the committed generation carries.
+    Restart {
+        /// What changed, in words.
+        reason: String,
+    },
 }
 
 /// A switch of the system: which closure's own `bin/switch-to-configuration` to run, how, and
@@ -56,7 +63,7 @@ pub struct SwitchJob {
     /// Why this switch runs.
     pub purpose: SwitchPurpose,
     /// The closure whose own `bin/switch-to-configuration` runs (never the one under
-    /// `/run/current-system`).
+    /// `/run/current-system`, which would re-activate the generation being left).
     pub closure: StorePath,
     /// The `switch-to-configuration` action.
     pub action: SwitchAction,
@@ -74,6 +81,17 @@ pub enum SwitchPurpose {
     Commit,
     /// Go back to a known-good closure.
     Rollback,
+}
+
+impl SwitchPurpose {
+    /// The purpose as written in documents, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Activate => "activate",
+            Self::Commit => "commit",
+            Self::Rollback => "rollback",
+        }
+    }
 }
 
 /// The argument given to `switch-to-configuration`.
@@ -108,5 +126,17 @@ mod tests {
         assert_eq!(SwitchAction::Test.as_arg(), "test");
         assert_eq!(SwitchAction::Switch.as_arg(), "switch");
         assert_eq!(SwitchAction::Boot.as_arg(), "boot");
+    }
+
+    #[test]
+    fn purposes_are_spelled_as_on_the_wire() {
+        for purpose in [
+            SwitchPurpose::Activate,
+            SwitchPurpose::Commit,
+            SwitchPurpose::Rollback,
+        ] {
+            let json = serde_json::to_string(&purpose).unwrap();
+            assert_eq!(json, format!("\"{}\"", purpose.as_str()));
+        }
     }
 }

@@ -1,0 +1,437 @@
+//! The event loop: the one task on the decisions' side of the agent.
+//!
+//! Its `select!` takes the input channel, a sleep until the state's next deadline, cancellation
+//! and the systemd watchdog. For each input it calls `step`, writes the new state and the new
+//! events in one durable transaction, and only then hands the commands, as the core made them,
+//! to the workers that carry them out.
+//!
+//! Why this cannot deadlock: the loop never waits for a worker. A command waits in the
+//! worker's outbox here until the worker's bounded channel has room (`reserve()` is one more
+//! branch of the same `select!`), while the loop keeps taking inputs; so a worker blocked on
+//! sending an input is always served, and no cycle of bounded channels exists. The outbox stays
+//! small because the machine emits a few commands per transition and runs one switch at a time.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetnode_state_machine::{Command, Event, OutboundEvent, State, Step, step};
+use fleetnode_wire::AgentStatus;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::{Instant, Interval};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use super::record::{self, log_report};
+use super::status::{self, LatestProbes, Workers};
+use crate::clock::Clock;
+use crate::input::Input;
+use crate::metrics::Metrics;
+use crate::store::{CommitReport, DeadLetterOutcome, Store};
+
+/// Longest pause between attempts to write the store after a failure.
+const MAX_STORE_RETRY: Duration = Duration::from_secs(30);
+/// Commands waiting for one worker beyond which the loop says the worker looks stuck. The
+/// machine never has more than a handful outstanding; the outbox is never cut, since dropping
+/// a command would strand the host.
+const OUTBOX_ALARM: usize = 32;
+
+/// How the event loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Shutdown was requested (SIGTERM, SIGINT).
+    Stopped,
+    /// The state machine asked to restart into the agent the committed generation carries
+    /// (exit 0; systemd starts the new version).
+    Restart(String),
+}
+
+/// The bounded senders of the workers the loop hands commands to.
+#[derive(Debug, Clone)]
+pub struct WorkerSenders {
+    /// Realise, switches, reboot and the agent-upgrade check.
+    pub activation: mpsc::Sender<Command>,
+    /// Probe resets.
+    pub probes: mpsc::Sender<Command>,
+}
+
+/// Everything the event loop owns or shares.
+#[derive(Debug)]
+pub struct EventLoop {
+    store: Store,
+    state: State,
+    clock: Clock,
+    senders: WorkerSenders,
+    outbox: Outbox,
+    drainer: Arc<Notify>,
+    status: watch::Sender<Arc<AgentStatus>>,
+    metrics: Arc<Metrics>,
+    workers: Workers,
+    latest: LatestProbes,
+    status_line: String,
+    restart: Option<String>,
+    cancel: CancellationToken,
+}
+
+/// What a new event loop is built from.
+#[derive(Debug)]
+pub struct Parts {
+    /// The store, opened.
+    pub store: Store,
+    /// The state it holds.
+    pub state: State,
+    /// The agent's clock.
+    pub clock: Clock,
+    /// Where commands go.
+    pub senders: WorkerSenders,
+    /// Kicked after every commit with new events.
+    pub drainer: Arc<Notify>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Worker statuses.
+    pub workers: Workers,
+    /// Shutdown.
+    pub cancel: CancellationToken,
+}
+
+/// The loop was stopped before it could finish the input in hand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shutdown requested")]
+pub struct Cancelled;
+
+impl EventLoop {
+    /// A loop over a loaded store and state; also returns the status watch the workers read.
+    pub fn new(parts: Parts) -> (Self, watch::Receiver<Arc<AgentStatus>>) {
+        let queue = parts.store.stats();
+        let now = parts.clock.now();
+        let first = status::build(
+            &parts.state,
+            parts.store.stream(),
+            queue,
+            &LatestProbes::new(),
+            parts.workers.list(),
+            now,
+        );
+        let (status, watch) = watch::channel(Arc::new(first));
+        let event_loop = Self {
+            store: parts.store,
+            state: parts.state,
+            clock: parts.clock,
+            senders: parts.senders,
+            outbox: Outbox::default(),
+            drainer: parts.drainer,
+            status,
+            metrics: parts.metrics,
+            workers: parts.workers,
+            latest: LatestProbes::new(),
+            status_line: String::new(),
+            restart: None,
+            cancel: parts.cancel,
+        };
+        let mut event_loop = event_loop;
+        event_loop.publish();
+        (event_loop, watch)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The status as of now.
+    pub fn status(&self) -> AgentStatus {
+        status::build(
+            &self.state,
+            self.store.stream(),
+            self.store.stats(),
+            &self.latest,
+            self.workers.list(),
+            self.clock.now(),
+        )
+    }
+
+    /// Runs until cancelled or until the state machine asks for a restart, pinging the
+    /// systemd watchdog every `watchdog` (also when idle).
+    pub async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        watchdog: Option<Duration>,
+    ) -> Exit {
+        let mut ping = watchdog.map(tokio::time::interval);
+        loop {
+            if let Some(reason) = self.restart.clone()
+                && self.outbox.is_empty()
+            {
+                return Exit::Restart(reason);
+            }
+            let deadline = self
+                .state
+                .next_deadline()
+                .map(|(at, _)| self.clock.instant_at(at));
+            // Owned handles, so that a reserved slot does not borrow the loop while it hands
+            // the command over.
+            let (cancel, senders) = (self.cancel.clone(), self.senders.clone());
+            let handed = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Exit::Stopped,
+                () = tick(ping.as_mut()) => {
+                    crate::systemd::watchdog();
+                    Ok(())
+                }
+                permit = senders.activation.reserve(), if !self.outbox.activation.is_empty() => {
+                    self.outbox.hand(permit.ok(), Worker::Activation);
+                    Ok(())
+                }
+                permit = senders.probes.reserve(), if !self.outbox.probes.is_empty() => {
+                    self.outbox.hand(permit.ok(), Worker::Probes);
+                    Ok(())
+                }
+                () = sleep_until(deadline) => self.event(Event::Tick).await,
+                input = inputs.recv() => match input {
+                    Some(input) => self.handle(input).await,
+                    None => return Exit::Stopped,
+                },
+            };
+            if handed.is_err() {
+                return Exit::Stopped;
+            }
+        }
+    }
+
+    /// Handles one input.
+    pub async fn handle(&mut self, input: Input) -> Result<(), Cancelled> {
+        match input {
+            Input::Event(event) => self.event(event).await,
+            Input::Acked { through } => {
+                match self.store.ack(through) {
+                    Ok(removed) => debug!(through, removed, "events acknowledged"),
+                    Err(e) => error!(through, error = %e, "cannot drop acknowledged events"),
+                }
+                self.publish();
+                Ok(())
+            }
+            Input::DeadLettered { seq, code } => {
+                let now = self.clock.now();
+                match self.store.dead_letter(seq, &code, now) {
+                    Ok(DeadLetterOutcome::Moved(gap)) => {
+                        log_report(&gap, self.state.host.phase.name());
+                        self.drainer.notify_one();
+                    }
+                    Ok(DeadLetterOutcome::NotQueued) => {
+                        debug!(seq, "dead letter for an event no longer queued");
+                    }
+                    Err(e) => error!(seq, error = %e, "cannot move the event to the dead letters"),
+                }
+                self.publish();
+                Ok(())
+            }
+            Input::Status(reply) => {
+                // The asker may have given up waiting; nothing to do then.
+                let _ = reply.send(self.status());
+                Ok(())
+            }
+        }
+    }
+
+    /// Steps the state machine with one event, persists, then hands out the commands.
+    pub async fn event(&mut self, event: Event) -> Result<(), Cancelled> {
+        let now = self.clock.now();
+        let probe = match &event {
+            Event::ProbeResult(result) => {
+                Some((result.probe.clone(), result.passed, result.detail.clone()))
+            }
+            Event::Started(_)
+            | Event::DesiredObserved(_)
+            | Event::PauseRequested
+            | Event::ResumeRequested
+            | Event::RealiseFinished { .. }
+            | Event::SwitchFinished { .. }
+            | Event::AgentUpgradeChecked { .. }
+            | Event::Tick => None,
+        };
+        let Step {
+            state,
+            events,
+            commands,
+        } = match step(&self.state, event, now) {
+            Ok(step) => step,
+            Err(e) => {
+                record::refused(&self.metrics, &e);
+                return Ok(());
+            }
+        };
+        if !events.is_empty() || changed_beyond_clock(&self.state, &state) {
+            let report = self.persist(&state, &events).await?;
+            self.after_commit(report);
+        }
+        let before = std::mem::replace(&mut self.state, state);
+        if before.host.probe_epoch != self.state.host.probe_epoch {
+            self.latest.clear();
+        }
+        if let Some((probe, passed, detail)) = probe {
+            self.latest.insert(probe, (passed, detail));
+        }
+        for event in &events {
+            log_report(event, self.state.host.phase.name());
+        }
+        record::count(&self.metrics, &before.host.phase, &events);
+        if !events.is_empty() {
+            self.drainer.notify_one();
+        }
+        for command in commands {
+            self.route(command);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Puts a command in the outbox of the worker that carries it out (or acts on it here).
+    fn route(&mut self, command: Command) {
+        match command {
+            Command::ResetProbes { .. } => self.outbox.probes.push_back(command),
+            Command::Restart { reason } => {
+                warn!(%reason, "restarting to run the agent the committed generation carries");
+                self.restart = Some(reason);
+            }
+            Command::Realise { .. }
+            | Command::RunSwitch { .. }
+            | Command::WatchSwitch { .. }
+            | Command::AbortSwitch { .. }
+            | Command::ReleaseSwitch { .. }
+            | Command::Reboot
+            | Command::CheckAgentUpgrade => self.outbox.activation.push_back(command),
+        }
+        self.outbox.check();
+    }
+
+    /// Writes the state and events, retrying with backoff until it works or shutdown.
+    async fn persist(
+        &mut self,
+        state: &State,
+        events: &[OutboundEvent],
+    ) -> Result<CommitReport, Cancelled> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.store.commit(state, events) {
+                Ok(report) => return Ok(report),
+                Err(e) => {
+                    self.metrics.store_errors.inc();
+                    error!(error = %e, retry_in_ms = delay.as_millis() as u64,
+                        "cannot write the store; nothing is carried out until the write succeeds");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.cancel.cancelled() => return Err(Cancelled),
+            }
+            delay = (delay * 2).min(MAX_STORE_RETRY);
+        }
+    }
+
+    fn after_commit(&mut self, report: CommitReport) {
+        if report.compacted > 0 {
+            self.metrics.queue_compacted.inc_by(report.compacted);
+            warn!(
+                dropped = report.compacted,
+                "outbound queue full: older probe observations compacted"
+            );
+        }
+        if report.over_cap {
+            let stats = self.store.stats();
+            error!(
+                depth = stats.depth,
+                bytes = stats.bytes,
+                "outbound queue over its cap with only lifecycle events left; it keeps growing until the control plane is reachable"
+            );
+        }
+    }
+
+    /// Publishes the status, the metrics that mirror it and the systemd status line.
+    fn publish(&mut self) {
+        let status = self.status();
+        record::export(&self.metrics, &status);
+        let line = status::line(&status);
+        self.status.send_replace(Arc::new(status));
+        if line != self.status_line {
+            crate::systemd::status(&line);
+            self.status_line = line;
+        }
+    }
+}
+
+/// Which worker an outbox feeds.
+#[derive(Debug, Clone, Copy)]
+enum Worker {
+    Activation,
+    Probes,
+}
+
+/// Commands made durable but not yet taken by their worker, in order.
+#[derive(Debug, Default)]
+struct Outbox {
+    activation: VecDeque<Command>,
+    probes: VecDeque<Command>,
+    alarmed: bool,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.activation.is_empty() && self.probes.is_empty()
+    }
+
+    /// Hands the first command waiting for `worker` through a reserved slot of its channel.
+    fn hand(&mut self, permit: Option<mpsc::Permit<'_, Command>>, worker: Worker) {
+        let queue = match worker {
+            Worker::Activation => &mut self.activation,
+            Worker::Probes => &mut self.probes,
+        };
+        match (permit, queue.pop_front()) {
+            (Some(permit), Some(command)) => permit.send(command),
+            // The worker's channel is closed only at shutdown; its commands are decided
+            // again from the persisted state at the next start.
+            (None, Some(command)) => debug!(
+                ?command,
+                ?worker,
+                "worker gone; command dropped at shutdown"
+            ),
+            (_, None) => {}
+        }
+    }
+
+    fn check(&mut self) {
+        let waiting = self.activation.len().max(self.probes.len());
+        if waiting > OUTBOX_ALARM && !self.alarmed {
+            error!(
+                waiting,
+                "a worker has not taken its commands for a long time; it may be stuck"
+            );
+            self.alarmed = true;
+        } else if waiting <= OUTBOX_ALARM / 2 {
+            self.alarmed = false;
+        }
+    }
+}
+
+/// True when `after` differs from `before` in more than the clock: only then is a write due
+/// (the clock alone is re-anchored at every start from the wall clock and the last write).
+fn changed_beyond_clock(before: &State, after: &State) -> bool {
+    let mut same_clock = after.clone();
+    same_clock.clock = before.clock;
+    same_clock != *before
+}
+
+async fn tick(interval: Option<&mut Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

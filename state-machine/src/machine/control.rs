@@ -1,0 +1,106 @@
+//! What the control plane and the operator ask for: the desired state, the hold, and when the
+//! latest directive may start. Also the agent's own restart into a new version.
+
+use super::{Tx, work};
+use crate::command::Command;
+use crate::error::{PeerFault, TransitionError};
+use crate::policy::{DesiredState, Directive};
+use crate::report::Report;
+use crate::state::Phase;
+
+/// An answer of the control plane. Its hold flag counts only when it changed since the last
+/// answer (or on the first answer after a start), so a local pause holds until the control
+/// plane changes its own flag; its directive is recorded unless already known (latest wins).
+///
+/// A pause is recorded before the directive (so nothing starts) and a resume after it.
+pub(super) fn on_desired(tx: &mut Tx, desired: DesiredState) -> Result<(), TransitionError> {
+    let flipped = tx.state.control_plane_paused != Some(desired.paused);
+    tx.state.control_plane_paused = Some(desired.paused);
+    let toggle = flipped && desired.paused != tx.state.host.paused;
+    if toggle && desired.paused {
+        tx.report(Report::Paused)?;
+    }
+    if let Some(directive) = desired.directive {
+        match on_directive(tx, directive) {
+            Ok(()) => {}
+            // The hold still changes. The next answer repeats the directive without a change
+            // of the flag, and is refused whole, so the refusal is not lost.
+            Err(_) if flipped => {}
+            Err(refused) => return Err(refused),
+        }
+    }
+    if toggle && !desired.paused {
+        tx.report(Report::Resumed)?;
+    }
+    Ok(())
+}
+
+/// The operator's local hold (`true`) or its end.
+pub(super) fn hold(tx: &mut Tx, paused: bool) -> Result<(), TransitionError> {
+    match (paused, tx.state.host.paused) {
+        (true, false) => tx.report(Report::Paused),
+        (false, true) => tx.report(Report::Resumed),
+        (true, true) | (false, false) => Ok(()),
+    }
+}
+
+fn on_directive(tx: &mut Tx, directive: Directive) -> Result<(), TransitionError> {
+    match &tx.state.host.desired {
+        Some(recorded) if recorded.revision > directive.revision => {
+            Err(PeerFault::StaleDirective {
+                got: directive.revision,
+                recorded: recorded.revision,
+            }
+            .into())
+        }
+        Some(recorded) if recorded.revision == directive.revision => {
+            if *recorded == directive {
+                Ok(())
+            } else {
+                Err(PeerFault::ConflictingDirective {
+                    revision: directive.revision,
+                }
+                .into())
+            }
+        }
+        Some(_) | None => tx.report(Report::DirectiveRecorded { directive }),
+    }
+}
+
+/// The agent carried by the live generation differs from the running one: restart into it,
+/// unless new work began meanwhile (the next convergence checks again).
+pub(super) fn on_upgrade_checked(tx: &mut Tx, upgrade: Option<String>) {
+    if let Some(reason) = upgrade
+        && tx.state.host.phase.is_at_rest()
+    {
+        tx.command(Command::Restart { reason });
+    }
+}
+
+/// Starts the latest directive when nothing stands in its way: the host is not paused, the
+/// directive was not handled yet, and no step is running.
+pub(super) fn advance(tx: &mut Tx) -> Result<(), TransitionError> {
+    let host = &tx.state.host;
+    if host.paused {
+        return Ok(());
+    }
+    let Some(desired) = host.desired.clone() else {
+        return Ok(());
+    };
+    if host
+        .handled
+        .is_some_and(|handled| handled >= desired.revision)
+    {
+        return Ok(());
+    }
+    match &host.phase {
+        Phase::Idle | Phase::Converged(_) | Phase::Reverted(_) | Phase::Failed(_) => {
+            work::start(tx, desired)
+        }
+        Phase::Soaking(_) | Phase::Deferred(_) => work::supersede(tx, desired),
+        Phase::Realising(_)
+        | Phase::Activating(_)
+        | Phase::Committing(_)
+        | Phase::RollingBack(_) => Ok(()),
+    }
+}

@@ -1,0 +1,146 @@
+//! The operator's side of protocol v1: hosts, targets, rollbacks, holds and what the control
+//! plane knows of each host.
+
+use fleetnode_state_machine::{
+    ActivationMode, DesiredState, HealthOverrides, Host, OutboundEvent, PhaseKind, Revision,
+    StorePath, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::agent_api::AgentStatus;
+use crate::ids::{HostId, Secret, Tag};
+
+/// Body of `POST /v1/admin/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddHost {
+    /// The new host's id.
+    pub id: HostId,
+    /// Its tags.
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+/// Answer to adding a host: its token, shown this once (the server keeps only a hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAdded {
+    /// The host.
+    pub id: HostId,
+    /// Its bearer token.
+    pub token: Secret,
+}
+
+/// Which hosts an operator command applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "kebab-case")]
+pub enum Selector {
+    /// These hosts.
+    Hosts {
+        /// Their ids.
+        hosts: Vec<HostId>,
+    },
+    /// Every host with this tag.
+    Tag {
+        /// The tag.
+        tag: Tag,
+    },
+    /// Every host that is not revoked.
+    All,
+}
+
+/// Body of `POST /v1/admin/targets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetTarget {
+    /// Which hosts.
+    pub selector: Selector,
+    /// The closure to run.
+    pub target: StorePath,
+    /// How to activate it; each host's default when absent.
+    #[serde(default)]
+    pub mode: Option<ActivationMode>,
+    /// Health overrides.
+    #[serde(default)]
+    pub health: HealthOverrides,
+}
+
+/// One host's new desired revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRevision {
+    /// The host.
+    pub host: HostId,
+    /// Its desired revision now.
+    pub revision: Revision,
+}
+
+/// Answer to an operator command that changed desired states.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredChanged {
+    /// Every host that changed.
+    pub hosts: Vec<HostRevision>,
+}
+
+/// Body of `POST /v1/admin/hosts/{host}/rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// The generation to go back to; the host's newest other known-good one when absent.
+    #[serde(default)]
+    pub to: Option<StorePath>,
+}
+
+/// One line of the host list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRow {
+    /// The host.
+    pub id: HostId,
+    /// Its tags.
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    /// The mirrored phase.
+    pub phase: PhaseKind,
+    /// The live system, as last reported.
+    #[serde(default)]
+    pub current: Option<StorePath>,
+    /// The target of the desired state.
+    #[serde(default)]
+    pub target: Option<StorePath>,
+    /// Desired revision.
+    pub desired_revision: Revision,
+    /// Last heartbeat, on the server's clock (milliseconds since the Unix epoch).
+    #[serde(default)]
+    pub last_seen: Option<Timestamp>,
+    /// No heartbeat for three intervals.
+    pub offline: bool,
+    /// The heartbeat disagrees with the mirror.
+    pub diverged: bool,
+    /// Operator hold.
+    pub paused: bool,
+    /// The host was revoked: its token no longer works; its history is kept.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// Answer to `GET /v1/admin/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostList {
+    /// Every host, by id.
+    pub hosts: Vec<HostRow>,
+}
+
+/// Answer to `GET /v1/admin/hosts/{host}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostDetail {
+    /// The summary line.
+    pub row: HostRow,
+    /// The desired state.
+    pub desired: DesiredState,
+    /// The mirrored state, built from the host's events by the shared state machine.
+    pub mirror: Host,
+    /// Why the host is flagged diverged, if it is.
+    #[serde(default)]
+    pub divergence: Option<String>,
+    /// The status the latest heartbeat carried.
+    #[serde(default)]
+    pub last_heartbeat: Option<AgentStatus>,
+    /// The most recent events, oldest first.
+    #[serde(default)]
+    pub recent_events: Vec<OutboundEvent>,
+}
