@@ -3,19 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use fleetnode_tls::{PemError, SYSTEM_CA_BUNDLES};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
-
-/// Where the CLI looks for the system's CA bundle when `--ca-file` is not given.
-const SYSTEM_CA_BUNDLES: [&str; 4] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/ssl/certs/ca-bundle.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-];
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +27,7 @@ pub enum TlsError {
     Config(String),
     /// No CA bundle to verify the server with.
     #[error(
-        "no CA bundle found (looked at $SSL_CERT_FILE and {}); pass --ca-file with the CA that signed the server's certificate",
+        "no CA bundle found (looked at $SSL_CERT_FILE, $NIX_SSL_CERT_FILE and {}); pass --ca-file with the CA that signed the server's certificate",
         SYSTEM_CA_BUNDLES.join(", ")
     )]
     NoCaBundle,
@@ -43,7 +35,7 @@ pub enum TlsError {
 
 /// The crypto provider everything uses.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    fleetnode_tls::provider()
 }
 
 /// The server's TLS configuration. With `client_ca`, clients may present a certificate, which
@@ -55,11 +47,8 @@ pub fn server_config(
     client_ca: Option<&Path>,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let chain = read_certs("server certificate", cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
-        what: "server private key",
-        path: key.to_owned(),
-        detail: format!("{e}; expected a PEM private key (PKCS#8, PKCS#1 or SEC1)"),
-    })?;
+    let key: PrivateKeyDer<'static> =
+        fleetnode_tls::read_private_key(key).map_err(|e| file_error("server private key", e))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -86,7 +75,7 @@ pub fn server_config(
 pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
     let bundle = match ca_file {
         Some(path) => path.to_owned(),
-        None => system_bundle().ok_or(TlsError::NoCaBundle)?,
+        None => fleetnode_tls::system_bundle(&SYSTEM_CA_BUNDLES).ok_or(TlsError::NoCaBundle)?,
     };
     let roots = root_store("CA file", &bundle)?;
     let config = rustls::ClientConfig::builder_with_provider(provider())
@@ -109,40 +98,18 @@ pub fn certificate_names(der: &[u8], host: &str) -> bool {
     end_entity.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
-fn system_bundle() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
-        return Some(PathBuf::from(path));
+fn file_error(what: &'static str, error: PemError) -> TlsError {
+    TlsError::File {
+        what,
+        path: error.path,
+        detail: error.detail,
     }
-    SYSTEM_CA_BUNDLES
-        .iter()
-        .map(PathBuf::from)
-        .find(|path| path.is_file())
 }
 
 fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let fail = |detail: String| TlsError::File {
-        what,
-        path: path.to_owned(),
-        detail,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| fail(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(fail("holds no PEM certificate".to_owned()));
-    }
-    Ok(certs)
+    fleetnode_tls::read_certs(path).map_err(|e| file_error(what, e))
 }
 
 fn root_store(what: &'static str, path: &Path) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for cert in read_certs(what, path)? {
-        roots.add(cert).map_err(|e| TlsError::File {
-            what,
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })?;
-    }
-    Ok(roots)
+    fleetnode_tls::read_roots(path).map_err(|e| file_error(what, e))
 }

@@ -2,27 +2,20 @@
 //! verified.
 //!
 //! The trust anchors are the CA file from `tls.ca_file` when set, otherwise the operating
-//! system's CA bundle (the first of [`SYSTEM_CA_BUNDLES`] that exists). No built-in root list is
+//! system's CA bundle (the first of [`SYSTEM_CA_BUNDLES`] that exists; the environment is not
+//! consulted, so the service's trust is what its configuration says). No built-in root list is
 //! compiled in. A client certificate and key (`tls.cert_file`, `tls.key_file` or
 //! `tls.key_credential`) enable mutual TLS.
 
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
+use fleetnode_tls::PemError;
+pub use fleetnode_tls::SYSTEM_CA_BUNDLES;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::config::TlsConfig;
 use crate::secrets;
-
-/// CA bundles tried, in order, when `tls.ca_file` is not set (NixOS and Debian-likes first,
-/// then Fedora-likes and the BSD-style path).
-pub const SYSTEM_CA_BUNDLES: [&str; 3] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-];
 
 /// Why the TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -51,44 +44,28 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-fn file_error(key: &'static str, path: &Path, message: impl Into<String>) -> TlsError {
+fn file_error(key: &'static str, error: PemError) -> TlsError {
     TlsError::File {
         key,
-        path: path.to_owned(),
-        message: message.into(),
+        path: error.path,
+        message: error.detail,
     }
 }
 
 fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|e| file_error(key, path, e.to_string()))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(bytes.as_slice()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(key, path, format!("not PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(file_error(key, path, "holds no PEM certificate"));
-    }
-    Ok(certs)
+    fleetnode_tls::read_certs(path).map_err(|e| file_error(key, e))
 }
 
-/// The trust anchors: `ca_file` if set, else the first of `bundles` that exists.
+/// The trust anchors: `ca_file` if set, else the system's bundle among `bundles`.
 fn roots(ca_file: Option<&Path>, bundles: &[&str]) -> Result<RootCertStore, TlsError> {
     let (key, path) = match ca_file {
         Some(path) => ("tls.ca_file", path.to_owned()),
-        None => {
-            let found = bundles
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-                .ok_or(TlsError::NoTrustStore)?;
-            ("system CA bundle", found)
-        }
+        None => (
+            "system CA bundle",
+            fleetnode_tls::first_bundle(bundles).ok_or(TlsError::NoTrustStore)?,
+        ),
     };
-    let mut store = RootCertStore::empty();
-    let (added, _ignored) = store.add_parsable_certificates(read_certs(key, &path)?);
-    if added == 0 {
-        return Err(file_error(key, &path, "holds no usable CA certificate"));
-    }
-    Ok(store)
+    fleetnode_tls::read_roots(&path).map_err(|e| file_error(key, e))
 }
 
 fn client_key(tls: &TlsConfig) -> Result<Option<PrivateKeyDer<'static>>, TlsError> {
@@ -96,9 +73,8 @@ fn client_key(tls: &TlsConfig) -> Result<Option<PrivateKeyDer<'static>>, TlsErro
         return Ok(None);
     };
     let secret = secrets::read(source).map_err(|e| TlsError::Key(e.to_string()))?;
-    let key = rustls_pemfile::private_key(&mut BufReader::new(secret.expose().as_bytes()))
-        .map_err(|e| TlsError::Key(format!("not PEM: {e}")))?
-        .ok_or_else(|| TlsError::Key("holds no PEM private key".into()))?;
+    let key =
+        fleetnode_tls::parse_private_key(secret.expose().as_bytes()).map_err(TlsError::Key)?;
     Ok(Some(key))
 }
 
@@ -113,8 +89,7 @@ pub(crate) fn client_config_with_bundles(
     tls: &TlsConfig,
     bundles: &[&str],
 ) -> Result<ClientConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(fleetnode_tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_root_certificates(roots(tls.ca_file.as_deref(), bundles)?);
     let config = match (&tls.cert_file, client_key(tls)?) {

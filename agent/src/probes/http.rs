@@ -1,22 +1,13 @@
 //! `http` probes: a GET over reqwest with a preconfigured rustls (ring) client.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
+use fleetnode_tls::SYSTEM_CA_BUNDLES;
 use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 /// Body bytes searched for `body_contains`.
 const BODY_CAP: usize = 1 << 20;
-/// CA bundles tried, in order, after `$SSL_CERT_FILE` and `$NIX_SSL_CERT_FILE`.
-const BUNDLES: [&str; 4] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/ssl/certs/ca-bundle.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-];
 
 /// An HTTP(S) client for probes: no redirects, no proxy, rustls with the ring provider.
 #[derive(Debug, Clone)]
@@ -34,7 +25,7 @@ impl HttpProber {
                 "https probes trust the system CA bundle"),
             None => tracing::warn!(
                 "no CA bundle found ($SSL_CERT_FILE, $NIX_SSL_CERT_FILE, {}); https probes will fail verification",
-                BUNDLES.join(", ")
+                SYSTEM_CA_BUNDLES.join(", ")
             ),
         }
         Self::with_roots(roots)
@@ -42,8 +33,7 @@ impl HttpProber {
 
     /// A client trusting exactly `roots`.
     pub fn with_roots(roots: RootCertStore) -> Result<Self, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
+        let tls = rustls::ClientConfig::builder_with_provider(fleetnode_tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("cannot configure TLS for http probes: {e}"))?
             .with_root_certificates(roots)
@@ -126,27 +116,17 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The first CA bundle found, parsed; certificates that do not parse are skipped.
+/// The system's CA bundle, parsed; certificates that do not parse are skipped.
 fn system_roots() -> (RootCertStore, Option<PathBuf>) {
-    let from_env = ["SSL_CERT_FILE", "NIX_SSL_CERT_FILE"]
-        .into_iter()
-        .filter_map(std::env::var_os)
-        .map(PathBuf::from);
-    let candidates = from_env.chain(BUNDLES.iter().map(PathBuf::from));
-    for path in candidates {
-        if let Some(roots) = load_bundle(&path) {
-            return (roots, Some(path));
-        }
+    match fleetnode_tls::system_bundle(&SYSTEM_CA_BUNDLES) {
+        Some(path) => match load_bundle(&path) {
+            Some(roots) => (roots, Some(path)),
+            None => (RootCertStore::empty(), None),
+        },
+        None => (RootCertStore::empty(), None),
     }
-    (RootCertStore::empty(), None)
 }
 
 pub(super) fn load_bundle(path: &Path) -> Option<RootCertStore> {
-    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .ok()?
-        .filter_map(Result::ok)
-        .collect();
-    let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(certificates);
-    (added > 0).then_some(roots)
+    fleetnode_tls::read_roots(path).ok()
 }
