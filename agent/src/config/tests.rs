@@ -1,5 +1,7 @@
 //! Tests of the configuration contract: defaults, every key, and errors that name the key.
 
+use fleetnode_state_machine::{ActivationMode, FailurePolicy};
+
 use super::*;
 
 const MINIMAL: &str = r#"
