@@ -24,7 +24,7 @@ pub fn status(status: &str) {
     send(&[NotifyState::Status(status)]);
 }
 
-/// The reducer is alive (`WATCHDOG=1`).
+/// The event loop is alive (`WATCHDOG=1`).
 pub fn watchdog() {
     send(&[NotifyState::Watchdog]);
 }

@@ -349,7 +349,7 @@ async fn pause_and_resume_are_sent_as_their_events() {
         ("/resume", Event::ResumeRequested, true),
     ] {
         let (addr, mut inputs, snapshot) = listener_with_inputs(paused_before).await;
-        let reducer = tokio::spawn(async move {
+        let event_loop = tokio::spawn(async move {
             let input = inputs.recv().await.unwrap();
             snapshot.send_modify(|s| {
                 let mut next = (**s).clone();
@@ -360,7 +360,7 @@ async fn pause_and_resume_are_sent_as_their_events() {
         });
         let (status, body) = admin_request(addr, "POST", path).await.unwrap();
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        let (input, mut inputs) = reducer.await.unwrap();
+        let (input, mut inputs) = event_loop.await.unwrap();
         match input {
             Input::Event(event) => assert_eq!(event, expected),
             other => panic!("{path} sent {other:?}"),

@@ -1,8 +1,8 @@
 //! The outbound drainer: delivers queued events to the control plane in seq order.
 //!
 //! It reads the store read-only, posts batches of up to [`MAX_BATCH_EVENTS`], and tells the
-//! reducer what was acknowledged (`Input::Acked`), so the store keeps a single writer. It sleeps
-//! when the queue is empty until the applier kicks it after an enqueue.
+//! event loop what was acknowledged (`Input::Acked`), so the store keeps a single writer. It
+//! sleeps when the queue is empty until the event loop kicks it after a commit with new events.
 //!
 //! Failures: network errors, 5xx, 408 and 429 back off exponentially with full jitter (capped at
 //! [`BACKOFF_CAP`]) and honour `Retry-After`; 401/403 and 426 retry at the cap and log an error
@@ -33,7 +33,7 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// Most encoded event bytes in one batch: the body cap less room for the envelope.
 pub const BATCH_MAX_BYTES: usize = MAX_BODY_BYTES - 16 * 1024;
-/// How long to wait for the reducer to record a dead letter before looking again.
+/// How long to wait for the event loop to record a dead letter before looking again.
 const DEAD_LETTER_POLL: Duration = Duration::from_secs(1);
 
 /// What the drainer needs.
@@ -57,64 +57,99 @@ pub async fn run(
     inputs: InputSender,
     cancel: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let gone = || {
-        if cancel.is_cancelled() {
-            Ok(())
-        } else {
-            Err(WorkerError::new("the reducer stopped"))
-        }
+    let mut drainer = Drainer {
+        ctx,
+        inputs,
+        cancel,
+        acked: 0,
+        solo_until: 0,
+        backoff: Backoff::new(BACKOFF_BASE, BACKOFF_CAP),
     };
-    let mut acked: u64 = 0;
-    // Events up to this seq are sent one at a time, after a batch was refused.
-    let mut solo_until: u64 = 0;
-    let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
     loop {
-        let limit = if acked < solo_until {
+        let batch = drainer.next_batch()?;
+        if batch.is_empty() {
+            drainer.ctx.workers.set(NAME, WorkerStatus::Idle);
+            tokio::select! {
+                () = drainer.cancel.cancelled() => return Ok(()),
+                () = drainer.ctx.kick.notified() => continue,
+            }
+        }
+        drainer.ctx.workers.set(NAME, WorkerStatus::Running);
+        match drainer.deliver(batch).await? {
+            Next::Now => {}
+            Next::After(delay) => tokio::select! {
+                () = drainer.cancel.cancelled() => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            },
+            Next::Stop => return Ok(()),
+        }
+    }
+}
+
+/// What the drainer does after a delivery attempt.
+enum Next {
+    /// Go on at once.
+    Now,
+    /// Try again after this long.
+    After(Duration),
+    /// Shutdown.
+    Stop,
+}
+
+/// The drainer's own bookkeeping between deliveries.
+struct Drainer {
+    ctx: DrainerContext,
+    inputs: InputSender,
+    cancel: CancellationToken,
+    /// Every seq up to this one is acknowledged.
+    acked: u64,
+    /// Events up to this seq are sent one at a time, after a batch was refused.
+    solo_until: u64,
+    backoff: Backoff,
+}
+
+impl Drainer {
+    /// The next events to send: a batch, or one alone while a refused batch is picked apart.
+    fn next_batch(&self) -> Result<Vec<OutboundEvent>, WorkerError> {
+        let limit = if self.acked < self.solo_until {
             1
         } else {
             MAX_BATCH_EVENTS
         };
-        let batch = ctx
+        self.ctx
             .reader
-            .batch_after(acked, limit, BATCH_MAX_BYTES)
-            .map_err(|e| WorkerError::new(format!("cannot read the outbound queue: {e}")))?;
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
-            ctx.workers.set(NAME, WorkerStatus::Idle);
-            tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
-                () = ctx.kick.notified() => continue,
-            }
+            .batch_after(self.acked, limit, BATCH_MAX_BYTES)
+            .map_err(|e| WorkerError::new(format!("cannot read the outbound queue: {e}")))
+    }
+
+    /// Posts one batch and handles the answer.
+    async fn deliver(&mut self, events: Vec<OutboundEvent>) -> Result<Next, WorkerError> {
+        let (first, last) = match (events.first(), events.last()) {
+            (Some(first), Some(last)) => (first.seq, last.seq),
+            (None, _) | (_, None) => return Ok(Next::Now),
         };
-        let (first, last) = (first.seq, last.seq);
-        ctx.workers.set(NAME, WorkerStatus::Running);
         let request = EventBatch {
-            stream: ctx.stream,
-            events: batch,
+            stream: self.ctx.stream,
+            events,
         };
         let result = tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            result = ctx.client.post_events(&request) => result,
+            () = self.cancel.cancelled() => return Ok(Next::Stop),
+            result = self.ctx.client.post_events(&request) => result,
         };
-        let delay = match result {
+        match result {
             Ok(ack) if ack.acked_through >= first => {
-                backoff.reset();
+                self.backoff.reset();
                 debug!(
                     first,
                     last,
                     acked_through = ack.acked_through,
                     "events delivered"
                 );
-                acked = acked.max(ack.acked_through);
-                if inputs
-                    .send(Input::Acked {
-                        through: ack.acked_through,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return gone();
-                }
-                continue;
+                self.acked = self.acked.max(ack.acked_through);
+                self.send(Input::Acked {
+                    through: ack.acked_through,
+                })
+                .await
             }
             Ok(ack) => {
                 error!(
@@ -122,56 +157,68 @@ pub async fn run(
                     acked_through = ack.acked_through,
                     "the control plane acknowledged nothing of the batch; it may have lost events this agent no longer holds"
                 );
-                backoff.next_delay().max(BACKOFF_CAP / 2)
+                Ok(Next::After(self.backoff.next_delay().max(BACKOFF_CAP / 2)))
             }
             Err(e) if e.refuses_the_content() && request.events.len() > 1 => {
                 warn!(first, last, error = %e, "batch refused; sending its events one at a time");
-                solo_until = last;
-                continue;
+                self.solo_until = last;
+                Ok(Next::Now)
             }
-            Err(e) if e.refuses_the_content() => {
-                let event = &request.events[0];
-                if is_dead_letter_gap(event) {
-                    error!(seq = event.seq, error = %e, "the control plane refuses even the gap that replaces a dead letter; retrying at the slowest pace");
-                    BACKOFF_CAP
-                } else {
-                    let code = e.code();
-                    error!(seq = event.seq, report = event.report.name(), code, error = %e,
-                        "the control plane refused the event for good; it is kept as a dead letter");
-                    if inputs
-                        .send(Input::DeadLettered {
-                            seq: event.seq,
-                            code,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return gone();
-                    }
-                    let letter = Input::DeadLettered {
-                        seq: event.seq,
-                        code: e.code(),
-                    };
-                    if !wait_for_dead_letter(&ctx, letter, &inputs, &cancel).await? {
-                        return gone();
-                    }
-                    continue;
-                }
-            }
+            Err(e) if e.refuses_the_content() => self.refused(&request.events[0], &e).await,
             Err(e) => {
-                let retry = retry_plan(&e, &mut backoff);
+                let retry = retry_plan(&e, &mut self.backoff);
                 let retry_in_ms = retry.delay.as_millis() as u64;
                 if retry.needs_a_person {
                     error!(first, last, error = %e, retry_in_ms, "{}", retry.advice);
                 } else {
                     warn!(first, last, error = %e, retry_in_ms, "{}", retry.advice);
                 }
-                retry.delay
+                Ok(Next::After(retry.delay))
             }
+        }
+    }
+
+    /// The control plane refused `event` on its own, for good: it becomes a dead letter (and
+    /// its gap goes in its place), unless it is such a gap already.
+    async fn refused(
+        &mut self,
+        event: &OutboundEvent,
+        error: &super::RequestError,
+    ) -> Result<Next, WorkerError> {
+        if is_dead_letter_gap(event) {
+            error!(seq = event.seq, error = %error, "the control plane refuses even the gap that replaces a dead letter; retrying at the slowest pace");
+            return Ok(Next::After(BACKOFF_CAP));
+        }
+        let code = error.code();
+        error!(seq = event.seq, report = event.report.name(), code, error = %error,
+            "the control plane refused the event for good; it is kept as a dead letter");
+        let letter = Input::DeadLettered {
+            seq: event.seq,
+            code: code.clone(),
         };
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            () = tokio::time::sleep(delay) => {}
+        if let Next::Stop = self.send(letter).await? {
+            return Ok(Next::Stop);
+        }
+        if wait_for_dead_letter(&self.ctx, event.seq, &code, &self.inputs, &self.cancel).await? {
+            Ok(Next::Now)
+        } else {
+            self.gone()
+        }
+    }
+
+    async fn send(&self, input: Input) -> Result<Next, WorkerError> {
+        match self.inputs.send(input).await {
+            Ok(()) => Ok(Next::Now),
+            Err(_) => self.gone(),
+        }
+    }
+
+    /// The event loop is gone: a shutdown, or a fault when nobody asked for one.
+    fn gone(&self) -> Result<Next, WorkerError> {
+        if self.cancel.is_cancelled() {
+            Ok(Next::Stop)
+        } else {
+            Err(WorkerError::new("the event loop stopped"))
         }
     }
 }
@@ -186,19 +233,17 @@ fn is_dead_letter_gap(event: &OutboundEvent) -> bool {
     )
 }
 
-/// Waits until the reducer replaced the refused event with its gap (or it left the queue).
+/// Waits until the event loop replaced the refused event with its gap (or it left the queue).
 /// The request is sent again after each poll that still finds the event, so a dead letter
-/// whose store write failed is retried instead of stalling delivery. False when the reducer
+/// whose store write failed is retried instead of stalling delivery. False when the event loop
 /// is gone.
 async fn wait_for_dead_letter(
     ctx: &DrainerContext,
-    letter: Input,
+    seq: u64,
+    code: &str,
     inputs: &InputSender,
     cancel: &CancellationToken,
 ) -> Result<bool, WorkerError> {
-    let Input::DeadLettered { seq, code } = letter else {
-        return Ok(true);
-    };
     loop {
         let current = ctx
             .reader
@@ -216,7 +261,7 @@ async fn wait_for_dead_letter(
         }
         let again = Input::DeadLettered {
             seq,
-            code: code.clone(),
+            code: code.to_owned(),
         };
         if inputs.send(again).await.is_err() {
             return Ok(false);

@@ -131,7 +131,7 @@ fn start<S: System>(
     }
 }
 
-/// Runs one probe every interval until aborted or until the reducer is gone.
+/// Runs one probe every interval until aborted or until the event loop is gone.
 async fn probe_loop<S: System>(
     spec: Arc<ProbeSpec>,
     checker: Arc<Checker<S>>,

@@ -9,7 +9,9 @@ use crate::event::{Observation, SwitchEnd, SwitchExit, UnitState};
 use crate::policy::ActivationMode;
 use crate::reason::Reason;
 use crate::report::{Report, SwitchVerdict};
-use crate::state::{Phase, SystemView, Work};
+use crate::state::{
+    Activating, Committing, Converged, Deferred, Phase, RollingBack, Soaking, SystemView, Work,
+};
 use crate::types::SwitchId;
 
 /// Handles [`crate::Event::Started`].
@@ -31,151 +33,192 @@ pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), Tr
             policy: observation.policy,
         })?;
     }
-    let unit = observation.switch_unit;
-    let system = tx.state.host.system.clone();
+    let seen = Seen {
+        unit: observation.switch_unit,
+        rebooted,
+        system: tx.state.host.system.clone(),
+    };
     match tx.state.host.phase.clone() {
         Phase::Idle | Phase::Reverted(_) | Phase::Failed(_) => Ok(()),
-        Phase::Converged(p) => {
-            if system.is_committed_on(&p.target) {
-                return Ok(());
-            }
-            tx.report(Report::Failed {
-                reason: Reason::Drifted {
-                    expected: p.target.clone(),
-                    observed: system.current,
-                },
-                target: Some(p.target),
-                halted: false,
-            })
-        }
+        Phase::Converged(p) => converged(tx, p, seen),
         Phase::Realising(p) => {
             tx.command(Command::Realise {
                 target: p.work.target,
             });
             Ok(())
         }
-        Phase::Activating(p) => {
-            match in_flight(unit, rebooted) {
-                InFlight::Running => return watch(tx, p.switch),
-                InFlight::Ended(end) => return on_switch_finished(tx, p.switch, end, system),
-                InFlight::Unknown => {}
-            }
-            if verify(&p.work, &system).is_ok() {
-                return on_switch_finished(tx, p.switch, completed(), system);
-            }
-            if !rebooted {
-                // A unit keeps its result until the agent released it after persisting it, so
-                // no unit and no reboot means the switch was never launched: launch it now.
-                return relaunch(tx, p.switch, activation_job(&p.work), p.deadline);
-            }
-            if back_on_previous(&p.work, &system) {
-                return revert_by_boot(tx, &p.work, Reason::RebootedDuringActivation);
-            }
-            tx.report(Report::SwitchEnded {
-                switch: p.switch,
-                purpose: SwitchPurpose::Activate,
-                system,
-                verdict: SwitchVerdict::Failed {
-                    reason: Reason::Interrupted,
-                },
-            })?;
-            fail_work(tx, &p.work, Reason::Interrupted)
-        }
-        Phase::Soaking(p) => {
-            if soaking_in_place(&p.work, &system) {
-                if rebooted {
-                    // Health is judged again from scratch after a boot.
-                    return start_soak(tx, &p.work);
-                }
-                tx.command(Command::ResetProbes {
-                    epoch: tx.state.host.probe_epoch,
-                });
-                return Ok(());
-            }
-            if rebooted && back_on_previous(&p.work, &system) {
-                return revert_by_boot(tx, &p.work, Reason::RebootedDuringSoak);
-            }
-            let reason = if rebooted {
-                Reason::BootedOtherGeneration {
-                    booted: system.booted,
-                }
-            } else {
-                // Name what moved: the live system, or else the boot entry.
-                let observed = if system.current.as_ref() == Some(&p.work.target) {
-                    system.profile
-                } else {
-                    system.current
-                };
-                Reason::Drifted {
-                    expected: p.work.target.clone(),
-                    observed,
-                }
-            };
-            fail_work(tx, &p.work, reason)
-        }
-        Phase::Committing(p) => {
-            match in_flight(unit, rebooted) {
-                InFlight::Running => return watch(tx, p.switch),
-                InFlight::Ended(end) => return on_switch_finished(tx, p.switch, end, system),
-                InFlight::Unknown => {}
-            }
-            if system.is_committed_on(&p.work.target) {
-                return on_switch_finished(tx, p.switch, completed(), system);
-            }
-            if !rebooted {
-                return relaunch(tx, p.switch, commit_job(&p.work), p.deadline);
-            }
-            if back_on_previous(&p.work, &system) {
-                return revert_by_boot(tx, &p.work, Reason::RebootedDuringCommit);
-            }
-            on_switch_finished(tx, p.switch, completed(), system)
-        }
-        Phase::Deferred(p) => {
-            if system.is_committed_on(&p.work.target) {
-                return start_soak(tx, &p.work);
-            }
-            if rebooted {
-                return fail_work(
-                    tx,
-                    &p.work,
-                    Reason::BootedOtherGeneration {
-                        booted: system.booted,
-                    },
-                );
-            }
-            if system.profile.as_ref() != Some(&p.work.target) {
-                // The boot entry was moved by hand: the reboot would not bring the target.
-                return fail_work(
-                    tx,
-                    &p.work,
-                    Reason::Drifted {
-                        expected: p.work.target.clone(),
-                        observed: system.profile,
-                    },
-                );
-            }
-            if p.reboot_requested {
-                tx.command(Command::Reboot);
-            }
-            Ok(())
-        }
-        Phase::RollingBack(p) => {
-            if let Some(replaced) = p.replaces {
-                // Stopping it may not have happened before the agent went down; a hung switch
-                // would hold the switch lock against the rollback. Stopping twice is harmless.
-                tx.command(Command::AbortSwitch { switch: replaced });
-            }
-            match in_flight(unit, rebooted) {
-                InFlight::Running => return watch(tx, p.switch),
-                InFlight::Ended(end) => return on_switch_finished(tx, p.switch, end, system),
-                InFlight::Unknown => {}
-            }
-            if system.current.as_ref() == Some(&p.to) || rebooted {
-                return on_switch_finished(tx, p.switch, completed(), system);
-            }
-            relaunch(tx, p.switch, p.job, p.deadline)
-        }
+        Phase::Activating(p) => activating(tx, p, seen),
+        Phase::Soaking(p) => soaking(tx, p, seen),
+        Phase::Committing(p) => committing(tx, p, seen),
+        Phase::Deferred(p) => deferred(tx, p, seen),
+        Phase::RollingBack(p) => rolling_back(tx, p, seen),
     }
+}
+
+/// What the start observed, as recovery weighs it.
+struct Seen {
+    /// The state of the unit of the switch in flight, when one was.
+    unit: Option<UnitState>,
+    /// The boot id changed since the last start.
+    rebooted: bool,
+    /// What the host runs now.
+    system: SystemView,
+}
+
+/// Converged, unless someone switched the host by hand since (drift is reported, not fought).
+fn converged(tx: &mut Tx, p: Converged, seen: Seen) -> Result<(), TransitionError> {
+    if seen.system.is_committed_on(&p.target) {
+        return Ok(());
+    }
+    tx.report(Report::Failed {
+        reason: Reason::Drifted {
+            expected: p.target.clone(),
+            observed: seen.system.current,
+        },
+        target: Some(p.target),
+        halted: false,
+    })
+}
+
+fn activating(tx: &mut Tx, p: Activating, seen: Seen) -> Result<(), TransitionError> {
+    let Seen {
+        unit,
+        rebooted,
+        system,
+    } = seen;
+    match in_flight(unit, rebooted) {
+        InFlight::Running => return watch(tx, p.switch),
+        InFlight::Ended(end) => return on_switch_finished(tx, p.switch, end, system),
+        InFlight::Unknown => {}
+    }
+    if verify(&p.work, &system).is_ok() {
+        return on_switch_finished(tx, p.switch, completed(), system);
+    }
+    if !rebooted {
+        // A unit keeps its result until the agent released it after persisting it, so no
+        // unit and no reboot means the switch was never launched: launch it now.
+        return relaunch(tx, p.switch, activation_job(&p.work), p.deadline);
+    }
+    if back_on_previous(&p.work, &system) {
+        return revert_by_boot(tx, &p.work, Reason::RebootedDuringActivation);
+    }
+    tx.report(Report::SwitchEnded {
+        switch: p.switch,
+        purpose: SwitchPurpose::Activate,
+        system,
+        verdict: SwitchVerdict::Failed {
+            reason: Reason::Interrupted,
+        },
+    })?;
+    fail_work(tx, &p.work, Reason::Interrupted)
+}
+
+fn soaking(tx: &mut Tx, p: Soaking, seen: Seen) -> Result<(), TransitionError> {
+    let Seen {
+        rebooted, system, ..
+    } = seen;
+    if soaking_in_place(&p.work, &system) {
+        if rebooted {
+            // Health is judged again from scratch after a boot.
+            return start_soak(tx, &p.work);
+        }
+        tx.command(Command::ResetProbes {
+            epoch: tx.state.host.probe_epoch,
+        });
+        return Ok(());
+    }
+    if rebooted && back_on_previous(&p.work, &system) {
+        return revert_by_boot(tx, &p.work, Reason::RebootedDuringSoak);
+    }
+    let reason = if rebooted {
+        Reason::BootedOtherGeneration {
+            booted: system.booted,
+        }
+    } else {
+        // Name what moved: the live system, or else the boot entry.
+        let observed = if system.current.as_ref() == Some(&p.work.target) {
+            system.profile
+        } else {
+            system.current
+        };
+        Reason::Drifted {
+            expected: p.work.target.clone(),
+            observed,
+        }
+    };
+    fail_work(tx, &p.work, reason)
+}
+
+fn committing(tx: &mut Tx, p: Committing, seen: Seen) -> Result<(), TransitionError> {
+    let Seen {
+        unit,
+        rebooted,
+        system,
+    } = seen;
+    match in_flight(unit, rebooted) {
+        InFlight::Running => return watch(tx, p.switch),
+        InFlight::Ended(end) => return on_switch_finished(tx, p.switch, end, system),
+        InFlight::Unknown => {}
+    }
+    if system.is_committed_on(&p.work.target) {
+        return on_switch_finished(tx, p.switch, completed(), system);
+    }
+    if !rebooted {
+        return relaunch(tx, p.switch, commit_job(&p.work), p.deadline);
+    }
+    if back_on_previous(&p.work, &system) {
+        return revert_by_boot(tx, &p.work, Reason::RebootedDuringCommit);
+    }
+    on_switch_finished(tx, p.switch, completed(), system)
+}
+
+fn deferred(tx: &mut Tx, p: Deferred, seen: Seen) -> Result<(), TransitionError> {
+    let Seen {
+        rebooted, system, ..
+    } = seen;
+    if system.is_committed_on(&p.work.target) {
+        return start_soak(tx, &p.work);
+    }
+    if rebooted {
+        let reason = Reason::BootedOtherGeneration {
+            booted: system.booted,
+        };
+        return fail_work(tx, &p.work, reason);
+    }
+    if system.profile.as_ref() != Some(&p.work.target) {
+        // The boot entry was moved by hand: the reboot would not bring the target.
+        let reason = Reason::Drifted {
+            expected: p.work.target.clone(),
+            observed: system.profile,
+        };
+        return fail_work(tx, &p.work, reason);
+    }
+    if p.reboot_requested {
+        tx.command(Command::Reboot);
+    }
+    Ok(())
+}
+
+fn rolling_back(tx: &mut Tx, p: RollingBack, seen: Seen) -> Result<(), TransitionError> {
+    let Seen {
+        unit,
+        rebooted,
+        system,
+    } = seen;
+    if let Some(replaced) = p.replaces {
+        // Stopping it may not have happened before the agent went down; a hung switch would
+        // hold the switch lock against the rollback. Stopping twice is harmless.
+        tx.command(Command::AbortSwitch { switch: replaced });
+    }
+    match in_flight(unit, rebooted) {
+        InFlight::Running => return watch(tx, p.switch),
+        InFlight::Ended(end) => return on_switch_finished(tx, p.switch, end, system),
+        InFlight::Unknown => {}
+    }
+    if system.current.as_ref() == Some(&p.to) || rebooted {
+        return on_switch_finished(tx, p.switch, completed(), system);
+    }
+    relaunch(tx, p.switch, p.job, p.deadline)
 }
 
 /// Launches a switch whose start was recorded but which never ran, under its recorded id;

@@ -68,7 +68,7 @@ async fn start(queued: u64) -> Harness {
 }
 
 impl Harness {
-    /// Plays the reducer's part for the drainer's inputs until the queue is empty.
+    /// Plays the event loop's part for the drainer's inputs until the queue is empty.
     async fn reduce_until_empty(&mut self) {
         while self.store.stats().depth > 0 {
             let input = tokio::time::timeout(Duration::from_secs(600), self.inputs.recv())
