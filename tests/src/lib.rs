@@ -23,6 +23,7 @@ pub mod error;
 pub mod harness;
 pub mod narrate;
 pub mod process;
+pub mod real_host;
 
 pub use error::HarnessError;
 pub use harness::{DEFAULT_DEADLINE, Harness, Health, Options};
