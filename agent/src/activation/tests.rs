@@ -105,7 +105,7 @@ impl Harness {
 
     /// Waits until the switch's unit runs its main process.
     async fn until_running(&self, switch: SwitchId) {
-        let unit = unit_name(switch);
+        let unit = unit_name(crate::system::tests::STREAM, switch);
         tokio::time::timeout(PATIENCE, async {
             loop {
                 let props = self.fake.unit_properties(&unit).unwrap_or_default();

@@ -88,6 +88,7 @@ impl Agent {
         connect: Connect,
     ) -> Result<Option<Self>, RunError> {
         let opened = Store::open(&config.state_dir)?;
+        system.bind_store(opened.store.stream());
         info!(store = %opened.store.path().display(), seq = opened.state.host.seq,
             phase = opened.state.host.phase.name(), "store opened");
         let clock = Clock::anchored(opened.state.clock);

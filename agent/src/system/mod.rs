@@ -2,15 +2,15 @@
 //!
 //! [`System`] is the seam between the workers and the operating system; [`NixosSystem`] is the
 //! real implementation. It reads `/run/current-system`, `/run/booted-system` and the system
-//! profile (all under the configured root), realises closures with `nix-store`, checks their
-//! signatures with `nix store verify`, and runs every switch in its own transient systemd unit
-//! `fleetnode-activate-<id>.service` through `systemd-run`, never as a child of the agent: a
-//! switch that changes the agent's own unit makes systemd stop the agent's cgroup, and a
-//! switch running in that cgroup would be killed half-way.
+//! profile (all under the configured root), realises closures with `nix-store`, checks the
+//! signature of every path of a closure itself ([`signatures`]), and runs every switch in its
+//! own transient systemd unit `fleetnode-activate-<stream>-<id>.service` through `systemd-run`,
+//! never as a child of the agent: a switch that changes the agent's own unit makes systemd stop
+//! the agent's cgroup, and a switch running in that cgroup would be killed half-way.
 //!
 //! # The switch unit
 //! ```text
-//! systemd-run --unit=fleetnode-activate-<id>.service --description=...
+//! systemd-run --unit=fleetnode-activate-<stream>-<id>.service --description=...
 //!     --property=Type=exec --property=RemainAfterExit=yes
 //!     --property=StandardOutput=append:<state_dir>/switches/<id>.log
 //!     [--property=ExecStartPre=<nix-env> -p <profile> --set <closure>]
@@ -40,11 +40,17 @@
 
 mod command;
 mod nixos;
+pub mod path_info;
 mod realise;
+pub mod signatures;
 mod unit;
 
 #[cfg(test)]
+mod signature_tests;
+#[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod unit_tests;
 
 use std::future::Future;
 use std::io;
@@ -59,11 +65,18 @@ pub use unit::{SWITCH_LOGS_KEPT, unit_name};
 
 /// The host, as the workers see it. Every method may be called concurrently.
 pub trait System: Send + Sync + 'static {
+    /// Tells the backend the event stream id of the agent's store (called once, when the
+    /// store is open and before any switch is launched or followed): the NixOS backend names
+    /// switch units after it, so a unit an older store left behind is never taken for this
+    /// store's switch.
+    fn bind_store(&self, _stream: u64) {}
+
     /// `/run/current-system`, `/run/booted-system` and the profile's target, read via symlinks
     /// under the configured root.
     fn observe(&self) -> impl Future<Output = Result<SystemView, SystemError>> + Send;
 
-    /// The kernel's boot id (`<root>/proc/sys/kernel/random/boot_id`), `None` if unreadable.
+    /// This boot's id, which changes with every boot (the NixOS backend keeps it in
+    /// `<root>/run/fleetnode/boot-id`, see [`nixos::BOOT_MARKER`]); `None` if unknown.
     fn boot_id(&self) -> impl Future<Output = Result<Option<String>, SystemError>> + Send;
 
     /// Realises `target` (`nix-store --realise`, holding a GC root on it under the state
@@ -178,6 +191,20 @@ pub enum SystemError {
     NotFound {
         /// The program.
         program: String,
+    },
+    /// The backend was used before the agent's store was bound to it.
+    #[error("the NixOS backend was used before the agent's store was opened; this is a bug")]
+    Unbound,
+    /// A unit with the switch's name exists but was not launched by this store.
+    #[error(
+        "{unit} exists but was not launched by this agent's store (its description is {description:?}); \
+         stop it with `systemctl stop {unit}` and `systemctl reset-failed {unit}`"
+    )]
+    ForeignUnit {
+        /// The unit.
+        unit: String,
+        /// Its description.
+        description: String,
     },
     /// A locally configured value cannot be placed in a systemd unit property.
     #[error(

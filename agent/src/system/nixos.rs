@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use fleetnode_state_machine::{
     RealiseResult, STORE_DIR, StorePath, SwitchId, SwitchJob, SystemView, UnitState,
@@ -13,6 +13,8 @@ use super::{Launch, System, SystemError};
 use crate::config::SystemConfig;
 use crate::selfupdate;
 
+/// The boot marker: `/run` is a fresh tmpfs on every boot, on metal, in VMs and in containers.
+pub const BOOT_MARKER: &str = "/run/fleetnode/boot-id";
 /// Symlinks followed at most when resolving the profile (it is two deep on NixOS).
 const MAX_LINK_HOPS: usize = 16;
 
@@ -25,6 +27,8 @@ pub struct NixosSystem {
     pub(super) logged: Mutex<BTreeMap<SwitchId, u64>>,
     /// The agent's own unit and binary as they were at start-up, when it runs as a service.
     running: Option<selfupdate::Running>,
+    /// The event stream id of the agent's store, part of every switch unit's name.
+    stream: OnceLock<u64>,
 }
 
 impl NixosSystem {
@@ -37,7 +41,13 @@ impl NixosSystem {
             state_dir,
             logged: Mutex::new(BTreeMap::new()),
             running,
+            stream: OnceLock::new(),
         }
+    }
+
+    /// The store's event stream id, once [`System::bind_store`] gave it.
+    pub(super) fn stream(&self) -> Result<u64, SystemError> {
+        self.stream.get().copied().ok_or(SystemError::Unbound)
     }
 
     /// Where an absolute host path lives under the configured root.
@@ -121,25 +131,70 @@ impl NixosSystem {
         })
     }
 
-    async fn read_boot_id(&self) -> Option<String> {
-        let path = self.host_path(Path::new("/proc/sys/kernel/random/boot_id"));
-        match tokio::fs::read_to_string(&path).await {
-            Ok(text) => Some(text.trim().to_owned()).filter(|id| !id.is_empty()),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot read the boot id");
-                None
-            }
-        }
+    /// This boot's id: the marker under `/run` (which every boot empties), created with a
+    /// random id by the first agent start of a boot. The kernel's
+    /// `/proc/sys/kernel/random/boot_id` is not used: in a container, the per-container value
+    /// is hidden from a unit with `ProtectKernelTunables=` or `ProtectControlGroups=` and the
+    /// machine's own, which no container reboot changes, shows through.
+    async fn read_boot_id(&self) -> Result<String, SystemError> {
+        let marker = self.host_path(Path::new(BOOT_MARKER));
+        tokio::task::spawn_blocking(move || boot_marker(&marker))
+            .await
+            .map_err(|e| SystemError::Io {
+                path: PathBuf::from(BOOT_MARKER),
+                source: io::Error::other(e.to_string()),
+            })?
+    }
+}
+
+/// Reads the boot marker at `marker`, creating it first when this boot has none.
+fn boot_marker(marker: &Path) -> Result<String, SystemError> {
+    let io_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SystemError::Io { path, source }
+    };
+    match std::fs::read_to_string(marker) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(marker)(e)),
+    }
+    let dir = marker.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| io_error(marker)(io::Error::other(e.to_string())))?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    // Written aside and linked into place, so a crash never leaves a torn marker and a marker
+    // that appeared meanwhile wins.
+    let partial = dir.join(format!(".boot-id.{}", std::process::id()));
+    std::fs::write(&partial, format!("{id}\n")).map_err(io_error(&partial))?;
+    let linked = std::fs::hard_link(&partial, marker);
+    let _ = std::fs::remove_file(&partial);
+    match linked {
+        Ok(()) => Ok(id),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => std::fs::read_to_string(marker)
+            .map(|text| text.trim().to_owned())
+            .map_err(io_error(marker)),
+        Err(e) => Err(io_error(marker)(e)),
     }
 }
 
 impl System for NixosSystem {
+    fn bind_store(&self, stream: u64) {
+        if self.stream.set(stream).is_err() && self.stream.get() != Some(&stream) {
+            tracing::error!(
+                stream,
+                "the backend is already bound to another store; keeping it"
+            );
+        }
+    }
+
     async fn observe(&self) -> Result<SystemView, SystemError> {
         self.observe_links().await
     }
 
     async fn boot_id(&self) -> Result<Option<String>, SystemError> {
-        Ok(self.read_boot_id().await)
+        self.read_boot_id().await.map(Some)
     }
 
     async fn realise(&self, target: &StorePath) -> RealiseResult {

@@ -6,6 +6,8 @@ use fleetnode_state_machine::{MESSAGE_CAP, RealiseResult, StorePath, cap_tail};
 
 use super::NixosSystem;
 use super::command::Argv;
+use super::path_info;
+use super::signatures::{TrustedKey, verify_closure};
 
 impl NixosSystem {
     /// The GC root that keeps the closure being worked on alive; each realise replaces it.
@@ -88,35 +90,37 @@ impl NixosSystem {
             .map_err(|e| format!("the GC root {} points at {e}", gc_root.display()))
     }
 
-    /// Refuses a closure any of whose paths lacks a signature by a trusted key.
+    /// Refuses a closure any of whose paths lacks a valid signature by a trusted key, checked
+    /// here path by path (see [`super::signatures`]).
     async fn verify_signatures(&self, target: &StorePath) -> Result<(), String> {
-        let argv = Argv::new(self.nix_command())
-            .arg("--extra-experimental-features")
-            .arg("nix-command")
-            .arg("store")
-            .arg("verify")
-            .arg("--recursive")
-            .arg("--no-contents")
-            .arg("--sigs-needed")
-            .arg("1")
-            .arg("--option")
-            .arg("trusted-public-keys")
-            .arg(self.config.trusted_public_keys.join(" "))
-            .arg(target.as_str());
-        let finished = argv.run(true).await.map_err(|e| e.to_string())?;
-        if finished.status.success() {
-            return Ok(());
-        }
-        let trusted: Vec<&str> = self
+        let trusted = self
             .config
             .trusted_public_keys
             .iter()
-            .map(|key| key.split_once(':').map_or(key.as_str(), |(name, _)| name))
-            .collect();
-        Err(format!(
-            "closure {target} is not signed by a trusted key (trusted: {}): {}",
-            trusted.join(", "),
-            finished.stderr.trim()
-        ))
+            .map(|key| TrustedKey::parse(key))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("system.trusted_public_keys: {e}"))?;
+        let argv = Argv::new(self.nix_command())
+            .arg("--extra-experimental-features")
+            .arg("nix-command")
+            .arg("path-info")
+            .arg("--json")
+            .arg("--recursive")
+            .arg(target.as_str());
+        let finished = argv.run(false).await.map_err(|e| e.to_string())?;
+        if !finished.status.success() {
+            return Err(finished.failure(&argv.display()).to_string());
+        }
+        let infos = path_info::parse(&finished.stdout)
+            .map_err(|e| format!("{} printed what cannot be checked: {e}", argv.display()))?;
+        let names: Vec<&str> = trusted.iter().map(|key| key.name.as_str()).collect();
+        verify_closure(target, &infos, &trusted).map_err(|why| {
+            format!(
+                "closure {target} is not signed by a trusted key (trusted: {}): {why}",
+                names.join(", ")
+            )
+        })?;
+        tracing::info!(closure = %target, paths = infos.len(), "every path is signed by a trusted key");
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fleetnode_fixtures::fakeroot::{Behaviour, FakeRoot};
+use fleetnode_fixtures::fakeroot::{Behaviour, FakeRoot, Signing};
 use fleetnode_state_machine::{
     RealiseResult, StorePath, SwitchAction, SwitchExit, SwitchId, SwitchJob, SwitchPurpose,
     UnitState,
@@ -30,8 +30,16 @@ pub(crate) fn config_of(fake: &FakeRoot) -> SystemConfig {
     }
 }
 
+/// The event stream id of the store the tests' backends are bound to.
+pub(crate) const STREAM: u64 = 0x5eed_0001;
+
 pub(crate) fn system_for(fake: &FakeRoot) -> NixosSystem {
-    NixosSystem::new(config_of(fake), fake.state_dir())
+    bound(NixosSystem::new(config_of(fake), fake.state_dir()))
+}
+
+pub(crate) fn bound(system: NixosSystem) -> NixosSystem {
+    system.bind_store(STREAM);
+    system
 }
 
 pub(crate) fn job(
@@ -125,17 +133,33 @@ async fn observe_reports_absent_links_and_refuses_non_store_targets() {
 }
 
 #[tokio::test]
-async fn boot_id_is_read_and_changes_with_a_reboot() {
+async fn boot_id_is_stable_within_a_boot_and_changes_with_a_reboot() {
     let (fake, _, _) = host();
     let system = system_for(&fake);
     let first = system.boot_id().await.unwrap().unwrap();
-    assert_eq!(first, fake.boot_id());
+    assert_eq!(system.boot_id().await.unwrap().unwrap(), first);
+    // A second agent process (a restart) sees the same boot.
+    let restarted = system_for(&fake);
+    assert_eq!(restarted.boot_id().await.unwrap().unwrap(), first);
     fake.simulate_reboot();
     let second = system.boot_id().await.unwrap().unwrap();
     assert_ne!(first, second);
+}
 
-    std::fs::remove_file(fake.root().join("proc/sys/kernel/random/boot_id")).unwrap();
-    assert_eq!(system.boot_id().await.unwrap(), None);
+#[tokio::test]
+async fn a_reboot_is_seen_when_the_kernel_boot_id_does_not_change() {
+    // In a container whose agent unit has ProtectKernelTunables=, /proc shows the machine's
+    // boot id, which a container reboot does not change.
+    let (fake, _, _) = host();
+    let system = system_for(&fake);
+    let kernel = fake.root().join("proc/sys/kernel/random/boot_id");
+    let machine = std::fs::read_to_string(&kernel).unwrap();
+    let first = system.boot_id().await.unwrap().unwrap();
+    fake.simulate_reboot();
+    std::fs::write(&kernel, &machine).unwrap();
+    let second = system.boot_id().await.unwrap().unwrap();
+    assert_ne!(first, second, "the reboot was not seen");
+    assert!(fake.root().join("run/fleetnode/boot-id").exists());
 }
 
 #[tokio::test]
@@ -205,33 +229,46 @@ async fn realise_checks_signatures_only_when_required() {
 
     let mut config = config_of(&fake);
     config.require_signatures = true;
-    let strict = NixosSystem::new(config, fake.state_dir());
+    let strict = bound(NixosSystem::new(config, fake.state_dir()));
     let RealiseResult::Failed { message } = strict.realise(&new).await else {
         panic!("an unsigned closure was accepted");
     };
     assert!(message.contains("not signed by a trusted key"), "{message}");
-    assert!(message.contains("untrusted"), "{message}");
+    assert!(message.contains("has no signature"), "{message}");
 
     let signed = fake.add_closure("nixos-system-signed");
     assert_eq!(strict.realise(&signed).await, RealiseResult::Realised);
-    let verify = commands(&fake, "nix").pop().unwrap();
+    let listed = commands(&fake, "nix").pop().unwrap();
     assert_eq!(
-        verify[1..],
+        listed[1..],
         [
             "--extra-experimental-features",
             "nix-command",
-            "store",
-            "verify",
+            "path-info",
+            "--json",
             "--recursive",
-            "--no-contents",
-            "--sigs-needed",
-            "1",
-            "--option",
-            "trusted-public-keys",
-            fleetnode_fixtures::fakeroot::TRUSTED_PUBLIC_KEY,
             signed.as_str(),
         ]
     );
+}
+
+#[tokio::test]
+async fn required_signatures_refuse_forged_and_content_addressed_closures() {
+    let (fake, _, _) = host();
+    let mut config = config_of(&fake);
+    config.require_signatures = true;
+    let strict = bound(NixosSystem::new(config, fake.state_dir()));
+    for (signing, expected) in [
+        (Signing::Untrusted, "do not match its contents"),
+        (Signing::ContentAddressedUnsigned, "content-addressed"),
+    ] {
+        let closure = fake.add_closure(&format!("nixos-system-{signing:?}").to_lowercase());
+        fake.sign_as(&closure, signing);
+        let RealiseResult::Failed { message } = strict.realise(&closure).await else {
+            panic!("a closure signed as {signing:?} was accepted");
+        };
+        assert!(message.contains(expected), "{signing:?}: {message}");
+    }
 }
 
 #[tokio::test]
@@ -363,13 +400,14 @@ async fn the_switch_runs_in_a_transient_unit_with_data_only_on_argv() {
         run,
         vec![vec![
             "systemd-run".to_owned(),
-            "--unit=fleetnode-activate-42.service".to_owned(),
+            format!("--unit={}", unit_name(STREAM, SwitchId(42))),
             format!(
-                "--description=fleetnode switch 42: switch of {}",
+                "--description=fleetnode switch 42 of store 000000005eed0001: switch of {}",
                 new.name()
             ),
             "--property=Type=exec".to_owned(),
             "--property=RemainAfterExit=yes".to_owned(),
+            "--property=TimeoutStopSec=10s".to_owned(),
             format!("--property=StandardOutput=append:{}", log.display()),
             format!(
                 "--property=ExecStartPre={} -p {} --set {new}",
@@ -536,7 +574,9 @@ async fn stop_switch_kills_a_hanging_switch_and_frees_the_lock() {
         system.switch_state(SwitchId(9)).await.unwrap(),
         UnitState::Running
     );
-    let props = fake.unit_properties(&unit_name(SwitchId(9))).unwrap();
+    let props = fake
+        .unit_properties(&unit_name(STREAM, SwitchId(9)))
+        .unwrap();
     let pid: i32 = props
         .lines()
         .find_map(|line| line.strip_prefix("ExecMainPID="))

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::fs::{File, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use fleetnode_state_machine::{
     OUTPUT_TAIL_CAP, SwitchExit, SwitchId, SwitchJob, UnitState, cap_tail,
@@ -17,18 +18,37 @@ use super::{Launch, NixosSystem, SystemError};
 /// Switch output logs kept in `<state_dir>/switches/` (older ones are deleted when a switch
 /// starts). At most a few MiB: switch output is a few KiB to a few hundred KiB.
 pub const SWITCH_LOGS_KEPT: usize = 20;
+/// How long systemd waits for a stopped switch to exit after SIGTERM before it sends SIGKILL
+/// (the unit's `TimeoutStopSec=`; systemd's default is 90 s). switch-to-configuration stops
+/// cleanly within a few seconds when it stops at all.
+pub const SWITCH_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the agent waits for `systemctl stop` before it kills the unit itself: a unit
+/// launched without [`SWITCH_STOP_TIMEOUT`] (by an older agent) would otherwise block it 90 s.
+const STOP_WAIT: Duration = Duration::from_secs(15);
+/// How many times `systemctl show` is tried before its failure counts, and the pause before
+/// the n-th retry (n times this): about 5 s in all, longer than a `daemon-reexec` takes.
+const SHOW_ATTEMPTS: u32 = 7;
+const SHOW_RETRY: Duration = Duration::from_millis(250);
 /// The lock every `switch-to-configuration` takes.
 const SWITCH_LOCK: &str = "/run/nixos/switch-to-configuration.lock";
 /// `PATH` for the switch when the agent has none.
 const DEFAULT_PATH: &str = "/run/current-system/sw/bin";
 /// The properties read from `systemctl show`.
-const SHOWN: &str = "LoadState,ActiveState,SubState,Result,ExecMainCode,ExecMainStatus";
+const SHOWN: &str = "LoadState,ActiveState,SubState,Result,ExecMainCode,ExecMainStatus,Description";
 /// `ExecMainCode` values (the `CLD_*` codes of waitid(2)).
 const CLD_EXITED: &str = "1";
 
-/// The transient unit a switch runs in.
-pub fn unit_name(switch: SwitchId) -> String {
-    format!("fleetnode-activate-{switch}.service")
+/// The transient unit a switch runs in: the store's event stream id is part of the name, since
+/// switch ids start again in a new store and a unit left by an older store must never pass for
+/// this store's switch.
+pub fn unit_name(stream: u64, switch: SwitchId) -> String {
+    format!("fleetnode-activate-{stream:016x}-{switch}.service")
+}
+
+/// The start of the description of the unit of `switch` in `stream`; a loaded unit is followed
+/// as this switch only when its description starts so.
+fn description_prefix(stream: u64, switch: SwitchId) -> String {
+    format!("fleetnode switch {switch} of store {stream:016x}:")
 }
 
 impl NixosSystem {
@@ -54,9 +74,20 @@ impl NixosSystem {
         } else {
             None
         };
-        let unit = unit_name(switch);
+        let stream = self.stream()?;
+        let unit = unit_name(stream, switch);
         let shown = self.show(&unit).await?;
         if shown.get("LoadState").map(String::as_str) == Some("loaded") {
+            let description = shown
+                .get("Description")
+                .map(String::as_str)
+                .unwrap_or_default();
+            if !description.starts_with(&description_prefix(stream, switch)) {
+                return Err(SystemError::ForeignUnit {
+                    unit,
+                    description: description.to_owned(),
+                });
+            }
             tracing::info!(%switch, %unit, "the switch's unit already exists; following it");
             return Ok(Launch::Started);
         }
@@ -80,12 +111,17 @@ impl NixosSystem {
         let mut argv = Argv::new(&self.config.systemd_run)
             .arg(format!("--unit={unit}"))
             .arg(format!(
-                "--description=fleetnode switch {switch}: {} of {}",
+                "--description={} {} of {}",
+                description_prefix(stream, switch),
                 job.action.as_arg(),
                 job.closure.name()
             ))
             .arg("--property=Type=exec")
             .arg("--property=RemainAfterExit=yes")
+            .arg(format!(
+                "--property=TimeoutStopSec={}s",
+                SWITCH_STOP_TIMEOUT.as_secs()
+            ))
             .arg(output);
         if let Some((_, line)) = pre {
             argv = argv.arg(line);
@@ -192,7 +228,7 @@ impl NixosSystem {
     }
 
     pub(super) async fn unit_state(&self, switch: SwitchId) -> Result<UnitState, SystemError> {
-        let shown = self.show(&unit_name(switch)).await?;
+        let shown = self.show(&unit_name(self.stream()?, switch)).await?;
         let field = |key: &str| shown.get(key).map(String::as_str).unwrap_or_default();
         let running = matches!(
             (field("ActiveState"), field("SubState")),
@@ -237,12 +273,18 @@ impl NixosSystem {
     }
 
     pub(super) async fn release_unit(&self, switch: SwitchId) -> Result<(), SystemError> {
-        let unit = unit_name(switch);
+        let unit = unit_name(self.stream()?, switch);
         let argv = Argv::new(&self.config.systemctl).arg("stop").arg(&unit);
-        let finished = argv.run(false).await?;
-        // systemctl exits 5 for a unit that is not loaded: already gone.
-        if !finished.status.success() && finished.status.code() != Some(5) {
-            return Err(finished.failure(&argv.display()));
+        // Dropping the run on timeout kills the waiting systemctl, not the stop job.
+        match tokio::time::timeout(STOP_WAIT, argv.run(false)).await {
+            // systemctl exits 5 for a unit that is not loaded: already gone.
+            Ok(finished) => {
+                let finished = finished?;
+                if !finished.status.success() && finished.status.code() != Some(5) {
+                    return Err(finished.failure(&argv.display()));
+                }
+            }
+            Err(_) => self.kill_unit(&unit).await?,
         }
         if self
             .show(&unit)
@@ -263,6 +305,36 @@ impl NixosSystem {
             logged.remove(&switch);
         }
         Ok(())
+    }
+
+    /// `systemctl kill --signal=SIGKILL`, then waits until the unit has no process left.
+    async fn kill_unit(&self, unit: &str) -> Result<(), SystemError> {
+        tracing::warn!(%unit, wait = ?STOP_WAIT,
+            "the switch's unit did not stop in time; killing its processes");
+        let argv = Argv::new(&self.config.systemctl)
+            .arg("kill")
+            .arg("--signal=SIGKILL")
+            .arg(unit);
+        let finished = argv.run(false).await?;
+        // systemctl kill exits 1 for a unit that is not loaded (any more): nothing to kill.
+        if !finished.status.success()
+            && self.show(unit).await?.get("LoadState").map(String::as_str) == Some("loaded")
+        {
+            return Err(finished.failure(&argv.display()));
+        }
+        for _ in 0..STOP_WAIT.as_secs() * 10 {
+            let shown = self.show(unit).await?;
+            let state = shown.get("ActiveState").map(String::as_str);
+            if !matches!(state, Some("deactivating" | "active" | "activating")) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(SystemError::CommandFailed {
+            command: argv.display(),
+            status: "the unit still runs".to_owned(),
+            stderr: String::new(),
+        })
     }
 
     pub(super) async fn request_reboot(&self) -> Result<(), SystemError> {
@@ -292,13 +364,25 @@ impl NixosSystem {
         Ok(false)
     }
 
-    /// `systemctl show <unit> --property=...` as a map.
+    /// `systemctl show <unit> --property=...` as a map. `show` answers for any unit name, so
+    /// a failure is systemctl losing PID 1 (during `systemctl daemon-reexec` it fails with
+    /// "Message recipient disconnected"): it is tried again, [`SHOW_ATTEMPTS`] times in all.
     async fn show(&self, unit: &str) -> Result<BTreeMap<String, String>, SystemError> {
         let argv = Argv::new(&self.config.systemctl)
             .arg("show")
             .arg(unit)
             .arg(format!("--property={SHOWN}"));
-        let finished = argv.run(false).await?;
+        let mut attempt = 1;
+        let finished = loop {
+            let finished = argv.run(false).await?;
+            if finished.status.success() || attempt == SHOW_ATTEMPTS {
+                break finished;
+            }
+            tracing::info!(%unit, attempt, stderr = finished.stderr.trim(),
+                "systemctl show failed; trying again");
+            tokio::time::sleep(SHOW_RETRY * attempt).await;
+            attempt += 1;
+        };
         if !finished.status.success() {
             return Err(finished.failure(&argv.display()));
         }

@@ -108,9 +108,10 @@ impl Container {
             .env("LANG", "C.UTF-8")
             .env("NIX_REMOTE", "daemon")
             .stdin(Stdio::null());
-        command
-            .output()
-            .map_err(HarnessError::io(format!("run `{}` in the container", argv.join(" "))))
+        command.output().map_err(HarnessError::io(format!(
+            "run `{}` in the container",
+            argv.join(" ")
+        )))
     }
 
     /// Runs `argv` inside; its standard output, or an error with everything it printed.
@@ -134,7 +135,8 @@ impl Container {
 
     fn leader(&mut self) -> Result<i32> {
         self.poll()?;
-        self.leader.ok_or_else(|| self.stopped("has no init process"))
+        self.leader
+            .ok_or_else(|| self.stopped("has no init process"))
     }
 
     fn start(&mut self) -> Result<()> {
@@ -147,7 +149,12 @@ impl Container {
             .try_clone()
             .map_err(HarnessError::io("share the console log"))?;
         let nspawn = Command::new("systemd-nspawn")
-            .args(["--boot", "--register=no", "--keep-unit", "--private-network"])
+            .args([
+                "--boot",
+                "--register=no",
+                "--keep-unit",
+                "--private-network",
+            ])
             .arg("--quiet")
             .arg(format!("--directory={}", self.root.display()))
             .arg(format!("--machine={}", self.name))
@@ -216,7 +223,8 @@ impl Drop for Container {
 
 /// The container's init: the child of nspawn that runs `systemd`.
 fn init_of(nspawn: u32) -> Option<i32> {
-    let children = std::fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children")).ok()?;
+    let children =
+        std::fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children")).ok()?;
     children
         .split_whitespace()
         .filter_map(|pid| pid.parse::<i32>().ok())

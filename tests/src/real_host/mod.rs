@@ -162,7 +162,8 @@ impl RealHost {
             work,
             trusted_key: String::new(),
         };
-        host.container.run(&[&format!("{TESTS_DIR}/prepare-host")])?;
+        host.container
+            .run(&[&format!("{TESTS_DIR}/prepare-host")])?;
         host.trusted_key = host
             .container
             .run(&["cat", &format!("{TESTS_DIR}/cache.pub")])?
@@ -242,7 +243,12 @@ impl RealHost {
     /// paths, which carry no signature.
     pub fn make_content_addressed(&mut self, closure: &StorePath) -> Result<StorePath> {
         let mut argv = NIX.to_vec();
-        argv.extend(["store", "make-content-addressed", "--json", closure.as_str()]);
+        argv.extend([
+            "store",
+            "make-content-addressed",
+            "--json",
+            closure.as_str(),
+        ]);
         let printed = self.container.run(&argv)?;
         let parsed: serde_json::Value =
             serde_json::from_str(&printed).map_err(|e| HarnessError::Unreadable {
@@ -250,7 +256,9 @@ impl RealHost {
                 message: e.to_string(),
                 output: printed.clone(),
             })?;
-        let rewritten = parsed["rewrites"][closure.as_str()].as_str().unwrap_or_default();
+        let rewritten = parsed["rewrites"][closure.as_str()]
+            .as_str()
+            .unwrap_or_default();
         store_path(rewritten)
     }
 
@@ -267,7 +275,14 @@ impl RealHost {
         let token = format!("{CP_DIR}/admin-token");
         let mut argv = vec!["fleetnode-cp"];
         argv.extend_from_slice(args);
-        argv.extend(["--url", CP_URL, "--ca-file", &ca, "--admin-token-file", &token]);
+        argv.extend([
+            "--url",
+            CP_URL,
+            "--ca-file",
+            &ca,
+            "--admin-token-file",
+            &token,
+        ]);
         self.container.run(&argv)
     }
 
@@ -368,16 +383,23 @@ impl RealHost {
         let generation = self
             .container
             .output(&["systemctl", "is-active", GENERATION_UNIT])?;
-        let served = self
-            .container
-            .output(&["busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/health"])?;
+        let served = self.container.output(&[
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://127.0.0.1:8080/health",
+        ])?;
         Ok(HostState {
             current,
             booted,
             profile,
             boot_entry,
             activate_units,
-            generation_unit: String::from_utf8_lossy(&generation.stdout).trim().to_owned(),
+            generation_unit: String::from_utf8_lossy(&generation.stdout)
+                .trim()
+                .to_owned(),
             served: served
                 .status
                 .success()
@@ -407,7 +429,13 @@ impl RealHost {
     pub fn agent_journal(&mut self, lines: usize) -> String {
         let lines = lines.to_string();
         self.container
-            .run(&["journalctl", "--unit=fleetnode-agent.service", "--no-pager", "--lines", &lines])
+            .run(&[
+                "journalctl",
+                "--unit=fleetnode-agent.service",
+                "--no-pager",
+                "--lines",
+                &lines,
+            ])
             .unwrap_or_else(|e| e.to_string())
     }
 
@@ -492,7 +520,10 @@ impl RealHost {
             .find(|entry| entry.host.as_str() == HOST)
             .map(|entry| entry.revision)
             .ok_or_else(|| HarnessError::Unexpected {
-                what: format!("`fleetnode-cp {}` did not change host {HOST}", args.join(" ")),
+                what: format!(
+                    "`fleetnode-cp {}` did not change host {HOST}",
+                    args.join(" ")
+                ),
                 report: printed,
             })
     }
@@ -544,15 +575,31 @@ fn lay_out(root: &Path, name: &str) -> Result<()> {
         let to = at(&format!("/usr/local/bin/{binary}"));
         std::fs::copy(&from, &to)
             .map(drop)
-            .map_err(HarnessError::io(format!("copy {} to {}", from.display(), to.display())))
+            .map_err(HarnessError::io(format!(
+                "copy {} to {}",
+                from.display(),
+                to.display()
+            )))
     };
     copy_binary(binaries::AGENT)?;
     copy_binary(binaries::CONTROL_PLANE)?;
     put(&at("/etc/hostname"), &format!("{name}\n"), 0o644)?;
     // debootstrap writes no /etc/hosts, and the control plane is reached as `localhost`.
-    put(&at("/etc/hosts"), &format!("127.0.0.1 localhost\n::1 localhost\n127.0.1.1 {name}\n"), 0o644)?;
-    put(&at("/etc/systemd/system/fleetnode-agent.service"), UNIT_AGENT, 0o644)?;
-    put(&at("/etc/systemd/system/fleetnode-cp.service"), UNIT_CP, 0o644)?;
+    put(
+        &at("/etc/hosts"),
+        &format!("127.0.0.1 localhost\n::1 localhost\n127.0.1.1 {name}\n"),
+        0o644,
+    )?;
+    put(
+        &at("/etc/systemd/system/fleetnode-agent.service"),
+        UNIT_AGENT,
+        0o644,
+    )?;
+    put(
+        &at("/etc/systemd/system/fleetnode-cp.service"),
+        UNIT_CP,
+        0o644,
+    )?;
     let bootloader = "/etc/systemd/system/fleetnode-test-bootloader.service";
     put(&at(bootloader), BOOTLOADER_UNIT, 0o644)?;
     let wants = at("/etc/systemd/system/multi-user.target.wants");
@@ -577,7 +624,8 @@ fn lay_out(root: &Path, name: &str) -> Result<()> {
         let server = ca.server()?.write(&at(CP_DIR), "server")?;
         Ok((ca_file, server))
     };
-    let (ca, server) = certs().map_err(|e| HarnessError::setup("the certificates")(e.to_string()))?;
+    let (ca, server) =
+        certs().map_err(|e| HarnessError::setup("the certificates")(e.to_string()))?;
     let rename = |from: &Path, to: &str| {
         std::fs::rename(from, at(to)).map_err(HarnessError::io(format!("move {to}")))
     };
@@ -669,7 +717,8 @@ fn resolve_profile(host: &RealHost, target: &Path) -> Option<StorePath> {
 /// Writes a file, creating its directory first.
 fn put(path: &Path, contents: &str, mode: u32) -> Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(HarnessError::io(format!("create {}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(HarnessError::io(format!("create {}", dir.display())))?;
     }
     crate::process::write_file(path, contents, mode)
 }

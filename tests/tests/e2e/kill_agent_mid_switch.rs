@@ -24,7 +24,14 @@ fn a_killed_agent_follows_the_running_switch_after_restart() {
         let Phase::Activating(activation) = &activating.mirror.phase else {
             unreachable!("waited for activating");
         };
-        let unit = format!("fleetnode-activate-{}.service", activation.switch);
+        // The unit's name carries the store's stream id, then the switch id.
+        let suffix = format!("-{}.service", activation.switch);
+        let unit = h
+            .root()
+            .units()
+            .into_iter()
+            .find(|u| u.starts_with("fleetnode-activate-") && u.ends_with(&suffix))
+            .expect("the switch's unit is loaded");
 
         h.agent.kill()?;
         let props = h.root().unit_properties(&unit).unwrap_or_default();

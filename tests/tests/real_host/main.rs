@@ -17,4 +17,9 @@
 
 mod common;
 
+mod failures;
 mod modes;
+mod reboots;
+mod restarts;
+mod rollback;
+mod signatures;

@@ -16,11 +16,31 @@ fn each_activation_mode_converges_on_a_real_host() {
         let revision = host.set_target(&gen2, &["--mode", "test-then-commit"])?;
         let detail = host.wait_settled(revision, "converged")?;
         let state = host.state()?;
-        assert!(state.runs_committed(&gen2), "{state:?}\n{}", host.report(Some(&detail)));
-        assert_eq!(host.switch_runs(&gen2, "test"), 1, "{:?}", host.switch_log());
-        assert_eq!(host.switch_runs(&gen2, "boot"), 1, "{:?}", host.switch_log());
+        assert!(
+            state.runs_committed(&gen2),
+            "{state:?}\n{}",
+            host.report(Some(&detail))
+        );
+        assert_eq!(
+            host.switch_runs(&gen2, "test"),
+            1,
+            "{:?}",
+            host.switch_log()
+        );
+        assert_eq!(
+            host.switch_runs(&gen2, "boot"),
+            1,
+            "{:?}",
+            host.switch_log()
+        );
         let events = names(latest_directive(&detail.recent_events));
-        for expected in ["realised", "activation-started", "soak-started", "commit-started", "converged"] {
+        for expected in [
+            "realised",
+            "activation-started",
+            "soak-started",
+            "commit-started",
+            "converged",
+        ] {
             assert!(events.contains(&expected), "{events:?}");
         }
 
@@ -29,8 +49,17 @@ fn each_activation_mode_converges_on_a_real_host() {
         let revision = host.set_target(&gen3, &["--mode", "switch"])?;
         let detail = host.wait_settled(revision, "converged")?;
         let state = host.state()?;
-        assert!(state.runs_committed(&gen3), "{state:?}\n{}", host.report(Some(&detail)));
-        assert_eq!(host.switch_runs(&gen3, "switch"), 1, "{:?}", host.switch_log());
+        assert!(
+            state.runs_committed(&gen3),
+            "{state:?}\n{}",
+            host.report(Some(&detail))
+        );
+        assert_eq!(
+            host.switch_runs(&gen3, "switch"),
+            1,
+            "{:?}",
+            host.switch_log()
+        );
 
         // boot: profile and boot entry, then the agent reboots the host into it.
         let boots = host.container().boots();
@@ -39,9 +68,18 @@ fn each_activation_mode_converges_on_a_real_host() {
         let detail = host.wait_settled(revision, "converged")?;
         let state = host.state()?;
         assert!(host.container().boots() > boots, "the host did not reboot");
-        assert!(state.runs_committed(&gen4), "{state:?}\n{}", host.report(Some(&detail)));
+        assert!(
+            state.runs_committed(&gen4),
+            "{state:?}\n{}",
+            host.report(Some(&detail))
+        );
         assert_eq!(state.booted.as_ref(), Some(&gen4), "{state:?}");
-        assert_eq!(host.switch_runs(&gen4, "boot"), 1, "{:?}", host.switch_log());
+        assert_eq!(
+            host.switch_runs(&gen4, "boot"),
+            1,
+            "{:?}",
+            host.switch_log()
+        );
         Ok(())
     });
 }
