@@ -80,7 +80,8 @@ fn a_switch_whose_units_fail_exits_4_and_is_rolled_back() {
 #[test]
 fn a_switch_that_ignores_sigterm_is_killed_at_its_timeout() {
     let options = AgentOptions {
-        activation_timeout: "8s".into(),
+        // Longer than the unit's 10 s stop timeout: the rollback waits for the stop.
+        activation_timeout: "20s".into(),
         ..AgentOptions::default()
     };
     run("sigterm", options, |host| {

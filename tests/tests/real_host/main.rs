@@ -23,3 +23,4 @@ mod reboots;
 mod restarts;
 mod rollback;
 mod signatures;
+mod units;
