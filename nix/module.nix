@@ -439,6 +439,11 @@ in
 
         StateDirectory = "fleetnode";
         StateDirectoryMode = "0700";
+        # The boot marker (docs/nixos.md, "How the agent sees a reboot"); kept across agent
+        # restarts, or each restart would look like a reboot.
+        RuntimeDirectory = "fleetnode";
+        RuntimeDirectoryMode = "0700";
+        RuntimeDirectoryPreserve = "yes";
         UMask = "0077";
 
         # toString, not interpolation: should a path literal get here (the
