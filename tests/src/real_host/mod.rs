@@ -340,7 +340,7 @@ impl RealHost {
         let detail = self.wait_for(&format!("{revision} handled, at rest"), |detail| {
             detail.mirror.handled == Some(revision) && detail.mirror.phase.is_at_rest()
         })?;
-        if detail.row.phase != phase {
+        if detail.row.phase.name() != phase {
             return Err(HarnessError::Unexpected {
                 what: format!(
                     "host {HOST} came to rest {} after {revision}, expected {phase}",
@@ -488,7 +488,9 @@ impl RealHost {
         self.container
             .run(&["systemctl", "enable", "--now", "fleetnode-agent.service"])?;
         self.wait_for("the agent to report in, idle", |detail| {
-            detail.row.phase == "idle" && detail.mirror.seq > 0 && detail.last_heartbeat.is_some()
+            detail.row.phase.name() == "idle"
+                && detail.mirror.seq > 0
+                && detail.last_heartbeat.is_some()
         })?;
         Ok(())
     }

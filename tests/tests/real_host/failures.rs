@@ -88,8 +88,9 @@ fn a_switch_that_ignores_sigterm_is_killed_at_its_timeout() {
         let initial = host.initial().clone();
         let stuck = host.published("nixos-system-real-01-stuck", &Behaviour::IgnoresTerm)?;
         let revision = host.set_target(&stuck, &["--mode", "test-then-commit"])?;
-        let activating =
-            host.wait_for("the stuck switch to run", |d| d.row.phase == "activating")?;
+        let activating = host.wait_for("the stuck switch to run", |d| {
+            d.row.phase.name() == "activating"
+        })?;
         let unit = activating
             .recent_events
             .iter()

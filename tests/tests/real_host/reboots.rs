@@ -11,7 +11,7 @@ fn boot_mode_converges_across_a_real_reboot() {
     run("boot", AgentOptions::default(), |host| {
         let gen2 = host.published("nixos-system-real-01-gen-2", &Behaviour::Healthy)?;
         let revision = host.set_target(&gen2, &["--mode", "boot"])?;
-        host.wait_for("deferred until boot", |d| d.row.phase == "deferred")?;
+        host.wait_for("deferred until boot", |d| d.row.phase.name() == "deferred")?;
         let state = host.state()?;
         assert_eq!(state.boot_entry.as_ref(), Some(&gen2), "{state:?}");
         assert_eq!(state.current.as_ref(), Some(host.initial()), "{state:?}");
@@ -32,7 +32,7 @@ fn a_reboot_during_the_soak_reverts_the_generation() {
         let initial = host.initial().clone();
         let gen2 = host.published("nixos-system-real-01-gen-2", &Behaviour::Healthy)?;
         let revision = host.set_target(&gen2, &["--mode", "test-then-commit", "--soak", "10m"])?;
-        host.wait_for("soaking", |d| d.row.phase == "soaking")?;
+        host.wait_for("soaking", |d| d.row.phase.name() == "soaking")?;
         host.container().run(&["systemctl", "reboot"])?;
         let detail = host.wait_settled(revision, "reverted")?;
         let report = host.report(Some(&detail));

@@ -16,7 +16,7 @@ fn a_killed_agent_follows_the_activation_and_the_commit_switch() {
         let gen2 = host.published("nixos-system-real-01-gen-2", &SLOW)?;
         let revision = host.set_target(&gen2, &["--mode", "test-then-commit"])?;
         for phase in ["activating", "committing"] {
-            host.wait_for(phase, |d| d.row.phase == phase)?;
+            host.wait_for(phase, |d| d.row.phase.name() == phase)?;
             host.container().run(&[
                 "systemctl",
                 "kill",
@@ -46,7 +46,7 @@ fn a_restarted_agent_follows_the_running_switch() {
     run("restart", AgentOptions::default(), |host| {
         let gen2 = host.published("nixos-system-real-01-gen-2", &SLOW)?;
         let revision = host.set_target(&gen2, &["--mode", "test-then-commit"])?;
-        host.wait_for("activating", |d| d.row.phase == "activating")?;
+        host.wait_for("activating", |d| d.row.phase.name() == "activating")?;
         host.container()
             .run(&["systemctl", "restart", "fleetnode-agent.service"])?;
         let detail = host.wait_settled(revision, "converged")?;

@@ -18,7 +18,7 @@ fn an_operator_rollback_returns_the_host_to_the_previous_generation() {
         let report = host.report(Some(&detail));
         let events = names(latest_directive(&detail.recent_events));
         assert!(events.contains(&"rollback-started"), "{report}");
-        assert_eq!(detail.row.phase, "reverted", "{report}");
+        assert_eq!(detail.row.phase.name(), "reverted", "{report}");
         let state = host.state()?;
         assert!(state.runs_committed(&initial), "{state:?}\n{report}");
         // The installation's switch, then the rollback's: gen-1's own script, not gen-2's.
