@@ -602,9 +602,9 @@ const LAUNCHER_ROOT: &str = "FLEETNODE_TEST_LAUNCHER_ROOT";
 const LAUNCHER_CLOSURE: &str = "FLEETNODE_TEST_LAUNCHER_CLOSURE";
 const LAUNCHED: &str = "fleetnode-test-launcher: switch launched";
 
-/// FIELD-LESSONS 1: the switch must outlive the agent that launched it. This test re-runs its
-/// own binary as the launcher, kills the launcher's whole process group right after the
-/// launch, and checks the switch still completes.
+/// A switch must outlive the agent that launched it (a switch that restarts the agent must not
+/// die with it). This test re-runs its own binary as the launcher, kills the launcher's whole
+/// process group right after the launch, and checks the switch still completes.
 #[test]
 fn a_switch_outlives_the_process_that_launched_it() {
     if let (Ok(root), Ok(closure)) = (
