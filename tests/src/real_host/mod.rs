@@ -642,7 +642,8 @@ fn lay_out(root: &Path, name: &str) -> Result<()> {
 }
 
 /// The agent's `agent.toml`: the real programs on root `/`, the http probe of the
-/// generation's service and the systemd probe of its unit.
+/// generation's service, the systemd probe of its unit, and an exec probe (a child process of
+/// the agent, inside the agent's sandbox) that opens the service's port.
 fn agent_config(trusted_key: &str, options: &AgentOptions) -> String {
     format!(
         r#"control_plane_url = "{CP_URL}"
@@ -690,6 +691,12 @@ timeout = "2s"
 kind = "systemd"
 unit = "{GENERATION_UNIT}"
 interval = "1s"
+
+[probes.port]
+kind = "exec"
+command = ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"]
+interval = "1s"
+timeout = "2s"
 "#,
         mode = options.mode,
         timeout = options.activation_timeout,

@@ -44,3 +44,11 @@ pub fn latest_directive(events: &[OutboundEvent]) -> &[OutboundEvent] {
         .unwrap_or(0);
     &events[start..]
 }
+
+/// Whether the events hold an observation of `probe` with this result.
+pub fn observed(events: &[OutboundEvent], probe: &str, passed: bool) -> bool {
+    events.iter().any(|event| {
+        matches!(&event.report, Report::ProbeObserved { probe: p, passed: q, .. }
+            if p.as_str() == probe && *q == passed)
+    })
+}

@@ -3,7 +3,7 @@
 
 use fleetnode_tests::real_host::{AgentOptions, Behaviour, RealHost};
 
-use crate::common::{latest_directive, names, reasons, run};
+use crate::common::{latest_directive, names, observed, reasons, run};
 
 /// Every generation the system profile ever pointed at.
 fn profile_generations(host: &mut RealHost) -> Vec<String> {
@@ -34,6 +34,10 @@ fn a_broken_generation_is_rolled_back_before_its_profile_or_boot_entry_moves() {
             "{report}"
         );
         assert!(names(events).contains(&"rollback-started"), "{report}");
+        assert!(
+            observed(events, "port", false),
+            "the exec probe saw the broken service: {report}"
+        );
         let state = host.state()?;
         assert!(state.runs_committed(&initial), "{state:?}\n{report}");
         // The broken generation was only ever tested: never the profile, never the boot entry.

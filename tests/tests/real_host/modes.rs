@@ -2,7 +2,7 @@
 
 use fleetnode_tests::real_host::{AgentOptions, Behaviour};
 
-use crate::common::{latest_directive, names, run};
+use crate::common::{latest_directive, names, observed, run};
 
 #[test]
 fn each_activation_mode_converges_on_a_real_host() {
@@ -43,6 +43,12 @@ fn each_activation_mode_converges_on_a_real_host() {
         ] {
             assert!(events.contains(&expected), "{events:?}");
         }
+        // The exec probe, a child of the sandboxed agent, ran and passed.
+        assert!(
+            observed(latest_directive(&detail.recent_events), "port", true),
+            "{}",
+            host.report(Some(&detail))
+        );
 
         // switch: profile and boot entry first, then live.
         let gen3 = host.published("nixos-system-real-01-gen-3", &Behaviour::Healthy)?;
