@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod mirror;
 pub mod registry;
+pub mod rollout;
 pub mod server;
 pub mod store;
 pub mod tls;

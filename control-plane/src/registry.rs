@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use fleetnode_wire::{DesiredState, HostId};
+use fleetnode_wire::{DesiredState, HostId, Revision};
 use tokio::sync::watch;
 
 use crate::auth::{TokenHash, parse_hash};
@@ -128,6 +128,23 @@ impl HostEntry {
     /// The desired state in force.
     pub fn desired(&self) -> DesiredState {
         self.desired.borrow().clone()
+    }
+
+    /// The revision of the host's next desired state: above the current one and above every
+    /// revision the host reported knowing. The two differ only when the store was restored from
+    /// a backup older than what the agent received; an agent ignores a directive older than
+    /// the one it recorded, so the next change must outnumber that one.
+    pub fn next_revision(&self) -> Revision {
+        let current = self.desired().revision;
+        let reported = self.with_view(|v| {
+            let heartbeat = v
+                .heartbeat
+                .as_ref()
+                .and_then(|h| h.heartbeat.desired_revision);
+            let mirrored = v.mirror.state.host.desired.as_ref().map(|d| d.revision);
+            heartbeat.max(mirrored)
+        });
+        Revision(current.max(reported.unwrap_or_default()).0 + 1)
     }
 
     /// Publishes a new desired state: every waiting long-poll wakes.

@@ -1,5 +1,5 @@
 //! The durable store: one redb file holding hosts, desired states with their history, each
-//! host's event log and mirror, and the latest heartbeats.
+//! host's event log and mirror, the latest heartbeats, and the rollouts.
 //!
 //! Every method is blocking (redb commits with fsync); the server calls them from
 //! `spawn_blocking`. Values are JSON of the shared wire and state-machine types, so a store can
@@ -18,6 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::mirror::Mirror;
+
+mod rollouts;
 
 /// The layout version this build writes; a store with another version is refused.
 pub const SCHEMA_VERSION: u64 = 2;
@@ -255,21 +257,29 @@ impl Store {
     /// Sets new desired states, keeping each in the history, all in one transaction.
     pub fn set_desired(&self, changes: &[DesiredChange]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
-        {
-            let mut desired = txn.open_table(DESIRED).map_err(|e| self.fail(e))?;
-            let mut history = txn.open_table(DESIRED_HISTORY).map_err(|e| self.fail(e))?;
-            for change in changes {
-                let id = change.host.as_str();
-                desired
-                    .insert(id, json(&change.record.desired).as_slice())
-                    .map_err(|e| self.fail(e))?;
-                let revision = change.record.desired.revision.0;
-                history
-                    .insert((id, revision), json(&change.record).as_slice())
-                    .map_err(|e| self.fail(e))?;
-            }
-        }
+        self.write_desired(&txn, changes)?;
         self.commit(txn)
+    }
+
+    /// Writes desired states and their history entries into an open transaction.
+    fn write_desired(
+        &self,
+        txn: &redb::WriteTransaction,
+        changes: &[DesiredChange],
+    ) -> Result<(), StoreError> {
+        let mut desired = txn.open_table(DESIRED).map_err(|e| self.fail(e))?;
+        let mut history = txn.open_table(DESIRED_HISTORY).map_err(|e| self.fail(e))?;
+        for change in changes {
+            let id = change.host.as_str();
+            desired
+                .insert(id, json(&change.record.desired).as_slice())
+                .map_err(|e| self.fail(e))?;
+            let revision = change.record.desired.revision.0;
+            history
+                .insert((id, revision), json(&change.record).as_slice())
+                .map_err(|e| self.fail(e))?;
+        }
+        Ok(())
     }
 
     /// Appends events to a host's log and stores the mirror they produced, in one durable
@@ -391,6 +401,8 @@ impl Store {
             txn.open_table(EVENTS).map_err(|e| self.fail(e))?;
             txn.open_table(MIRRORS).map_err(|e| self.fail(e))?;
             txn.open_table(HEARTBEATS).map_err(|e| self.fail(e))?;
+            txn.open_table(rollouts::ROLLOUTS)
+                .map_err(|e| self.fail(e))?;
         }
         self.commit(txn)
     }

@@ -9,6 +9,7 @@ mod agent_api;
 mod error;
 mod ids;
 mod operator_api;
+mod rollout;
 mod validate;
 mod version;
 
@@ -16,6 +17,7 @@ pub use agent_api::*;
 pub use error::{ErrorBody, ErrorCode, RetryClass, WireError, classify_status};
 pub use ids::{HostId, Secret, Tag};
 pub use operator_api::*;
+pub use rollout::*;
 pub use version::{
     PROTOCOL_HEADER, PROTOCOL_MAJOR, PROTOCOL_MINOR, VersionError, check_version, protocol_version,
 };

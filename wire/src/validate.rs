@@ -17,14 +17,14 @@ use crate::operator_api::{
 use crate::{MAX_BODY_BYTES, Validate};
 use fleetnode_state_machine::DesiredState;
 
-fn cap_len(what: &'static str, got: usize, limit: usize) -> Result<(), WireError> {
+pub(crate) fn cap_len(what: &'static str, got: usize, limit: usize) -> Result<(), WireError> {
     if got > limit {
         return Err(WireError::TooLarge { what, limit, got });
     }
     Ok(())
 }
 
-fn invalid(what: &'static str, why: impl Into<String>) -> WireError {
+pub(crate) fn invalid(what: &'static str, why: impl Into<String>) -> WireError {
     WireError::Invalid {
         what,
         why: why.into(),

@@ -51,6 +51,9 @@ pub enum CliError {
         /// The server's explanation.
         message: String,
     },
+    /// A watched rollout ended otherwise than completed.
+    #[error("{0}")]
+    Ended(String),
     /// The answer was not what the API promises.
     #[error(
         "unexpected answer from {url}: {detail}; is that a fleetnode control plane of a compatible version?"

@@ -85,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Rollout { command } => Ok(super::rollout::run(command).await?),
     }
 }
 
@@ -246,12 +247,13 @@ async fn set_target(args: SetTargetArgs) -> Result<(), CliError> {
         },
     };
     let client = Client::new(&args.connection)?;
+    let path = if args.force {
+        "/v1/admin/targets?force=true"
+    } else {
+        "/v1/admin/targets"
+    };
     let changed: DesiredChanged = client
-        .call(
-            Method::POST,
-            "/v1/admin/targets",
-            Some(fleetnode_wire::encode(&request)),
-        )
+        .call(Method::POST, path, Some(fleetnode_wire::encode(&request)))
         .await?;
     let what = format!("target {}", args.closure);
     print_json_or(&args.connection, &changed, || {

@@ -4,7 +4,10 @@
 mod client;
 mod commands;
 mod render;
+mod rollout;
+mod rollout_view;
 mod time;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -103,6 +106,12 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Roll a release out over the fleet in waves, and follow or steer rollouts.
+    Rollout {
+        /// What to do.
+        #[command(subcommand)]
+        command: rollout::RolloutCommand,
+    },
 }
 
 /// Options of `serve`.
@@ -163,6 +172,9 @@ pub struct SetTargetArgs {
     /// What to do when activation or health fails.
     #[arg(long, value_enum)]
     pub on_failure: Option<OnFailureArg>,
+    /// Set the target even on hosts a running rollout owns, taking them out of it.
+    #[arg(long)]
+    pub force: bool,
     /// How to reach the server.
     #[command(flatten)]
     pub connection: Connection,

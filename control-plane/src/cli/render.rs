@@ -162,7 +162,7 @@ pub fn changed(changed: &DesiredChanged, what: &str) -> String {
     out
 }
 
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
+pub(super) fn table<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -200,7 +200,7 @@ fn flags(row: &HostRow) -> String {
 }
 
 /// A store path shortened for a table: the first 7 hash characters and the name.
-fn short(path: Option<&StorePath>) -> String {
+pub(super) fn short(path: Option<&StorePath>) -> String {
     path.map_or_else(|| "-".to_owned(), |path| format!("{path:#}"))
 }
 

@@ -4,7 +4,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fleetnode_wire::{
@@ -12,6 +13,7 @@ use fleetnode_wire::{
     HostDetail, HostId, HostList, HostRevision, MAX_RECENT_EVENTS, Revision, RollbackRequest,
     Secret, Selector, SetTarget, StorePath,
 };
+use serde::Deserialize;
 use tracing::info;
 
 use super::app::{App, Ready};
@@ -155,16 +157,32 @@ pub async fn host_detail(
     }))
 }
 
-/// `POST /v1/admin/targets`.
+/// Query of `POST /v1/admin/targets`.
+#[derive(Debug, Default, Deserialize)]
+pub struct TargetQuery {
+    /// Take hosts a running rollout owns out of it instead of refusing.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /v1/admin/targets[?force=true]`.
 pub async fn set_target(
     State(app): State<Arc<App>>,
+    query: Result<Query<TargetQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<WireJson<DesiredChanged>, ApiError> {
     admin(&app, &headers)?;
     let ready = app.ready()?;
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            ErrorCode::Malformed,
+            format!("{}; expected ?force=true or no query", e.body_text()),
+        )
+    })?;
     let request: SetTarget = decode_body(body).await?;
     let entries = select(ready, &request.selector)?;
+    super::rollouts::claim(ready, &entries, query.force, &request.target).await?;
     let kind = DirectiveKind::Activate {
         target: request.target.clone(),
         mode: request.mode,
@@ -253,7 +271,9 @@ pub async fn metrics(
         counts.diverged += i64::from(row.diverged);
     }
     counts.by_phase = by_phase.into_iter().collect();
-    let text = app.metrics.render(&counts);
+    let text = app
+        .metrics
+        .render(&counts, &super::rollouts::rollout_counts(ready));
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -304,7 +324,7 @@ async fn set_paused(
 /// Applies a change to the desired states of hosts: every host's write lock is taken (in id
 /// order, so two commands cannot deadlock), the new states are committed in one transaction,
 /// and only then published, which wakes the hosts' long-polls. `change` gets the current state
-/// and the revision a change must carry (see [`next_revision`]).
+/// and the revision a change must carry (see [`HostEntry::next_revision`]).
 async fn change_desired(
     app: &App,
     ready: &Ready,
@@ -322,7 +342,7 @@ async fn change_desired(
     let changes: Vec<(Arc<HostEntry>, DesiredChange)> = entries
         .iter()
         .filter_map(|entry| {
-            change(&entry.desired(), next_revision(entry)).map(|desired| {
+            change(&entry.desired(), entry.next_revision()).map(|desired| {
                 let record = DesiredRecord {
                     desired,
                     set_at: now,
@@ -358,25 +378,8 @@ async fn change_desired(
     Ok(DesiredChanged { hosts })
 }
 
-/// The revision of a host's next desired state: above the current one and above every
-/// revision the host reported knowing. The two differ only when the store was restored from
-/// a backup older than what the agent received; an agent ignores a directive older than the
-/// one it recorded, so the next change must outnumber that one.
-fn next_revision(entry: &HostEntry) -> Revision {
-    let current = entry.desired().revision;
-    let reported = entry.with_view(|v| {
-        let heartbeat = v
-            .heartbeat
-            .as_ref()
-            .and_then(|h| h.heartbeat.desired_revision);
-        let mirrored = v.mirror.state.host.desired.as_ref().map(|d| d.revision);
-        heartbeat.max(mirrored)
-    });
-    Revision(current.max(reported.unwrap_or_default()).0 + 1)
-}
-
 /// Checks the admin token.
-fn admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = bearer(headers) else {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,

@@ -131,6 +131,7 @@ pub async fn events(
             .map_err(|e| ApiError::internal("storing events failed", &e))?;
         entry.update(|v| v.mirror = applied.mirror.clone());
         app.metrics.events_ingested(applied.stored.len());
+        ready.rollouts.nudge();
     }
     if applied.new_stream {
         info!(host = %entry.id, stream = batch.stream, "host started a new event stream; mirror starts afresh");

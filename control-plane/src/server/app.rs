@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::ServerOptions;
 use super::http::ApiError;
 use super::metrics::Metrics;
+use super::rollouts::Rollouts;
 use crate::auth::{TokenHash, hash_token};
 use crate::clock::Clock;
 use crate::registry::{HostEntry, Registry};
@@ -47,6 +48,8 @@ pub struct Ready {
     pub store: Arc<Store>,
     /// Every host.
     pub hosts: Registry,
+    /// The rollout driver.
+    pub rollouts: Rollouts,
 }
 
 impl App {
@@ -73,9 +76,13 @@ impl App {
     }
 
     /// Marks the store open.
-    pub fn set_ready(&self, store: Arc<Store>, hosts: Registry) {
+    pub fn set_ready(&self, store: Arc<Store>, hosts: Registry, rollouts: Rollouts) {
         // Only the opener sets it, once.
-        let _ = self.ready.set(Ready { store, hosts });
+        let _ = self.ready.set(Ready {
+            store,
+            hosts,
+            rollouts,
+        });
     }
 
     /// The store and hosts, or 503 while the store is not open.

@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use fleetnode_state_machine::Phase;
+use fleetnode_wire::{HostCounts as RolloutHostCounts, RolloutId, RolloutPhase};
 
 /// Labels of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -32,6 +33,17 @@ struct PhaseLabels {
     phase: String,
 }
 
+/// Labels of the rollout host gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutHostLabels {
+    rollout: String,
+    state: String,
+}
+
+/// How many rollouts get per-rollout host gauges: the newest, so the label set stays bounded
+/// however many rollouts the store holds.
+pub const METRICS_ROLLOUTS: usize = 10;
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +54,18 @@ pub struct Metrics {
     hosts: Family<PhaseLabels, Gauge>,
     offline: Gauge,
     diverged: Gauge,
+    rollouts: Family<PhaseLabels, Gauge>,
+    rollout_hosts: Family<RolloutHostLabels, Gauge>,
+    rollout_halts: Counter,
+}
+
+/// Counts of rollouts at one moment, for the gauges.
+#[derive(Debug, Default)]
+pub struct RolloutCounts {
+    /// Rollouts per phase name.
+    pub by_phase: Vec<(&'static str, i64)>,
+    /// Hosts per state of each of the newest [`METRICS_ROLLOUTS`] rollouts.
+    pub hosts: Vec<(RolloutId, RolloutHostCounts)>,
 }
 
 /// Counts of hosts at one moment, for the gauges.
@@ -108,6 +132,20 @@ impl Metrics {
             "Hosts whose reports or heartbeat contradict their mirror",
             diverged.clone(),
         );
+        let rollouts = Family::<PhaseLabels, Gauge>::default();
+        registry.register("rollouts", "Rollouts by phase", rollouts.clone());
+        let rollout_hosts = Family::<RolloutHostLabels, Gauge>::default();
+        registry.register(
+            "rollout_hosts",
+            "Hosts of each of the newest rollouts by state in the rollout",
+            rollout_hosts.clone(),
+        );
+        let rollout_halts = Counter::default();
+        registry.register(
+            "rollout_halts",
+            "Rollouts halted because failures exceeded their budget (since the server started)",
+            rollout_halts.clone(),
+        );
         Self {
             registry,
             requests,
@@ -117,7 +155,15 @@ impl Metrics {
             hosts,
             offline,
             diverged,
+            rollouts,
+            rollout_hosts,
+            rollout_halts,
         }
+    }
+
+    /// Counts a rollout that halted.
+    pub fn rollout_halted(&self) {
+        self.rollout_halts.inc();
     }
 
     /// Records one answered request.
@@ -144,8 +190,10 @@ impl Metrics {
         &self.waiters
     }
 
-    /// The text exposition, with host gauges set from `counts`.
-    pub fn render(&self, counts: &HostCounts) -> String {
+    /// The text exposition, with host gauges set from `counts` and rollout gauges from
+    /// `rollouts`.
+    pub fn render(&self, counts: &HostCounts, rollouts: &RolloutCounts) -> String {
+        self.set_rollouts(rollouts);
         for name in Phase::NAMES {
             let count = counts
                 .by_phase
@@ -164,6 +212,44 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl Metrics {
+    fn set_rollouts(&self, counts: &RolloutCounts) {
+        for name in RolloutPhase::NAMES {
+            let count = counts
+                .by_phase
+                .iter()
+                .find(|(phase, _)| *phase == name)
+                .map_or(0, |(_, n)| *n);
+            self.rollouts
+                .get_or_create(&PhaseLabels {
+                    phase: name.to_owned(),
+                })
+                .set(count);
+        }
+        // Rollouts that are no longer among the newest leave the exposition.
+        self.rollout_hosts.clear();
+        for (id, hosts) in &counts.hosts {
+            let states = [
+                ("pending", hosts.pending),
+                ("in-flight", hosts.in_flight),
+                ("converged", hosts.converged),
+                ("failed", hosts.failed),
+                ("taken-out", hosts.taken_out),
+                ("rolling-back", hosts.rolling_back),
+                ("rolled-back", hosts.rolled_back),
+            ];
+            for (state, count) in states {
+                self.rollout_hosts
+                    .get_or_create(&RolloutHostLabels {
+                        rollout: id.to_string(),
+                        state: state.to_owned(),
+                    })
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+        }
     }
 }
 

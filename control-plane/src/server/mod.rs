@@ -10,6 +10,7 @@ mod agent;
 mod app;
 mod http;
 mod metrics;
+mod rollouts;
 mod routes;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use axum_server::Handle;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use fleetnode_wire::Secret;
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -231,7 +233,8 @@ impl RunningServer {
     /// or a store that cannot be opened (returned as the error).
     pub async fn wait(self) -> Result<(), ServeError> {
         let served = self.server.await;
-        // The opener ends when the store is open, failed, or shutdown was requested.
+        // The opener (then the rollout driver) ends when the store failed or shutdown was
+        // requested.
         self.shutdown.cancel();
         let opened = self.opener.await;
         match served {
@@ -246,8 +249,8 @@ impl RunningServer {
     }
 }
 
-/// Opens the store, retrying while another process holds it; any other failure stops the
-/// server with the error.
+/// Opens the store, retrying while another process holds it, then runs the rollout driver
+/// until the server stops; a failure to open stops the server with the error.
 async fn open_store(
     app: Arc<App>,
     path: PathBuf,
@@ -260,7 +263,8 @@ async fn open_store(
             tokio::task::spawn_blocking(move || {
                 let store = Store::open(&path)?;
                 let hosts = store.load()?;
-                Ok::<_, StoreError>((store, hosts))
+                let rollouts = store.load_rollouts()?;
+                Ok::<_, StoreError>((store, hosts, rollouts))
             })
             .await
         };
@@ -273,9 +277,21 @@ async fn open_store(
             }),
         };
         match result {
-            Ok((store, hosts)) => {
-                info!(store = %path.display(), hosts = hosts.len(), "store open; serving");
-                app.set_ready(Arc::new(store), Registry::load(hosts));
+            Ok((store, hosts, loaded)) => {
+                info!(store = %path.display(), hosts = hosts.len(), rollouts = loaded.len(), "store open; serving");
+                let (requests, receiver) = mpsc::channel(rollouts::REQUEST_QUEUE);
+                let nudge = Arc::new(Notify::new());
+                let snapshot = rollouts::Snapshot {
+                    rollouts: loaded
+                        .iter()
+                        .map(|rollout| (rollout.id, Arc::new(rollout.clone())))
+                        .collect(),
+                };
+                let (view, reader) = watch::channel(Arc::new(snapshot));
+                let handle = rollouts::Rollouts::new(requests, nudge.clone(), reader);
+                app.set_ready(Arc::new(store), Registry::load(hosts), handle);
+                // The opener goes on as the rollout driver until the server stops.
+                rollouts::run(app, loaded, receiver, nudge, view).await;
                 return Ok(());
             }
             Err(StoreError::Locked { .. }) if !shutdown.is_cancelled() => {

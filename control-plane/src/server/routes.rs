@@ -7,7 +7,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{delete, get, post};
 
 use super::app::App;
-use super::{admin, agent, http};
+use super::{admin, agent, http, rollouts};
 
 /// Every route with its middleware: metrics (outermost), protocol version, readiness.
 pub fn router(app: Arc<App>) -> Router {
@@ -27,6 +27,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/hosts/{host}/rollback", post(admin::rollback))
         .route("/v1/admin/hosts/{host}/pause", post(admin::pause))
         .route("/v1/admin/hosts/{host}/resume", post(admin::resume))
+        .route(
+            "/v1/admin/rollouts",
+            post(rollouts::start).get(rollouts::list),
+        )
+        .route("/v1/admin/rollouts/{id}", get(rollouts::show))
+        .route("/v1/admin/rollouts/{id}/pause", post(rollouts::pause))
+        .route("/v1/admin/rollouts/{id}/resume", post(rollouts::resume))
+        .route("/v1/admin/rollouts/{id}/abort", post(rollouts::abort))
+        .route("/v1/admin/rollouts/{id}/rollback", post(rollouts::rollback))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .fallback(http::not_found)

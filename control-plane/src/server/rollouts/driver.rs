@@ -1,0 +1,341 @@
+//! The rollout driver: the one task that decides for every rollout, and the one writer of
+//! rollouts in the store.
+//!
+//! Its loop waits for an operator's request, a host whose mirror changed (a nudge from event
+//! ingestion), the earliest deadline of a rollout, or shutdown; then it observes every rollout
+//! that is not settled, runs the pure `step`, and carries out the commands: each host's desired
+//! state is changed under that host's write lock (taken in id order, like every other writer)
+//! and committed together with the new rollout in one transaction, then published, which wakes
+//! the hosts' long-polls. A desired state that changed since the observation makes the decision
+//! void; it is taken again from a fresh observation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetnode_wire::{
+    DesiredState, Directive, DirectiveKind, HostId, Rollout, RolloutId, RolloutPhase, StartRollout,
+    Timestamp,
+};
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{error, info, warn};
+
+use super::observe::{observe, registrations};
+use super::service::{Action, Request, RequestError, Snapshot};
+use crate::registry::HostEntry;
+use crate::rollout::{Command, Event, next_deadline, plan, step};
+use crate::server::app::{App, Ready};
+use crate::store::{DesiredChange, DesiredRecord};
+
+/// Longest the driver sleeps without looking: deadlines are on the wall clock, which can be
+/// stepped, so this bounds how late a step of the clock can make a decision.
+const MAX_SLEEP: Duration = Duration::from_secs(5);
+/// How often a decision is taken again when hosts' desired states keep changing under it.
+const STALE_RETRIES: usize = 3;
+
+/// Runs the driver until the server shuts down.
+pub async fn run(
+    app: Arc<App>,
+    loaded: Vec<Rollout>,
+    mut requests: mpsc::Receiver<Request>,
+    nudge: Arc<Notify>,
+    view: watch::Sender<Arc<Snapshot>>,
+) {
+    let mut driver = Driver {
+        watching_since: app.clock.now(),
+        rollouts: loaded
+            .into_iter()
+            .map(|rollout| (rollout.id, Arc::new(rollout)))
+            .collect(),
+        deadlines: BTreeMap::new(),
+        view,
+        app,
+    };
+    driver.reconcile().await;
+    let shutdown = driver.app.shutdown.clone();
+    loop {
+        let wait = driver.wait();
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            request = requests.recv() => match request {
+                Some(request) => driver.handle(request).await,
+                None => break,
+            },
+            () = nudge.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+        driver.reconcile().await;
+    }
+}
+
+/// A decision that could not be committed.
+enum CommitError {
+    /// A host's desired state changed since the observation: decide again.
+    Stale,
+    /// The store failed (logged).
+    Store,
+}
+
+struct Driver {
+    app: Arc<App>,
+    rollouts: BTreeMap<RolloutId, Arc<Rollout>>,
+    deadlines: BTreeMap<RolloutId, Timestamp>,
+    view: watch::Sender<Arc<Snapshot>>,
+    watching_since: Timestamp,
+}
+
+impl Driver {
+    fn ready(&self) -> Result<&Ready, RequestError> {
+        self.app.ready().map_err(|_| RequestError::Stopped)
+    }
+
+    /// How long to sleep: until the earliest deadline, at most [`MAX_SLEEP`].
+    fn wait(&self) -> Duration {
+        let now = self.app.clock.now();
+        self.deadlines.values().min().map_or(MAX_SLEEP, |at| {
+            Duration::from_millis(at.since(now).0).min(MAX_SLEEP)
+        })
+    }
+
+    /// Decides again for every rollout that is not settled, then publishes.
+    async fn reconcile(&mut self) {
+        let ids: Vec<RolloutId> = self
+            .rollouts
+            .iter()
+            .filter(|(_, rollout)| !rollout.is_settled())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Err(error) = self.decide(id, None, true).await {
+                warn!(rollout = %id, %error, "rollout decision failed; trying again at the next change");
+            }
+        }
+        self.publish();
+    }
+
+    async fn handle(&mut self, request: Request) {
+        match request {
+            Request::Start { request, reply } => {
+                let _ = reply.send(self.start(*request).await);
+            }
+            Request::Act { id, action, reply } => {
+                let event = match action {
+                    Action::Pause => Event::PauseRequested,
+                    Action::Resume => Event::ResumeRequested,
+                    Action::Abort => Event::AbortRequested,
+                    Action::Rollback => Event::RollbackRequested,
+                };
+                let _ = reply.send(self.decide(id, Some(event), true).await);
+            }
+            Request::TakeOut { hosts, why, reply } => {
+                let _ = reply.send(self.take_out(hosts, why).await);
+            }
+        }
+        self.publish();
+    }
+
+    async fn start(&mut self, request: StartRollout) -> Result<Arc<Rollout>, RequestError> {
+        let registered = registrations(&self.ready()?.hosts, &request.release);
+        let owners = self.owners();
+        let id = RolloutId(self.rollouts.keys().next_back().map_or(0, |id| id.0) + 1);
+        let rollout = plan::start(&request, id, &registered, &owners, self.app.clock.now())?;
+        self.rollouts.insert(id, Arc::new(rollout));
+        match self.decide(id, None, false).await {
+            Ok(rollout) => {
+                info!(rollout = %id, hosts = rollout.hosts.len(), waves = rollout.waves.len(), "rollout started");
+                Ok(rollout)
+            }
+            Err(error) => {
+                self.rollouts.remove(&id);
+                self.deadlines.remove(&id);
+                Err(error)
+            }
+        }
+    }
+
+    async fn take_out(&mut self, hosts: Vec<HostId>, why: String) -> Result<(), RequestError> {
+        for host in hosts {
+            let owner = self
+                .rollouts
+                .values()
+                .find(|rollout| rollout.owns(&host))
+                .map(|rollout| rollout.id);
+            if let Some(id) = owner {
+                let event = Event::HostTakenOut {
+                    host: host.clone(),
+                    why: why.clone(),
+                };
+                self.decide(id, Some(event), true).await?;
+                info!(rollout = %id, %host, %why, "host taken out of the rollout");
+            }
+        }
+        Ok(())
+    }
+
+    /// Every host an active rollout owns, with the rollout and its phase.
+    fn owners(&self) -> BTreeMap<HostId, (RolloutId, &'static str)> {
+        let mut owners = BTreeMap::new();
+        for rollout in self.rollouts.values().filter(|r| r.is_active()) {
+            for host in rollout.hosts.keys().filter(|host| rollout.owns(host)) {
+                owners.insert(host.clone(), (rollout.id, rollout.phase.name()));
+            }
+        }
+        owners
+    }
+
+    /// Decides for one rollout: the event, if any, then an observation of its hosts. The
+    /// result is committed unless only time passed (and `stored` says the rollout is in the
+    /// store already).
+    async fn decide(
+        &mut self,
+        id: RolloutId,
+        event: Option<Event>,
+        stored: bool,
+    ) -> Result<Arc<Rollout>, RequestError> {
+        for _ in 0..STALE_RETRIES {
+            let current = self
+                .rollouts
+                .get(&id)
+                .cloned()
+                .ok_or(RequestError::NotFound(id))?;
+            let now = self.app.clock.now();
+            let mut next = (*current).clone();
+            let mut commands = Vec::new();
+            if let Some(event) = event.clone() {
+                let (stepped, more) = step(&next, event, now)?;
+                next = stepped;
+                commands.extend(more);
+            }
+            let observations = observe(&self.ready()?.hosts, &next, self.watching_since);
+            let (stepped, more) = step(&next, Event::Observed(observations.clone()), now)?;
+            next = stepped;
+            commands.extend(more);
+            match next_deadline(&next, &observations) {
+                Some((at, _)) => self.deadlines.insert(id, at),
+                None => self.deadlines.remove(&id),
+            };
+            if stored && commands.is_empty() && only_time_passed(&current, &next) {
+                let next = Arc::new(next);
+                self.rollouts.insert(id, next.clone());
+                return Ok(next);
+            }
+            match self.commit(&next, commands).await {
+                Ok(()) => {
+                    self.note(&current, &next, stored);
+                    let next = Arc::new(next);
+                    self.rollouts.insert(id, next.clone());
+                    return Ok(next);
+                }
+                Err(CommitError::Stale) => continue,
+                Err(CommitError::Store) => return Err(RequestError::Store),
+            }
+        }
+        Err(RequestError::Contended(id))
+    }
+
+    /// Commits a rollout with the desired states its commands set, then publishes them.
+    async fn commit(&self, rollout: &Rollout, commands: Vec<Command>) -> Result<(), CommitError> {
+        let ready = self.ready().map_err(|_| CommitError::Store)?;
+        let mut targets: Vec<(Arc<HostEntry>, Directive)> = Vec::with_capacity(commands.len());
+        for command in commands {
+            match command {
+                Command::SetDirective { host, directive } => {
+                    let entry = ready.hosts.get(&host).ok_or(CommitError::Stale)?;
+                    targets.push((entry, directive));
+                }
+            }
+        }
+        targets.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        if targets.windows(2).any(|pair| pair[0].0.id == pair[1].0.id) {
+            error!(rollout = %rollout.id, "a rollout decision gave one host two directives; not committed");
+            return Err(CommitError::Store);
+        }
+        let mut guards = Vec::with_capacity(targets.len());
+        for (entry, _) in &targets {
+            guards.push(entry.write.lock().await);
+        }
+        let now = self.app.clock.now();
+        let mut changes = Vec::with_capacity(targets.len());
+        for (entry, directive) in &targets {
+            if entry.next_revision() != directive.revision {
+                return Err(CommitError::Stale);
+            }
+            let desired = DesiredState {
+                revision: directive.revision,
+                directive: Some(directive.clone()),
+                paused: entry.desired().paused,
+            };
+            let cause = match directive.kind {
+                DirectiveKind::Activate { .. } => format!("rollout {}", rollout.id),
+                DirectiveKind::Rollback { .. } => format!("rollout {} rollback", rollout.id),
+            };
+            let record = DesiredRecord {
+                desired,
+                set_at: now,
+                cause,
+            };
+            changes.push(DesiredChange {
+                host: entry.id.clone(),
+                record,
+            });
+        }
+        let store = ready.store.clone();
+        let (record, records) = (rollout.clone(), changes.clone());
+        let committed =
+            tokio::task::spawn_blocking(move || store.commit_rollout(&record, &records)).await;
+        match committed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(rollout = %rollout.id, error = %e, "storing the rollout failed");
+                return Err(CommitError::Store);
+            }
+            Err(e) => {
+                error!(rollout = %rollout.id, error = %e, "storing the rollout failed");
+                return Err(CommitError::Store);
+            }
+        }
+        for ((entry, _), change) in targets.iter().zip(changes) {
+            entry.publish(change.record.desired);
+        }
+        drop(guards);
+        Ok(())
+    }
+
+    /// Logs and counts what changed in a committed decision.
+    fn note(&self, before: &Rollout, after: &Rollout, stored: bool) {
+        if stored && before.phase == after.phase && before.rollback == after.rollback {
+            return;
+        }
+        let id = after.id;
+        match &after.phase {
+            RolloutPhase::Running(p) => {
+                info!(rollout = %id, wave = p.wave + 1, baking = p.baking_until.is_some(), "rollout running")
+            }
+            RolloutPhase::Paused(p) => info!(rollout = %id, wave = p.wave + 1, "rollout paused"),
+            RolloutPhase::Halted(h) => {
+                if !matches!(before.phase, RolloutPhase::Halted(_)) {
+                    self.app.metrics.rollout_halted();
+                    warn!(rollout = %id, wave = h.wave + 1, failures = h.failures, cause = %h.cause, "rollout halted: failures exceed the budget");
+                }
+            }
+            RolloutPhase::Completed(_) => info!(rollout = %id, "rollout completed"),
+            RolloutPhase::Aborted(_) => info!(rollout = %id, "rollout aborted"),
+        }
+        if before.rollback.is_none() && after.rollback.is_some() {
+            info!(rollout = %id, "rollout's hosts ordered back");
+        }
+    }
+
+    fn publish(&self) {
+        self.view.send_replace(Arc::new(Snapshot {
+            rollouts: self.rollouts.clone(),
+        }));
+    }
+}
+
+/// True when a decision changed nothing but the rollout's clock.
+fn only_time_passed(before: &Rollout, after: &Rollout) -> bool {
+    let mut same = after.clone();
+    same.clock = before.clock;
+    same == *before
+}

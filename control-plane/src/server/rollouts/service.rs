@@ -1,0 +1,192 @@
+//! The handle the request handlers use to reach the rollout driver: requests go to it over a
+//! bounded channel and are answered once their decision is durable; reads come from the
+//! snapshot it publishes after every decision.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use fleetnode_wire::{ErrorCode, HostId, Rollout, RolloutId, StartRollout};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::rollout::{RolloutError, StartError};
+use crate::server::http::ApiError;
+
+/// Operator requests waiting for the driver. Requests are rare (an operator's commands) and
+/// small; when the queue is full a handler waits for room, so nothing is dropped, and the
+/// worst case held is this many requests of at most one body cap each.
+pub const REQUEST_QUEUE: usize = 16;
+
+/// Every rollout as last decided, shared with readers.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Every rollout, by number.
+    pub rollouts: BTreeMap<RolloutId, Arc<Rollout>>,
+}
+
+impl Snapshot {
+    /// The running or paused rollout that owns `host`, if one does.
+    pub fn owner_of(&self, host: &HostId) -> Option<&Rollout> {
+        self.rollouts
+            .values()
+            .rev()
+            .map(AsRef::as_ref)
+            .find(|rollout| rollout.owns(host))
+    }
+}
+
+/// An operator's command on one rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Hold it.
+    Pause,
+    /// Lift the hold.
+    Resume,
+    /// Stop it where it is.
+    Abort,
+    /// Send its hosts back where they were (and stop it).
+    Rollback,
+}
+
+/// A request to the driver, with where its answer goes.
+pub enum Request {
+    /// Start a rollout.
+    Start {
+        /// What to roll out.
+        request: Box<StartRollout>,
+        /// The rollout as committed.
+        reply: oneshot::Sender<Result<Arc<Rollout>, RequestError>>,
+    },
+    /// An operator's command on a rollout.
+    Act {
+        /// Which rollout.
+        id: RolloutId,
+        /// What to do.
+        action: Action,
+        /// The rollout as committed.
+        reply: oneshot::Sender<Result<Arc<Rollout>, RequestError>>,
+    },
+    /// Take hosts out of the rollouts that own them (before a forced `set-target`).
+    TakeOut {
+        /// The hosts.
+        hosts: Vec<HostId>,
+        /// Why, for the record.
+        why: String,
+        /// Done once every change is durable.
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+}
+
+/// Why a rollout request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The rollout could not be started.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The command does not apply to the rollout as it is.
+    #[error(transparent)]
+    Rollout(#[from] RolloutError),
+    /// No such rollout.
+    #[error("no rollout {0}; `fleetnode-cp rollout list` lists the rollouts")]
+    NotFound(RolloutId),
+    /// The store failed; the log has the details.
+    #[error("storing the rollout failed; the server log has the details")]
+    Store,
+    /// The hosts' desired states kept changing under the decision.
+    #[error(
+        "the desired states of rollout {0}'s hosts kept changing while it decided; retry the command"
+    )]
+    Contended(RolloutId),
+    /// The server is stopping.
+    #[error("the control plane is stopping; retry when it is back")]
+    Stopped,
+}
+
+impl From<RequestError> for ApiError {
+    fn from(error: RequestError) -> Self {
+        let code = match &error {
+            RequestError::Start(StartError::UnknownHosts(_)) | RequestError::NotFound(_) => {
+                ErrorCode::NotFound
+            }
+            RequestError::Start(StartError::RevokedHosts(_) | StartError::Owned { .. })
+            | RequestError::Rollout(_) => ErrorCode::Conflict,
+            RequestError::Start(
+                StartError::TagMatchesNothing { .. } | StartError::Uncovered { .. },
+            ) => ErrorCode::Invalid,
+            RequestError::Store => ErrorCode::Internal,
+            RequestError::Contended(_) => ErrorCode::Conflict,
+            RequestError::Stopped => {
+                return ApiError::unavailable(error.to_string(), STOPPING_RETRY_SECS);
+            }
+        };
+        ApiError::new(code, error.to_string())
+    }
+}
+
+/// Seconds a client is asked to wait when the driver has stopped with the server.
+const STOPPING_RETRY_SECS: u64 = 5;
+
+/// The handlers' side of the rollout driver.
+#[derive(Clone)]
+pub struct Rollouts {
+    requests: mpsc::Sender<Request>,
+    nudge: Arc<Notify>,
+    view: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl Rollouts {
+    /// A handle over the driver's channel, wake-up and snapshot.
+    pub fn new(
+        requests: mpsc::Sender<Request>,
+        nudge: Arc<Notify>,
+        view: watch::Receiver<Arc<Snapshot>>,
+    ) -> Self {
+        Self {
+            requests,
+            nudge,
+            view,
+        }
+    }
+
+    /// Every rollout as last decided.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.view.borrow().clone()
+    }
+
+    /// Tells the driver that a host's mirror changed, so it decides again. Many changes before
+    /// it gets to run make one wake-up.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// Starts a rollout.
+    pub async fn start(&self, request: StartRollout) -> Result<Arc<Rollout>, RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Start {
+            request: Box::new(request),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| RequestError::Stopped)?
+    }
+
+    /// Carries out an operator's command on a rollout.
+    pub async fn act(&self, id: RolloutId, action: Action) -> Result<Arc<Rollout>, RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Act { id, action, reply }).await?;
+        answer.await.map_err(|_| RequestError::Stopped)?
+    }
+
+    /// Takes hosts out of the rollouts that own them.
+    pub async fn take_out(&self, hosts: Vec<HostId>, why: String) -> Result<(), RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::TakeOut { hosts, why, reply }).await?;
+        answer.await.map_err(|_| RequestError::Stopped)?
+    }
+
+    async fn send(&self, request: Request) -> Result<(), RequestError> {
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| RequestError::Stopped)
+    }
+}
