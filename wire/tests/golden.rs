@@ -7,12 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use fleetnode_state_machine::{
     LocalPolicy, Reason, SwitchAction, SwitchId, SwitchJob, SwitchPurpose, SwitchVerdict,
 };
 use fleetnode_wire::*;
+
+mod support;
+use support::check;
 
 const HASH_A: &str = "0123456789abcdfghijklmnpqrsvwxyz";
 const HASH_B: &str = "zyxwvsrqpnmlkjihgfdcba9876543210";
@@ -191,26 +193,6 @@ fn mirror() -> fleetnode_state_machine::Host {
         },
         ..Default::default()
     }
-}
-
-/// Checks one golden file against an example value.
-fn check<T>(name: &str, example: T)
-where
-    T: serde::Serialize + serde::de::DeserializeOwned + Validate + PartialEq + std::fmt::Debug,
-{
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(format!("{name}.json"));
-    let pretty = serde_json::to_string_pretty(&example).unwrap() + "\n";
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&file, &pretty).unwrap();
-    }
-    let text = std::fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1", file.display()));
-    let parsed: T = decode(text.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(parsed, example, "{name}: golden file and example differ");
-    let again = serde_json::to_string_pretty(&parsed).unwrap() + "\n";
-    assert_eq!(again, text, "{name}: re-encoding changed the bytes");
 }
 
 #[test]
@@ -394,13 +376,13 @@ fn host_detail() {
 
 #[test]
 fn every_golden_file_is_checked() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = support::golden_dir();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    let source = include_str!("golden.rs");
+    let source = concat!(include_str!("golden.rs"), include_str!("golden_rollout.rs"));
     for name in names {
         let stem = name.trim_end_matches(".json");
         assert!(
