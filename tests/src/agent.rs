@@ -8,6 +8,8 @@ use std::time::Duration;
 use fleetnode_fixtures::fakeroot::FakeRoot;
 use toml::{Table, Value};
 
+use crate::control_plane::{ControlPlane, free_port};
+use crate::harness::probe_script;
 use crate::process::{Process, log_tail, write_file};
 use crate::{HarnessError, Result};
 
@@ -61,6 +63,28 @@ pub struct AgentSetup {
     pub probe: PathBuf,
     /// Timings.
     pub timings: Timings,
+}
+
+/// What an agent for `host` on `root` needs to reach `cp`: its probe script (written to
+/// `probe`) and a free admin port on loopback.
+pub fn agent_setup(
+    cp: &ControlPlane,
+    root: &FakeRoot,
+    host: &str,
+    token_file: PathBuf,
+    probe: PathBuf,
+    timings: &Timings,
+) -> Result<AgentSetup> {
+    write_file(&probe, &probe_script(root.root())?, 0o755)?;
+    Ok(AgentSetup {
+        host: host.to_owned(),
+        url: cp.url(),
+        token_file,
+        ca_file: cp.files().ca.clone(),
+        admin: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+        probe,
+        timings: timings.clone(),
+    })
 }
 
 /// A `fleetnode-agent run` process (started, killed and started again at will).

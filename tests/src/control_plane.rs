@@ -157,17 +157,25 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Runs `fleetnode-cp <args>` against this server; fails when it exits non-zero.
-    pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
-        let shown = format!("fleetnode-cp {}", args.join(" "));
-        let output = Command::new(&self.binary)
+    /// `fleetnode-cp <args>` with the connection options for this server, not started.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
             .args(args)
             .arg("--url")
             .arg(self.url())
             .arg("--ca-file")
             .arg(&self.files.ca)
             .arg("--admin-token-file")
-            .arg(&self.files.admin_token)
+            .arg(&self.files.admin_token);
+        command
+    }
+
+    /// Runs `fleetnode-cp <args>` against this server; fails when it exits non-zero.
+    pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
+        let shown = format!("fleetnode-cp {}", args.join(" "));
+        let output = self
+            .command(args)
             .output()
             .map_err(HarnessError::io(format!("run `{shown}`")))?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

@@ -2,7 +2,6 @@
 //! binaries.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,9 +10,9 @@ use fleetnode_fixtures::fakeroot::FakeRoot;
 use fleetnode_state_machine::{Revision, StorePath};
 use fleetnode_wire::{DesiredChanged, HostDetail};
 
-use crate::agent::{Agent, AgentSetup, Timings};
+use crate::agent::{Agent, Timings, agent_setup};
 use crate::binaries;
-use crate::control_plane::{CliOutput, ControlPlane, ServerFiles, free_port};
+use crate::control_plane::{CliOutput, ControlPlane, ServerFiles};
 use crate::narrate;
 use crate::process::{POLL, write_file};
 use crate::{HarnessError, Result};
@@ -112,16 +111,14 @@ impl Harness {
             &token_file.display().to_string(),
         ])?;
         let probe = dir.join("probe-generation-healthy");
-        write_file(&probe, &probe_script(root.root())?, 0o755)?;
-        let setup = AgentSetup {
-            host: options.host.clone(),
-            url: cp.url(),
+        let setup = agent_setup(
+            &cp,
+            &root,
+            &options.host,
             token_file,
-            ca_file: cp.files().ca.clone(),
-            admin: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
             probe,
-            timings: options.timings.clone(),
-        };
+            &options.timings,
+        )?;
         let agent = Agent::configure(
             agent_binary,
             &root,
@@ -388,7 +385,7 @@ impl Harness {
 }
 
 /// Writes the PKI, the admin token, and names the store and log of a control plane in `dir`.
-fn server_files(dir: &Path) -> Result<ServerFiles> {
+pub(crate) fn server_files(dir: &Path) -> Result<ServerFiles> {
     let pki = dir.join("pki");
     std::fs::create_dir_all(&pki).map_err(HarnessError::io(format!("create {}", pki.display())))?;
     let certs = || -> std::result::Result<_, fleetnode_fixtures::certs::CertError> {
@@ -423,7 +420,7 @@ fn random_token() -> Result<String> {
 }
 
 /// Marks a closure healthy (a `healthy` file in it) or not.
-fn mark(root: &FakeRoot, closure: &StorePath, health: Health) -> Result<()> {
+pub(crate) fn mark(root: &FakeRoot, closure: &StorePath, health: Health) -> Result<()> {
     let marker = root.host_path(closure.as_str()).join("healthy");
     match health {
         Health::Healthy => write_file(&marker, "", 0o644),
@@ -440,7 +437,7 @@ fn mark(root: &FakeRoot, closure: &StorePath, health: Health) -> Result<()> {
 /// The exec probe: passes when the live generation of the fake root carries the `healthy`
 /// marker. `/run/current-system` points at an absolute `/nix/store` path, which lives under the
 /// fake root, so the link is resolved by hand.
-fn probe_script(root: &Path) -> Result<String> {
+pub(crate) fn probe_script(root: &Path) -> Result<String> {
     let root = root.display().to_string();
     if root.contains('\'') {
         return Err(HarnessError::Setup {

@@ -9,6 +9,9 @@
 //! back with `fleetnode-cp host <id> --json` and waited for with deadlines that are only a safety
 //! net ([`Harness::wait_for`]): nothing here measures or asserts time.
 //!
+//! A [`Fleet`] is the same for several hosts, each its own agent on its own fake root, for
+//! rollouts.
+//!
 //! Every child process is killed when its handle is dropped, so a failing test leaves nothing
 //! running behind it. When a wait fails, the error carries the last state seen and the tails of
 //! both logs.
@@ -20,13 +23,17 @@ pub mod agent;
 pub mod binaries;
 pub mod control_plane;
 pub mod error;
+pub mod fleet;
 pub mod harness;
 pub mod narrate;
 pub mod process;
 pub mod real_host;
+pub mod release;
 
 pub use error::HarnessError;
+pub use fleet::{Fleet, FleetOptions};
 pub use harness::{DEFAULT_DEADLINE, Harness, Health, Options};
+pub use release::{Release, Shape};
 
 /// The harness's result type.
 pub type Result<T, E = HarnessError> = std::result::Result<T, E>;

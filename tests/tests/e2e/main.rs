@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod rollout_common;
 
 mod activation_failure;
 mod control_plane_down;
@@ -17,3 +18,8 @@ mod happy_path;
 mod kill_agent_mid_switch;
 mod pause;
 mod probe_failure;
+mod rollout_halt;
+mod rollout_offline;
+mod rollout_on_halt_rollback;
+mod rollout_restart;
+mod rollout_waves;
