@@ -1,37 +1,43 @@
-//! `fleetnode-demo`: a control plane and one agent on a fake NixOS root, narrated.
+//! `fleetnode-demo`: a control plane and a fleet of agents on fake NixOS roots, rolling
+//! releases out in waves, narrated.
 //!
 //! It runs the real `fleetnode-cp` and `fleetnode-agent` binaries (found next to this one) over
-//! real TLS on loopback. The agent's real NixOS backend acts on a fake root whose
+//! real TLS on loopback. Each agent's real NixOS backend acts on its own fake root whose
 //! `switch-to-configuration`, `nix-store`, `nix-env`, `systemd-run` and `systemctl` are faithful
-//! stand-ins. The demo prints every operator command it runs and every event the agent reports,
-//! with the reason of every decision in the agent's own words.
+//! stand-ins. The demo prints every operator command it runs; the live rollout tables are
+//! `fleetnode-cp rollout status --watch` itself, redrawn in place on a terminal.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
-use fleetnode_state_machine::{Phase, Reason, Revision, StorePath};
-use fleetnode_tests::harness::Options;
-use fleetnode_tests::narrate::{describe, short};
-use fleetnode_tests::{Harness, HarnessError, Health, Result};
-use fleetnode_wire::HostDetail;
+use fleetnode_fixtures::fakeroot::Behaviour;
+use fleetnode_state_machine::{PhaseKind, StorePath};
+use fleetnode_tests::fleet::Member;
+use fleetnode_tests::narrate::short;
+use fleetnode_tests::release::activations_of;
+use fleetnode_tests::{Fleet, FleetOptions, HarnessError, Release, Result, Shape};
+use fleetnode_wire::{HostRollback, HostState, RolloutId, RolloutPhase, RolloutStatus};
 
-/// Runs fleetnode end to end on this machine, on a fake NixOS root, and explains what happens.
+/// How long each wave bakes in the demo.
+const BAKE: &str = "1s";
+/// How long the switches of the restart act take, so the wave is still running when the
+/// control plane stops.
+const SLOW_SWITCH: Duration = Duration::from_secs(4);
+
+/// Runs a fleetnode fleet on this machine, on fake NixOS roots, and rolls releases out to it.
 #[derive(Debug, Parser)]
 #[command(name = "fleetnode-demo", version)]
 struct Args {
-    /// Keep the work directory (logs, configuration, store) and the fake root afterwards.
+    /// Keep the work directory (logs, configurations, store, manifests) and the fake roots.
     #[arg(long)]
     keep: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut demo = Demo {
-        started: Instant::now(),
-        shown_seq: 0,
-    };
-    match demo.run(args.keep) {
+    let started = Instant::now();
+    match run(args.keep, started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("\nfleetnode-demo failed:\n{error}");
@@ -40,188 +46,267 @@ fn main() -> ExitCode {
     }
 }
 
-struct Demo {
-    started: Instant,
-    shown_seq: u64,
+fn run(keep: bool, started: Instant) -> Result<()> {
+    println!(
+        "fleetnode demo: one control plane, four hosts (web-01 is the canary), rollouts in waves"
+    );
+    let options = FleetOptions {
+        keep,
+        ..FleetOptions::hosts(4, 1)
+    };
+    let mut fleet = Fleet::start(options)?;
+    let work = fleet.work_dir().display().to_string();
+    heading("1. The control plane starts and the hosts register");
+    println!("   work directory ($WORK): {work}");
+    for command in fleet.setup_commands() {
+        println!("$ {}", command.replace(&work, "$WORK"));
+    }
+    println!(
+        "   (every `fleetnode-cp` command below also gets {})",
+        fleet.cp.shown_connection().replace(&work, "$WORK")
+    );
+    show(&fleet, &["hosts"])?;
+
+    let gen2 = healthy_waves(&mut fleet, &work)?;
+    broken_canary(&mut fleet, &work, &gen2)?;
+    let restarted = restart_mid_rollout(&mut fleet, &work)?;
+    operator_rollback(&mut fleet, restarted, &gen2)?;
+    finish(fleet, keep, started)
 }
 
-impl Demo {
-    fn run(&mut self, keep: bool) -> Result<()> {
-        println!("fleetnode demo: a control plane and one agent on a fake NixOS root");
-        let options = Options {
-            keep,
-            ..Options::default()
-        };
-        let mut h = Harness::start_with(options)?;
-        self.register(&h)?;
-        let gen1 = h.initial().clone();
-        let gen2 = h.add_closure("nixos-system-web-01-gen-2", Health::Healthy)?;
-        let gen3 = h.add_closure("nixos-system-web-01-gen-3", Health::Broken)?;
-        self.deploy_healthy(&mut h, &gen2)?;
-        self.deploy_broken(&mut h, &gen3, &gen2)?;
-        self.operator_rollback(&mut h, &gen1)?;
-        self.finish(h, keep)
-    }
+/// A healthy release goes out in three waves.
+fn healthy_waves(fleet: &mut Fleet, work: &str) -> Result<Release> {
+    heading("2. CI built gen-2 for every host; it goes out in waves: the canary, half, everyone");
+    let gen2 = fleet.release("gen-2", &[])?;
+    let manifest = fleet.write_manifest(&gen2, "deploy-gen-2", Shape::CachixDeploy)?;
+    let text = std::fs::read_to_string(&manifest)
+        .map_err(HarnessError::io(format!("read {}", manifest.display())))?;
+    let shown = manifest.display().to_string().replace(work, "$WORK");
+    println!("$ cat {shown}   # Cachix Deploy's deploy.json, as CI wrote it");
+    print!("{}", indent(&text));
+    let waves = ["--waves", "tag:canary,50%,100%", "--bake", BAKE];
+    let id = start(fleet, &manifest, work, &waves)?;
+    let completed = watch(fleet, id)?;
+    let status = fleet.rollout(id)?;
+    let done = completed && matches!(status.rollout.phase, RolloutPhase::Completed(_));
+    expect(fleet, &status, done, "completed")?;
+    println!("   => the watch exited 0: every host converged on its gen-2, one wave at a time");
+    Ok(gen2)
+}
 
-    fn register(&mut self, h: &Harness) -> Result<()> {
-        heading("1. The control plane starts and the host registers");
-        let work = h.work_dir().display().to_string();
-        println!("   work directory ($WORK): {work}");
-        println!("   fake NixOS root:        {}", h.root().root().display());
-        for command in h.setup_commands() {
-            println!("$ {}", command.replace(&work, "$WORK"));
-        }
-        let detail = h.detail()?;
-        self.show_events(&detail);
-        self.show_state(&detail);
+/// A release broken on the canary halts there; nobody else receives it.
+fn broken_canary(fleet: &mut Fleet, work: &str, gen2: &Release) -> Result<()> {
+    heading("3. gen-3 is broken: it fails on the canary, the rollout halts, the rest is untouched");
+    let gen3 = fleet.release("gen-3", &["web-01", "web-02", "web-03", "web-04"])?;
+    let manifest = fleet.write_manifest(&gen3, "release-gen-3", Shape::Hosts)?;
+    let id = start(
+        fleet,
+        &manifest,
+        work,
+        &["--waves", "tag:canary,100%", "--bake", BAKE],
+    )?;
+    let completed = watch(fleet, id)?;
+    let status = fleet.rollout(id)?;
+    let halted = match &status.rollout.phase {
+        RolloutPhase::Halted(halted) if !completed => halted.cause.clone(),
+        _ => return Err(unexpected(fleet, &status, "halted at the canary")),
+    };
+    let untouched = fleet.members[1..].iter().all(|member| {
+        let pending = status
+            .rollout
+            .hosts
+            .iter()
+            .any(|(host, p)| host.as_str() == member.id() && p.state == HostState::Pending);
+        pending && member.root().current().as_ref() == Some(gen2.of(member.id()))
+    });
+    if !untouched {
+        return Err(unexpected(
+            fleet,
+            &status,
+            "the other hosts untouched on gen-2",
+        ));
+    }
+    println!("   => the watch exited non-zero: halted because {halted}");
+    println!("   => web-02, web-03 and web-04 never received gen-3 and still run gen-2");
+    show(fleet, &["hosts"])
+}
+
+/// The control plane stops and starts again while a wave is running.
+fn restart_mid_rollout(fleet: &mut Fleet, work: &str) -> Result<RolloutId> {
+    heading("4. gen-4 rolls out; the control plane is stopped and started in the middle of a wave");
+    let gen4 = fleet.release("gen-4", &[])?;
+    for member in &fleet.members[1..] {
+        let slow = Behaviour::SucceedAfter(SLOW_SWITCH);
+        member.root().behaviour(gen4.of(member.id()), slow);
+    }
+    let manifest = fleet.write_manifest(&gen4, "release-gen-4", Shape::Hosts)?;
+    let id = start(
+        fleet,
+        &manifest,
+        work,
+        &["--waves", "1,100%", "--bake", BAKE],
+    )?;
+    let before = fleet.wait_rollout(id, "the second wave to be switching", |s| {
+        s.rollout.wave() == 1
+            && s.hosts
+                .iter()
+                .filter(|h| h.phase == PhaseKind::Activating)
+                .count()
+                == 3
+    })?;
+    show(fleet, &["rollout", "status", &id.to_string()])?;
+    println!("$ systemctl stop fleetnode-control-plane   # here: SIGTERM to fleetnode-cp serve");
+    fleet.cp.stop()?;
+    for member in &fleet.members[1..] {
+        let status = member.agent.status()?;
+        let phase = status["phase"].as_str().unwrap_or("?");
         println!(
-            "\n   (every `fleetnode-cp` command below also gets {})",
-            h.cp.shown_connection().replace(&work, "$WORK")
+            "   {}: {phase} (its agent carries on without the control plane)",
+            member.id()
         );
-        Ok(())
     }
-
-    fn deploy_healthy(&mut self, h: &mut Harness, gen2: &StorePath) -> Result<()> {
-        heading("2. Deploy gen-2 (healthy): realise, activate with `test`, soak, commit");
-        let revision = self.operator(
-            h,
-            &[
-                "set-target",
-                gen2.as_str(),
-                "--host",
-                h.host(),
-                "--soak",
-                "3s",
-            ],
-        )?;
-        let detail = self.settle(h, revision)?;
-        expect_phase(h, &detail, "converged")?;
-        Ok(())
+    println!("$ systemctl start fleetnode-control-plane");
+    fleet.cp.start_again()?;
+    let after = fleet.rollout(id)?;
+    let same = before.rollout.hosts.iter().all(|(host, was)| {
+        after.rollout.hosts.get(host).map(|p| p.state.revision()) == Some(was.state.revision())
+    });
+    if !same || after.rollout.wave() != 1 {
+        return Err(unexpected(fleet, &after, "where it was before the restart"));
     }
-
-    fn deploy_broken(&mut self, h: &mut Harness, gen3: &StorePath, gen2: &StorePath) -> Result<()> {
-        heading("3. Deploy gen-3, which is broken: its health probe fails during the soak");
-        let revision = self.operator(
-            h,
-            &[
-                "set-target",
-                gen3.as_str(),
-                "--host",
-                h.host(),
-                "--soak",
-                "3s",
-            ],
-        )?;
-        let detail = self.settle(h, revision)?;
-        expect_phase(h, &detail, "reverted")?;
-        match &detail.mirror.phase {
-            Phase::Reverted(reverted)
-                if &reverted.to == gen2
-                    && matches!(reverted.reason, Reason::ProbeFailed { .. }) =>
-            {
-                println!(
-                    "   => rolled back by itself to {}: {}",
-                    short(gen2),
-                    reverted.reason
-                );
-                Ok(())
-            }
-            other => Err(unexpected(
-                h,
-                &detail,
-                format!("expected a revert to gen-2 because the probe failed, got {other:?}"),
-            )),
-        }
-    }
-
-    fn operator_rollback(&mut self, h: &mut Harness, gen1: &StorePath) -> Result<()> {
-        heading("4. The operator rolls back to gen-1");
-        let revision = self.operator(h, &["rollback", h.host(), "--to", gen1.as_str()])?;
-        let detail = self.settle(h, revision)?;
-        expect_phase(h, &detail, "reverted")?;
-        if h.root().current().as_ref() != Some(gen1) || h.root().boot_entry().as_ref() != Some(gen1)
-        {
+    println!("   => back, still in wave 2 with the same directives; the watch picks it up");
+    let completed = watch(fleet, id)?;
+    let status = fleet.rollout(id)?;
+    let done = completed && matches!(status.rollout.phase, RolloutPhase::Completed(_));
+    expect(fleet, &status, done, "completed")?;
+    for member in &fleet.members {
+        let target = gen4.of(member.id());
+        let given = activations_of(&fleet.detail(member.id())?, target);
+        if given != 1 || member.root().current().as_ref() != Some(target) {
             return Err(unexpected(
-                h,
-                &detail,
-                "gen-1 is not live and the boot default".to_owned(),
+                fleet,
+                &status,
+                "every host on gen-4, given it once",
             ));
         }
-        println!(
-            "   => the host runs {} again and boots it by default",
-            short(gen1)
-        );
-        Ok(())
+        println!("   {} runs {}, given to it once", member.id(), name(member));
     }
+    println!("   => nothing lost, nothing given twice");
+    Ok(id)
+}
 
-    fn finish(&mut self, h: Harness, keep: bool) -> Result<()> {
-        heading("5. The fleet");
-        let hosts = h.cp(&["hosts"])?;
-        println!("$ {}\n{}", hosts.shown, indent(&hosts.stdout).trim_end());
-        let agent_log = h.agent.log().to_owned();
-        let cp_log = h.cp.log().to_owned();
-        if keep {
-            let (work, root) = h.keep_files();
-            println!("\nKept for you to look at:");
-            println!("   agent log:         {}", agent_log.display());
-            println!("   control plane log: {}", cp_log.display());
-            println!("   work directory:    {}", work.display());
+/// The operator rolls the whole of a rollout back.
+fn operator_rollback(fleet: &mut Fleet, id: RolloutId, gen2: &Release) -> Result<()> {
+    heading("5. The operator changes their mind: every host gen-4 reached goes back");
+    show(fleet, &["rollout", "rollback", &id.to_string()])?;
+    // No longer a plain completion: the watch says so with a non-zero exit.
+    let completed = watch(fleet, id)?;
+    let status = fleet.rollout(id)?;
+    let all_back = status
+        .rollout
+        .hosts
+        .values()
+        .all(|p| matches!(p.rollback, Some(HostRollback::Done { .. })));
+    let on_gen2 = fleet
+        .members
+        .iter()
+        .all(|m| m.root().current().as_ref() == Some(gen2.of(m.id())));
+    if completed || !(all_back && on_gen2) {
+        return Err(unexpected(fleet, &status, "every host back on gen-2"));
+    }
+    println!("   => every host runs gen-2 again");
+    Ok(())
+}
+
+fn finish(fleet: Fleet, keep: bool, started: Instant) -> Result<()> {
+    heading("6. The fleet");
+    show(&fleet, &["hosts"])?;
+    show(&fleet, &["rollout", "list"])?;
+    let cp_log = fleet.cp.log().to_owned();
+    if keep {
+        let (work, roots) = fleet.keep_files();
+        println!("\nKept for you to look at:");
+        println!("   control plane log: {}", cp_log.display());
+        println!(
+            "   work directory:    {} (agent logs: <host>.log)",
+            work.display()
+        );
+        for root in roots {
             println!(
                 "   fake NixOS root:   {} (commands run: fake/command-log)",
                 root.display()
             );
-        } else {
-            println!(
-                "\nLogs were in {} and {};",
-                agent_log.display(),
-                cp_log.display()
-            );
-            println!("they are removed now (run with --keep to keep them).");
         }
-        println!("\nDemo complete in {:.0?}.", self.started.elapsed());
-        Ok(())
+    } else {
+        println!("\nThe logs are removed now (run with --keep to keep them).");
     }
+    println!("\nDemo complete in {:.0?}.", started.elapsed());
+    Ok(())
+}
 
-    /// Runs an operator command, prints it and its answer, and returns the host's new revision.
-    fn operator(&mut self, h: &Harness, args: &[&str]) -> Result<Revision> {
-        let output = h.cp(args)?;
-        println!("$ {}", shorten_paths(&output.shown));
-        print!("{}", indent(&output.stdout));
-        Ok(h.detail()?.desired.revision)
+/// `fleetnode-cp rollout start`, printed as typed.
+fn start(
+    fleet: &Fleet,
+    manifest: &std::path::Path,
+    work: &str,
+    extra: &[&str],
+) -> Result<RolloutId> {
+    let file = manifest.display().to_string();
+    println!(
+        "$ fleetnode-cp rollout start {} {}",
+        file.replace(work, "$WORK"),
+        extra.join(" ")
+    );
+    let status = fleet.start_rollout(manifest, extra)?;
+    println!("   rollout {} started", status.rollout.id);
+    Ok(status.rollout.id)
+}
+
+/// `fleetnode-cp rollout status <id> --watch`, on the demo's own output, until it settles;
+/// true when it exited 0 (the rollout completed and was not rolled back).
+fn watch(fleet: &Fleet, id: RolloutId) -> Result<bool> {
+    let id = id.to_string();
+    println!("$ fleetnode-cp rollout status {id} --watch");
+    let status = fleet
+        .cp
+        .command(&["rollout", "status", &id, "--watch"])
+        .status()
+        .map_err(HarnessError::io(
+            "run `fleetnode-cp rollout status --watch`",
+        ))?;
+    Ok(status.success())
+}
+
+/// Runs an operator command and prints it with its output.
+fn show(fleet: &Fleet, args: &[&str]) -> Result<()> {
+    let output = fleet.cp(args)?;
+    println!("$ {}", output.shown);
+    print!("{}", indent(&output.stdout));
+    Ok(())
+}
+
+fn name(member: &Member) -> String {
+    member
+        .root()
+        .current()
+        .map_or_else(|| "nothing".to_owned(), |p: StorePath| short(&p))
+}
+
+fn expect(fleet: &Fleet, status: &RolloutStatus, ok: bool, what: &str) -> Result<()> {
+    if ok {
+        return Ok(());
     }
+    Err(unexpected(fleet, status, what))
+}
 
-    /// Waits until the host handled `revision` and rests, printing events as they arrive.
-    fn settle(&mut self, h: &mut Harness, revision: Revision) -> Result<HostDetail> {
-        let detail = h.wait_for(&format!("{revision} handled, at rest"), |detail| {
-            self.show_events(detail);
-            detail.mirror.handled == Some(revision) && detail.mirror.phase.is_at_rest()
-        })?;
-        self.show_events(&detail);
-        self.show_state(&detail);
-        Ok(detail)
-    }
-
-    fn show_events(&mut self, detail: &HostDetail) {
-        let shown = self.shown_seq;
-        for event in detail.recent_events.iter().filter(|e| e.seq > shown) {
-            println!(
-                "   [{:>5.1}s] {}",
-                self.started.elapsed().as_secs_f64(),
-                describe(event)
-            );
-            self.shown_seq = event.seq;
-        }
-    }
-
-    fn show_state(&self, detail: &HostDetail) {
-        let system = &detail.mirror.system;
-        let name = |p: Option<&StorePath>| p.map_or_else(|| "-".to_owned(), short);
-        println!(
-            "   => phase {}, live {}, boot entry {}",
-            detail.row.phase,
-            name(system.current.as_ref()),
-            name(system.profile.as_ref())
-        );
+fn unexpected(fleet: &Fleet, status: &RolloutStatus, what: &str) -> HarnessError {
+    HarnessError::Unexpected {
+        what: format!(
+            "expected rollout {} {what}, it is {}",
+            status.rollout.id,
+            status.rollout.phase.name()
+        ),
+        report: fleet.report(Some(status.rollout.id)),
     }
 }
 
@@ -231,34 +316,4 @@ fn heading(text: &str) {
 
 fn indent(text: &str) -> String {
     text.lines().map(|line| format!("   {line}\n")).collect()
-}
-
-/// Store paths shortened as `fleetnode-cp hosts` shows them, so commands fit a line.
-fn shorten_paths(command: &str) -> String {
-    command
-        .split(' ')
-        .map(|word| match StorePath::parse(word) {
-            Ok(path) => format!("/nix/store/{}", short(&path)),
-            Err(_) => word.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn expect_phase(h: &Harness, detail: &HostDetail, phase: &str) -> Result<()> {
-    if detail.row.phase.name() == phase {
-        return Ok(());
-    }
-    Err(unexpected(
-        h,
-        detail,
-        format!("expected phase {phase}, the host is {}", detail.row.phase),
-    ))
-}
-
-fn unexpected(h: &Harness, detail: &HostDetail, what: String) -> HarnessError {
-    HarnessError::Unexpected {
-        what,
-        report: h.report(Some(detail)),
-    }
 }

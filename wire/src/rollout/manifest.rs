@@ -27,8 +27,12 @@ pub struct ReleaseManifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<ActivationMode>,
     /// Health overrides for every host of the release.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "no_overrides")]
     pub health: HealthOverrides,
+}
+
+fn no_overrides(health: &HealthOverrides) -> bool {
+    *health == HealthOverrides::default()
 }
 
 /// A manifest as written in a file: either shape.
