@@ -328,20 +328,33 @@ async fn the_command_line_starts_follows_and_steers_a_rollout() {
     let out = cli(&["rollout", "resume", "1"]).output().await.unwrap();
     assert!(out.status.success());
 
-    // Followed from a pipe: one line per change until the rollout completes, then exit 0.
-    let watch = cli(&["rollout", "status", "--watch"]).output();
-    let drive = async {
-        for (agent, sim) in &mut agents[..1] {
-            carry_out(agent, sim).await;
-        }
-        wait_for(&harness, 1, |s| in_flight(s).len() == 2).await;
-        for (agent, sim) in &mut agents[1..] {
-            carry_out(agent, sim).await;
-        }
-    };
-    let (out, ()) = tokio::join!(watch, drive);
-    let out = out.unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    // Followed from a pipe: one line per change until the rollout completes, then exit 0. The
+    // agents move only once the watch has printed where the rollout stands, so the changes it
+    // follows happen while it watches.
+    let mut watch = cli(&["rollout", "status", "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(watch.stdout.take().unwrap());
+    let mut first = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut first)
+        .await
+        .unwrap();
+    assert!(first.starts_with("rollout 1"), "{first}");
+    for (agent, sim) in &mut agents[..1] {
+        carry_out(agent, sim).await;
+    }
+    wait_for(&harness, 1, |s| in_flight(s).len() == 2).await;
+    for (agent, sim) in &mut agents[1..] {
+        carry_out(agent, sim).await;
+    }
+    let mut rest = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut rest)
+        .await
+        .unwrap();
+    let out = watch.wait_with_output().await.unwrap();
+    let text = first + &rest;
     assert!(
         out.status.success(),
         "{text}{}",
