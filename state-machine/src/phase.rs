@@ -297,6 +297,7 @@ mod tests {
         assert_eq!(Phase::NAMES[0], Phase::Idle.name());
         for (name, kind) in Phase::NAMES.iter().zip(Phase::KINDS) {
             assert_eq!(*name, kind.name());
+            assert_eq!(kind.to_string(), *name);
             let json = serde_json::to_string(&kind).unwrap();
             assert_eq!(json, format!("\"{name}\""));
         }

@@ -268,6 +268,19 @@ mod tests {
         assert_eq!(plan.remove, vec![4, 5]);
         assert_eq!(plan.insert, vec![gap(5, 2, 4)]);
         assert_eq!(plan.dropped, 1);
+        // Two old gaps side by side fold into one even with nothing new to drop.
+        let second = Entry {
+            seq: 5,
+            at: Timestamp(50),
+            kind: EntryKind::CompactedGap {
+                from_seq: 5,
+                dropped: 1,
+            },
+        };
+        let plan = super::plan(&[life(1), old.clone(), second, life(6)]);
+        assert_eq!(plan.remove, vec![4, 5]);
+        assert_eq!(plan.insert, vec![gap(5, 2, 4)]);
+        assert_eq!(plan.dropped, 0);
         // Alone, an old gap is left as it is.
         let plan = super::plan(&[life(1), old, life(5)]);
         assert_eq!(plan, Plan::default());

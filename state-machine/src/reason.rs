@@ -225,6 +225,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_switch_with_output_carries_a_tail() {
+        let failed = |tail: &str| Reason::SwitchFailed {
+            exit_code: Some(1),
+            output_tail: tail.into(),
+        };
+        assert_eq!(failed("boom").output_tail(), Some("boom"));
+        assert_eq!(failed("").output_tail(), None, "an empty tail is no tail");
+        let nested = Reason::RollbackFailed {
+            cause: Box::new(failed("inner")),
+        };
+        assert_eq!(nested.output_tail(), Some("inner"));
+        assert_eq!(Reason::SwitchVanished.output_tail(), None);
+    }
+
+    #[test]
     fn caps_keep_the_right_end_on_char_boundaries() {
         assert_eq!(cap_tail("abcdef", 3), "def");
         assert_eq!(cap_tail("abc", 3), "abc");

@@ -87,7 +87,8 @@ impl fmt::Display for Timestamp {
     /// UTC, to the second: `2024-06-01 12:00:05Z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.0 / 1000;
-        let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+        // u64::MAX milliseconds are under 2^38 days: the cast cannot wrap.
+        let days = (secs / 86_400) as i64;
         let rest = secs % 86_400;
         let (year, month, day) = civil_from_days(days);
         write!(
@@ -117,6 +118,32 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_day_from_1970_to_2600_has_its_calendar_date() {
+        // An independent oracle: walk the calendar day by day.
+        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let (mut year, mut month, mut day) = (1970i64, 1u32, 1u32);
+        for days in 0..231_000i64 {
+            assert_eq!(civil_from_days(days), (year, month, day), "day {days}");
+            let length = match month {
+                2 if leap(year) => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            day += 1;
+            if day > length {
+                day = 1;
+                month += 1;
+                if month > 12 {
+                    month = 1;
+                    year += 1;
+                }
+            }
+        }
+        assert!(year > 2600);
+    }
 
     #[test]
     fn timestamps_display_as_utc_dates() {

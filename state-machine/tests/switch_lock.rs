@@ -188,3 +188,56 @@ fn switch_ends_name_their_purpose_and_units_lost_or_never_started_fail() {
     );
     assert_eq!(sim.phase(), "failed");
 }
+
+#[test]
+fn a_relaunch_for_a_switch_no_longer_in_flight_is_dropped() {
+    // Only a state written by another build could hold such a relaunch; it launches nothing.
+    for phase in ["activating", "committing", "rolling-back"] {
+        let mut sim = Sim::new();
+        match phase {
+            "activating" => {
+                activating(&mut sim);
+            }
+            "committing" => {
+                sim.activate(1);
+                sim.realised(1);
+                sim.switch_done(live(&closure(1), &closure(0)));
+                sim.all_pass();
+                sim.advance(SOAK);
+            }
+            _ => {
+                sim.converge_on(1);
+                sim.rollback(Some(0));
+            }
+        }
+        assert_eq!(sim.phase(), phase);
+        let running = sim.switch();
+        let at = sim.state.clock;
+        sim.state.relaunch = Some(Relaunch {
+            switch: SwitchId(running.0 + 100),
+            at,
+        });
+        let out = sim.advance(SWITCH_LOCK_RETRY.0);
+        assert!(
+            !out.commands
+                .iter()
+                .any(|c| matches!(c, Command::RunSwitch { .. })),
+            "{phase}: {out:?}"
+        );
+        assert_eq!(sim.state.relaunch, None, "{phase}");
+        // The running switch's own relaunch does launch it, with its phase's job.
+        sim.state.relaunch = Some(Relaunch {
+            switch: running,
+            at: sim.state.clock,
+        });
+        let out = sim.advance(1);
+        let (launched, job) = run_switch(&out);
+        assert_eq!(launched, running);
+        let expected = match phase {
+            "activating" => SwitchPurpose::Activate,
+            "committing" => SwitchPurpose::Commit,
+            _ => SwitchPurpose::Rollback,
+        };
+        assert_eq!(job.purpose, expected, "{phase}");
+    }
+}
