@@ -54,6 +54,8 @@ pub struct Metrics {
     pub worker_restarts: Family<Labels1, Counter>,
     /// Failed writes to the durable store (each is retried).
     pub store_errors: Counter,
+    /// Answers of the control plane that break the protocol, by kind.
+    pub protocol_errors: Family<Labels1, Counter>,
 }
 
 impl Default for Metrics {
@@ -85,6 +87,7 @@ impl Metrics {
             worker_status: Family::default(),
             worker_restarts: Family::default(),
             store_errors: Counter::default(),
+            protocol_errors: Family::default(),
         };
         let build = Family::<Labels1, Gauge>::default();
         build
@@ -159,6 +162,11 @@ impl Metrics {
             "store_errors",
             "Failed writes to the durable store",
             m.store_errors.clone(),
+        );
+        registry.register(
+            "protocol_errors",
+            "Answers of the control plane that break the protocol, by kind",
+            m.protocol_errors.clone(),
         );
         Self { registry, ..m }
     }

@@ -110,19 +110,49 @@ pub enum RetryClass {
     /// 426: the peers speak different major versions. Nothing is dropped; retry at the backoff
     /// cap and tell the operator.
     Version,
-    /// Any other 4xx: the request itself is at fault; for an event, dead-letter that event and
-    /// go on with the rest.
+    /// The control plane refused the request's content itself: 400, 413 or 422 with a fleetnode
+    /// error body whose code is the one of that status (`malformed`, `too_large`, `invalid`).
+    /// Only this splits an event batch, and only an event refused so on its own is
+    /// dead-lettered.
+    Content,
+    /// Any other 4xx (a proxy's 413 without a fleetnode body, a retired stream's 409, a 404):
+    /// about the path or the agent, not the event. Nothing is dropped; retry at the backoff cap
+    /// and tell the operator.
     Permanent,
 }
 
-/// Classifies an HTTP status of a failed request.
-pub fn classify_status(status: u16) -> RetryClass {
+/// Classifies a failed request by its HTTP status and the code of its error body, when it
+/// carried a valid one. This is the one rule of which refusals split an event batch
+/// ([`RetryClass::Content`]); `docs/protocol.md` states it in prose.
+pub fn classify(status: u16, code: Option<ErrorCode>) -> RetryClass {
     match status {
         401 | 403 => RetryClass::Credentials,
         426 => RetryClass::Version,
         408 | 429 => RetryClass::Transient,
+        400 | 413 | 422 if refuses_content(status, code) => RetryClass::Content,
         400..=499 => RetryClass::Permanent,
         _ => RetryClass::Transient,
+    }
+}
+
+/// The body's code is a content refusal and travels with its own status.
+fn refuses_content(status: u16, code: Option<ErrorCode>) -> bool {
+    match code {
+        Some(code @ (ErrorCode::Malformed | ErrorCode::TooLarge | ErrorCode::Invalid)) => {
+            code.status() == status
+        }
+        Some(
+            ErrorCode::Unauthorized
+            | ErrorCode::Forbidden
+            | ErrorCode::NotFound
+            | ErrorCode::MethodNotAllowed
+            | ErrorCode::Conflict
+            | ErrorCode::ProtocolVersionUnsupported
+            | ErrorCode::RateLimited
+            | ErrorCode::Unavailable
+            | ErrorCode::Internal,
+        )
+        | None => false,
     }
 }
 
@@ -173,14 +203,45 @@ mod tests {
     #[test]
     fn statuses_classify_as_documented() {
         for s in [500, 502, 503, 504, 429, 408] {
-            assert_eq!(classify_status(s), RetryClass::Transient, "{s}");
+            assert_eq!(classify(s, None), RetryClass::Transient, "{s}");
         }
         for s in [400, 404, 405, 409, 413, 422] {
-            assert_eq!(classify_status(s), RetryClass::Permanent, "{s}");
+            assert_eq!(classify(s, None), RetryClass::Permanent, "{s}");
         }
-        assert_eq!(classify_status(401), RetryClass::Credentials);
-        assert_eq!(classify_status(403), RetryClass::Credentials);
-        assert_eq!(classify_status(426), RetryClass::Version);
+        assert_eq!(classify(401, None), RetryClass::Credentials);
+        assert_eq!(classify(403, None), RetryClass::Credentials);
+        assert_eq!(classify(426, None), RetryClass::Version);
+    }
+
+    #[test]
+    fn only_a_content_code_with_its_own_status_refuses_the_content() {
+        for code in [
+            ErrorCode::Malformed,
+            ErrorCode::TooLarge,
+            ErrorCode::Invalid,
+        ] {
+            assert_eq!(classify(code.status(), Some(code)), RetryClass::Content);
+        }
+        // The code alone is not enough: a 409 or a 503 that says `invalid` is not about the
+        // event, and a 422 that says `malformed` is not a fleetnode answer.
+        assert_eq!(
+            classify(409, Some(ErrorCode::Invalid)),
+            RetryClass::Permanent
+        );
+        assert_eq!(
+            classify(503, Some(ErrorCode::Malformed)),
+            RetryClass::Transient
+        );
+        assert_eq!(
+            classify(422, Some(ErrorCode::Malformed)),
+            RetryClass::Permanent
+        );
+        // A proxy's 413 without a fleetnode body never dead-letters an event.
+        assert_eq!(classify(413, None), RetryClass::Permanent);
+        assert_eq!(
+            classify(400, Some(ErrorCode::NotFound)),
+            RetryClass::Permanent
+        );
     }
 
     #[test]

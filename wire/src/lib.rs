@@ -14,7 +14,7 @@ mod validate;
 mod version;
 
 pub use agent_api::*;
-pub use error::{ErrorBody, ErrorCode, RetryClass, WireError, classify_status};
+pub use error::{ErrorBody, ErrorCode, RetryClass, WireError, classify};
 pub use ids::{HostId, Secret, Tag};
 pub use operator_api::*;
 pub use rollout::*;

@@ -5,10 +5,17 @@
 //! sleeps when the queue is empty until the event loop kicks it after a commit with new events.
 //!
 //! Failures: network errors, 5xx, 408 and 429 back off exponentially with full jitter (capped at
-//! [`BACKOFF_CAP`]) and honour `Retry-After`; 401/403 and 426 retry at the cap and log an error
-//! every time; nothing is dropped for them. Any other 4xx means an event is at fault: a batch is
-//! retried one event at a time, and an event refused on its own is dead-lettered
-//! (`Input::DeadLettered`), which puts a gap in its place so delivery goes on.
+//! [`BACKOFF_CAP`]) and honour `Retry-After`; 401/403, 426 and other 4xx retry at the cap and
+//! log an error every time; nothing is dropped for them. Only a refusal of the content itself
+//! ([`fleetnode_wire::RetryClass::Content`]) means an event is at fault: a batch is retried one
+//! event at a time, and an event refused on its own is dead-lettered (`Input::DeadLettered`),
+//! which puts a gap in its place so delivery goes on.
+//!
+//! Acknowledgements: `acked_through` between the batch's first and last seq acknowledges that
+//! far. One below the first seq acknowledges nothing; one beyond the last seq sent is a protocol
+//! error of the control plane (it claims events it was never sent) and is refused: nothing is
+//! dropped. Both are logged as errors and the batch is sent again after the next backoff delay,
+//! or at once when a new event is queued.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +88,11 @@ pub async fn run(
                 () = drainer.cancel.cancelled() => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
             },
+            Next::AfterOrKick(delay) => tokio::select! {
+                () = drainer.cancel.cancelled() => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+                () = drainer.ctx.kick.notified() => {}
+            },
             Next::Stop => return Ok(()),
         }
     }
@@ -92,6 +104,8 @@ enum Next {
     Now,
     /// Try again after this long.
     After(Duration),
+    /// Try again after this long, or as soon as a new event is queued.
+    AfterOrKick(Duration),
     /// Shutdown.
     Stop,
 }
@@ -137,6 +151,16 @@ impl Drainer {
             result = self.ctx.client.post_events(&request) => result,
         };
         match result {
+            Ok(ack) if ack.acked_through > last => {
+                self.ctx.client.protocol_error("ack-beyond-batch");
+                error!(
+                    first,
+                    last,
+                    acked_through = ack.acked_through,
+                    "the control plane acknowledged seqs this agent never sent it; the acknowledgement is refused and the batch is sent again (a control-plane bug, or a host restored from a snapshot)"
+                );
+                Ok(Next::AfterOrKick(self.backoff.next_delay()))
+            }
             Ok(ack) if ack.acked_through >= first => {
                 self.backoff.reset();
                 debug!(
@@ -157,7 +181,7 @@ impl Drainer {
                     acked_through = ack.acked_through,
                     "the control plane acknowledged nothing of the batch; it may have lost events this agent no longer holds"
                 );
-                Ok(Next::After(self.backoff.next_delay().max(BACKOFF_CAP / 2)))
+                Ok(Next::AfterOrKick(self.backoff.next_delay()))
             }
             Err(e) if e.refuses_the_content() && request.events.len() > 1 => {
                 warn!(first, last, error = %e, "batch refused; sending its events one at a time");

@@ -1,17 +1,24 @@
 //! The heartbeat worker: sends the agent's status every interval, and right away when a new
 //! probe epoch begins. Its success or failure is the result of the built-in `control-plane`
 //! probe, tagged with the current probe epoch.
+//!
+//! A failed heartbeat is retried like every other request ([`super::retry_plan`]): the next one
+//! waits for the interval or the retry delay, whichever is longer, so a `Retry-After` is
+//! honoured (up to [`super::RETRY_AFTER_CAP`]) and refused credentials or another protocol
+//! version are retried at [`BACKOFF_CAP`]. A new probe epoch sends at once, but never before
+//! the wait the control plane asked for is over.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fleetnode_state_machine::{Event, MESSAGE_CAP, ProbeId, ProbeResult, cap_head};
 use fleetnode_wire::{AgentStatus, WorkerStatus};
-use tokio::time::MissedTickBehavior;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, error, warn};
 
-use super::Client;
+use super::{Client, retry_plan};
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::input::{Input, InputSender, WorkerError};
 use crate::metrics::Metrics;
@@ -19,6 +26,10 @@ use crate::runtime::status::{StatusWatch, Workers};
 
 /// This worker's name in statuses.
 pub const NAME: &str = "heartbeat";
+/// First retry delay after a failed heartbeat (the interval is the floor).
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest retry delay, and the pace for refused credentials and another protocol version.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 /// What the heartbeat worker needs.
 #[derive(Debug, Clone)]
@@ -50,24 +61,26 @@ pub async fn run(
             Err(WorkerError::new("the event loop stopped"))
         }
     };
-    let mut timer = tokio::time::interval(ctx.interval);
-    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
+    // When the next heartbeat is due, and the earliest the control plane lets us send one.
+    let mut next = Instant::now();
+    let mut allowed = next;
     let mut epoch = ctx.status.borrow_and_update().probe_epoch;
     loop {
         ctx.workers.set(NAME, WorkerStatus::Idle);
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            _ = timer.tick() => {}
+            () = tokio::time::sleep_until(next) => {}
             changed = ctx.status.changed() => {
                 if changed.is_err() {
                     return gone(&cancel);
                 }
                 let now = ctx.status.borrow_and_update().probe_epoch;
-                if now == epoch {
-                    continue;
+                if now != epoch {
+                    epoch = now;
+                    next = Instant::now().max(allowed);
                 }
-                epoch = now;
-                timer.reset();
+                continue;
             }
         }
         ctx.workers.set(NAME, WorkerStatus::Running);
@@ -76,15 +89,28 @@ pub async fn run(
             () = cancel.cancelled() => return Ok(()),
             result = ctx.client.heartbeat(&status) => result,
         };
+        let sent = Instant::now();
         let (passed, detail) = match result {
             Ok(ack) => {
+                backoff.reset();
+                next = sent + ctx.interval;
+                allowed = sent;
                 let secs = crate::clock::wall_ms() / 1000;
                 ctx.metrics.last_heartbeat_seconds.set(secs as i64);
                 debug!(desired_revision = %ack.desired_revision, "heartbeat acknowledged");
                 (true, "heartbeat acknowledged".to_owned())
             }
             Err(e) => {
-                debug!(error = %e, "heartbeat failed");
+                let retry = retry_plan(&e, &mut backoff);
+                let delay = retry.delay.max(ctx.interval);
+                next = sent + delay;
+                allowed = sent + retry.delay;
+                let retry_in_ms = delay.as_millis() as u64;
+                if retry.needs_a_person {
+                    error!(error = %e, retry_in_ms, "{}", retry.advice);
+                } else {
+                    warn!(error = %e, retry_in_ms, "{}", retry.advice);
+                }
                 (false, format!("heartbeat failed: {e}"))
             }
         };

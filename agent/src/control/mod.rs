@@ -16,8 +16,8 @@ use std::time::Duration;
 use fleetnode_state_machine::Revision;
 use fleetnode_wire::{
     AgentStatus, DesiredAnswer, ErrorBody, EventAck, EventBatch, HeartbeatAck, HostId,
-    MAX_BODY_BYTES, PROTOCOL_HEADER, RetryClass, Secret, Validate, classify_status, decode,
-    protocol_version,
+    MAX_BODY_BYTES, PROTOCOL_HEADER, RetryClass, Secret, Validate, VersionError, check_version,
+    classify, decode, protocol_version,
 };
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use serde::de::DeserializeOwned;
@@ -60,43 +60,35 @@ pub enum RequestError {
     /// A success status with a body that is not the expected message.
     #[error("bad answer: {0}")]
     BadAnswer(String),
+    /// The answer carried the version header of another major version (or one that is not
+    /// `<major>.<minor>`): it is not read.
+    #[error("the control plane answered in another protocol version: {0}")]
+    OtherVersion(String),
 }
 
 impl RequestError {
-    /// How to treat this failure.
+    /// How to treat this failure: [`fleetnode_wire::classify`], the one rule for both sides.
     pub fn class(&self) -> RetryClass {
         match self {
             Self::Network(_) | Self::Tls(_) | Self::BadAnswer(_) => RetryClass::Transient,
-            Self::Status { status, .. } => classify_status(*status),
+            Self::OtherVersion(_) => RetryClass::Version,
+            Self::Status { status, body, .. } => classify(*status, body.as_ref().map(|b| b.code)),
         }
     }
 
-    /// True when the control plane refused the request's content itself (a fleetnode error
-    /// body saying `malformed`, `invalid` or `too_large`): only then is an event dead-lettered.
-    /// Any other refusal (a proxy's 404, a retired stream's 409, ...) is about the path or the
-    /// agent, not the event, and dropping events for it would lose reports.
+    /// True when the control plane refused the request's content itself
+    /// ([`RetryClass::Content`]): only then is a batch split and an event dead-lettered. Any
+    /// other refusal (a proxy's 404 or 413, a retired stream's 409, ...) is about the path or
+    /// the agent, not the event, and dropping events for it would lose reports.
     pub fn refuses_the_content(&self) -> bool {
-        match self {
-            Self::Status {
-                body: Some(body), ..
-            } => matches!(
-                body.code,
-                fleetnode_wire::ErrorCode::Malformed
-                    | fleetnode_wire::ErrorCode::Invalid
-                    | fleetnode_wire::ErrorCode::TooLarge
-            ),
-            Self::Status { body: None, .. }
-            | Self::Network(_)
-            | Self::Tls(_)
-            | Self::BadAnswer(_) => false,
-        }
+        self.class() == RetryClass::Content
     }
 
     /// The wait the server asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Status { retry_after, .. } => *retry_after,
-            Self::Network(_) | Self::Tls(_) | Self::BadAnswer(_) => None,
+            Self::Network(_) | Self::Tls(_) | Self::BadAnswer(_) | Self::OtherVersion(_) => None,
         }
     }
 
@@ -110,13 +102,26 @@ impl RequestError {
             Self::Network(_) => "network".into(),
             Self::Tls(_) => "tls".into(),
             Self::BadAnswer(_) => "bad-answer".into(),
+            Self::OtherVersion(_) => "protocol-version".into(),
         }
     }
 }
 
-/// The longest `Retry-After` honoured: a misconfigured proxy asking for a day must not park
-/// reporting for a day.
-pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
+/// The longest wait a `Retry-After` (or `retry_after_secs`) can impose: the workers' own backoff
+/// cap, so one answer never holds events longer than a down control plane would. A
+/// misconfigured proxy asking for a day must not park reporting for a day.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+
+/// The wait a failed answer asks for: the `Retry-After` header when it is delta-seconds, else
+/// the error body's `retry_after_secs`; capped at [`RETRY_AFTER_CAP`]. An HTTP-date (or any
+/// other text) in the header is ignored: the agent's clock is not trusted to agree with the
+/// server's.
+pub fn requested_wait(header: Option<&str>, body_secs: Option<u64>) -> Option<Duration> {
+    header
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .or(body_secs)
+        .map(|secs| Duration::from_secs(secs).min(RETRY_AFTER_CAP))
+}
 
 /// How a worker retries a failed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +148,7 @@ pub fn retry_plan(error: &RequestError, backoff: &mut Backoff) -> Retry {
         (_, RetryClass::Transient) => (
             backoff
                 .next_delay()
-                .max(error.retry_after().unwrap_or_default().min(RETRY_AFTER_CAP)),
+                .max(error.retry_after().unwrap_or_default()),
             "control plane unavailable; retrying",
             false,
         ),
@@ -157,7 +162,7 @@ pub fn retry_plan(error: &RequestError, backoff: &mut Backoff) -> Retry {
             "the control plane speaks another protocol major version; upgrade the agent or the control plane",
             true,
         ),
-        (_, RetryClass::Permanent) => (
+        (_, RetryClass::Content | RetryClass::Permanent) => (
             backoff.cap(),
             "the control plane refused the request; retrying at the slowest pace",
             true,
@@ -228,6 +233,14 @@ impl Client {
         })
     }
 
+    /// Counts an answer of the control plane that breaks the protocol (the caller logs it).
+    pub fn protocol_error(&self, kind: &'static str) {
+        self.metrics
+            .protocol_errors
+            .get_or_create(&[("kind", kind.to_owned())])
+            .inc();
+    }
+
     fn url(&self, what: &str) -> String {
         format!("{}/v1/agent/hosts/{}/{what}", self.base, self.host)
     }
@@ -289,27 +302,41 @@ impl Client {
         };
         let status = response.status().as_u16();
         self.metrics.request(endpoint, Some(status));
-        let retry_after = response
+        check_answer_version(response.headers())?;
+        let header = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .map(str::to_owned);
         let body = read_capped(response).await?;
         if (200..300).contains(&status) {
             return decode::<T>(&body).map_err(|e| RequestError::BadAnswer(e.to_string()));
         }
         let body = decode::<ErrorBody>(&body).ok();
-        let retry_after = retry_after.or_else(|| {
-            body.as_ref()
-                .and_then(|b| b.retry_after_secs)
-                .map(Duration::from_secs)
-        });
+        let retry_after = requested_wait(
+            header.as_deref(),
+            body.as_ref().and_then(|b| b.retry_after_secs),
+        );
         Err(RequestError::Status {
             status,
             body,
             retry_after,
         })
+    }
+}
+
+/// An answer without the version header is read (a proxy may have made it); one with another
+/// major version, or a header that is not `<major>.<minor>`, is not.
+fn check_answer_version(headers: &reqwest::header::HeaderMap) -> Result<(), RequestError> {
+    let Some(value) = headers.get(PROTOCOL_HEADER) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("(not text)");
+    match check_version(Some(text)) {
+        Ok(()) | Err(VersionError::Missing) => Ok(()),
+        Err(e @ (VersionError::Malformed(_) | VersionError::Unsupported { .. })) => {
+            Err(RequestError::OtherVersion(e.to_string()))
+        }
     }
 }
 
@@ -380,3 +407,26 @@ fn describe(error: &reqwest::Error) -> String {
 
 #[cfg(test)]
 pub(crate) mod testserver;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{RETRY_AFTER_CAP, requested_wait};
+
+    #[test]
+    fn the_header_wins_over_the_body_and_dates_are_ignored() {
+        let secs = Duration::from_secs;
+        assert_eq!(requested_wait(Some("5"), Some(40)), Some(secs(5)));
+        assert_eq!(requested_wait(Some(" 7 "), None), Some(secs(7)));
+        assert_eq!(requested_wait(None, Some(40)), Some(secs(40)));
+        // An HTTP-date is not honoured; the body's value stands in.
+        let date = "Wed, 21 Oct 2026 07:28:00 GMT";
+        assert_eq!(requested_wait(Some(date), Some(20)), Some(secs(20)));
+        assert_eq!(requested_wait(Some(date), None), None);
+        assert_eq!(requested_wait(None, None), None);
+        assert_eq!(requested_wait(Some("86400"), None), Some(RETRY_AFTER_CAP));
+        assert_eq!(requested_wait(None, Some(86_400)), Some(RETRY_AFTER_CAP));
+        assert_eq!(RETRY_AFTER_CAP, secs(60));
+    }
+}

@@ -36,6 +36,18 @@ pub struct Recorded {
     pub desired: DesiredState,
     /// `known` of each long-poll received.
     pub polls: Vec<Option<u64>>,
+    /// When each long-poll arrived (tokio's clock, paused in tests).
+    pub poll_times: Vec<tokio::time::Instant>,
+    /// Answer every long-poll at once instead of holding it (a misbehaving server).
+    pub answer_at_once: bool,
+    /// The version header long-poll answers carry (none when `None`).
+    pub answer_version: Option<&'static str>,
+    /// Say `changed: true` in every answer, also when the revision is the one the agent knows.
+    pub claim_changed: bool,
+    /// Scripted acknowledgements, answered instead of the real one: one below the batch's
+    /// first seq stores nothing (a server that misses earlier events), any other stores the
+    /// batch first.
+    pub acks: VecDeque<u64>,
     /// Every event applied, in order (duplicates ignored).
     pub events: Vec<OutboundEvent>,
     /// Sizes of every batch received (accepted or not).
@@ -61,6 +73,11 @@ impl Default for Recorded {
                 paused: false,
             },
             polls: Vec::new(),
+            poll_times: Vec::new(),
+            answer_version: None,
+            answer_at_once: false,
+            claim_changed: false,
+            acks: VecDeque::new(),
             events: Vec::new(),
             batches: Vec::new(),
             heartbeats: Vec::new(),
@@ -205,17 +222,29 @@ async fn desired(
     headers: HeaderMap,
     Query(poll): Query<Poll>,
 ) -> Response {
+    let version = server.lock().answer_version;
+    let mut response = desired_answer(server, headers, poll).await;
+    if let Some(version) = version {
+        response
+            .headers_mut()
+            .insert(PROTOCOL_HEADER, version.parse().unwrap());
+    }
+    response
+}
+
+async fn desired_answer(server: TestServer, headers: HeaderMap, poll: Poll) -> Response {
     check(&server, &headers);
     let notified = server.changed.notified();
     {
         let mut r = server.lock();
         r.polls.push(poll.known);
+        r.poll_times.push(tokio::time::Instant::now());
         if let Some(f) = r.fail_desired.pop_front() {
             return failure(f);
         }
-        if poll.known != Some(r.desired.revision.0) {
+        if poll.known != Some(r.desired.revision.0) || r.answer_at_once {
             let answer = DesiredAnswer {
-                changed: true,
+                changed: r.claim_changed || poll.known != Some(r.desired.revision.0),
                 desired: r.desired.clone(),
             };
             return encode(&answer).into_response();
@@ -253,16 +282,19 @@ async fn events(State(server): State<TestServer>, headers: HeaderMap, body: Byte
         body.seq = Some(seq.seq);
         return (StatusCode::UNPROCESSABLE_ENTITY, encode(&body)).into_response();
     }
+    let scripted = r.acks.pop_front();
+    let first = batch.events.first().map_or(0, |e| e.seq);
+    if let Some(ack) = scripted.filter(|ack| *ack < first) {
+        return encode(&EventAck { acked_through: ack }).into_response();
+    }
     for event in batch.events {
         if event.seq > r.acked_through {
             r.acked_through = event.seq;
             r.events.push(event);
         }
     }
-    encode(&EventAck {
-        acked_through: r.acked_through,
-    })
-    .into_response()
+    let acked_through = scripted.unwrap_or(r.acked_through);
+    encode(&EventAck { acked_through }).into_response()
 }
 
 fn failure_with(status: StatusCode, code: ErrorCode, message: String) -> Response {

@@ -28,6 +28,7 @@ struct Harness {
     inputs: mpsc::Receiver<Input>,
     kick: Arc<Notify>,
     workers: Workers,
+    metrics: Arc<Metrics>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), crate::input::WorkerError>>,
     _dir: tempfile::TempDir,
@@ -46,7 +47,7 @@ async fn start(queued: u64) -> Harness {
     let workers = Workers::new(metrics.clone());
     let kick = Arc::new(Notify::new());
     let ctx = DrainerContext {
-        client: Arc::new(Client::new(&config, metrics).unwrap()),
+        client: Arc::new(Client::new(&config, metrics.clone()).unwrap()),
         reader: store.reader(),
         stream: store.stream(),
         kick: kick.clone(),
@@ -61,6 +62,7 @@ async fn start(queued: u64) -> Harness {
         inputs,
         kick,
         workers,
+        metrics,
         cancel,
         task,
         _dir: dir,
@@ -243,10 +245,104 @@ async fn a_huge_retry_after_is_capped() {
         code: ErrorCode::Unavailable,
         retry_after: Some(86_400),
     });
-    tokio::time::sleep(crate::control::RETRY_AFTER_CAP + Duration::from_secs(1)).await;
+    // The cap is the workers' backoff cap: a minute, as documented.
+    tokio::time::sleep(Duration::from_secs(61)).await;
     assert!(
         h.server.lock().batches.len() >= 2,
-        "a day-long Retry-After parked delivery"
+        "a day-long Retry-After parked delivery for more than a minute"
     );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ack_beyond_the_batch_is_refused_counted_and_delivery_goes_on() {
+    let (logs, _guard) = crate::testlog::Logs::capture();
+    let mut h = start(3).await;
+    h.server.lock().acks.push_back(40);
+    h.reduce_until_empty().await;
+    let batches = h.server.lock().batches.clone();
+    assert_eq!(batches, vec![vec![1, 2, 3], vec![1, 2, 3]], "sent again");
+    assert_eq!(h.server.lock().events.len(), 3);
+    let errors = logs.lines_with("acknowledged seqs this agent never sent");
+    assert_eq!(errors.len(), 1, "{}", logs.text());
+    assert!(errors[0].contains("acked_through=40"), "{}", errors[0]);
+    let text = h.metrics.render();
+    assert!(
+        text.contains("fleetnode_agent_protocol_errors_total{kind=\"ack-beyond-batch\"} 1"),
+        "{text}"
+    );
+    // Events queued later are delivered too (the old drainer waited for seq 41).
+    let mut state = State::default();
+    state.host.seq = 4;
+    h.store.commit(&state, &[paused(4)]).unwrap();
+    h.kick.notify_one();
+    h.reduce_until_empty().await;
+    assert_eq!(h.server.lock().events.last().map(|e| e.seq), Some(4));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_progress_ack_backs_off_from_the_base_and_a_new_event_wakes_it() {
+    let mut h = start(3).await;
+    h.server.lock().acks.push_back(0);
+    tokio::time::sleep(super::BACKOFF_BASE + Duration::from_millis(100)).await;
+    assert_eq!(
+        h.server.lock().batches.len(),
+        2,
+        "not retried from the base"
+    );
+    h.reduce_until_empty().await;
+    assert_eq!(h.server.lock().events.len(), 3);
+    // Now the server keeps acknowledging nothing, and the backoff grows ...
+    {
+        let mut r = h.server.lock();
+        r.acks.extend([0; 8]);
+    }
+    let mut state = State::default();
+    state.host.seq = 4;
+    h.store.commit(&state, &[paused(4)]).unwrap();
+    h.kick.notify_one();
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    let before = h.server.lock().batches.len();
+    assert!(h.server.lock().acks.len() < 8, "not retried at all");
+    // ... until a new event is queued: it goes out at once, with the one waiting.
+    state.host.seq = 5;
+    h.store.commit(&state, &[paused(5)]).unwrap();
+    h.kick.notify_one();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = h.server.lock();
+    assert!(r.batches.len() > before, "a new event did not wake it");
+    assert_eq!(r.batches[before], vec![4, 5]);
+    drop(r);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_content_code_under_another_status_never_dead_letters() {
+    let mut h = start(2).await;
+    {
+        let mut r = h.server.lock();
+        // A 409 or a 503 whose body says `invalid`/`malformed` is not a refusal of the event.
+        r.fail_events.push_back(Failure {
+            status: 409,
+            code: ErrorCode::Invalid,
+            retry_after: None,
+        });
+        r.fail_events.push_back(Failure {
+            status: 503,
+            code: ErrorCode::Malformed,
+            retry_after: None,
+        });
+    }
+    h.reduce_until_empty().await;
+    let r = h.server.lock();
+    assert_eq!(r.events.len(), 2);
+    assert!(
+        r.batches.iter().all(|b| b == &vec![1, 2]),
+        "{:?}",
+        r.batches
+    );
+    drop(r);
+    assert!(h.store.reader().dead_letters().unwrap().is_empty());
     h.stop().await;
 }

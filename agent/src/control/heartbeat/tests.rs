@@ -9,7 +9,7 @@ use fleetnode_wire::{AgentStatus, ErrorCode, PhaseKind, QueueSummary, WorkerStat
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{HeartbeatContext, NAME, run};
+use super::{BACKOFF_CAP, HeartbeatContext, NAME, run};
 use crate::clock::Clock;
 use crate::control::Client;
 use crate::control::testserver::{Failure, TestServer};
@@ -302,5 +302,59 @@ async fn a_control_plane_answering_503_never_stops_the_worker() {
     let result = h.next_probe_result().await;
     assert!(result.passed, "{result:?}");
     assert_eq!(h.heartbeats(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_holds_the_next_heartbeat_even_for_a_new_epoch() {
+    let mut h = start().await;
+    h.server.lock().fail_heartbeat.push_back(Failure {
+        status: 503,
+        code: ErrorCode::Unavailable,
+        retry_after: Some(45),
+    });
+    assert!(!h.next_probe_result().await.passed);
+    // Four intervals pass and a new epoch begins: the control plane asked for 45 s.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    h.snapshot.send_replace(Arc::new(snapshot(4)));
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert_eq!(h.heartbeats(), 0, "Retry-After: 45 was not honoured");
+    assert!(h.inputs.try_recv().is_err());
+    let result = h.next_probe_result().await;
+    assert!(result.passed, "{result:?}");
+    assert_eq!(result.epoch, 4);
+    assert_eq!(h.heartbeats(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_credentials_and_versions_are_retried_at_the_slowest_pace() {
+    let (logs, _guard) = crate::testlog::Logs::capture();
+    let mut h = start().await;
+    for (status, code) in [
+        (401, ErrorCode::Unauthorized),
+        (426, ErrorCode::ProtocolVersionUnsupported),
+    ] {
+        h.server.lock().fail_heartbeat.push_back(Failure {
+            status,
+            code,
+            retry_after: None,
+        });
+    }
+    assert!(!h.next_probe_result().await.passed);
+    tokio::time::sleep(BACKOFF_CAP - Duration::from_secs(1)).await;
+    assert!(h.inputs.try_recv().is_err(), "a 401 retried before the cap");
+    assert!(!h.next_probe_result().await.passed);
+    tokio::time::sleep(BACKOFF_CAP - Duration::from_secs(1)).await;
+    assert!(h.inputs.try_recv().is_err(), "a 426 retried before the cap");
+    assert!(h.next_probe_result().await.passed);
+    let errors = logs.lines_with("ERROR");
+    assert_eq!(errors.len(), 2, "{}", logs.text());
+    assert!(errors[0].contains("credentials"), "{}", errors[0]);
+    assert!(
+        errors[1].contains("protocol major version"),
+        "{}",
+        errors[1]
+    );
     h.stop().await;
 }

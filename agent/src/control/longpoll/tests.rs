@@ -194,3 +194,99 @@ async fn retry_warnings_are_logged_under_the_long_polls_own_target() {
     h.cancel.cancel();
     assert_eq!(h.task.await.unwrap(), Ok(()));
 }
+
+/// Seconds between the starts of consecutive polls, as the server saw them.
+fn poll_gaps(h: &Harness) -> Vec<u64> {
+    let r = h.server.lock();
+    r.poll_times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_answers_at_once_is_polled_at_a_backed_off_pace() {
+    let mut h = start().await;
+    h.server.lock().answer_at_once = true;
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    let gaps = poll_gaps(&h);
+    // The first answer brings revision 1 (new: polled again at once); every later one repeats
+    // it early, so the polls start 1, 2, 4, ... up to 60 s apart.
+    assert!(gaps.len() >= 6, "{gaps:?}");
+    assert_eq!(gaps[0], 0, "{gaps:?}");
+    assert_eq!(&gaps[1..6], &[1, 2, 4, 8, 16], "{gaps:?}");
+    assert!(gaps.iter().all(|gap| *gap <= 60), "{gaps:?}");
+    assert!(h.server.lock().polls.len() < 15, "{gaps:?}");
+    // Every answer is still passed on.
+    while let Ok(input) = h.inputs.try_recv() {
+        assert!(matches!(input, Input::Event(Event::DesiredObserved(_))));
+    }
+    // A new revision answers at once and resets the pace.
+    h.server.set_desired(|d| d.directive = Some(directive(2)));
+    assert_eq!(
+        next_directive(&mut h.inputs).await.directive,
+        Some(directive(2))
+    );
+    h.cancel.cancel();
+    assert_eq!(h.task.await.unwrap(), Ok(()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn changed_true_with_the_known_revision_counts_as_no_news() {
+    let h = start().await;
+    {
+        let mut r = h.server.lock();
+        r.answer_at_once = true;
+        r.claim_changed = true;
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let gaps = poll_gaps(&h);
+    assert!(gaps.len() >= 3, "{gaps:?}");
+    assert_eq!(&gaps[1..3], &[1, 2], "{gaps:?}");
+    h.cancel.cancel();
+    assert_eq!(h.task.await.unwrap(), Ok(()));
+}
+
+#[test]
+fn a_held_poll_or_a_new_revision_resets_the_pace() {
+    use super::Pace;
+    let mut pace = Pace::default();
+    let early = Duration::from_millis(100);
+    assert_eq!(pace.after_answer(false, early), Duration::from_millis(900));
+    assert_eq!(
+        pace.after_answer(false, early),
+        Duration::from_millis(1_900)
+    );
+    assert_eq!(
+        pace.after_answer(false, Duration::from_secs(30)),
+        Duration::ZERO
+    );
+    assert_eq!(pace.after_answer(false, early), Duration::from_millis(900));
+    assert_eq!(pace.after_answer(true, early), Duration::ZERO);
+    for _ in 0..10 {
+        pace.after_answer(false, Duration::ZERO);
+    }
+    assert_eq!(pace.after_answer(false, Duration::ZERO), super::PACE_MAX);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_of_another_major_version_is_not_read() {
+    let (logs, _guard) = crate::testlog::Logs::capture();
+    let mut h = start().await;
+    h.server.lock().answer_version = Some("2.0");
+    h.server.set_desired(|d| d.directive = Some(directive(1)));
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert!(h.inputs.try_recv().is_err(), "a 2.0 answer was passed on");
+    assert_eq!(h.server.lock().polls.len(), 1, "retried before the cap");
+    let errors = logs.lines_with("another protocol version");
+    assert_eq!(errors.len(), 1, "{}", logs.text());
+    assert!(errors[0].contains("ERROR"), "{}", errors[0]);
+    // The same major with another minor, or no header at all, is read.
+    h.server.lock().answer_version = Some("1.9");
+    assert_eq!(
+        next_directive(&mut h.inputs).await.directive,
+        Some(directive(1))
+    );
+    h.cancel.cancel();
+    assert_eq!(h.task.await.unwrap(), Ok(()));
+}
