@@ -320,15 +320,32 @@ fn control_plane_rollback_with_nothing_to_go_back_to_is_rejected() {
 }
 
 #[test]
-fn rollback_to_the_running_generation_converges_at_once() {
+fn rollback_to_the_running_generation_changes_nothing() {
     let mut sim = Sim::new();
     sim.converge_on(1);
+    let before = sim.state.host.phase.clone();
     let effects = sim.rollback(Some(1));
     assert!(commands(&effects).is_empty());
     assert_eq!(
         reports(&effects),
-        vec!["directive-recorded", "already-converged"]
+        vec!["directive-recorded", "rollback-rejected"]
     );
+    assert_eq!(sim.state.host.phase, before, "the phase is kept");
+    assert_eq!(
+        rejection(&effects),
+        RejectReason::AlreadyInPlace { to: closure(1) }
+    );
+}
+
+fn rejection(effects: &Out) -> RejectReason {
+    effects
+        .events
+        .iter()
+        .find_map(|ev| match &ev.report {
+            Report::RollbackRejected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("a rejection is reported")
 }
 
 #[test]
@@ -395,14 +412,40 @@ fn rollback_without_a_target_undoes_the_latest_deployment_only_once() {
     activating(&mut sim, 2);
     sim.rollback(None);
     sim.switch_failed(1, "x", live(&closure(2), &closure(1)));
-    sim.switch_done(committed_on(&closure(1)));
-    assert_eq!(sim.phase(), "converged");
+    let effects = sim.switch_done(committed_on(&closure(1)));
+    // The revert and its reason stay: the rollback found nothing left to undo.
+    let Phase::Reverted(reverted) = &sim.state.host.phase else {
+        panic!("expected reverted, got {:?}", sim.state.host.phase);
+    };
+    assert_eq!(reverted.to, closure(1));
+    assert!(
+        matches!(reverted.reason, Reason::SwitchFailed { .. }),
+        "{:?}",
+        reverted.reason
+    );
     assert_eq!(
-        sim.state.host.phase,
-        Phase::Converged(Converged {
-            revision: Revision(3),
-            target: closure(1)
-        })
+        rejection(&effects),
+        RejectReason::AlreadyInPlace { to: closure(1) }
+    );
+    assert_eq!(sim.state.host.handled, Some(Revision(3)));
+    // Asked again, it still changes nothing.
+    let effects = sim.rollback(None);
+    assert!(commands(&effects).is_empty());
+    assert!(matches!(sim.state.host.phase, Phase::Reverted(_)));
+
+    // After a converged deployment it goes back once, and only once.
+    let mut sim = Sim::new();
+    sim.converge_on(1);
+    sim.converge_on(2);
+    let effects = sim.rollback(None);
+    assert_eq!(run_switch(&effects).1.closure, closure(1));
+    sim.switch_done(committed_on(&closure(1)));
+    assert_eq!(sim.phase(), "reverted");
+    let effects = sim.rollback(None);
+    assert!(commands(&effects).is_empty(), "it went back further");
+    assert_eq!(
+        rejection(&effects),
+        RejectReason::AlreadyInPlace { to: closure(1) }
     );
 
     // A rollback waiting for a realise: the host never left its generation.
@@ -413,7 +456,10 @@ fn rollback_without_a_target_undoes_the_latest_deployment_only_once() {
     let effects = sim.realised(2);
     assert!(commands(&effects).is_empty(), "{effects:?}");
     assert_eq!(sim.system(), committed_on(&closure(1)));
-    assert_eq!(sim.phase(), "converged");
+    assert_eq!(
+        rejection(&effects),
+        RejectReason::AlreadyInPlace { to: closure(1) }
+    );
 }
 
 #[test]

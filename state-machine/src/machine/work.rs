@@ -74,8 +74,9 @@ fn requested_rollback(
         }
         None => {
             // Undo the latest deployment: back to where the latest work started, even when
-            // that work already rolled itself back or never touched the host. Without any work
-            // yet, the newest known-good generation other than the running one.
+            // that work already rolled itself back or never touched the host (then there is
+            // nothing to undo). Without any work yet, the newest known-good generation other
+            // than the running one.
             let newest_other = host.undo_to.as_ref().or_else(|| {
                 host.known_good
                     .iter()
@@ -94,7 +95,11 @@ fn requested_rollback(
         }
     };
     if host.phase.is_at_rest() && host.system.is_committed_on(&target) {
-        return tx.report(Report::AlreadyConverged { revision, target });
+        // Nothing to do, and nothing is changed: a reverted or failed host keeps its reason.
+        return tx.report(Report::RollbackRejected {
+            revision,
+            reason: RejectReason::AlreadyInPlace { to: target },
+        });
     }
     let abandoned = match &host.phase {
         Phase::Soaking(p) => Some((p.work.target.clone(), p.work.revision)),

@@ -218,6 +218,12 @@ pub enum RejectReason {
     },
     /// There is no known-good generation other than the current one.
     NoPreviousGeneration,
+    /// The host already runs the rollback's closure, committed, and rests: nothing changes,
+    /// the phase (and a revert's or failure's reason) included.
+    AlreadyInPlace {
+        /// The closure the rollback would go to.
+        to: StorePath,
+    },
 }
 
 impl std::fmt::Display for RejectReason {
@@ -233,6 +239,10 @@ impl std::fmt::Display for RejectReason {
                     "the host knows no good generation other than the one it runs"
                 )
             }
+            Self::AlreadyInPlace { to } => write!(
+                f,
+                "the host already runs {to}, committed: there is nothing to roll back"
+            ),
         }
     }
 }
