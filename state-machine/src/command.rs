@@ -9,6 +9,7 @@ use crate::types::{StorePath, SwitchId};
 
 /// Something the shell must do, in the order given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Command {
     /// Realise the closure (and hold a GC root on it while work is in flight).
@@ -59,6 +60,7 @@ pub enum Command {
 /// A switch of the system: which closure's own `bin/switch-to-configuration` to run, how, and
 /// whether to point the system profile at it first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SwitchJob {
     /// Why this switch runs.
     pub purpose: SwitchPurpose,
@@ -73,6 +75,7 @@ pub struct SwitchJob {
 
 /// Why a switch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum SwitchPurpose {
     /// Put a target in place.
@@ -96,6 +99,7 @@ impl SwitchPurpose {
 
 /// The argument given to `switch-to-configuration`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum SwitchAction {
     /// Activate live; leave the boot loader alone.

@@ -8,6 +8,7 @@ use crate::types::{ProbeId, StorePath, SwitchId};
 
 /// Something that happened. Every input to [`crate::step`] is one of these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
     /// The agent started and observed the host (recovery).
@@ -79,6 +80,7 @@ impl Event {
 
 /// What the agent observes when it starts, before any worker runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Observation {
     /// Live, booted and profile systems.
     pub system: SystemView,
@@ -94,6 +96,7 @@ pub struct Observation {
 
 /// What became of a switch's transient systemd unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum UnitState {
     /// Still running: keep following it.
@@ -106,6 +109,7 @@ pub enum UnitState {
 
 /// How a switch process ended: the one record of a switch's exit, from its unit to the verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SwitchExit {
     /// Exit code of `switch-to-configuration`; `None` when it was killed by a signal or never
     /// ran (the unit failed before it).
@@ -117,6 +121,7 @@ pub struct SwitchExit {
 
 /// How a switch the agent asked for ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "end", rename_all = "kebab-case")]
 pub enum SwitchEnd {
     /// Its process ended.
@@ -134,6 +139,7 @@ pub enum SwitchEnd {
 
 /// How realising a closure ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum RealiseResult {
     /// The closure is in the store (and signed, when signatures are required).
@@ -147,6 +153,7 @@ pub enum RealiseResult {
 
 /// One result of one probe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProbeResult {
     /// Which probe.
     pub probe: ProbeId,

@@ -24,6 +24,8 @@ mod policy;
 pub mod queue;
 mod reason;
 mod report;
+#[cfg(feature = "schema")]
+pub mod schema;
 mod state;
 mod time;
 mod types;

@@ -12,6 +12,7 @@ use crate::types::{Revision, StorePath, SwitchId};
 
 /// The phase a host is in. Each phase that carries data has its own struct.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "phase", rename_all = "kebab-case")]
 pub enum Phase {
     /// No directive has been carried out yet.
@@ -39,6 +40,7 @@ pub enum Phase {
 
 /// Data of [`Phase::Realising`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Realising {
     /// The work in progress.
     pub work: Work,
@@ -46,6 +48,7 @@ pub struct Realising {
 
 /// Data of [`Phase::Activating`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Activating {
     /// The work in progress.
     pub work: Work,
@@ -57,6 +60,7 @@ pub struct Activating {
 
 /// Data of [`Phase::Soaking`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Soaking {
     /// The work in progress.
     pub work: Work,
@@ -66,6 +70,7 @@ pub struct Soaking {
 
 /// Data of [`Phase::Committing`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Committing {
     /// The work in progress.
     pub work: Work,
@@ -77,6 +82,7 @@ pub struct Committing {
 
 /// Data of [`Phase::Deferred`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Deferred {
     /// The work in progress.
     pub work: Work,
@@ -86,6 +92,7 @@ pub struct Deferred {
 
 /// Data of [`Phase::RollingBack`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RollingBack {
     /// The known-good closure being restored.
     pub to: StorePath,
@@ -106,6 +113,7 @@ pub struct RollingBack {
 
 /// Data of [`Phase::Converged`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Converged {
     /// The directive revision that is in place.
     pub revision: Revision,
@@ -115,6 +123,7 @@ pub struct Converged {
 
 /// Data of [`Phase::Reverted`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Reverted {
     /// The known-good closure the host runs again.
     pub to: StorePath,
@@ -126,6 +135,7 @@ pub struct Reverted {
 
 /// Data of [`Phase::Failed`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Failed {
     /// What went wrong.
     pub reason: Reason,
@@ -239,6 +249,7 @@ impl fmt::Display for Phase {
 
 /// A phase's name as a type: what the agent's status and heartbeat carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum PhaseKind {
     /// See [`Phase::Idle`].

@@ -11,6 +11,7 @@ use crate::types::{ProbeId, Revision, StorePath};
 
 /// How a target closure is put in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum ActivationMode {
     /// Activate live without touching profile or boot loader, soak, and commit only when healthy.
@@ -34,6 +35,7 @@ impl fmt::Display for ActivationMode {
 
 /// What the agent does when an activation or its health fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum FailurePolicy {
     /// Roll back to the last known-good closure.
@@ -45,6 +47,7 @@ pub enum FailurePolicy {
 
 /// Whether a probe can fail a soak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum ProbeMode {
     /// Must pass for a soak to end healthy; a sustained failure fails the soak.
@@ -56,6 +59,7 @@ pub enum ProbeMode {
 /// A host's desired state as the control plane serves it: level-triggered, never consumed by
 /// reading it, so an answer lost on the way loses nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DesiredState {
     /// Increases with every change (a new directive, pause, resume).
     pub revision: Revision,
@@ -69,6 +73,7 @@ pub struct DesiredState {
 
 /// A desired state the control plane assigned to a host, with its revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Directive {
     /// Increases with every change to the host's desired state.
     pub revision: Revision,
@@ -79,6 +84,7 @@ pub struct Directive {
 
 /// The two things a control plane can ask of a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum DirectiveKind {
     /// Put the target closure in place.
@@ -94,7 +100,9 @@ pub enum DirectiveKind {
     },
     /// Go back to a previous known-good generation.
     Rollback {
-        /// The generation to go back to; the newest known-good other than the current when absent.
+        /// The generation to go back to (a known-good one); when absent, where the latest work
+        /// started ("undo the latest deployment"), or the newest known-good generation other
+        /// than the running one before any work.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<StorePath>,
     },
@@ -102,6 +110,7 @@ pub enum DirectiveKind {
 
 /// Health settings a directive may set; absent fields take the host's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HealthOverrides {
     /// How long the new generation must stay healthy before it is committed or converged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +125,7 @@ pub struct HealthOverrides {
 
 /// The effective health policy of one piece of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HealthPolicy {
     /// How long the new generation must stay healthy.
     pub soak_ms: Millis,
@@ -153,6 +163,7 @@ impl HealthPolicy {
 /// The agent feeds it in with every start (see [`crate::Observation`]); a change is reported so
 /// the control plane's mirror decides with the same numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LocalPolicy {
     /// Activation mode when a directive names none.
     pub default_mode: ActivationMode,

@@ -14,6 +14,7 @@ pub const MESSAGE_CAP: usize = 1024;
 
 /// Why the host left the path to convergence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Reason {
     /// The target closure could not be realised (missing, bad signature, ...).

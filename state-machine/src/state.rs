@@ -23,6 +23,7 @@ pub const QUARANTINE_CAP: usize = 32;
 /// `host` is mirrored exactly by the control plane: it changes only through reported events.
 /// `probes` and `clock` are the agent's own bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct State {
     /// The mirrored part.
     pub host: Host,
@@ -44,6 +45,7 @@ pub struct State {
 
 /// A switch waiting to be launched again because another switch held the switch lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Relaunch {
     /// The switch.
     pub switch: SwitchId,
@@ -53,6 +55,7 @@ pub struct Relaunch {
 
 /// The part of the state the control plane mirrors.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Host {
     /// Seq of the last event emitted (agent) or applied (mirror).
     pub seq: u64,
@@ -85,6 +88,7 @@ use crate::policy::Directive;
 
 /// What the host runs: the live system, the booted system and the system profile (boot entry).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SystemView {
     /// `/run/current-system`.
     pub current: Option<StorePath>,
@@ -103,6 +107,7 @@ impl SystemView {
 
 /// One piece of work: a directive being put in place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Work {
     /// The directive revision this work carries out.
     pub revision: Revision,
@@ -118,6 +123,7 @@ pub struct Work {
 
 /// Probe results of the current epoch, by probe.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProbeBook {
     /// Per-probe record.
     pub records: BTreeMap<ProbeId, ProbeRecord>,
@@ -125,6 +131,7 @@ pub struct ProbeBook {
 
 /// What is known about one probe since the epoch began.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProbeRecord {
     /// The probe has passed at least once in this epoch.
     pub passed: bool,
@@ -141,6 +148,7 @@ impl ProbeRecord {
 
 /// Why the state machine wants to be woken up next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum DeadlineKind {
     /// The activation switch times out.

@@ -206,6 +206,7 @@ impl fmt::Display for ProbeId {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct Revision(pub u64);
 
@@ -219,6 +220,7 @@ impl fmt::Display for Revision {
 /// event that started it, so it is unique per host and names the transient unit
 /// `fleetnode-activate-<id>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct SwitchId(pub u64);
 

@@ -5,6 +5,7 @@ use fleetnode_state_machine::{
     DeadlineKind, DesiredState, OutboundEvent, PhaseKind, ProbeId, ProbeMode, Reason, Revision,
     StorePath, SystemView, Timestamp,
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Most events in one batch.
@@ -27,7 +28,7 @@ pub const MAX_WAIT_SECS: u64 = 300;
 pub const DEFAULT_WAIT_SECS: u64 = 30;
 
 /// Answer to `GET /v1/agent/hosts/{host}/desired?known=<rev>&wait=<secs>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DesiredAnswer {
     /// False when the wait ran out with the revision the agent already knows.
     pub changed: bool,
@@ -36,7 +37,7 @@ pub struct DesiredAnswer {
 }
 
 /// Body of `POST /v1/agent/hosts/{host}/events`: events in seq order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EventBatch {
     /// The agent's event stream: a random id chosen when its store was created. Seqs count
     /// within a stream; a new stream (the agent's store was reset) starts again at seq 1 and
@@ -47,7 +48,7 @@ pub struct EventBatch {
 }
 
 /// Answer to an event batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EventAck {
     /// Every event up to and including this seq is durably stored; the agent may drop them.
     pub acked_through: u64,
@@ -55,7 +56,7 @@ pub struct EventAck {
 
 /// The agent's status: what `fleetnode-agent status` shows, what the local admin socket serves
 /// and what every heartbeat (`POST /v1/agent/hosts/{host}/heartbeat`) carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentStatus {
     /// The agent's version.
     pub agent_version: String,
@@ -100,7 +101,7 @@ pub struct AgentStatus {
 }
 
 /// The next deadline of the state machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NextDeadline {
     /// When, on the agent's clock.
     pub at: Timestamp,
@@ -110,7 +111,7 @@ pub struct NextDeadline {
 }
 
 /// The agent's outbound queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct QueueSummary {
     /// Events waiting for delivery.
     pub depth: u64,
@@ -125,7 +126,7 @@ pub struct QueueSummary {
 }
 
 /// Latest result of one probe.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProbeSummary {
     /// The probe.
     pub probe: ProbeId,
@@ -140,7 +141,7 @@ pub struct ProbeSummary {
 }
 
 /// Status of one of the agent's workers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct WorkerSummary {
     /// The worker's name (e.g. `longpoll`).
     pub name: String,
@@ -155,7 +156,7 @@ pub struct WorkerSummary {
 }
 
 /// A worker's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum WorkerStatus {
     /// Waiting for something to do.
@@ -167,7 +168,7 @@ pub enum WorkerStatus {
 }
 
 /// Answer to a heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HeartbeatAck {
     /// The host's desired revision now, so an agent can tell it missed a change.
     pub desired_revision: Revision,

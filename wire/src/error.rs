@@ -1,10 +1,11 @@
 //! Errors on the wire: the JSON error body, stable codes, and which failures are retried.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A stable, machine-readable error code. New codes may be added in a minor version; a client
 /// treats an unknown code by its HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The body is not valid JSON or not the expected shape (400).
@@ -72,7 +73,7 @@ impl ErrorCode {
 }
 
 /// The JSON body of every error response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     /// Stable code.
     pub code: ErrorCode,

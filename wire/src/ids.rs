@@ -1,8 +1,11 @@
 //! Identifiers and secrets on the wire.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use fleetnode_state_machine::schema::label_schema;
 use fleetnode_state_machine::{ValueError, check_label};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 /// A host's id: a DNS label (1 to 63 characters of `[a-z0-9-]`, no leading or trailing `-`).
@@ -81,7 +84,7 @@ impl fmt::Display for Tag {
 
 /// A secret (bearer token): its `Debug` and `Display` never show the value, so it cannot reach
 /// a log line by accident. Read the value with [`Secret::expose`] where it is really needed.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -111,6 +114,26 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+impl JsonSchema for HostId {
+    fn schema_name() -> Cow<'static, str> {
+        "HostId".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        label_schema("A host id")
+    }
+}
+
+impl JsonSchema for Tag {
+    fn schema_name() -> Cow<'static, str> {
+        "Tag".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        label_schema("A host tag")
     }
 }
 

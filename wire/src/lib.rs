@@ -10,6 +10,7 @@ mod error;
 mod ids;
 mod operator_api;
 mod rollout;
+pub mod schema;
 mod validate;
 mod version;
 

@@ -5,13 +5,14 @@ use fleetnode_state_machine::{
     ActivationMode, DesiredState, HealthOverrides, Host, OutboundEvent, PhaseKind, Revision,
     StorePath, Timestamp,
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::agent_api::AgentStatus;
 use crate::ids::{HostId, Secret, Tag};
 
 /// Body of `POST /v1/admin/hosts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AddHost {
     /// The new host's id.
     pub id: HostId,
@@ -21,7 +22,7 @@ pub struct AddHost {
 }
 
 /// Answer to adding a host: its token, shown this once (the server keeps only a hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HostAdded {
     /// The host.
     pub id: HostId,
@@ -30,7 +31,7 @@ pub struct HostAdded {
 }
 
 /// Which hosts an operator command applies to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "by", rename_all = "kebab-case")]
 pub enum Selector {
     /// These hosts.
@@ -48,7 +49,7 @@ pub enum Selector {
 }
 
 /// Body of `POST /v1/admin/targets`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SetTarget {
     /// Which hosts.
     pub selector: Selector,
@@ -63,7 +64,7 @@ pub struct SetTarget {
 }
 
 /// One host's new desired revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HostRevision {
     /// The host.
     pub host: HostId,
@@ -72,22 +73,23 @@ pub struct HostRevision {
 }
 
 /// Answer to an operator command that changed desired states.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DesiredChanged {
     /// Every host that changed.
     pub hosts: Vec<HostRevision>,
 }
 
 /// Body of `POST /v1/admin/hosts/{host}/rollback`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct RollbackRequest {
-    /// The generation to go back to; the host's newest other known-good one when absent.
+    /// The generation to go back to (a known-good one); when absent, the host undoes its latest
+    /// deployment (see `docs/protocol.md`).
     #[serde(default)]
     pub to: Option<StorePath>,
 }
 
 /// One line of the host list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HostRow {
     /// The host.
     pub id: HostId,
@@ -119,14 +121,14 @@ pub struct HostRow {
 }
 
 /// Answer to `GET /v1/admin/hosts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HostList {
     /// Every host, by id.
     pub hosts: Vec<HostRow>,
 }
 
 /// Answer to `GET /v1/admin/hosts/{host}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HostDetail {
     /// The summary line.
     pub row: HostRow,

@@ -260,3 +260,9 @@ impl Validate for crate::ErrorBody {
         cap_len("message", self.message.len(), MESSAGE_CAP * 4)
     }
 }
+
+impl Validate for OutboundEvent {
+    fn validate(&self) -> Result<(), WireError> {
+        event_ok(self)
+    }
+}

@@ -81,7 +81,7 @@ pub enum Command {
         /// The host.
         #[arg(value_parser = parse_host)]
         id: HostId,
-        /// The generation to go back to; the host's newest other known-good one by default.
+        /// The generation to go back to; by default the host undoes its latest deployment.
         #[arg(long, value_parser = parse_store_path)]
         to: Option<StorePath>,
         /// How to reach the server.

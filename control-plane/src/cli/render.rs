@@ -240,9 +240,7 @@ fn desired_text(desired: &DesiredState) -> String {
             format!("activate {target}{extra}")
         }
         DirectiveKind::Rollback { to: Some(to) } => format!("roll back to {to}"),
-        DirectiveKind::Rollback { to: None } => {
-            "roll back to the newest other known-good generation".to_owned()
-        }
+        DirectiveKind::Rollback { to: None } => "undo the latest deployment".to_owned(),
     };
     format!("{}: {what}{hold}", desired.revision)
 }

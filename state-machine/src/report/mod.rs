@@ -19,6 +19,7 @@ use crate::types::{ProbeId, Revision, StorePath, SwitchId};
 
 /// One reported fact with its place in the host's gap-free sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OutboundEvent {
     /// Previous event's seq plus one, starting at 1.
     pub seq: u64,
@@ -30,6 +31,7 @@ pub struct OutboundEvent {
 
 /// A fact the agent reports to the control plane.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Report {
     /// The agent started and observed the host.
@@ -191,6 +193,7 @@ pub enum Report {
 
 /// The verdict on a switch that ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "verdict", rename_all = "kebab-case")]
 pub enum SwitchVerdict {
     /// It did what was asked.
@@ -209,6 +212,7 @@ pub enum SwitchVerdict {
 
 /// Why a rollback directive was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum RejectReason {
     /// The named closure is not a known-good generation of this host.
@@ -249,6 +253,7 @@ impl std::fmt::Display for RejectReason {
 
 /// Why events are missing from the delivered sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum GapCause {
     /// Probe observations were compacted because the queue was full.

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use fleetnode_wire::{Validate, decode};
 
+pub mod examples;
+
 /// The directory of the golden files.
 pub fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
