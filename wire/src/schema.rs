@@ -11,6 +11,7 @@ use crate::error::ErrorBody;
 use crate::operator_api::{
     AddHost, DesiredChanged, HostAdded, HostDetail, HostList, RollbackRequest, SetTarget,
 };
+use crate::rollout::{ReleaseManifest, RolloutList, RolloutStatus, StartRollout};
 
 /// One message's schema, under the name of its file in `docs/schema/`.
 #[derive(Debug, Clone)]
@@ -45,6 +46,16 @@ pub fn messages() -> Vec<MessageSchema> {
         ),
         one::<HostList>("host-list", "answer to GET /v1/admin/hosts"),
         one::<HostDetail>("host-detail", "answer to GET /v1/admin/hosts/{host}"),
+        one::<ReleaseManifest>(
+            "release-manifest",
+            "a release: fleetnode's shape or Cachix Deploy's deploy.json",
+        ),
+        one::<StartRollout>("start-rollout", "body of POST /v1/admin/rollouts"),
+        one::<RolloutStatus>(
+            "rollout-status",
+            "answer to GET /v1/admin/rollouts/{id} and every rollout command",
+        ),
+        one::<RolloutList>("rollout-list", "answer to GET /v1/admin/rollouts"),
     ]
 }
 

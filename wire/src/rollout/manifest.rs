@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use fleetnode_state_machine::{ActivationMode, HealthOverrides, StorePath};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::HostId;
@@ -18,7 +19,7 @@ use crate::ids::HostId;
 pub const MAX_RELEASE_HOSTS: usize = 5_000;
 
 /// A release: the closure of every host in it, and how to activate them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "ManifestFile")]
 pub struct ReleaseManifest {
     /// The closure each host should run, by host.
@@ -36,7 +37,7 @@ fn no_overrides(health: &HealthOverrides) -> bool {
 }
 
 /// A manifest as written in a file: either shape.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ManifestFile {
     #[serde(default)]

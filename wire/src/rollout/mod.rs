@@ -9,6 +9,7 @@ mod spec;
 mod state;
 
 use fleetnode_state_machine::{MESSAGE_CAP, Millis};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use manifest::{MAX_RELEASE_HOSTS, ManifestError, ReleaseManifest};
@@ -31,7 +32,7 @@ pub const MAX_LISTED_ROLLOUTS: usize = 1_000;
 
 /// Answer to `GET /v1/admin/rollouts/{id}` and to every command on a rollout: the rollout and
 /// the live state of each of its hosts, as the control plane mirrors them now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RolloutStatus {
     /// The rollout.
     pub rollout: Rollout,
@@ -40,7 +41,7 @@ pub struct RolloutStatus {
 }
 
 /// One line of the rollout list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RolloutSummary {
     /// The rollout.
     pub id: RolloutId,
@@ -59,7 +60,7 @@ pub struct RolloutSummary {
 }
 
 /// Answer to `GET /v1/admin/rollouts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RolloutList {
     /// The newest rollouts, newest first.
     pub rollouts: Vec<RolloutSummary>,

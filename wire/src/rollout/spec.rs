@@ -5,6 +5,7 @@
 use std::fmt;
 
 use fleetnode_state_machine::Millis;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::manifest::ReleaseManifest;
@@ -22,7 +23,18 @@ pub const DEFAULT_OFFLINE_DEADLINE: Millis = Millis(10 * 60_000);
 
 /// A rollout's number, given by the control plane in the order rollouts are started.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 #[serde(transparent)]
 pub struct RolloutId(pub u64);
@@ -36,7 +48,7 @@ impl fmt::Display for RolloutId {
 /// How far one wave takes the release. Counts and percentages are cumulative (the hosts that
 /// have the release once the wave is done), taken in host-id order; a tag wave takes every host
 /// of the release with the tag that an earlier wave did not take.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "by", rename_all = "kebab-case")]
 pub enum WaveSpec {
     /// Up to this many hosts in all (`5`).
@@ -114,7 +126,7 @@ impl fmt::Display for WaveSpec {
 }
 
 /// How many failed hosts a rollout tolerates; one more halts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "by", rename_all = "kebab-case")]
 pub enum FailureBudget {
     /// This many failed hosts.
@@ -175,7 +187,7 @@ impl fmt::Display for FailureBudget {
 }
 
 /// What a halted rollout does with the hosts it already moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnHalt {
     /// Leave them as they are; no further host gets the release.
@@ -195,7 +207,7 @@ impl fmt::Display for OnHalt {
 }
 
 /// Body of `POST /v1/admin/rollouts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StartRollout {
     /// The release.
     pub release: ReleaseManifest,

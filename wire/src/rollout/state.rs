@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use fleetnode_state_machine::{Millis, Revision, StorePath, Timestamp};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::manifest::ReleaseManifest;
@@ -12,7 +13,7 @@ use super::spec::{FailureBudget, OnHalt, RolloutId, WaveSpec};
 use crate::ids::HostId;
 
 /// A rollout of a release over the fleet, in waves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Rollout {
     /// Its number.
     pub id: RolloutId,
@@ -44,7 +45,7 @@ pub struct Rollout {
 }
 
 /// One wave: what the operator asked for and the hosts that gave.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Wave {
     /// As asked.
     pub spec: WaveSpec,
@@ -53,7 +54,7 @@ pub struct Wave {
 }
 
 /// Where a rollout is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "phase", rename_all = "kebab-case")]
 pub enum RolloutPhase {
     /// A wave is rolling out or baking.
@@ -69,7 +70,7 @@ pub enum RolloutPhase {
 }
 
 /// Data of [`RolloutPhase::Running`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Progress {
     /// The current wave (an index into `waves`, from 0).
     pub wave: usize,
@@ -79,7 +80,7 @@ pub struct Progress {
 }
 
 /// Data of [`RolloutPhase::Paused`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PausedProgress {
     /// The current wave (an index into `waves`, from 0).
     pub wave: usize,
@@ -91,7 +92,7 @@ pub struct PausedProgress {
 }
 
 /// Data of [`RolloutPhase::Halted`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Halted {
     /// The wave it halted in.
     pub wave: usize,
@@ -104,7 +105,7 @@ pub struct Halted {
 }
 
 /// Data of [`RolloutPhase::Completed`] and [`RolloutPhase::Aborted`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Ended {
     /// The wave it ended in.
     pub wave: usize,
@@ -113,7 +114,7 @@ pub struct Ended {
 }
 
 /// Why a rollout's hosts were ordered back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RollbackOrder {
     /// When.
     pub at: Timestamp,
@@ -122,7 +123,7 @@ pub struct RollbackOrder {
 }
 
 /// Who ordered a rollout's hosts back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RollbackCause {
     /// The rollout halted with `on_halt: rollback`.
@@ -132,7 +133,7 @@ pub enum RollbackCause {
 }
 
 /// One host's progress in a rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HostProgress {
     /// Its wave (an index into `waves`).
     pub wave: usize,
@@ -147,7 +148,7 @@ pub struct HostProgress {
 }
 
 /// How far a host got with the release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum HostState {
     /// Its wave has not started.
@@ -192,7 +193,7 @@ pub enum HostState {
 }
 
 /// How a host failed a rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureKind {
     /// It ended failed for the release's revision (the work stopped; the host needs a human).
@@ -204,7 +205,7 @@ pub enum FailureKind {
 }
 
 /// A host's way back to the generation it ran before the rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum HostRollback {
     /// To be sent with the next decision.
@@ -242,7 +243,7 @@ pub enum HostRollback {
 }
 
 /// Hosts of a rollout counted by where they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct HostCounts {
     /// Not given the release yet.
     pub pending: u64,
