@@ -1,7 +1,7 @@
 //! What workers send to the event loop: the one bounded channel every observation goes
 //! through.
 
-use fleetnode_state_machine::Event;
+use fleetnode_state_machine::{Event, ResyncCause};
 use fleetnode_wire::AgentStatus;
 use tokio::sync::oneshot;
 
@@ -27,6 +27,17 @@ pub enum Input {
         seq: u64,
         /// The control plane's error code.
         code: String,
+    },
+    /// The control plane's mirror cannot follow the events: record a snapshot for it to
+    /// restart from. `done` gets the snapshot's seq once it is durable (`None` when the state
+    /// machine refused).
+    Resync {
+        /// The last seq the control plane holds of the stream.
+        log_end: u64,
+        /// Why.
+        cause: ResyncCause,
+        /// Told the snapshot's seq.
+        done: Option<oneshot::Sender<Option<u64>>>,
     },
     /// Someone (CLI, admin listener) asks for the agent's status; the event loop answers it
     /// itself, so a stalled loop shows as no answer.

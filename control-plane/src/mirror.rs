@@ -1,10 +1,11 @@
 //! A host's mirror: the agent's reported events applied in seq order by the shared state
-//! machine, and the check of a heartbeat against it.
+//! machine, the check of a heartbeat against it, and when to ask the agent for a snapshot
+//! (`docs/protocol.md`, "Resync").
 //!
 //! Pure functions of data; the server persists what they return.
 
 use fleetnode_state_machine::{MirrorError, State, mirror};
-use fleetnode_wire::{AgentStatus, EventBatch, OutboundEvent};
+use fleetnode_wire::{AgentStatus, EventBatch, OutboundEvent, Report};
 use serde::{Deserialize, Serialize};
 
 /// How many superseded event streams a host remembers, so that a stray request of an agent
@@ -42,16 +43,31 @@ pub struct Applied {
     pub diverged: Vec<(u64, String)>,
 }
 
-/// A batch from a stream that an agent already replaced.
+/// Why a batch was refused whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "event stream {stream} of this host was superseded by stream {current}; the agent that sent it no longer exists"
-)]
-pub struct RetiredStream {
-    /// The stream of the batch.
-    pub stream: u64,
-    /// The stream the mirror follows.
-    pub current: u64,
+pub enum Refused {
+    /// A batch from a stream that an agent already replaced.
+    #[error(
+        "event stream {stream} of this host was superseded by stream {current}; the agent that sent it no longer exists"
+    )]
+    RetiredStream {
+        /// The stream of the batch.
+        stream: u64,
+        /// The stream the mirror follows.
+        current: u64,
+    },
+    /// The batch does not continue the log: the events before it are gone on both sides.
+    #[error(
+        "the batch begins at seq {first} of stream {stream}, but this control plane holds the stream only up to seq {log_end}; send a snapshot"
+    )]
+    Resync {
+        /// The stream of the batch.
+        stream: u64,
+        /// The first seq the batch covers.
+        first: u64,
+        /// The last seq held of that stream (0 for none).
+        log_end: u64,
+    },
 }
 
 /// How a heartbeat compares with the mirror.
@@ -68,17 +84,35 @@ pub enum Comparison {
 impl Mirror {
     /// Applies a batch: duplicates are skipped, a gap stops the application, and an event that
     /// does not fit is kept and flagged so delivery is never blocked.
-    pub fn apply(&self, batch: &EventBatch) -> Result<Applied, RetiredStream> {
+    pub fn apply(&self, batch: &EventBatch) -> Result<Applied, Refused> {
         let mut mirror = self.clone();
         let mut new_stream = false;
+        let log_end = match self.stream {
+            Some(current) if current == batch.stream => self.state.host.seq,
+            Some(_) | None => 0,
+        };
         match self.stream {
-            Some(current) if current == batch.stream => {}
-            Some(current) if self.retired_streams.contains(&batch.stream) => {
-                return Err(RetiredStream {
+            Some(current)
+                if current != batch.stream && self.retired_streams.contains(&batch.stream) =>
+            {
+                return Err(Refused::RetiredStream {
                     stream: batch.stream,
                     current,
                 });
             }
+            Some(_) | None => {}
+        }
+        if let Some(first) = batch.events.first().map(OutboundEvent::covers_from)
+            && first > log_end + 1
+        {
+            return Err(Refused::Resync {
+                stream: batch.stream,
+                first,
+                log_end,
+            });
+        }
+        match self.stream {
+            Some(current) if current == batch.stream => {}
             Some(current) => {
                 mirror.retired_streams.push(current);
                 let excess = mirror
@@ -103,6 +137,10 @@ impl Mirror {
                 continue;
             }
             match mirror::apply(&mut mirror.state, event) {
+                Ok(_) if matches!(event.report, Report::Snapshot { .. }) => {
+                    // The mirror restarted from the agent's own state: exact again.
+                    mirror.divergence = None;
+                }
                 Ok(_) => {}
                 Err(MirrorError::SeqGap { .. }) => break,
                 Err(error @ MirrorError::Diverged(_)) => {
@@ -122,6 +160,23 @@ impl Mirror {
             new_stream,
             diverged,
         })
+    }
+
+    /// Whether a heartbeat shows that the agent must send a snapshot, and the log end to tell it:
+    /// its queue is empty yet it emitted events this mirror never received, or it went back in
+    /// its own history (a `last_seq` below the mirror's, sent after the newest event applied).
+    pub fn needs_resync(&self, heartbeat: &AgentStatus) -> Option<u64> {
+        if self.retired_streams.contains(&heartbeat.stream) && self.stream != Some(heartbeat.stream)
+        {
+            return None;
+        }
+        let log_end = match self.stream {
+            Some(current) if current == heartbeat.stream => self.state.host.seq,
+            Some(_) | None => 0,
+        };
+        let lost = heartbeat.queue.depth == 0 && heartbeat.last_seq > log_end;
+        let rewound = heartbeat.last_seq < log_end && heartbeat.at > self.state.clock;
+        (lost || rewound).then_some(log_end)
     }
 
     /// Compares a heartbeat with the mirror, once every event the agent emitted is applied.
@@ -209,6 +264,114 @@ mod tests {
         let stored: Vec<u64> = again.stored.iter().map(|e| e.seq).collect();
         assert_eq!(stored, [3]);
         assert!(!again.new_stream);
+    }
+
+    fn snapshot(seq: u64, of: &Mirror) -> OutboundEvent {
+        OutboundEvent {
+            seq,
+            at: Timestamp(seq),
+            report: Report::Snapshot {
+                host: Box::new(of.state.host.clone()),
+                probes: Default::default(),
+                cause: fleetnode_state_machine::ResyncCause::ControlPlaneLog { log_end: 0 },
+            },
+        }
+    }
+
+    #[test]
+    fn a_batch_that_does_not_continue_the_log_asks_for_a_snapshot() {
+        let mirror = Mirror::default().apply(&batch(1, &[1, 2])).unwrap().mirror;
+        // The events 3 and 4 are gone on both sides (a restored backup): nothing is applied.
+        let refused = mirror.apply(&batch(1, &[5, 6])).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Refused::Resync {
+                    first: 5,
+                    log_end: 2,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        // A stream this control plane never saw must start at 1, and replaces nothing.
+        let refused = mirror.apply(&batch(9, &[40])).unwrap_err();
+        assert!(
+            matches!(refused, Refused::Resync { log_end: 0, .. }),
+            "{refused:?}"
+        );
+        // A snapshot fits either, restarts the mirror and clears a divergence.
+        let mut agent = mirror.clone();
+        agent.state.host.paused = true;
+        let mut flagged = mirror.clone();
+        flagged.divergence = Some("stale".into());
+        for (stream, mirror) in [(1, &flagged), (9, &mirror)] {
+            let restarted = EventBatch {
+                stream,
+                events: vec![snapshot(41, &agent), recovered(42)],
+            };
+            let applied = mirror.apply(&restarted).unwrap();
+            assert_eq!(applied.acked_through, 42);
+            assert!(applied.mirror.state.host.paused);
+            assert_eq!(applied.mirror.divergence, None);
+            assert_eq!(applied.mirror.stream, Some(stream));
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_with_events_the_mirror_never_saw_asks_for_a_snapshot() {
+        let mirror = Mirror::default().apply(&batch(7, &[1, 2])).unwrap().mirror;
+        let heartbeat: AgentStatus = serde_json::from_value(serde_json::json!({
+            "agent_version": "0.1.0", "at": 100, "phase": "idle", "paused": false,
+            "system": {}, "stream": 7, "last_seq": 5,
+            "queue": {"depth": 0, "bytes": 0, "dead_letters": 0}
+        }))
+        .unwrap();
+        // Nothing queued, yet seqs 3 to 5 never arrived.
+        assert_eq!(mirror.needs_resync(&heartbeat), Some(2));
+        // Queued: the next batch tells.
+        let queued = AgentStatus {
+            queue: fleetnode_wire::QueueSummary {
+                depth: 3,
+                ..heartbeat.queue
+            },
+            ..heartbeat.clone()
+        };
+        assert_eq!(mirror.needs_resync(&queued), None);
+        // Behind the mirror, after its newest event: the host went back in its history.
+        let rewound = AgentStatus {
+            last_seq: 1,
+            ..heartbeat.clone()
+        };
+        assert_eq!(mirror.needs_resync(&rewound), Some(2));
+        let stale = AgentStatus {
+            at: Timestamp(1),
+            ..rewound
+        };
+        assert_eq!(
+            mirror.needs_resync(&stale),
+            None,
+            "a heartbeat older than the events"
+        );
+        // A stream never seen; a retired one is never asked.
+        let unknown = AgentStatus {
+            stream: 8,
+            ..heartbeat.clone()
+        };
+        assert_eq!(mirror.needs_resync(&unknown), Some(0));
+        let moved = mirror.apply(&batch(8, &[1])).unwrap().mirror;
+        let retired = AgentStatus {
+            stream: 7,
+            ..heartbeat
+        };
+        assert_eq!(moved.needs_resync(&retired), None);
+        assert_eq!(
+            mirror.needs_resync(&AgentStatus {
+                last_seq: 2,
+                ..queued
+            }),
+            None
+        );
     }
 
     #[test]

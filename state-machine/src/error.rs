@@ -64,6 +64,16 @@ pub enum PeerFault {
         /// Revision recorded.
         recorded: Revision,
     },
+    /// A log end so far beyond the agent's own seqs that jumping there would exhaust them.
+    #[error(
+        "the control plane says its log of this stream ends at seq {log_end}, beyond any plausible seq (the agent is at {seq}); no snapshot is sent"
+    )]
+    ImplausibleLogEnd {
+        /// What the control plane said.
+        log_end: u64,
+        /// The agent's latest seq.
+        seq: u64,
+    },
     /// A directive with the revision already recorded but a different content.
     #[error("directive {revision} differs from the one recorded under the same revision; ignored")]
     ConflictingDirective {
@@ -103,6 +113,7 @@ impl TransitionError {
             Self::Stale(StaleInput::StaleProbeResult { .. }) => "stale-probe-result",
             Self::Peer(PeerFault::StaleDirective { .. }) => "stale-directive",
             Self::Peer(PeerFault::ConflictingDirective { .. }) => "conflicting-directive",
+            Self::Peer(PeerFault::ImplausibleLogEnd { .. }) => "implausible-log-end",
             Self::Bug(Bug::Unexpected { .. }) => "unexpected",
             Self::Bug(Bug::UnknownProbe { .. }) => "unknown-probe",
             Self::Bug(Bug::Inconsistent(_)) => "inconsistent",

@@ -46,6 +46,15 @@ pub enum Event {
     },
     /// Time passed; deadlines at or before `now` fire.
     Tick,
+    /// The control plane's mirror cannot follow the agent's events any more (it lost events,
+    /// holds another history, or refused a lifecycle event): report a snapshot it restarts from.
+    ResyncRequested {
+        /// The last seq the control plane holds of this stream (0 for none); the snapshot's seq
+        /// is above it and above every seq the agent used.
+        log_end: u64,
+        /// Why.
+        cause: crate::report::ResyncCause,
+    },
 }
 
 impl Event {
@@ -61,11 +70,12 @@ impl Event {
             Self::ProbeResult(_) => "probe-result",
             Self::AgentUpgradeChecked { .. } => "agent-upgrade-checked",
             Self::Tick => "tick",
+            Self::ResyncRequested { .. } => "resync-requested",
         }
     }
 
     /// Every event name, in document order.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "started",
         "desired-observed",
         "pause-requested",
@@ -75,6 +85,7 @@ impl Event {
         "probe-result",
         "agent-upgrade-checked",
         "tick",
+        "resync-requested",
     ];
 }
 

@@ -2,11 +2,12 @@
 //!
 //! [`apply`] is the mirror's one entry point. It runs the same [`crate::evolve()`] the agent
 //! ran when it recorded each fact, so a mirror fed every event in seq order equals the agent's
-//! [`crate::Host`].
+//! [`crate::Host`]. A [`crate::Report::Snapshot`] restarts the mirror from the agent's state, whatever
+//! came before it.
 
 use crate::error::MirrorError;
 use crate::evolve::evolve;
-use crate::report::{OutboundEvent, Report};
+use crate::report::OutboundEvent;
 use crate::state::State;
 
 /// What applying one reported event did.
@@ -20,36 +21,14 @@ pub enum Applied {
 
 /// Applies a reported event to a mirror. An already-applied seq is a [`Applied::Duplicate`];
 /// a seq beyond the next expected one is refused so the caller can wait for the missing
-/// events. A [`Report::Gap`] stands for the whole run of seqs it covers. On error the state is
-/// unchanged.
+/// events. A [`crate::Report::Gap`] stands for the whole run of seqs it covers, a
+/// [`crate::Report::Snapshot`] for every seq up to its own. On error the state is unchanged.
 pub fn apply(state: &mut State, event: &OutboundEvent) -> Result<Applied, MirrorError> {
     let expected = state.host.seq + 1;
     if event.seq < expected {
         return Ok(Applied::Duplicate);
     }
-    let first = match &event.report {
-        Report::Gap { from_seq, .. } => *from_seq,
-        Report::Recovered { .. }
-        | Report::PolicyApplied { .. }
-        | Report::DirectiveRecorded { .. }
-        | Report::Paused
-        | Report::Resumed
-        | Report::AlreadyConverged { .. }
-        | Report::WorkStarted { .. }
-        | Report::Realised { .. }
-        | Report::ActivationStarted { .. }
-        | Report::SwitchEnded { .. }
-        | Report::SoakStarted { .. }
-        | Report::DeferredUntilBoot { .. }
-        | Report::ProbeObserved { .. }
-        | Report::CommitStarted { .. }
-        | Report::Converged { .. }
-        | Report::RollbackStarted { .. }
-        | Report::Reverted { .. }
-        | Report::Failed { .. }
-        | Report::Superseded { .. }
-        | Report::RollbackRejected { .. } => event.seq,
-    };
+    let first = event.covers_from();
     if first > expected {
         return Err(MirrorError::SeqGap {
             expected,

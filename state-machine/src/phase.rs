@@ -224,6 +224,22 @@ impl Phase {
         }
     }
 
+    /// Why the host is rolling back, reverted or failed.
+    pub fn reason(&self) -> Option<&crate::Reason> {
+        match self {
+            Self::RollingBack(p) => Some(&p.reason),
+            Self::Reverted(p) => Some(&p.reason),
+            Self::Failed(p) => Some(&p.reason),
+            Self::Idle
+            | Self::Realising(_)
+            | Self::Activating(_)
+            | Self::Soaking(_)
+            | Self::Committing(_)
+            | Self::Deferred(_)
+            | Self::Converged(_) => None,
+        }
+    }
+
     /// The work in progress, if any.
     pub fn work(&self) -> Option<&Work> {
         match self {

@@ -78,6 +78,7 @@ impl EntryKind {
             | Report::Failed { .. }
             | Report::Superseded { .. }
             | Report::RollbackRejected { .. }
+            | Report::Snapshot { .. }
             | Report::Gap {
                 cause: GapCause::DeadLettered { .. },
                 ..
@@ -126,7 +127,8 @@ pub fn dead_letter_gap(event: &OutboundEvent, code: &str) -> Option<OutboundEven
         | Report::Reverted { .. }
         | Report::Failed { .. }
         | Report::Superseded { .. }
-        | Report::RollbackRejected { .. } => event.seq,
+        | Report::RollbackRejected { .. }
+        | Report::Snapshot { .. } => event.seq,
     };
     Some(OutboundEvent {
         seq: event.seq,

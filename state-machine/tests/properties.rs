@@ -56,6 +56,9 @@ enum Action {
     ControlPlaneHold(bool),
     /// The answer to an agent-upgrade check.
     UpgradeChecked(bool),
+    /// The control plane asks for a snapshot, its log ending this far from ten below the
+    /// agent's seq (so below, at or above it).
+    Resync(u64),
 }
 
 /// How a switch ends in a generated run.
@@ -130,6 +133,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0usize..64).prop_map(Action::Replay),
         1 => any::<bool>().prop_map(Action::ControlPlaneHold),
         1 => proptest::bool::weighted(0.3).prop_map(Action::UpgradeChecked),
+        1 => (0u64..30).prop_map(Action::Resync),
     ]
 }
 
@@ -359,6 +363,13 @@ impl World {
             Action::UpgradeChecked(changed) => Event::AgentUpgradeChecked {
                 upgrade: changed.then(|| "a new agent".to_owned()),
             },
+            Action::Resync(offset) => {
+                let log_end = host.seq.saturating_sub(10) + offset;
+                Event::ResyncRequested {
+                    log_end,
+                    cause: ResyncCause::ControlPlaneLog { log_end },
+                }
+            }
         })
     }
 
@@ -408,10 +419,16 @@ fn check_step(
     events: &[OutboundEvent],
     commands: &[Command],
 ) -> Result<(), TestCaseError> {
-    // Seqs increase by exactly one, across steps too.
+    // Seqs increase by exactly one, across steps too; a snapshot may jump (it covers every
+    // seq before it), above the control plane's log end.
     let mut seq = before.host.seq;
     for ev in events {
-        prop_assert_eq!(ev.seq, seq + 1);
+        match (&ev.report, event) {
+            (Report::Snapshot { .. }, Event::ResyncRequested { log_end, .. }) => {
+                prop_assert_eq!(ev.seq, seq.max(*log_end) + 1);
+            }
+            _ => prop_assert_eq!(ev.seq, seq + 1),
+        }
         seq = ev.seq;
     }
     prop_assert_eq!(after.host.seq, seq);
@@ -622,6 +639,58 @@ proptest! {
             feed(&mut mirror, event);
         }
         prop_assert_eq!(&mirror.host, &world.state.host);
+    }
+
+    #[test]
+    fn a_mirror_restarted_from_a_snapshot_equals_the_agent(
+        before in proptest::collection::vec((time_step(), action()), 1..60),
+        after in proptest::collection::vec((time_step(), action()), 0..40),
+        kept in any::<prop::sample::Index>(),
+        elsewhere in proptest::collection::vec((time_step(), action()), 0..60),
+        held in 0u8..3,
+    ) {
+        let mut world = run(&before)?;
+        // What the control plane holds: a prefix of the agent's events (restored from an
+        // older backup), nothing (its store was lost), or another history (the host was
+        // restored from a VM snapshot, or the log is another host's).
+        let mut mirror = State::default();
+        match held {
+            0 => {
+                let n = kept.index(world.emitted.len() + 1);
+                for event in &world.emitted[..n] {
+                    feed(&mut mirror, event);
+                }
+            }
+            1 => {}
+            _ => {
+                for event in &run(&elsewhere)?.emitted {
+                    feed(&mut mirror, event);
+                }
+            }
+        }
+        let log_end = mirror.host.seq;
+        let from = world.emitted.len();
+        world.apply(Event::ResyncRequested {
+            log_end,
+            cause: ResyncCause::ControlPlaneLog { log_end },
+        })?;
+        prop_assert_eq!(world.emitted.len(), from + 1, "one snapshot");
+        prop_assert!(world.emitted[from].seq > log_end, "the snapshot is new to the mirror");
+        // Delivery goes on after the resync point; nothing after it is lost.
+        for (dt, action) in &after {
+            world.now += dt;
+            if let Some(event) = world.event_for(action) {
+                world.apply(event)?;
+            }
+        }
+        for event in &world.emitted[from..] {
+            feed(&mut mirror, event);
+            if let Some(host) = world.host_after.get(&event.seq) {
+                prop_assert_eq!(&mirror.host, host, "mirror differs after seq {}", event.seq);
+            }
+        }
+        prop_assert_eq!(&mirror.host, &world.state.host);
+        prop_assert_eq!(&mirror.probes, &world.state.probes);
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// A conflicting request, e.g. adding a host that exists (409).
     Conflict,
+    /// The event batch or heartbeat does not fit the control plane's log of the stream: send a
+    /// snapshot (409; the body's `seq` is the last seq the control plane holds).
+    ResyncRequired,
     /// The body exceeds its cap (413).
     TooLarge,
     /// The peer's protocol major version is not supported (426).
@@ -45,6 +48,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict => "conflict",
+            Self::ResyncRequired => "resync_required",
             Self::TooLarge => "too_large",
             Self::ProtocolVersionUnsupported => "protocol_version_unsupported",
             Self::RateLimited => "rate_limited",
@@ -62,7 +66,7 @@ impl ErrorCode {
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::Conflict => 409,
+            Self::Conflict | Self::ResyncRequired => 409,
             Self::TooLarge => 413,
             Self::ProtocolVersionUnsupported => 426,
             Self::RateLimited => 429,
@@ -82,7 +86,8 @@ pub struct ErrorBody {
     /// Seconds to wait before retrying (also sent as `Retry-After`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_secs: Option<u64>,
-    /// For a rejected event batch: the seq of the event that was refused.
+    /// For a rejected event batch: the seq of the event that was refused; for
+    /// `resync_required`: the last seq the control plane holds of the stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
 }
@@ -116,6 +121,9 @@ pub enum RetryClass {
     /// Only this splits an event batch, and only an event refused so on its own is
     /// dead-lettered.
     Content,
+    /// 409 `resync_required`: the control plane's log cannot take the agent's events; the agent
+    /// sends a snapshot (see `docs/protocol.md`, "Resync").
+    Resync,
     /// Any other 4xx (a proxy's 413 without a fleetnode body, a retired stream's 409, a 404):
     /// about the path or the agent, not the event. Nothing is dropped; retry at the backoff cap
     /// and tell the operator.
@@ -131,6 +139,7 @@ pub fn classify(status: u16, code: Option<ErrorCode>) -> RetryClass {
         426 => RetryClass::Version,
         408 | 429 => RetryClass::Transient,
         400 | 413 | 422 if refuses_content(status, code) => RetryClass::Content,
+        409 if code == Some(ErrorCode::ResyncRequired) => RetryClass::Resync,
         400..=499 => RetryClass::Permanent,
         _ => RetryClass::Transient,
     }
@@ -148,6 +157,7 @@ fn refuses_content(status: u16, code: Option<ErrorCode>) -> bool {
             | ErrorCode::NotFound
             | ErrorCode::MethodNotAllowed
             | ErrorCode::Conflict
+            | ErrorCode::ResyncRequired
             | ErrorCode::ProtocolVersionUnsupported
             | ErrorCode::RateLimited
             | ErrorCode::Unavailable
@@ -246,7 +256,7 @@ mod tests {
     }
 
     #[test]
-    fn every_code_has_a_distinct_status() {
+    fn every_code_but_resync_has_a_distinct_status() {
         let codes = [
             ErrorCode::Malformed,
             ErrorCode::Invalid,
@@ -255,6 +265,7 @@ mod tests {
             ErrorCode::NotFound,
             ErrorCode::MethodNotAllowed,
             ErrorCode::Conflict,
+            ErrorCode::ResyncRequired,
             ErrorCode::TooLarge,
             ErrorCode::ProtocolVersionUnsupported,
             ErrorCode::RateLimited,
@@ -268,6 +279,15 @@ mod tests {
         let mut statuses: Vec<u16> = codes.iter().map(|c| c.status()).collect();
         statuses.sort_unstable();
         statuses.dedup();
-        assert_eq!(statuses.len(), codes.len());
+        // `resync_required` shares 409 with `conflict`: the code tells them apart.
+        assert_eq!(statuses.len(), codes.len() - 1);
+        assert_eq!(
+            classify(409, Some(ErrorCode::ResyncRequired)),
+            RetryClass::Resync
+        );
+        assert_eq!(
+            classify(409, Some(ErrorCode::Conflict)),
+            RetryClass::Permanent
+        );
     }
 }

@@ -110,6 +110,7 @@ fn event_ok(event: &OutboundEvent) -> Result<(), WireError> {
             }
         }
         Report::DirectiveRecorded { directive } => directive_ok(directive),
+        Report::Snapshot { host, probes, .. } => snapshot_ok(host, probes),
         Report::Paused
         | Report::Resumed
         | Report::AlreadyConverged { .. }
@@ -123,6 +124,24 @@ fn event_ok(event: &OutboundEvent) -> Result<(), WireError> {
         | Report::Superseded { .. }
         | Report::RollbackRejected { .. } => Ok(()),
     }
+}
+
+/// A snapshot carries at most what the agent's own caps let a host hold.
+fn snapshot_ok(
+    host: &fleetnode_state_machine::Host,
+    probes: &fleetnode_state_machine::ProbeBook,
+) -> Result<(), WireError> {
+    use fleetnode_state_machine::{KNOWN_GOOD_CAP, QUARANTINE_CAP};
+    cap_len("host.known_good", host.known_good.len(), KNOWN_GOOD_CAP)?;
+    cap_len("host.quarantine", host.quarantine.len(), QUARANTINE_CAP)?;
+    cap_len("host.policy.probes", host.policy.probes.len(), MAX_PROBES)?;
+    cap_len("probes.records", probes.records.len(), MAX_PROBES + 1)?;
+    let boot_id = host.boot_id.as_ref().map_or(0, String::len);
+    cap_len("host.boot_id", boot_id, MAX_SHORT_TEXT)?;
+    if let Some(reason) = host.phase.reason() {
+        reason_ok(reason)?;
+    }
+    host.desired.as_ref().map_or(Ok(()), directive_ok)
 }
 
 fn directive_ok(directive: &Directive) -> Result<(), WireError> {

@@ -207,12 +207,14 @@ fn every_golden_file_is_checked() {
     );
     for name in names {
         let stem = name.trim_end_matches(".json");
-        // Report files are named `report-<name>` (and `report-rollback-rejected-<reason>`)
+        // Report files are named `report-<name>` (and `report-rollback-rejected-<reason>`,
+        // `report-snapshot-<cause>`)
         // after the name in their example's table.
         let candidates = [
             Some(stem),
             stem.strip_prefix("report-"),
             stem.strip_prefix("report-rollback-rejected-"),
+            stem.strip_prefix("report-snapshot-"),
         ];
         assert!(
             candidates

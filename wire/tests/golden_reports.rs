@@ -10,8 +10,8 @@ mod support;
 use std::collections::BTreeMap;
 
 use fleetnode_state_machine::{
-    HealthPolicy, LocalPolicy, Reason, RejectReason, SwitchAction, SwitchId, SwitchJob,
-    SwitchPurpose, SwitchVerdict, Work,
+    HealthPolicy, LocalPolicy, ProbeBook, ProbeRecord, Reason, RejectReason, ResyncCause,
+    SwitchAction, SwitchId, SwitchJob, SwitchPurpose, SwitchVerdict, Work,
 };
 use fleetnode_wire::*;
 use support::check;
@@ -246,6 +246,10 @@ fn examples() -> Vec<(&'static str, OutboundEvent)> {
             ),
         ),
         (
+            "snapshot",
+            snapshot(ResyncCause::ControlPlaneLog { log_end: 12 }),
+        ),
+        (
             "gap",
             event(
                 23,
@@ -256,6 +260,40 @@ fn examples() -> Vec<(&'static str, OutboundEvent)> {
             ),
         ),
     ]
+}
+
+/// A snapshot of the host detail's mirror, with a failing probe.
+fn snapshot(cause: ResyncCause) -> OutboundEvent {
+    let probes = ProbeBook {
+        records: BTreeMap::from([(
+            nginx(),
+            ProbeRecord {
+                passed: true,
+                failing_since: Some(Timestamp(1_699_999_990_000)),
+            },
+        )]),
+    };
+    event(
+        22,
+        Report::Snapshot {
+            host: Box::new(mirror()),
+            probes,
+            cause,
+        },
+    )
+}
+
+#[test]
+fn every_resync_cause_has_its_golden_file() {
+    for (name, cause) in [
+        (
+            "ack-beyond-agent",
+            ResyncCause::AckBeyondAgent { acked: 80 },
+        ),
+        ("dead-lettered", ResyncCause::DeadLettered { seq: 17 }),
+    ] {
+        check(&format!("report-snapshot-{name}"), snapshot(cause));
+    }
 }
 
 #[test]

@@ -16,13 +16,18 @@
 //! error of the control plane (it claims events it was never sent) and is refused: nothing is
 //! dropped. Both are logged as errors and the batch is sent again after the next backoff delay,
 //! or at once when a new event is queued.
+//!
+//! Resync (`docs/protocol.md`, "Resync"): when the control plane answers `resync_required`, or
+//! acknowledges a seq beyond every event the agent has (refused, never applied), the drainer
+//! asks the event loop for a snapshot and goes on sending from it: the events before it are
+//! covered by it, and its acknowledgement drops them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetnode_state_machine::{GapCause, OutboundEvent, Report};
-use fleetnode_wire::{EventBatch, MAX_BATCH_EVENTS, MAX_BODY_BYTES, WorkerStatus};
-use tokio::sync::Notify;
+use fleetnode_state_machine::{GapCause, OutboundEvent, Report, ResyncCause};
+use fleetnode_wire::{EventBatch, MAX_BATCH_EVENTS, MAX_BODY_BYTES, RetryClass, WorkerStatus};
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
@@ -151,6 +156,18 @@ impl Drainer {
             result = self.ctx.client.post_events(&request) => result,
         };
         match result {
+            Ok(ack) if ack.acked_through > self.newest(last)? => {
+                let acked = ack.acked_through;
+                self.ctx.client.protocol_error("ack-beyond-agent");
+                error!(
+                    first,
+                    last,
+                    acked_through = acked,
+                    "the control plane acknowledged a seq beyond every event this agent has; refused and never applied; sending a snapshot"
+                );
+                self.resync(acked, ResyncCause::AckBeyondAgent { acked })
+                    .await
+            }
             Ok(ack) if ack.acked_through > last => {
                 self.ctx.client.protocol_error("ack-beyond-batch");
                 error!(
@@ -182,6 +199,20 @@ impl Drainer {
                     "the control plane acknowledged nothing of the batch; it may have lost events this agent no longer holds"
                 );
                 Ok(Next::AfterOrKick(self.backoff.next_delay()))
+            }
+            Err(e) if e.class() == RetryClass::Resync => {
+                if matches!(request.events[0].report, Report::Snapshot { .. }) {
+                    error!(first, error = %e, "the control plane asks for a snapshot although the batch begins with one; retrying at the slowest pace");
+                    return Ok(Next::After(BACKOFF_CAP));
+                }
+                let log_end = e.body_seq().unwrap_or(0);
+                warn!(
+                    first,
+                    log_end,
+                    "the control plane's log of this stream ends before these events; sending a snapshot"
+                );
+                self.resync(log_end, ResyncCause::ControlPlaneLog { log_end })
+                    .await
             }
             Err(e) if e.refuses_the_content() && request.events.len() > 1 => {
                 warn!(first, last, error = %e, "batch refused; sending its events one at a time");
@@ -227,6 +258,44 @@ impl Drainer {
             Ok(Next::Now)
         } else {
             self.gone()
+        }
+    }
+
+    /// The newest seq the agent has: its newest queued event (`last`, sent, at least).
+    fn newest(&self, last: u64) -> Result<u64, WorkerError> {
+        let newest = self
+            .ctx
+            .reader
+            .last_seq()
+            .map_err(|e| WorkerError::new(format!("cannot read the outbound queue: {e}")))?;
+        Ok(newest.unwrap_or(last).max(last))
+    }
+
+    /// Asks the event loop for a snapshot and goes on from it.
+    async fn resync(&mut self, log_end: u64, cause: ResyncCause) -> Result<Next, WorkerError> {
+        let (done, answer) = oneshot::channel();
+        let input = Input::Resync {
+            log_end,
+            cause,
+            done: Some(done),
+        };
+        if let Next::Stop = self.send(input).await? {
+            return Ok(Next::Stop);
+        }
+        let seq = tokio::select! {
+            () = self.cancel.cancelled() => return Ok(Next::Stop),
+            seq = answer => seq,
+        };
+        match seq {
+            Ok(Some(seq)) => {
+                // Everything before the snapshot is covered by it.
+                self.acked = self.acked.max(seq.saturating_sub(1));
+                self.solo_until = 0;
+                Ok(Next::Now)
+            }
+            // The state machine refused (it said why in the log): try again later.
+            Ok(None) => Ok(Next::After(BACKOFF_CAP)),
+            Err(_) => self.gone(),
         }
     }
 

@@ -6,13 +6,15 @@
 //! waits for the interval or the retry delay, whichever is longer, so a `Retry-After` is
 //! honoured (up to [`super::RETRY_AFTER_CAP`]) and refused credentials or another protocol
 //! version are retried at [`BACKOFF_CAP`]. A new probe epoch sends at once, but never before
-//! the wait the control plane asked for is over.
+//! the wait the control plane asked for is over. A `resync_required` answer is a heartbeat that
+//! reached the control plane: the agent records a snapshot for it (`docs/protocol.md`,
+//! "Resync").
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetnode_state_machine::{Event, MESSAGE_CAP, ProbeId, ProbeResult, cap_head};
-use fleetnode_wire::{AgentStatus, WorkerStatus};
+use fleetnode_state_machine::{Event, MESSAGE_CAP, ProbeId, ProbeResult, ResyncCause, cap_head};
+use fleetnode_wire::{AgentStatus, RetryClass, WorkerStatus};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
@@ -99,6 +101,26 @@ pub async fn run(
                 ctx.metrics.last_heartbeat_seconds.set(secs as i64);
                 debug!(desired_revision = %ack.desired_revision, "heartbeat acknowledged");
                 (true, "heartbeat acknowledged".to_owned())
+            }
+            Err(e) if e.class() == RetryClass::Resync => {
+                // The control plane answered, and asks for a snapshot: it is reachable.
+                backoff.reset();
+                next = sent + ctx.interval;
+                allowed = sent;
+                let log_end = e.body_seq().unwrap_or(0);
+                warn!(
+                    log_end,
+                    "the control plane lacks events of this stream; sending a snapshot"
+                );
+                let resync = Input::Resync {
+                    log_end,
+                    cause: ResyncCause::ControlPlaneLog { log_end },
+                    done: None,
+                };
+                if inputs.send(resync).await.is_err() {
+                    return gone(&cancel);
+                }
+                (true, "the control plane asked for a snapshot".to_owned())
             }
             Err(e) => {
                 let retry = retry_plan(&e, &mut backoff);

@@ -84,6 +84,14 @@ impl RequestError {
         self.class() == RetryClass::Content
     }
 
+    /// The error body's `seq`: for `resync_required`, the last seq the control plane holds.
+    pub fn body_seq(&self) -> Option<u64> {
+        match self {
+            Self::Status { body, .. } => body.as_ref().and_then(|b| b.seq),
+            Self::Network(_) | Self::Tls(_) | Self::BadAnswer(_) | Self::OtherVersion(_) => None,
+        }
+    }
+
     /// The wait the server asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -161,6 +169,11 @@ pub fn retry_plan(error: &RequestError, backoff: &mut Backoff) -> Retry {
             backoff.cap(),
             "the control plane speaks another protocol major version; upgrade the agent or the control plane",
             true,
+        ),
+        (_, RetryClass::Resync) => (
+            backoff.next_delay(),
+            "the control plane asked for a snapshot; retrying",
+            false,
         ),
         (_, RetryClass::Content | RetryClass::Permanent) => (
             backoff.cap(),

@@ -44,6 +44,11 @@ pub struct Recorded {
     pub answer_version: Option<&'static str>,
     /// Say `changed: true` in every answer, also when the revision is the one the agent knows.
     pub claim_changed: bool,
+    /// The control plane's log ends at this seq: a batch that does not begin with a snapshot
+    /// (or with the next seq) is answered `resync_required`.
+    pub resync_at: Option<u64>,
+    /// Answer `resync_required` to batches that begin with a snapshot too (a broken server).
+    pub resync_snapshots_too: bool,
     /// Scripted acknowledgements, answered instead of the real one: one below the batch's
     /// first seq stores nothing (a server that misses earlier events), any other stores the
     /// batch first.
@@ -78,6 +83,8 @@ impl Default for Recorded {
             answer_at_once: false,
             claim_changed: false,
             acks: VecDeque::new(),
+            resync_at: None,
+            resync_snapshots_too: false,
             events: Vec::new(),
             batches: Vec::new(),
             heartbeats: Vec::new(),
@@ -281,6 +288,21 @@ async fn events(State(server): State<TestServer>, headers: HeaderMap, body: Byte
         let mut body = ErrorBody::new(ErrorCode::Invalid, "poisoned event");
         body.seq = Some(seq.seq);
         return (StatusCode::UNPROCESSABLE_ENTITY, encode(&body)).into_response();
+    }
+    if let Some(log_end) = r.resync_at {
+        let first = &batch.events[0];
+        let snapshot = matches!(
+            first.report,
+            fleetnode_state_machine::Report::Snapshot { .. }
+        );
+        if (!snapshot || r.resync_snapshots_too) && first.seq > log_end + 1 {
+            let mut body = ErrorBody::new(ErrorCode::ResyncRequired, "scripted resync");
+            body.seq = Some(log_end);
+            return (StatusCode::CONFLICT, encode(&body)).into_response();
+        }
+        if snapshot {
+            r.resync_at = None;
+        }
     }
     let scripted = r.acks.pop_front();
     let first = batch.events.first().map_or(0, |e| e.seq);

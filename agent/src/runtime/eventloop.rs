@@ -15,9 +15,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetnode_state_machine::{Command, Event, OutboundEvent, State, Step, step};
+use fleetnode_state_machine::{
+    Command, Event, OutboundEvent, Report, ResyncCause, State, Step, step,
+};
 use fleetnode_wire::AgentStatus;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
@@ -212,10 +214,15 @@ impl EventLoop {
             }
             Input::DeadLettered { seq, code } => {
                 let now = self.clock.now();
+                let refused = self.store.reader().get(seq).ok().flatten();
                 match self.store.dead_letter(seq, &code, now) {
                     Ok(DeadLetterOutcome::Moved(gap)) => {
                         log_report(&gap, self.state.host.phase.name());
                         self.drainer.notify_one();
+                        if refused.is_some_and(|event| needs_snapshot(&event)) {
+                            let cause = ResyncCause::DeadLettered { seq };
+                            self.resync(0, cause, None).await?;
+                        }
                     }
                     Ok(DeadLetterOutcome::NotQueued) => {
                         debug!(seq, "dead letter for an event no longer queued");
@@ -225,12 +232,36 @@ impl EventLoop {
                 self.publish();
                 Ok(())
             }
+            Input::Resync {
+                log_end,
+                cause,
+                done,
+            } => self.resync(log_end, cause, done).await,
             Input::Status(reply) => {
                 // The asker may have given up waiting; nothing to do then.
                 let _ = reply.send(self.status());
                 Ok(())
             }
         }
+    }
+
+    /// Records a snapshot for the control plane (see `docs/protocol.md`, "Resync") and tells
+    /// `done` its seq once it is durable.
+    async fn resync(
+        &mut self,
+        log_end: u64,
+        cause: ResyncCause,
+        done: Option<oneshot::Sender<Option<u64>>>,
+    ) -> Result<(), Cancelled> {
+        let before = self.state.host.seq;
+        self.event(Event::ResyncRequested { log_end, cause })
+            .await?;
+        let seq = (self.state.host.seq > before).then_some(self.state.host.seq);
+        if let Some(done) = done {
+            // The drainer may have stopped meanwhile; nothing to do then.
+            let _ = done.send(seq);
+        }
+        Ok(())
     }
 
     /// Steps the state machine with one event, persists, then hands out the commands.
@@ -247,7 +278,8 @@ impl EventLoop {
             | Event::RealiseFinished { .. }
             | Event::SwitchFinished { .. }
             | Event::AgentUpgradeChecked { .. }
-            | Event::Tick => None,
+            | Event::Tick
+            | Event::ResyncRequested { .. } => None,
         };
         let Step {
             state,
@@ -410,6 +442,14 @@ impl Outbox {
             self.alarmed = false;
         }
     }
+}
+
+/// A dead-lettered event whose effect the mirror lacks: every lifecycle event but a gap (it
+/// stands for probe observations, which change no mirrored host) and a snapshot (answering a
+/// refused snapshot with another would never end).
+fn needs_snapshot(event: &OutboundEvent) -> bool {
+    event.report.is_lifecycle()
+        && !matches!(event.report, Report::Snapshot { .. } | Report::Gap { .. })
 }
 
 /// True when `after` differs from `before` in more than the clock: only then is a write due

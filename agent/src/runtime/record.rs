@@ -52,6 +52,7 @@ fn severity(report: &Report) -> Severity {
         | Report::Reverted { .. }
         | Report::RollbackRejected { .. }
         | Report::Superseded { .. }
+        | Report::Snapshot { .. }
         | Report::Gap { .. } => Severity::Warn,
         Report::SwitchEnded { verdict, .. } => match verdict {
             SwitchVerdict::Succeeded => Severity::Info,
@@ -133,6 +134,7 @@ pub fn count(metrics: &Metrics, before: &Phase, events: &[OutboundEvent]) {
             | Report::Failed { .. }
             | Report::Superseded { .. }
             | Report::RollbackRejected { .. }
+            | Report::Snapshot { .. }
             | Report::Gap { .. } => {}
         }
     }

@@ -258,6 +258,13 @@ impl StoreReader {
         }
     }
 
+    /// The seq of the newest queued event, if any.
+    pub fn last_seq(&self) -> Result<Option<u64>, StoreError> {
+        let read = self.db.begin_read().map_err(op)?;
+        let queue = read.open_table(OUTBOUND).map_err(op)?;
+        Ok(queue.last().map_err(op)?.map(|(seq, _)| seq.value()))
+    }
+
     /// Every dead letter kept, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let read = self.db.begin_read().map_err(op)?;

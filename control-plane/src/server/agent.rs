@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::app::{App, Ready};
 use super::http::{ApiError, WireJson, bearer, decode_body};
 use crate::auth::{digests_equal, hash_token};
-use crate::mirror::Comparison;
+use crate::mirror::{Comparison, Refused};
 use crate::registry::HostEntry;
 use crate::store::HeartbeatRecord;
 use crate::tls::certificate_names;
@@ -116,9 +116,13 @@ pub async fn events(
     let batch: EventBatch = decode_body(body).await?;
     let _write = entry.write.lock().await;
     let before = entry.with_view(|v| v.mirror.clone());
-    let applied = before
-        .apply(&batch)
-        .map_err(|e| ApiError::new(ErrorCode::Conflict, e.to_string()))?;
+    let applied = before.apply(&batch).map_err(|refused| match refused {
+        Refused::RetiredStream { .. } => ApiError::new(ErrorCode::Conflict, refused.to_string()),
+        Refused::Resync { log_end, first, .. } => {
+            info!(host = %entry.id, stream = batch.stream, first, log_end, "event batch does not fit the log; asking the agent for a snapshot");
+            resync(log_end, refused.to_string())
+        }
+    })?;
     if applied.mirror != before {
         let store = ready.store.clone();
         let id = entry.id.clone();
@@ -132,6 +136,13 @@ pub async fn events(
         entry.update(|v| v.mirror = applied.mirror.clone());
         app.metrics.events_ingested(applied.stored.len());
         ready.rollouts.nudge();
+    }
+    let snapshots = applied
+        .stored
+        .iter()
+        .filter(|e| matches!(e.report, fleetnode_wire::Report::Snapshot { .. }));
+    for snapshot in snapshots {
+        info!(host = %entry.id, seq = snapshot.seq, "the mirror restarted from the agent's snapshot");
     }
     if applied.new_stream {
         info!(host = %entry.id, stream = batch.stream, "host started a new event stream; mirror starts afresh");
@@ -155,10 +166,11 @@ pub async fn heartbeat(
     let entry = authorize(&app, ready, &host, &parts)?;
     let heartbeat: AgentStatus = decode_body(body).await?;
     let _write = entry.write.lock().await;
-    let (comparison, previous) = entry.with_view(|v| {
+    let (comparison, previous, resync_from) = entry.with_view(|v| {
         (
             v.mirror.compare(&heartbeat),
             v.heartbeat.as_ref().and_then(|h| h.divergence.clone()),
+            v.mirror.needs_resync(&heartbeat),
         )
     });
     let divergence = match comparison {
@@ -186,6 +198,15 @@ pub async fn heartbeat(
         .map_err(|e| ApiError::internal("storing the heartbeat failed", &e))?
         .map_err(|e| ApiError::internal("storing the heartbeat failed", &e))?;
     entry.update(|v| v.heartbeat = Some(record));
+    if let Some(log_end) = resync_from {
+        info!(host = %entry.id, log_end, "heartbeat shows events this control plane does not hold; asking the agent for a snapshot");
+        return Err(resync(
+            log_end,
+            format!(
+                "this control plane holds the host's event stream only up to seq {log_end}; send a snapshot"
+            ),
+        ));
+    }
     Ok(WireJson(HeartbeatAck {
         desired_revision: entry.desired().revision,
     }))
@@ -255,6 +276,13 @@ fn not_this_host(ready: &Ready, hash: &crate::auth::TokenHash, host: &str) -> Ap
             ),
         ),
     }
+}
+
+/// 409 `resync_required`, with the log's end in `seq`.
+fn resync(log_end: u64, message: String) -> ApiError {
+    let mut error = ApiError::new(ErrorCode::ResyncRequired, message);
+    error.0.seq = Some(log_end);
+    error
 }
 
 fn revoked(host: &HostId) -> ApiError {

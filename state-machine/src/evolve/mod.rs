@@ -83,6 +83,14 @@ pub fn evolve(state: &mut State, event: &OutboundEvent) -> Result<(), EvolveErro
         } => phases::failed(host, reason, target, *halted),
         Report::Superseded { revision, .. } => phases::superseded(host, report, *revision)?,
         Report::RollbackRejected { revision, .. } => host.handled = Some(*revision),
+        Report::Snapshot {
+            host: snapshot,
+            probes,
+            ..
+        } => {
+            *host = Host::clone(snapshot);
+            state.probes = probes.clone();
+        }
         Report::Gap { .. } => {}
     }
     Ok(())

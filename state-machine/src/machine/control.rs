@@ -5,7 +5,7 @@ use super::{Tx, work};
 use crate::command::Command;
 use crate::error::{PeerFault, TransitionError};
 use crate::policy::{DesiredState, Directive};
-use crate::report::Report;
+use crate::report::{Report, ResyncCause};
 use crate::state::Phase;
 
 /// An answer of the control plane. Its hold flag counts only when it changed since the last
@@ -33,6 +33,28 @@ pub(super) fn on_desired(tx: &mut Tx, desired: DesiredState) -> Result<(), Trans
         tx.report(Report::Resumed)?;
     }
     Ok(())
+}
+
+/// Highest seq a snapshot may jump to: far beyond any real stream (a host emitting a thousand
+/// events a second needs 35 years to reach 2^40), far below where seqs would overflow.
+pub const MAX_SEQ: u64 = 1 << 40;
+
+/// The control plane cannot follow the events: report a snapshot of the mirrored state for it
+/// to restart from. Its seq is above the agent's own and above the control plane's log, so it
+/// is new to both (seqs stay increasing; the snapshot covers every seq before it).
+pub(super) fn resync(tx: &mut Tx, log_end: u64, cause: ResyncCause) -> Result<(), TransitionError> {
+    let seq = tx.state.host.seq;
+    if log_end > MAX_SEQ {
+        return Err(PeerFault::ImplausibleLogEnd { log_end, seq }.into());
+    }
+    tx.state.host.seq = seq.max(log_end);
+    let host = Box::new(tx.state.host.clone());
+    let probes = tx.state.probes.clone();
+    tx.report(Report::Snapshot {
+        host,
+        probes,
+        cause,
+    })
 }
 
 /// The operator's local hold (`true`) or its end.

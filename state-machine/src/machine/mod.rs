@@ -58,6 +58,7 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> Result<Step, Transit
         Event::ProbeResult(result) => soak::on_probe_result(&mut tx, result)?,
         Event::AgentUpgradeChecked { upgrade } => control::on_upgrade_checked(&mut tx, upgrade),
         Event::Tick => {}
+        Event::ResyncRequested { log_end, cause } => control::resync(&mut tx, log_end, cause)?,
     }
     // Every input advances time: a deadline that passed fires now, whatever the input, so a
     // timeout cannot be lost to a result that happened to arrive first (or to a restart).

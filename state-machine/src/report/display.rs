@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{GapCause, Report, SwitchVerdict};
+use super::{GapCause, Report, ResyncCause, SwitchVerdict};
 use crate::types::StorePath;
 
 /// A path in the form the report is written in (whole, or short with `{:#}`).
@@ -152,6 +152,25 @@ impl fmt::Display for Report {
             }
             Self::RollbackRejected { revision, reason } => {
                 write!(f, "rollback directive {revision} rejected: {reason}")
+            }
+            Self::Snapshot { host, cause, .. } => {
+                let why = match cause {
+                    ResyncCause::ControlPlaneLog { log_end } => format!(
+                        "the control plane's log of this stream ends at seq {log_end}, before events the agent no longer holds"
+                    ),
+                    ResyncCause::AckBeyondAgent { acked } => format!(
+                        "the control plane acknowledged seq {acked}, beyond every event the agent has"
+                    ),
+                    ResyncCause::DeadLettered { seq } => {
+                        format!("the control plane refused the event at seq {seq} for good")
+                    }
+                };
+                write!(
+                    f,
+                    "snapshot of the host ({}, running {}) for the control plane to restart its mirror from: {why}",
+                    host.phase,
+                    or(&host.system.current)
+                )
             }
             Self::Gap { from_seq, cause } => match cause {
                 GapCause::Compacted { dropped } => write!(

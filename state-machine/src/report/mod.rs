@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{SwitchJob, SwitchPurpose};
 use crate::policy::{Directive, LocalPolicy};
 use crate::reason::Reason;
-use crate::state::{SystemView, Work};
+use crate::state::{Host, ProbeBook, SystemView, Work};
 use crate::time::Timestamp;
 use crate::types::{ProbeId, Revision, StorePath, SwitchId};
 
@@ -27,6 +27,38 @@ pub struct OutboundEvent {
     pub at: Timestamp,
     /// What happened.
     pub report: Report,
+}
+
+impl OutboundEvent {
+    /// The first seq this event stands for: a gap's `from_seq`, 1 for a snapshot (it covers
+    /// everything before it), else its own seq. A mirror at seq N can apply it when this is at
+    /// most N + 1.
+    pub fn covers_from(&self) -> u64 {
+        match &self.report {
+            Report::Gap { from_seq, .. } => *from_seq,
+            Report::Snapshot { .. } => 1,
+            Report::Recovered { .. }
+            | Report::PolicyApplied { .. }
+            | Report::DirectiveRecorded { .. }
+            | Report::Paused
+            | Report::Resumed
+            | Report::AlreadyConverged { .. }
+            | Report::WorkStarted { .. }
+            | Report::Realised { .. }
+            | Report::ActivationStarted { .. }
+            | Report::SwitchEnded { .. }
+            | Report::SoakStarted { .. }
+            | Report::DeferredUntilBoot { .. }
+            | Report::ProbeObserved { .. }
+            | Report::CommitStarted { .. }
+            | Report::Converged { .. }
+            | Report::RollbackStarted { .. }
+            | Report::Reverted { .. }
+            | Report::Failed { .. }
+            | Report::Superseded { .. }
+            | Report::RollbackRejected { .. } => self.seq,
+        }
+    }
 }
 
 /// A fact the agent reports to the control plane.
@@ -182,6 +214,17 @@ pub enum Report {
         /// Why.
         reason: RejectReason,
     },
+    /// The agent's mirrored state as it is, for a control plane whose mirror cannot follow the
+    /// events (see `docs/protocol.md`, "Resync"): it covers every seq up to its own, and the
+    /// mirror restarts from it.
+    Snapshot {
+        /// The mirrored part of the agent's state (its `seq` is replaced by this event's).
+        host: Box<Host>,
+        /// The probe records of the current epoch.
+        probes: ProbeBook,
+        /// Why it was sent.
+        cause: ResyncCause,
+    },
     /// Stands for the events from `from_seq` up to this event's seq, which are not delivered.
     Gap {
         /// First seq covered.
@@ -251,6 +294,31 @@ impl std::fmt::Display for RejectReason {
     }
 }
 
+/// Why the agent sent a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ResyncCause {
+    /// The control plane answered `resync_required`: its log of the stream ends at `log_end`,
+    /// before events the agent no longer holds (restored from an older backup, or its store
+    /// was lost), or it holds another history.
+    ControlPlaneLog {
+        /// The last seq it holds.
+        log_end: u64,
+    },
+    /// The control plane acknowledged seqs beyond every one the agent has (the host was
+    /// restored from a snapshot, or the control plane holds another history).
+    AckBeyondAgent {
+        /// What it acknowledged.
+        acked: u64,
+    },
+    /// The control plane refused a lifecycle event for good; the mirror lacks its effect.
+    DeadLettered {
+        /// The refused event.
+        seq: u64,
+    },
+}
+
 /// Why events are missing from the delivered sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -292,6 +360,7 @@ impl Report {
             Self::Failed { .. } => "failed",
             Self::Superseded { .. } => "superseded",
             Self::RollbackRejected { .. } => "rollback-rejected",
+            Self::Snapshot { .. } => "snapshot",
             Self::Gap { .. } => "gap",
         }
     }
@@ -323,6 +392,7 @@ impl Report {
             | Self::Converged { .. }
             | Self::Superseded { .. }
             | Self::RollbackRejected { .. }
+            | Self::Snapshot { .. }
             | Self::Gap { .. } => None,
         }
     }
@@ -334,7 +404,7 @@ impl Report {
     }
 
     /// Every report name, in document order.
-    pub const NAMES: [&'static str; 21] = [
+    pub const NAMES: [&'static str; 22] = [
         "recovered",
         "policy-applied",
         "directive-recorded",
@@ -355,6 +425,7 @@ impl Report {
         "failed",
         "superseded",
         "rollback-rejected",
+        "snapshot",
         "gap",
     ];
 }

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetnode_state_machine::{GapCause, OutboundEvent, Report, State, Timestamp};
+use fleetnode_state_machine::{Event, GapCause, OutboundEvent, Report, State, Timestamp, step};
 use fleetnode_wire::{ErrorCode, WorkerStatus};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,10 @@ fn paused(seq: u64) -> OutboundEvent {
 struct Harness {
     server: TestServer,
     store: Store,
+    /// The state the store holds, as the event loop would keep it.
+    state: State,
+    /// Snapshots asked for.
+    resyncs: u32,
     inputs: mpsc::Receiver<Input>,
     kick: Arc<Notify>,
     workers: Workers,
@@ -35,14 +39,20 @@ struct Harness {
 }
 
 async fn start(queued: u64) -> Harness {
+    start_with(1..=queued).await
+}
+
+/// The drainer over a queue holding `queued` (the events before it were acknowledged).
+async fn start_with(queued: std::ops::RangeInclusive<u64>) -> Harness {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = server.config(dir.path());
     let mut store = Store::open(&config.state_dir).unwrap().store;
     let mut state = State::default();
-    state.host.seq = queued;
-    let events: Vec<_> = (1..=queued).map(paused).collect();
+    state.host.seq = *queued.end();
+    let events: Vec<_> = queued.map(paused).collect();
     store.commit(&state, &events).unwrap();
+    let kept = state.clone();
     let metrics = Arc::new(Metrics::new());
     let workers = Workers::new(metrics.clone());
     let kick = Arc::new(Notify::new());
@@ -59,6 +69,8 @@ async fn start(queued: u64) -> Harness {
     Harness {
         server,
         store,
+        state: kept,
+        resyncs: 0,
         inputs,
         kick,
         workers,
@@ -77,17 +89,45 @@ impl Harness {
                 .await
                 .expect("the drainer went quiet")
                 .unwrap();
-            match input {
-                Input::Acked { through } => {
-                    self.store.ack(through).unwrap();
-                }
-                Input::DeadLettered { seq, code } => {
-                    let outcome = self.store.dead_letter(seq, &code, Timestamp(9)).unwrap();
-                    assert!(matches!(outcome, DeadLetterOutcome::Moved(_)));
-                    self.kick.notify_one();
-                }
-                other => panic!("unexpected input {other:?}"),
+            self.handle(input);
+        }
+    }
+
+    /// Plays the event loop's part for `span` of (paused) time.
+    async fn serve_for(&mut self, span: Duration) {
+        let until = tokio::time::Instant::now() + span;
+        while let Ok(input) = tokio::time::timeout_at(until, self.inputs.recv()).await {
+            self.handle(input.unwrap());
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Acked { through } => {
+                self.store.ack(through).unwrap();
             }
+            Input::DeadLettered { seq, code } => {
+                let outcome = self.store.dead_letter(seq, &code, Timestamp(9)).unwrap();
+                assert!(matches!(outcome, DeadLetterOutcome::Moved(_)));
+                self.kick.notify_one();
+            }
+            Input::Resync {
+                log_end,
+                cause,
+                done,
+            } => {
+                // What the event loop does: the state machine's snapshot, made durable.
+                let event = Event::ResyncRequested { log_end, cause };
+                let next = step(&self.state, event, Timestamp(10)).unwrap();
+                self.store.commit(&next.state, &next.events).unwrap();
+                self.state = next.state;
+                self.resyncs += 1;
+                if let Some(done) = done {
+                    done.send(Some(self.state.host.seq)).unwrap();
+                }
+                self.kick.notify_one();
+            }
+            other => panic!("unexpected input {other:?}"),
         }
     }
 
@@ -257,27 +297,30 @@ async fn a_huge_retry_after_is_capped() {
 #[tokio::test(start_paused = true)]
 async fn an_ack_beyond_the_batch_is_refused_counted_and_delivery_goes_on() {
     let (logs, _guard) = crate::testlog::Logs::capture();
-    let mut h = start(3).await;
-    h.server.lock().acks.push_back(40);
+    // 300 queued: the first batch is 1 to 256, and 280 is beyond it (but not beyond the agent).
+    let mut h = start(300).await;
+    h.server.lock().acks.push_back(280);
     h.reduce_until_empty().await;
     let batches = h.server.lock().batches.clone();
-    assert_eq!(batches, vec![vec![1, 2, 3], vec![1, 2, 3]], "sent again");
-    assert_eq!(h.server.lock().events.len(), 3);
+    assert_eq!(batches[0], batches[1], "sent again");
+    assert_eq!(batches[1][0], 1, "sent again");
+    assert_eq!(h.server.lock().events.len(), 300);
+    assert_eq!(h.resyncs, 0);
     let errors = logs.lines_with("acknowledged seqs this agent never sent");
     assert_eq!(errors.len(), 1, "{}", logs.text());
-    assert!(errors[0].contains("acked_through=40"), "{}", errors[0]);
+    assert!(errors[0].contains("acked_through=280"), "{}", errors[0]);
     let text = h.metrics.render();
     assert!(
         text.contains("fleetnode_agent_protocol_errors_total{kind=\"ack-beyond-batch\"} 1"),
         "{text}"
     );
-    // Events queued later are delivered too (the old drainer waited for seq 41).
+    // Events queued later are delivered too (the old drainer waited for seq 281).
     let mut state = State::default();
-    state.host.seq = 4;
-    h.store.commit(&state, &[paused(4)]).unwrap();
+    state.host.seq = 301;
+    h.store.commit(&state, &[paused(301)]).unwrap();
     h.kick.notify_one();
     h.reduce_until_empty().await;
-    assert_eq!(h.server.lock().events.last().map(|e| e.seq), Some(4));
+    assert_eq!(h.server.lock().events.last().map(|e| e.seq), Some(301));
     h.stop().await;
 }
 
@@ -341,5 +384,78 @@ async fn a_content_code_under_another_status_never_dead_letters() {
     assert_eq!(events, 2);
     assert!(batches.iter().all(|b| b == &vec![1, 2]), "{batches:?}");
     assert!(h.store.reader().dead_letters().unwrap().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn resync_required_sends_a_snapshot_and_delivery_goes_on_from_it() {
+    // The agent holds 4 and 5 (1 to 3 were acknowledged); the control plane, restored from an
+    // older backup, holds the stream up to seq 2 only.
+    let mut h = start_with(4..=5).await;
+    h.server.lock().resync_at = Some(2);
+    h.reduce_until_empty().await;
+    assert_eq!(h.resyncs, 1);
+    let r = h.server.lock();
+    assert_eq!(r.batches, vec![vec![4, 5], vec![6]], "from the snapshot on");
+    assert_eq!(r.events.len(), 1);
+    assert!(matches!(r.events[0].report, Report::Snapshot { .. }));
+    drop(r);
+    // Delivery goes on after it.
+    let mut state = h.state.clone();
+    state.host.seq = 7;
+    h.store.commit(&state, &[paused(7)]).unwrap();
+    h.state = state;
+    h.kick.notify_one();
+    h.reduce_until_empty().await;
+    assert_eq!(h.server.lock().events.last().map(|e| e.seq), Some(7));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ack_beyond_every_event_of_the_agent_is_never_applied_and_a_snapshot_follows() {
+    let (logs, _guard) = crate::testlog::Logs::capture();
+    let mut h = start(3).await;
+    // A host restored from a VM snapshot: the control plane saw up to 40 of another history.
+    h.server.lock().acks.push_back(40);
+    h.reduce_until_empty().await;
+    assert_eq!(h.resyncs, 1);
+    let r = h.server.lock();
+    let last = r.batches.last().unwrap();
+    assert_eq!(
+        last,
+        &vec![41],
+        "the snapshot is above the acknowledged seq: {:?}",
+        r.batches
+    );
+    drop(r);
+    assert!(
+        !logs.lines_with("refused and never applied").is_empty(),
+        "{}",
+        logs.text()
+    );
+    let text = h.metrics.render();
+    assert!(
+        text.contains("fleetnode_agent_protocol_errors_total{kind=\"ack-beyond-agent\"} 1"),
+        "{text}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resync_answer_to_a_snapshot_does_not_make_another() {
+    let mut h = start_with(2..=2).await;
+    {
+        let mut r = h.server.lock();
+        r.resync_at = Some(0);
+        r.resync_snapshots_too = true;
+    }
+    h.serve_for(Duration::from_secs(150)).await;
+    assert_eq!(h.resyncs, 1, "a second snapshot for a refused one");
+    let batches = h.server.lock().batches.clone();
+    let snapshots = batches.iter().filter(|b| b[0] == 3).count();
+    assert!(
+        (2..=4).contains(&snapshots),
+        "retried at the slowest pace: {batches:?}"
+    );
     h.stop().await;
 }

@@ -358,3 +358,25 @@ async fn refused_credentials_and_versions_are_retried_at_the_slowest_pace() {
     );
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_resync_answer_asks_for_a_snapshot_and_counts_as_reaching_the_control_plane() {
+    let mut h = start().await;
+    h.server.lock().fail_heartbeat.push_back(Failure {
+        status: 409,
+        code: ErrorCode::ResyncRequired,
+        retry_after: None,
+    });
+    match tokio::time::timeout(Duration::from_secs(60), h.inputs.recv()).await {
+        Ok(Some(Input::Resync {
+            log_end: 0,
+            done: None,
+            ..
+        })) => {}
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    let result = h.next_probe_result().await;
+    assert!(result.passed, "{result:?}");
+    assert_eq!(result.detail, "the control plane asked for a snapshot");
+    h.stop().await;
+}
