@@ -15,6 +15,7 @@ use crate::binaries;
 use crate::control_plane::{CliOutput, ControlPlane, ServerFiles};
 use crate::narrate;
 use crate::process::{POLL, write_file};
+use crate::proxy::RefusingProxy;
 use crate::{HarnessError, Result};
 
 /// The safety net of every wait: far longer than any scenario needs, so a loaded machine never
@@ -47,6 +48,9 @@ pub struct Options {
     pub keep: bool,
     /// Safety net of the waits.
     pub deadline: Duration,
+    /// Put a proxy between the agent and the control plane that refuses every event batch
+    /// holding a report of this type ([`RefusingProxy`]).
+    pub refuse_report: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -57,6 +61,7 @@ impl Default for Options {
             timings: Timings::default(),
             keep: false,
             deadline: DEFAULT_DEADLINE,
+            refuse_report: None,
         }
     }
 }
@@ -69,6 +74,8 @@ impl Default for Options {
 pub struct Harness {
     /// The agent process.
     pub agent: Agent,
+    /// The proxy the agent talks through, when asked for.
+    _proxy: Option<RefusingProxy>,
     /// The control plane process.
     pub cp: ControlPlane,
     root: FakeRoot,
@@ -111,7 +118,7 @@ impl Harness {
             &token_file.display().to_string(),
         ])?;
         let probe = dir.join("probe-generation-healthy");
-        let setup = agent_setup(
+        let mut setup = agent_setup(
             &cp,
             &root,
             &options.host,
@@ -119,6 +126,14 @@ impl Harness {
             probe,
             &options.timings,
         )?;
+        let proxy = match options.refuse_report {
+            Some(report) => {
+                let proxy = RefusingProxy::start(&cp, report)?;
+                setup.url = proxy.url();
+                Some(proxy)
+            }
+            None => None,
+        };
         let agent = Agent::configure(
             agent_binary,
             &root,
@@ -133,6 +148,7 @@ impl Harness {
         ];
         let mut harness = Self {
             agent,
+            _proxy: proxy,
             cp,
             root,
             work,

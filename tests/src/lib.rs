@@ -27,6 +27,7 @@ pub mod fleet;
 pub mod harness;
 pub mod narrate;
 pub mod process;
+pub mod proxy;
 pub mod real_host;
 pub mod release;
 

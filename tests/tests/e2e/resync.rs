@@ -2,8 +2,8 @@
 //! restored from an older copy of its store, or its store is lost and the host added again.
 //! The agent sends a snapshot, the mirror restarts from it, and every event after it arrives.
 
-use fleetnode_state_machine::{Host, OutboundEvent, Phase, Report, State, mirror};
-use fleetnode_tests::{Harness, Health};
+use fleetnode_state_machine::{GapCause, Host, OutboundEvent, Phase, Report, State, mirror};
+use fleetnode_tests::{Harness, Health, Options};
 use fleetnode_wire::HostDetail;
 
 use crate::common::run;
@@ -105,6 +105,39 @@ fn a_lost_store_and_the_host_added_again_resync() {
             "the new store's revision is above the host's"
         );
         let settled = h.wait_settled(next, "converged")?;
+        assert_mirror_is_the_agent(&mut h, &settled)?;
+        Ok(())
+    })
+}
+
+#[test]
+fn a_refused_lifecycle_event_is_dead_lettered_and_a_snapshot_makes_the_mirror_exact() {
+    run(|| {
+        // A control plane that refuses every activation-started report.
+        let mut h = Harness::start_with(Options {
+            refuse_report: Some("activation-started"),
+            ..Options::default()
+        })?;
+        let gen2 = h.add_closure("nixos-system-web-01-gen-2", Health::Healthy)?;
+        let deployed = h.set_target(&gen2, &["--soak", "1s"])?;
+        let settled = h.wait_for("converged on gen-2", |d| {
+            matches!(&d.mirror.phase, Phase::Converged(c) if c.target == gen2)
+                && d.mirror.handled == Some(deployed)
+        })?;
+        let report = h.report(Some(&settled));
+        // The refused event's place holds its dead-letter gap, and a snapshot follows it.
+        let letter = settled
+            .recent_events
+            .iter()
+            .find(|e| {
+                matches!(&e.report, Report::Gap { cause: GapCause::DeadLettered { code }, .. }
+                    if code == "invalid")
+            })
+            .unwrap_or_else(|| panic!("no dead-letter gap: {report}"));
+        let snapshot = snapshot_seq(&settled).unwrap_or_else(|| panic!("no snapshot: {report}"));
+        assert!(snapshot > letter.seq, "{report}");
+        let status = h.agent_status()?;
+        assert_eq!(status["queue"]["dead_letters"], 1, "{status:#}");
         assert_mirror_is_the_agent(&mut h, &settled)?;
         Ok(())
     })
