@@ -134,3 +134,51 @@ fn no_restart_into_a_new_agent_while_new_work_runs() {
     });
     assert!(out.is_empty());
 }
+
+fn resync(sim: &Sim, log_end: u64) -> Result<Step, TransitionError> {
+    let cause = ResyncCause::ControlPlaneLog { log_end };
+    step(
+        &sim.state,
+        Event::ResyncRequested { log_end, cause },
+        Timestamp(sim.now),
+    )
+}
+
+#[test]
+fn a_resync_reports_the_host_above_both_logs_and_changes_nothing_else() {
+    let mut sim = Sim::new();
+    sim.converge_on(1);
+    let seq = sim.state.host.seq;
+    for (log_end, expected) in [(2, seq + 1), (seq, seq + 1), (seq + 100, seq + 101)] {
+        let out = resync(&sim, log_end).unwrap();
+        assert!(out.commands.is_empty());
+        assert_eq!(out.events.len(), 1);
+        let snapshot = &out.events[0];
+        assert_eq!(snapshot.seq, expected, "log end {log_end}");
+        let Report::Snapshot { host, probes, .. } = &snapshot.report else {
+            panic!("not a snapshot: {snapshot:?}");
+        };
+        // The state is what it was but for the seq; the snapshot carries it.
+        let mut unchanged = out.state.clone();
+        unchanged.host.seq = seq;
+        assert_eq!(unchanged.host, sim.state.host);
+        assert_eq!(host.phase, sim.state.host.phase);
+        assert_eq!(host.known_good, sim.state.host.known_good);
+        assert_eq!(probes, &sim.state.probes);
+        assert_eq!(out.state.host.seq, expected);
+    }
+}
+
+#[test]
+fn an_implausible_log_end_is_the_control_planes_fault() {
+    let mut sim = Sim::new();
+    sim.converge_on(1);
+    let refused = resync(&sim, u64::MAX).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            TransitionError::Peer(PeerFault::ImplausibleLogEnd { .. })
+        ),
+        "{refused:?}"
+    );
+}
