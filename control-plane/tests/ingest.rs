@@ -58,9 +58,13 @@ async fn duplicates_are_acknowledged_and_gaps_stop_application() {
     let ack: EventAck = agent.events(STREAM, &events[..5]).await.json();
     assert_eq!(ack.acked_through, 5);
 
-    // A batch that skips seq 6: nothing beyond the gap is stored.
-    let ack: EventAck = agent.events(STREAM, &events[6..8]).await.json();
-    assert_eq!(ack.acked_through, 5);
+    // A batch that begins beyond seq 6 does not continue the log: nothing is stored, and the
+    // agent is asked for a snapshot, told where the log ends.
+    let answer = agent.events(STREAM, &events[6..8]).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.text);
+    assert_eq!(answer.code(), "resync_required");
+    let body: serde_json::Value = answer.json();
+    assert_eq!(body["seq"], 5);
     let detail = harness.detail("web-01").await;
     assert_eq!(detail.mirror.seq, 5);
     assert_eq!(detail.recent_events, events[..5].to_vec());
