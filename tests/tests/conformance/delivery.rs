@@ -9,33 +9,35 @@ use crate::server::{EventsAnswer, Scripted, is_dead_letter_gap};
 use crate::world::World;
 
 #[test]
-fn an_ack_beyond_the_batch_or_below_it_drops_nothing_and_the_batch_goes_again() {
+fn an_ack_below_the_batch_drops_nothing_and_one_beyond_the_agent_is_never_applied() {
     let mut w = World::start(|s| {
-        s.events_answers.push_back(EventsAnswer::Ack(1_000));
         s.events_answers.push_back(EventsAnswer::Ack(0));
+        s.events_answers.push_back(EventsAnswer::Ack(1_000));
     });
     let batches = w.wait_for("three batches", |s| {
         (s.batches.len() >= 3).then(|| s.batches.clone())
     });
     assert_eq!(batches[0][0], 1);
-    assert_eq!(
-        batches[1][0], 1,
-        "an ack of 1000 dropped events: {batches:?}"
-    );
-    assert_eq!(batches[2][0], 1, "an ack of 0 dropped events: {batches:?}");
+    assert_eq!(batches[1][0], 1, "an ack of 0 dropped events: {batches:?}");
+    // 1000 is beyond every seq the agent has: refused, and a snapshot above it follows.
+    assert_eq!(batches[2], vec![1_001], "{batches:?}");
     w.wait_for("everything delivered", |s| {
         let (_, h) = s.heartbeats.last()?;
         (h.queue.depth == 0 && h.last_seq == s.acked()).then_some(())
     });
     let log = w.log();
-    assert!(
-        log.contains("acknowledged seqs this agent never sent"),
-        "{log}"
-    );
     assert!(log.contains("acknowledged nothing of the batch"), "{log}");
+    assert!(log.contains("beyond every event this agent has"), "{log}");
     let s = w.server.lock();
-    let seqs: Vec<u64> = s.log.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, (1..=s.acked()).collect::<Vec<_>>(), "gap-free from 1");
+    let snapshot = s.log.iter().find(|e| e.seq == 1_001).cloned();
+    assert!(
+        matches!(
+            snapshot.map(|e| e.report),
+            Some(fleetnode_wire::Report::Snapshot { .. })
+        ),
+        "{:?}",
+        s.log
+    );
 }
 
 #[test]

@@ -314,13 +314,14 @@ async fn events(State(server): State<ScriptedServer>, headers: HeaderMap, body: 
     server.answer(StatusCode::OK, body)
 }
 
-/// Stores the events that continue the log: seq `acked + 1`, or a gap whose range starts at or
-/// before it (both ends inclusive).
+/// Stores the events that continue the log: seq `acked + 1`, a gap whose range starts at or
+/// before it (both ends inclusive), or a snapshot (it covers every seq before its own).
 fn store(script: &mut Script, batch: &EventBatch) {
     for event in &batch.events {
         let next = script.acked() + 1;
         let first = match &event.report {
             Report::Gap { from_seq, .. } => *from_seq,
+            Report::Snapshot { .. } => 1,
             _ => event.seq,
         };
         if event.seq >= next && first <= next {
