@@ -142,6 +142,15 @@ pub fn dead_letter_gap(event: &OutboundEvent, code: &str) -> Option<OutboundEven
     })
 }
 
+/// Whether the control plane's mirror lacks what `event` did once it is dead-lettered, so that
+/// a snapshot must follow (see `docs/protocol.md`, "Resync"): every lifecycle event but a gap
+/// (it stands for probe observations, which change no mirrored host) and a snapshot (answering
+/// a refused snapshot with another would never end).
+pub fn dead_letter_needs_snapshot(event: &OutboundEvent) -> bool {
+    event.report.is_lifecycle()
+        && !matches!(event.report, Report::Snapshot { .. } | Report::Gap { .. })
+}
+
 /// Plans the compaction of a queue given in seq order.
 pub fn plan(entries: &[Entry]) -> Plan {
     let mut latest: BTreeMap<&ProbeId, u64> = BTreeMap::new();
@@ -319,6 +328,24 @@ mod tests {
         };
         assert_eq!(from_seq, 10, "the compacted range is kept");
         assert!(code.len() <= GAP_CODE_CAP);
+    }
+
+    #[test]
+    fn only_a_refused_lifecycle_fact_calls_for_a_snapshot() {
+        let event = |report| OutboundEvent {
+            seq: 3,
+            at: Timestamp(3),
+            report,
+        };
+        assert!(dead_letter_needs_snapshot(&event(Report::Paused)));
+        assert!(!dead_letter_needs_snapshot(&gap(3, 2, 1)));
+        let probe = Report::ProbeObserved {
+            epoch: 1,
+            probe: ProbeId::parse("web").unwrap(),
+            passed: true,
+            detail: String::new(),
+        };
+        assert!(!dead_letter_needs_snapshot(&event(probe)));
     }
 
     #[test]

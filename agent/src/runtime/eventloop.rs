@@ -11,12 +11,11 @@
 //! sending an input is always served, and no cycle of bounded channels exists. The outbox stays
 //! small because the machine emits a few commands per transition and runs one switch at a time.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fleetnode_state_machine::{
-    Command, Event, OutboundEvent, Report, ResyncCause, State, Step, step,
+    Command, Event, OutboundEvent, ResyncCause, State, Step, queue, step,
 };
 use fleetnode_wire::AgentStatus;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -24,6 +23,7 @@ use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
+use super::outbox::{Outbox, Worker};
 use super::record::{self, log_report};
 use super::status::{self, LatestProbes, Workers};
 use crate::clock::Clock;
@@ -33,10 +33,6 @@ use crate::store::{CommitReport, DeadLetterOutcome, Store};
 
 /// Longest pause between attempts to write the store after a failure.
 const MAX_STORE_RETRY: Duration = Duration::from_secs(30);
-/// Commands waiting for one worker beyond which the loop says the worker looks stuck. The
-/// machine never has more than a handful outstanding; the outbox is never cut, since dropping
-/// a command would strand the host.
-const OUTBOX_ALARM: usize = 32;
 
 /// How the event loop ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,7 +215,7 @@ impl EventLoop {
                     Ok(DeadLetterOutcome::Moved(gap)) => {
                         log_report(&gap, self.state.host.phase.name());
                         self.drainer.notify_one();
-                        if refused.is_some_and(|event| needs_snapshot(&event)) {
+                        if refused.is_some_and(|event| queue::dead_letter_needs_snapshot(&event)) {
                             let cause = ResyncCause::DeadLettered { seq };
                             self.resync(0, cause, None).await?;
                         }
@@ -389,67 +385,6 @@ impl EventLoop {
             self.status_line = line;
         }
     }
-}
-
-/// Which worker an outbox feeds.
-#[derive(Debug, Clone, Copy)]
-enum Worker {
-    Activation,
-    Probes,
-}
-
-/// Commands made durable but not yet taken by their worker, in order.
-#[derive(Debug, Default)]
-struct Outbox {
-    activation: VecDeque<Command>,
-    probes: VecDeque<Command>,
-    alarmed: bool,
-}
-
-impl Outbox {
-    fn is_empty(&self) -> bool {
-        self.activation.is_empty() && self.probes.is_empty()
-    }
-
-    /// Hands the first command waiting for `worker` through a reserved slot of its channel.
-    fn hand(&mut self, permit: Option<mpsc::Permit<'_, Command>>, worker: Worker) {
-        let queue = match worker {
-            Worker::Activation => &mut self.activation,
-            Worker::Probes => &mut self.probes,
-        };
-        match (permit, queue.pop_front()) {
-            (Some(permit), Some(command)) => permit.send(command),
-            // The worker's channel is closed only at shutdown; its commands are decided
-            // again from the persisted state at the next start.
-            (None, Some(command)) => debug!(
-                ?command,
-                ?worker,
-                "worker gone; command dropped at shutdown"
-            ),
-            (_, None) => {}
-        }
-    }
-
-    fn check(&mut self) {
-        let waiting = self.activation.len().max(self.probes.len());
-        if waiting > OUTBOX_ALARM && !self.alarmed {
-            error!(
-                waiting,
-                "a worker has not taken its commands for a long time; it may be stuck"
-            );
-            self.alarmed = true;
-        } else if waiting <= OUTBOX_ALARM / 2 {
-            self.alarmed = false;
-        }
-    }
-}
-
-/// A dead-lettered event whose effect the mirror lacks: every lifecycle event but a gap (it
-/// stands for probe observations, which change no mirrored host) and a snapshot (answering a
-/// refused snapshot with another would never end).
-fn needs_snapshot(event: &OutboundEvent) -> bool {
-    event.report.is_lifecycle()
-        && !matches!(event.report, Report::Snapshot { .. } | Report::Gap { .. })
 }
 
 /// True when `after` differs from `before` in more than the clock: only then is a write due
