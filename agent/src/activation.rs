@@ -213,7 +213,7 @@ impl<S: System> Worker<S> {
         {
             Followed::Done(Ok(Launch::Started)) => Followed::Done(None),
             Followed::Done(Ok(Launch::LockHeld)) => {
-                tracing::info!(
+                tracing::debug!(
                     "another switch holds the switch lock; the state machine decides when to try again"
                 );
                 Followed::Done(Some(SwitchEnd::LockHeld))

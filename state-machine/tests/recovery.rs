@@ -582,7 +582,7 @@ fn a_result_arriving_after_the_deadline_does_not_swallow_the_timeout() {
     activating(&mut sim, 1, ActivationMode::TestThenCommit);
     let hung = sim.switch();
     sim.now += ACTIVATION_TIMEOUT;
-    // A heartbeat result is handled before the ticker's tick.
+    // A heartbeat result is handled before the event loop's own tick.
     let epoch = sim.state.host.probe_epoch;
     let effects = sim.step(Event::ProbeResult(ProbeResult {
         probe: ProbeId::control_plane(),

@@ -21,7 +21,7 @@ use fleetnode_wire::AgentStatus;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::outbox::{Outbox, Worker};
 use super::record::{self, log_report};
@@ -68,6 +68,9 @@ pub struct EventLoop {
     latest: LatestProbes,
     status_line: String,
     restart: Option<String>,
+    /// The deadline whose tick `step` refused (a bug): not slept for again.
+    refused_tick: Option<fleetnode_state_machine::Timestamp>,
+    refusals: record::Refusals,
     cancel: CancellationToken,
 }
 
@@ -124,6 +127,8 @@ impl EventLoop {
             latest: LatestProbes::new(),
             status_line: String::new(),
             restart: None,
+            refused_tick: None,
+            refusals: record::Refusals::default(),
             cancel: parts.cancel,
         };
         let mut event_loop = event_loop;
@@ -165,6 +170,7 @@ impl EventLoop {
             let deadline = self
                 .state
                 .next_deadline()
+                .filter(|(at, _)| Some(*at) != self.refused_tick)
                 .map(|(at, _)| self.clock.instant_at(at));
             // Owned handles, so that a reserved slot does not borrow the loop while it hands
             // the command over.
@@ -277,6 +283,7 @@ impl EventLoop {
             | Event::Tick
             | Event::ResyncRequested { .. } => None,
         };
+        let tick = matches!(event, Event::Tick);
         let Step {
             state,
             events,
@@ -284,10 +291,22 @@ impl EventLoop {
         } = match step(&self.state, event, now) {
             Ok(step) => step,
             Err(e) => {
-                record::refused(&self.metrics, &e);
+                if tick {
+                    // Only a bug of ours refuses a tick; sleeping again until the same
+                    // deadline would spin. Wait for the next input instead.
+                    self.refused_tick = self.state.next_deadline().map(|(at, _)| at);
+                }
+                self.refusals.record(&self.metrics, &e);
                 return Ok(());
             }
         };
+        self.refused_tick = None;
+        if state.relaunch.is_some() && self.state.relaunch.is_none() {
+            info!(
+                "another switch holds the switch lock; the switch waits and is launched again every {} until its deadline",
+                fleetnode_state_machine::SWITCH_LOCK_RETRY
+            );
+        }
         if !events.is_empty() || changed_beyond_clock(&self.state, &state) {
             let report = self.persist(&state, &events).await?;
             self.after_commit(report);
@@ -387,12 +406,17 @@ impl EventLoop {
     }
 }
 
-/// True when `after` differs from `before` in more than the clock: only then is a write due
-/// (the clock alone is re-anchored at every start from the wall clock and the last write).
+/// True when `after` differs from `before` in more than what a start sets afresh: only then is
+/// a write due. The clock is re-anchored at every start from the wall clock and the last
+/// write; the control plane's hold flag as last seen and a pending relaunch are cleared by
+/// recovery, so writing them alone (every second while another switch holds the lock) would
+/// cost fsyncs for nothing.
 fn changed_beyond_clock(before: &State, after: &State) -> bool {
-    let mut same_clock = after.clone();
-    same_clock.clock = before.clock;
-    same_clock != *before
+    let mut same = after.clone();
+    same.clock = before.clock;
+    same.control_plane_paused = before.control_plane_paused;
+    same.relaunch = before.relaunch;
+    same != *before
 }
 
 async fn tick(interval: Option<&mut Interval>) {

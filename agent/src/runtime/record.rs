@@ -20,20 +20,37 @@ pub fn log_report(event: &OutboundEvent, phase: &'static str) {
     }
 }
 
-/// Logs and counts an input the state machine refused, as loudly as whose fault it is.
-pub fn refused(metrics: &Metrics, error: &TransitionError) {
-    let kind = error.code();
-    metrics
-        .refused_inputs
-        .get_or_create(&[("kind", kind.to_owned())])
-        .inc();
-    match error {
-        TransitionError::Stale(_) => debug!(kind, error = %error, "stale input ignored"),
-        TransitionError::Peer(_) => {
-            warn!(kind, error = %error, "the control plane sent something impossible; ignored")
-        }
-        TransitionError::Bug(_) => {
-            error!(kind, error = %error, "input refused: the agent contradicts itself")
+/// Logs and counts the inputs the state machine refused, as loudly as whose fault they are. The
+/// control plane repeats a refused answer with every long-poll, so a peer's fault is warned about
+/// once until it changes (each refusal is still counted).
+#[derive(Debug, Default)]
+pub struct Refusals {
+    /// The peer's fault warned about last.
+    last_peer: Option<String>,
+}
+
+impl Refusals {
+    /// Records one refusal.
+    pub fn record(&mut self, metrics: &Metrics, error: &TransitionError) {
+        let kind = error.code();
+        metrics
+            .refused_inputs
+            .get_or_create(&[("kind", kind.to_owned())])
+            .inc();
+        match error {
+            TransitionError::Stale(_) => debug!(kind, error = %error, "stale input ignored"),
+            TransitionError::Peer(_) => {
+                let text = error.to_string();
+                if self.last_peer.as_deref() == Some(text.as_str()) {
+                    debug!(kind, error = %error, "the control plane repeats what was refused");
+                } else {
+                    warn!(kind, error = %error, "the control plane sent something impossible; ignored");
+                    self.last_peer = Some(text);
+                }
+            }
+            TransitionError::Bug(_) => {
+                error!(kind, error = %error, "input refused: the agent contradicts itself")
+            }
         }
     }
 }
@@ -171,4 +188,45 @@ pub fn export_queue(
         .oldest_at
         .map_or(0.0, |at| now.since(at).0 as f64 / 1000.0);
     metrics.queue_oldest_age_seconds.set(age);
+}
+
+#[cfg(test)]
+mod tests {
+    use fleetnode_state_machine::{PeerFault, Revision, StaleInput, SwitchId};
+
+    use super::*;
+
+    #[test]
+    fn a_repeated_refusal_of_the_control_plane_is_warned_about_once_and_counted_each_time() {
+        let (logs, _guard) = crate::testlog::Logs::capture();
+        let metrics = Metrics::new();
+        let mut refusals = Refusals::default();
+        let stale = |got| {
+            TransitionError::from(PeerFault::StaleDirective {
+                got: Revision(got),
+                recorded: Revision(5),
+            })
+        };
+        for _ in 0..3 {
+            refusals.record(&metrics, &stale(3));
+        }
+        refusals.record(&metrics, &stale(4));
+        refusals.record(
+            &metrics,
+            &StaleInput::UnknownSwitch {
+                got: SwitchId(1),
+                running: None,
+            }
+            .into(),
+        );
+        let warned = logs.lines_with("the control plane sent something impossible");
+        assert_eq!(warned.len(), 2, "{}", logs.text());
+        assert!(warned[0].contains("directive r3"), "{}", warned[0]);
+        assert!(warned[1].contains("directive r4"), "{}", warned[1]);
+        let text = metrics.render();
+        assert!(
+            text.contains("fleetnode_agent_refused_inputs_total{kind=\"stale-directive\"} 4"),
+            "{text}"
+        );
+    }
 }

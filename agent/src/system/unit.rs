@@ -215,7 +215,7 @@ impl NixosSystem {
         match lock_is_held(&path) {
             Ok(held) => {
                 if held {
-                    tracing::info!(lock = %path.display(), "another switch holds the switch lock");
+                    tracing::debug!(lock = %path.display(), "another switch holds the switch lock");
                 }
                 held
             }

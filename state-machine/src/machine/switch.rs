@@ -39,8 +39,11 @@ pub(super) fn on_switch_finished(
     }
     if lost_the_lock(&end) {
         // Another switch is running: that is no failure of ours. Release the unit that kept
-        // the refusal and launch again shortly; the deadline decides if it never frees.
-        tx.command(Command::ReleaseSwitch { switch });
+        // the refusal (a switch not started has none) and launch again shortly; the deadline
+        // decides if the lock never frees.
+        if let SwitchEnd::Exited(_) = end {
+            tx.command(Command::ReleaseSwitch { switch });
+        }
         tx.state.relaunch = Some(Relaunch {
             switch,
             at: tx.now.plus(SWITCH_LOCK_RETRY),
@@ -90,11 +93,15 @@ fn running_job(phase: &Phase, switch: SwitchId) -> Option<SwitchJob> {
     }
 }
 
+/// The switch did nothing because another switch held the lock: it was not started, or its
+/// script refused with [`LOCK_CONTENTION`]. Exit 0 and exit 4 are no refusal even when a
+/// failed unit's log (which exit 4 prints) happens to contain those words.
 fn lost_the_lock(end: &SwitchEnd) -> bool {
     match end {
         SwitchEnd::LockHeld => true,
         SwitchEnd::Exited(exit) => {
-            exit.code != Some(0) && exit.output_tail.contains(LOCK_CONTENTION)
+            !matches!(exit.code, Some(0) | Some(EXIT_UNITS_FAILED))
+                && exit.output_tail.contains(LOCK_CONTENTION)
         }
         SwitchEnd::Vanished | SwitchEnd::NotLaunched { .. } => false,
     }
