@@ -71,6 +71,8 @@ pub struct EventLoop {
     /// The deadline whose tick `step` refused (a bug): not slept for again.
     refused_tick: Option<fleetnode_state_machine::Timestamp>,
     refusals: record::Refusals,
+    /// The switch the wait for the switch lock was last logged for (logged once per switch).
+    waited_for_lock: Option<fleetnode_state_machine::SwitchId>,
     cancel: CancellationToken,
 }
 
@@ -129,6 +131,7 @@ impl EventLoop {
             restart: None,
             refused_tick: None,
             refusals: record::Refusals::default(),
+            waited_for_lock: None,
             cancel: parts.cancel,
         };
         let mut event_loop = event_loop;
@@ -301,11 +304,15 @@ impl EventLoop {
             }
         };
         self.refused_tick = None;
-        if state.relaunch.is_some() && self.state.relaunch.is_none() {
+        if let Some(relaunch) = state.relaunch
+            && self.waited_for_lock != Some(relaunch.switch)
+        {
             info!(
+                switch = %relaunch.switch,
                 "another switch holds the switch lock; the switch waits and is launched again every {} until its deadline",
                 fleetnode_state_machine::SWITCH_LOCK_RETRY
             );
+            self.waited_for_lock = Some(relaunch.switch);
         }
         if !events.is_empty() || changed_beyond_clock(&self.state, &state) {
             let report = self.persist(&state, &events).await?;
