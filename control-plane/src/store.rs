@@ -6,13 +6,13 @@
 //! be read with the same types the API returns. redb serialises write transactions itself; a
 //! batch of events and the mirror it produces are one transaction, durable before the ack.
 
+mod group;
+
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use fleetnode_wire::{AgentStatus, DesiredState, HostId, OutboundEvent, Tag, Timestamp};
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -21,13 +21,11 @@ use crate::mirror::Mirror;
 
 mod rollouts;
 
+pub use group::{GroupError, GroupWriter, HEARTBEAT_SYNC_EVERY, MAX_GROUP, Write};
+
 /// The layout version this build writes; a store with another version is refused.
 pub const SCHEMA_VERSION: u64 = 2;
 
-/// How long heartbeats may be committed without fsync before one is made durable (they are
-/// replaced every interval, so losing the last few on power loss costs nothing, and skipping
-/// the fsync is what lets thousands of hosts heartbeat on one server).
-const HEARTBEAT_SYNC_EVERY: Duration = Duration::from_secs(5);
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
@@ -133,6 +131,9 @@ pub enum StoreError {
         /// The parser's explanation.
         detail: String,
     },
+    /// The writer thread is gone: the server is shutting down.
+    #[error("the store writer stopped (the server is shutting down); retry against the restarted server")]
+    Stopped,
     /// A read or write failed.
     #[error("store {path}: {source}")]
     Database {
@@ -147,7 +148,6 @@ pub enum StoreError {
 pub struct Store {
     db: Database,
     path: PathBuf,
-    last_sync: Mutex<Instant>,
 }
 
 /// Changes to one host's desired state, written together with others in one transaction.
@@ -177,7 +177,6 @@ impl Store {
         let store = Self {
             db,
             path: path.to_owned(),
-            last_sync: Mutex::new(Instant::now()),
         };
         store.init_schema()?;
         Ok(store)
@@ -282,56 +281,6 @@ impl Store {
         Ok(())
     }
 
-    /// Appends events to a host's log and stores the mirror they produced, in one durable
-    /// transaction.
-    pub fn ingest(
-        &self,
-        host: &HostId,
-        stream: u64,
-        events: &[OutboundEvent],
-        mirror: &Mirror,
-    ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
-        {
-            let mut log = txn.open_table(EVENTS).map_err(|e| self.fail(e))?;
-            for event in events {
-                log.insert((host.as_str(), stream, event.seq), json(event).as_slice())
-                    .map_err(|e| self.fail(e))?;
-            }
-            let mut mirrors = txn.open_table(MIRRORS).map_err(|e| self.fail(e))?;
-            mirrors
-                .insert(host.as_str(), json(mirror).as_slice())
-                .map_err(|e| self.fail(e))?;
-        }
-        self.commit(txn)
-    }
-
-    /// Stores a host's latest heartbeat. Not every heartbeat is fsynced (see
-    /// [`HEARTBEAT_SYNC_EVERY`]); any later durable commit makes it durable too.
-    pub fn put_heartbeat(&self, host: &HostId, record: &HeartbeatRecord) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(|e| self.fail(e))?;
-        let durable = self
-            .last_sync
-            .lock()
-            .map(|last| last.elapsed() >= HEARTBEAT_SYNC_EVERY)
-            .unwrap_or(true);
-        if !durable {
-            txn.set_durability(Durability::None)
-                .map_err(|e| self.fail(redb::Error::from(e)))?;
-        }
-        {
-            let mut table = txn.open_table(HEARTBEATS).map_err(|e| self.fail(e))?;
-            table
-                .insert(host.as_str(), json(record).as_slice())
-                .map_err(|e| self.fail(e))?;
-        }
-        if durable {
-            self.commit(txn)
-        } else {
-            txn.commit().map_err(|e| self.fail(e))
-        }
-    }
-
     /// The newest `limit` events of a host's stream, oldest first.
     pub fn recent_events(
         &self,
@@ -408,11 +357,7 @@ impl Store {
     }
 
     fn commit(&self, txn: redb::WriteTransaction) -> Result<(), StoreError> {
-        txn.commit().map_err(|e| self.fail(e))?;
-        if let Ok(mut last) = self.last_sync.lock() {
-            *last = Instant::now();
-        }
-        Ok(())
+        txn.commit().map_err(|e| self.fail(e))
     }
 
     fn fail(&self, error: impl Into<redb::Error>) -> StoreError {

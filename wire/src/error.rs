@@ -27,6 +27,8 @@ pub enum ErrorCode {
     ResyncRequired,
     /// The body exceeds its cap (413).
     TooLarge,
+    /// The request body did not arrive in time (408).
+    Timeout,
     /// The peer's protocol major version is not supported (426).
     ProtocolVersionUnsupported,
     /// Too many requests or waiters; retry after the given time (429).
@@ -50,6 +52,7 @@ impl ErrorCode {
             Self::Conflict => "conflict",
             Self::ResyncRequired => "resync_required",
             Self::TooLarge => "too_large",
+            Self::Timeout => "timeout",
             Self::ProtocolVersionUnsupported => "protocol_version_unsupported",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
@@ -68,6 +71,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => 405,
             Self::Conflict | Self::ResyncRequired => 409,
             Self::TooLarge => 413,
+            Self::Timeout => 408,
             Self::ProtocolVersionUnsupported => 426,
             Self::RateLimited => 429,
             Self::Unavailable => 503,
@@ -267,6 +271,7 @@ mod tests {
             ErrorCode::Conflict,
             ErrorCode::ResyncRequired,
             ErrorCode::TooLarge,
+            ErrorCode::Timeout,
             ErrorCode::ProtocolVersionUnsupported,
             ErrorCode::RateLimited,
             ErrorCode::Unavailable,

@@ -117,6 +117,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     options.heartbeat_interval = Duration::from_millis(args.heartbeat_interval.0);
     options.metrics_public = args.metrics_public;
     options.waiters_per_host = args.waiters_per_host.max(1);
+    options.limits.per_source = args.max_connections_per_source.max(1);
+    options.limits.max_connections = args.max_connections.map(|n| n.max(1));
     options.clock = Arc::new(SystemClock);
     let running = start(options).await.map_err(|e| match e {
         ServeError::EmptyAdminToken => anyhow::anyhow!(

@@ -149,6 +149,14 @@ pub struct ServeArgs {
     /// Long-polls one host may have waiting at once.
     #[arg(long, default_value_t = crate::server::DEFAULT_WAITERS_PER_HOST)]
     pub waiters_per_host: usize,
+    /// Connections one source address may hold at once; more are answered 429 and closed.
+    /// Raise it when many hosts reach the server through one address (a NAT gateway).
+    #[arg(long, default_value_t = crate::server::listen::DEFAULT_CONNECTIONS_PER_SOURCE)]
+    pub max_connections_per_source: usize,
+    /// Connections the server holds at once (beyond, it stops accepting until one closes);
+    /// by default the open-file limit less a reserve for the store and logs.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
 }
 
 /// Options of `set-target`.

@@ -6,7 +6,6 @@ use std::time::Duration;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum_server::tls::TlsInfo;
 use fleetnode_wire::{
     AgentStatus, DEFAULT_WAIT_SECS, DesiredAnswer, ErrorCode, EventAck, EventBatch, HeartbeatAck,
     HostId, MAX_WAIT_SECS,
@@ -16,10 +15,11 @@ use tracing::{info, warn};
 
 use super::app::{App, Ready};
 use super::http::{ApiError, WireJson, bearer, decode_body};
+use super::listen::PeerCertificates;
 use crate::auth::{digests_equal, hash_token};
 use crate::mirror::{Comparison, Refused};
 use crate::registry::HostEntry;
-use crate::store::HeartbeatRecord;
+use crate::store::{HeartbeatRecord, Write};
 use crate::tls::certificate_names;
 
 /// Seconds a client is asked to wait when its host has too many long-polls waiting.
@@ -124,14 +124,17 @@ pub async fn events(
         }
     })?;
     if applied.mirror != before {
-        let store = ready.store.clone();
-        let id = entry.id.clone();
-        let stream = batch.stream;
-        let events = applied.stored.clone();
-        let mirror = applied.mirror.clone();
-        tokio::task::spawn_blocking(move || store.ingest(&id, stream, &events, &mirror))
+        // Durable before the ack: the group this write joins is committed with fsync.
+        let write = Write::Ingest {
+            host: entry.id.clone(),
+            stream: batch.stream,
+            events: applied.stored.clone(),
+            mirror: applied.mirror.clone(),
+        };
+        ready
+            .writer
+            .write(write)
             .await
-            .map_err(|e| ApiError::internal("storing events failed", &e))?
             .map_err(|e| ApiError::internal("storing events failed", &e))?;
         entry.update(|v| v.mirror = applied.mirror.clone());
         app.metrics.events_ingested(applied.stored.len());
@@ -190,12 +193,14 @@ pub async fn heartbeat(
         received_at: app.clock.now(),
         divergence,
     };
-    let store = ready.store.clone();
-    let id = entry.id.clone();
-    let stored = record.clone();
-    tokio::task::spawn_blocking(move || store.put_heartbeat(&id, &stored))
+    let write = Write::Heartbeat {
+        host: entry.id.clone(),
+        record: record.clone(),
+    };
+    ready
+        .writer
+        .write(write)
         .await
-        .map_err(|e| ApiError::internal("storing the heartbeat failed", &e))?
         .map_err(|e| ApiError::internal("storing the heartbeat failed", &e))?;
     entry.update(|v| v.heartbeat = Some(record));
     if let Some(log_end) = resync_from {
@@ -295,8 +300,8 @@ fn revoked(host: &HostId) -> ApiError {
 fn check_certificate(parts: &Parts, host: &str) -> Result<(), ApiError> {
     let first = parts
         .extensions
-        .get::<Arc<TlsInfo>>()
-        .and_then(|info| info.peer_certificates.first().cloned());
+        .get::<PeerCertificates>()
+        .and_then(|chain| chain.0.first().cloned());
     let Some(der) = first else {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,

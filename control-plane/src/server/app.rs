@@ -13,7 +13,7 @@ use super::rollouts::Rollouts;
 use crate::auth::{TokenHash, hash_token};
 use crate::clock::Clock;
 use crate::registry::{HostEntry, Registry};
-use crate::store::Store;
+use crate::store::{GroupWriter, Store};
 
 /// Missed heartbeat intervals after which a host counts as offline.
 pub const OFFLINE_AFTER_INTERVALS: u64 = 3;
@@ -46,6 +46,8 @@ pub struct App {
 pub struct Ready {
     /// The store.
     pub store: Arc<Store>,
+    /// The group committer of the agent API's writes (events and heartbeats).
+    pub writer: GroupWriter,
     /// Every host.
     pub hosts: Registry,
     /// The rollout driver.
@@ -76,10 +78,17 @@ impl App {
     }
 
     /// Marks the store open.
-    pub fn set_ready(&self, store: Arc<Store>, hosts: Registry, rollouts: Rollouts) {
+    pub fn set_ready(
+        &self,
+        store: Arc<Store>,
+        writer: GroupWriter,
+        hosts: Registry,
+        rollouts: Rollouts,
+    ) {
         // Only the opener sets it, once.
         let _ = self.ready.set(Ready {
             store,
+            writer,
             hosts,
             rollouts,
         });

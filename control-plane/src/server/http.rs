@@ -2,7 +2,7 @@
 //! every route shares (protocol version, readiness, metrics).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
@@ -21,9 +21,12 @@ use super::app::App;
 /// How much of an oversized body is read (and dropped) before answering 413, so that a client
 /// still sending gets the answer instead of a reset connection.
 const DRAIN_LIMIT: usize = 8 * MAX_BODY_BYTES;
+/// Longest a client may take to send a request body (at most [`MAX_BODY_BYTES`], so this asks
+/// for about 35 KB/s at worst); a slower one is answered 408 and its connection is closed.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An error answer: a [`ErrorBody`] with its code's status.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError(pub ErrorBody);
 
 impl ApiError {
@@ -103,6 +106,19 @@ pub async fn decode_body<T: DeserializeOwned + Validate>(body: Body) -> Result<T
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read_body_untimed(body)).await {
+        Ok(read) => read,
+        Err(_) => Err(ApiError::new(
+            ErrorCode::Timeout,
+            format!(
+                "the request body did not arrive within {} s; send it at once (it is at most {MAX_BODY_BYTES} bytes)",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+async fn read_body_untimed(body: Body) -> Result<Bytes, ApiError> {
     let mut body = body;
     let mut kept: Vec<u8> = Vec::new();
     let mut total = 0usize;

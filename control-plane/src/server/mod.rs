@@ -9,6 +9,7 @@ mod admin;
 mod agent;
 mod app;
 mod http;
+pub mod listen;
 mod metrics;
 mod rollouts;
 mod routes;
@@ -18,28 +19,26 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::Handle;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use fleetnode_wire::Secret;
 use tokio::sync::{Notify, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::registry::Registry;
-use crate::store::{Store, StoreError};
+use crate::store::{GroupWriter, Store, StoreError};
 use crate::tls::{TlsError, server_config};
 
 pub use app::App;
+pub use listen::Limits;
 
 /// Default heartbeat interval agents are expected to keep; three missed make a host offline.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default cap of long-polls one host may have waiting at once. An agent needs one; a few more
 /// cover a restart racing its old connection.
 pub const DEFAULT_WAITERS_PER_HOST: usize = 4;
-/// How long a graceful shutdown waits for requests in flight.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often the store is tried again while another process holds it.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
@@ -76,6 +75,8 @@ pub struct ServerOptions {
     pub metrics_public: bool,
     /// Long-polls one host may have waiting at once; beyond, 429.
     pub waiters_per_host: usize,
+    /// What one client and the whole server may hold.
+    pub limits: Limits,
     /// The wall clock.
     pub clock: Arc<dyn Clock>,
 }
@@ -96,6 +97,7 @@ impl ServerOptions {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             metrics_public: false,
             waiters_per_host: DEFAULT_WAITERS_PER_HOST,
+            limits: Limits::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -152,9 +154,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServeError> 
             client_ca,
         } => {
             let config = server_config(cert, key, client_ca.as_deref())?;
-            Some(RustlsAcceptor::new(RustlsConfig::from_config(Arc::new(
-                config,
-            ))))
+            Some(TlsAcceptor::from(Arc::new(config)))
         }
         Transport::InsecureHttp => {
             if !options.listen.ip().is_loopback() {
@@ -173,34 +173,18 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServeError> 
             source,
         })?;
     listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let app = Arc::new(App::new(&options, shutdown.clone()));
     let router = routes::router(app.clone());
-    let handle: Handle<SocketAddr> = Handle::new();
-    let server = {
-        let handle = handle.clone();
-        let make = router.into_make_service();
-        match acceptor {
-            Some(acceptor) => {
-                let server = axum_server::from_tcp(listener)?
-                    .acceptor(acceptor)
-                    .handle(handle);
-                tokio::spawn(async move { server.serve(make).await })
-            }
-            None => {
-                let server = axum_server::from_tcp(listener)?.handle(handle);
-                tokio::spawn(async move { server.serve(make).await })
-            }
-        }
-    };
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
-        });
-    }
+    let server = tokio::spawn(listen::serve(
+        listener,
+        acceptor,
+        router,
+        options.limits,
+        shutdown.clone(),
+    ));
     let opener = tokio::spawn(open_store(app, options.store.clone(), shutdown.clone()));
     info!(%addr, store = %options.store.display(), "listening");
     Ok(RunningServer {
@@ -261,10 +245,15 @@ async fn open_store(
         let attempt = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || {
-                let store = Store::open(&path)?;
+                let store = Arc::new(Store::open(&path)?);
                 let hosts = store.load()?;
                 let rollouts = store.load_rollouts()?;
-                Ok::<_, StoreError>((store, hosts, rollouts))
+                let writer = GroupWriter::start(store.clone()).map_err(|e| StoreError::Corrupt {
+                    path: path.clone(),
+                    what: "writer thread".to_owned(),
+                    detail: format!("cannot start it: {e}"),
+                })?;
+                Ok::<_, StoreError>((store, writer, hosts, rollouts))
             })
             .await
         };
@@ -277,7 +266,7 @@ async fn open_store(
             }),
         };
         match result {
-            Ok((store, hosts, loaded)) => {
+            Ok((store, writer, hosts, loaded)) => {
                 info!(store = %path.display(), hosts = hosts.len(), rollouts = loaded.len(), "store open; serving");
                 let (requests, receiver) = mpsc::channel(rollouts::REQUEST_QUEUE);
                 let nudge = Arc::new(Notify::new());
@@ -289,7 +278,7 @@ async fn open_store(
                 };
                 let (view, reader) = watch::channel(Arc::new(snapshot));
                 let handle = rollouts::Rollouts::new(requests, nudge.clone(), reader);
-                app.set_ready(Arc::new(store), Registry::load(hosts), handle);
+                app.set_ready(store, writer, Registry::load(hosts), handle);
                 // The opener goes on as the rollout driver until the server stops.
                 rollouts::run(app, loaded, receiver, nudge, view).await;
                 return Ok(());
