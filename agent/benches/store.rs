@@ -94,7 +94,10 @@ fn commit_against_baseline(work: &Path, rounds: usize, commits: usize) {
             let commit = run_store(&mut store, &mut state);
             (run_base(), commit)
         };
-        println!("{round:>5}  {base:>10.0}  {commit:>8.0}  {:>5.2}", commit / base);
+        println!(
+            "{round:>5}  {base:>10.0}  {commit:>8.0}  {:>5.2}",
+            commit / base
+        );
         base_rates.push(base);
         commit_rates.push(commit);
         ratios.push(commit / base);

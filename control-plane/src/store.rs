@@ -11,9 +11,7 @@ mod group;
 use std::path::{Path, PathBuf};
 
 use fleetnode_wire::{AgentStatus, DesiredState, HostId, OutboundEvent, Tag, Timestamp};
-use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +23,6 @@ pub use group::{GroupError, GroupWriter, HEARTBEAT_SYNC_EVERY, MAX_GROUP, Write}
 
 /// The layout version this build writes; a store with another version is refused.
 pub const SCHEMA_VERSION: u64 = 2;
-
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
@@ -132,7 +129,9 @@ pub enum StoreError {
         detail: String,
     },
     /// The writer thread is gone: the server is shutting down.
-    #[error("the store writer stopped (the server is shutting down); retry against the restarted server")]
+    #[error(
+        "the store writer stopped (the server is shutting down); retry against the restarted server"
+    )]
     Stopped,
     /// A read or write failed.
     #[error("store {path}: {source}")]

@@ -10,7 +10,7 @@ use std::process::Output;
 
 use common::{ADMIN_TOKEN, Harness, SimulatedAgent, closure};
 use fleetnode_wire::{
-    DesiredAnswer, DirectiveKind, FailurePolicy, HostAdded, HostDetail, Millis, Revision,
+    DesiredAnswer, DirectiveKind, FailurePolicy, HostAdded, HostDetail, HostList, Millis, Revision,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_fleetnode-cp");
@@ -269,4 +269,62 @@ async fn serve_refuses_an_unreadable_store_and_plain_http_off_loopback() {
         .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn the_host_list_comes_in_pages_and_the_cli_follows_them() {
+    let harness = Harness::start().await;
+    for id in ["a-01", "a-02", "a-03", "a-04", "a-05"] {
+        harness.add_host(id).await;
+    }
+    harness
+        .admin(reqwest::Method::DELETE, "/v1/admin/hosts/a-03", None)
+        .await;
+    let page = |query: &'static str| {
+        let harness = &harness;
+        async move {
+            let answer = harness
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/v1/admin/hosts{query}"),
+                    None,
+                )
+                .await;
+            (answer.status, answer.text)
+        }
+    };
+    let (_, first) = page("?limit=2").await;
+    let first: HostList = serde_json::from_str(&first).unwrap();
+    let ids = |list: &HostList| {
+        list.hosts
+            .iter()
+            .map(|r| r.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&first), ["a-01", "a-02"]);
+    assert_eq!(first.next_cursor.as_deref(), Some("a-02"));
+    // The revoked host is skipped without shortening the page.
+    let (_, second) = page("?limit=2&cursor=a-02").await;
+    let second: HostList = serde_json::from_str(&second).unwrap();
+    assert_eq!(ids(&second), ["a-04", "a-05"]);
+    assert_eq!(second.next_cursor, None);
+    let (status, refused) = page("?limit=0").await;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "{refused}"
+    );
+    assert!(refused.contains("ask for 1 to 256"), "{refused}");
+
+    let cli = Cli::new(&harness);
+    let all: HostList =
+        serde_json::from_str(&cli.ok(&["hosts", "--page-size", "2", "--json"]).await).unwrap();
+    assert_eq!(ids(&all), ["a-01", "a-02", "a-04", "a-05"]);
+    assert_eq!(all.next_cursor, None);
+    let table = cli.ok(&["hosts", "--page-size", "1"]).await;
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("a-0")).count(),
+        4,
+        "{table}"
+    );
 }

@@ -120,12 +120,21 @@ pub struct HostRow {
     pub revoked: bool,
 }
 
-/// Answer to `GET /v1/admin/hosts`.
+/// Answer to `GET /v1/admin/hosts?cursor=<cursor>&limit=<n>`: one page of hosts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HostList {
-    /// Every host, by id.
+    /// Hosts by id, at most the page's limit ([`MAX_HOST_PAGE`] at most).
     pub hosts: Vec<HostRow>,
+    /// Where the next page starts (pass it as `cursor`); absent on the last page. Opaque to
+    /// clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
+
+/// Most hosts in one page of the host list: a row is at most about 2.7 KiB (an id, 32 tags of
+/// 63 bytes, two store paths), so a full page of the largest rows stays under the 1 MiB body
+/// cap; typical rows are a few hundred bytes.
+pub const MAX_HOST_PAGE: usize = 256;
 
 /// Answer to `GET /v1/admin/hosts/{host}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

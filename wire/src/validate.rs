@@ -259,6 +259,10 @@ impl Validate for HostRow {
 
 impl Validate for HostList {
     fn validate(&self) -> Result<(), WireError> {
+        cap_len("hosts", self.hosts.len(), crate::MAX_HOST_PAGE)?;
+        if let Some(cursor) = &self.next_cursor {
+            cap_len("next_cursor", cursor.len(), crate::MAX_SHORT_TEXT)?;
+        }
         self.hosts.iter().try_for_each(Validate::validate)
     }
 }

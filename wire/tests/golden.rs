@@ -174,7 +174,13 @@ fn rollback_request() {
 
 #[test]
 fn host_list() {
-    check("host-list", HostList { hosts: vec![row()] });
+    check(
+        "host-list",
+        HostList {
+            hosts: vec![row()],
+            next_cursor: Some("web-01".into()),
+        },
+    );
 }
 
 #[test]

@@ -38,9 +38,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Hosts { connection } => {
+        Command::Hosts {
+            page_size,
+            connection,
+        } => {
             let client = Client::new(&connection)?;
-            let list: HostList = client.call(Method::GET, "/v1/admin/hosts", None).await?;
+            let list = every_host(&client, page_size).await?;
             print_json_or(&connection, &list, || {
                 render::host_table(&list, SystemClock.now())
             });
@@ -87,6 +90,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rollout { command } => Ok(super::rollout::run(command).await?),
     }
+}
+
+/// Every host, following the list's pages; printed as one list.
+async fn every_host(client: &Client, page_size: u16) -> Result<HostList, CliError> {
+    let mut hosts = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!(
+                "/v1/admin/hosts?limit={page_size}&cursor={}",
+                query_escape(cursor)
+            ),
+            None => format!("/v1/admin/hosts?limit={page_size}"),
+        };
+        let page: HostList = client.call(Method::GET, &path, None).await?;
+        hosts.extend(page.hosts);
+        match page.next_cursor {
+            // A cursor that does not move on would loop forever; the server never sends one.
+            Some(next) if cursor.as_ref() != Some(&next) => cursor = Some(next),
+            Some(_) | None => break,
+        }
+    }
+    Ok(HostList {
+        hosts,
+        next_cursor: None,
+    })
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -59,8 +59,11 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
-    /// List hosts (revoked hosts are left out).
+    /// List hosts (revoked hosts are left out), fetching the list page by page.
     Hosts {
+        /// Hosts fetched per request (1 to 256).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=256))]
+        page_size: u16,
         /// How to reach the server.
         #[command(flatten)]
         connection: Connection,

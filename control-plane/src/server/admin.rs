@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fleetnode_wire::{
     AddHost, DesiredChanged, DesiredState, Directive, DirectiveKind, ErrorCode, HostAdded,
-    HostDetail, HostId, HostList, HostRevision, MAX_RECENT_EVENTS, Revision, RollbackRequest,
-    Secret, Selector, SetTarget, StorePath,
+    HostDetail, HostId, HostList, HostRevision, HostRow, MAX_HOST_PAGE, MAX_RECENT_EVENTS,
+    Revision, RollbackRequest, Secret, Selector, SetTarget, StorePath,
 };
 use serde::Deserialize;
 use tracing::info;
@@ -102,21 +102,68 @@ pub async fn revoke_host(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/admin/hosts`: every host that is not revoked.
+/// Query of the host list.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Where the page starts: the `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Most hosts in the page (at most [`MAX_HOST_PAGE`], which is also the default).
+    limit: Option<usize>,
+}
+
+/// `GET /v1/admin/hosts?cursor=<cursor>&limit=<n>`: one page of the hosts that are not
+/// revoked, by id. The cursor is the id of the previous page's last host, so hosts added or
+/// revoked between pages neither repeat nor hide others.
 pub async fn list_hosts(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<WireJson<HostList>, ApiError> {
     admin(&app, &headers)?;
     let ready = app.ready()?;
-    let hosts = ready
-        .hosts
-        .all()
-        .iter()
-        .filter(|e| !e.with_view(|v| v.record.revoked))
-        .map(|e| app.row(e))
-        .collect();
-    Ok(WireJson(HostList { hosts }))
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            ErrorCode::Malformed,
+            format!(
+                "{}; expected ?cursor=<next_cursor of the previous page>&limit=<1 to {MAX_HOST_PAGE}>",
+                e.body_text()
+            ),
+        )
+    })?;
+    let limit = match query.limit {
+        None => MAX_HOST_PAGE,
+        Some(limit @ 1..=MAX_HOST_PAGE) => limit,
+        Some(limit) => {
+            return Err(ApiError::new(
+                ErrorCode::Invalid,
+                format!("limit {limit} is out of range: ask for 1 to {MAX_HOST_PAGE} hosts a page"),
+            ));
+        }
+    };
+    let all = ready.hosts.all();
+    let start = match &query.cursor {
+        Some(cursor) => all.partition_point(|e| e.id.as_str() <= cursor.as_str()),
+        None => 0,
+    };
+    let mut page: Vec<HostRow> = Vec::with_capacity(limit);
+    let mut more = false;
+    for entry in &all[start..] {
+        if entry.with_view(|v| v.record.revoked) {
+            continue;
+        }
+        if page.len() == limit {
+            more = true;
+            break;
+        }
+        page.push(app.row(entry));
+    }
+    let next_cursor = more
+        .then(|| page.last().map(|row| row.id.as_str().to_owned()))
+        .flatten();
+    Ok(WireJson(HostList {
+        hosts: page,
+        next_cursor,
+    }))
 }
 
 /// `GET /v1/admin/hosts/{host}`.

@@ -2,7 +2,7 @@
 //! every route shares (protocol version, readiness, metrics).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
@@ -17,13 +17,11 @@ use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use super::app::App;
+use super::body::BodyError;
 
 /// How much of an oversized body is read (and dropped) before answering 413, so that a client
 /// still sending gets the answer instead of a reset connection.
 const DRAIN_LIMIT: usize = 8 * MAX_BODY_BYTES;
-/// Longest a client may take to send a request body (at most [`MAX_BODY_BYTES`], so this asks
-/// for about 35 KB/s at worst); a slower one is answered 408 and its connection is closed.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An error answer: a [`ErrorBody`] with its code's status.
 #[derive(Debug, Clone)]
@@ -106,29 +104,11 @@ pub async fn decode_body<T: DeserializeOwned + Validate>(body: Body) -> Result<T
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(BODY_READ_TIMEOUT, read_body_untimed(body)).await {
-        Ok(read) => read,
-        Err(_) => Err(ApiError::new(
-            ErrorCode::Timeout,
-            format!(
-                "the request body did not arrive within {} s; send it at once (it is at most {MAX_BODY_BYTES} bytes)",
-                BODY_READ_TIMEOUT.as_secs()
-            ),
-        )),
-    }
-}
-
-async fn read_body_untimed(body: Body) -> Result<Bytes, ApiError> {
     let mut body = body;
     let mut kept: Vec<u8> = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::new(
-                ErrorCode::Malformed,
-                format!("cannot read the request body: {e}"),
-            )
-        })?;
+        let frame = frame.map_err(body_error)?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -148,6 +128,27 @@ async fn read_body_untimed(body: Body) -> Result<Bytes, ApiError> {
         .into());
     }
     Ok(Bytes::from(kept))
+}
+
+/// A failed body read: 408 when it was too slow (see [`super::body`]), else 400.
+fn body_error(error: axum::Error) -> ApiError {
+    let error = error.into_inner();
+    let timeout = error.downcast_ref::<BodyError>().and_then(|e| match e {
+        BodyError::Timeout(timeout) => Some(*timeout),
+        BodyError::Read(_) => None,
+    });
+    match timeout {
+        Some(timeout) => ApiError::new(
+            ErrorCode::Timeout,
+            format!(
+                "{timeout}; send the whole body at once (it is at most {MAX_BODY_BYTES} bytes)"
+            ),
+        ),
+        None => ApiError::new(
+            ErrorCode::Malformed,
+            format!("cannot read the request body: {error}"),
+        ),
+    }
 }
 
 /// The bearer token of a request.

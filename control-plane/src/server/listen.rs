@@ -3,7 +3,7 @@
 //!
 //! What one client can hold is bounded: the TLS handshake and every request head must arrive
 //! within their timeouts (an idle keep-alive connection counts as a head that has not arrived,
-//! so it is closed too), request bodies within theirs (see `http::read_body`), one source
+//! so it is closed too), request bodies within theirs ([`super::body`]), one source
 //! address holds at most [`Limits::per_source`] connections (more are answered 429 saying so,
 //! then closed), and the whole server at most [`Limits::max_connections`] (beyond, it stops
 //! accepting until one closes, so the process never runs out of file descriptors).
@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::response::IntoResponse;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::CertificateDer;
@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 use tracing::{debug, warn};
 
+use super::body::TimedBody;
 use super::http::ApiError;
 
 /// Default of [`Limits::per_source`]: an agent holds two connections (its long-poll, and one
@@ -36,6 +37,8 @@ use super::http::ApiError;
 pub const DEFAULT_CONNECTIONS_PER_SOURCE: usize = 64;
 /// Default of [`Limits::header_read`].
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`Limits::body_read`].
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of [`Limits::tls_handshake`].
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// File descriptors kept free of connections for the store, logs and blocking threads.
@@ -60,6 +63,10 @@ pub struct Limits {
     pub header_read: Duration,
     /// Longest a TLS handshake may take.
     pub tls_handshake: Duration,
+    /// Longest a client may take to send a request body, from the end of its head (bodies are
+    /// at most 1 MiB, so the default asks for about 35 KB/s at worst); a slower one is answered
+    /// 408.
+    pub body_read: Duration,
 }
 
 impl Default for Limits {
@@ -69,6 +76,7 @@ impl Default for Limits {
             max_connections: None,
             header_read: DEFAULT_HEADER_READ_TIMEOUT,
             tls_handshake: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            body_read: DEFAULT_BODY_READ_TIMEOUT,
         }
     }
 }
@@ -196,7 +204,11 @@ impl Connection {
     {
         let refusal = self.source.refusal(self.peer.ip(), limits.per_source);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let mut request = request.map(Body::new);
+            let mut request = if request.body().is_end_stream() {
+                request.map(Body::new)
+            } else {
+                request.map(|body| Body::new(TimedBody::new(body, limits.body_read)))
+            };
             if let Some(certificates) = &certificates {
                 request.extensions_mut().insert(certificates.clone());
             }

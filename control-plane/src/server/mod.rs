@@ -8,6 +8,7 @@
 mod admin;
 mod agent;
 mod app;
+mod body;
 mod http;
 pub mod listen;
 mod metrics;
@@ -21,8 +22,8 @@ use std::time::Duration;
 
 use fleetnode_wire::Secret;
 use tokio::sync::{Notify, mpsc, watch};
-use tokio_rustls::TlsAcceptor;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -248,11 +249,12 @@ async fn open_store(
                 let store = Arc::new(Store::open(&path)?);
                 let hosts = store.load()?;
                 let rollouts = store.load_rollouts()?;
-                let writer = GroupWriter::start(store.clone()).map_err(|e| StoreError::Corrupt {
-                    path: path.clone(),
-                    what: "writer thread".to_owned(),
-                    detail: format!("cannot start it: {e}"),
-                })?;
+                let writer =
+                    GroupWriter::start(store.clone()).map_err(|e| StoreError::Corrupt {
+                        path: path.clone(),
+                        what: "writer thread".to_owned(),
+                        detail: format!("cannot start it: {e}"),
+                    })?;
                 Ok::<_, StoreError>((store, writer, hosts, rollouts))
             })
             .await

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetnode_control_plane::server::Limits;
 use fleetnode_control_plane::{ManualClock, RunningServer, ServerOptions, Transport, start};
 use fleetnode_fixtures::certs::{IssuedPaths, TestCa};
 use fleetnode_state_machine::{
@@ -70,6 +71,7 @@ pub struct Harness {
     pub server: Option<RunningServer>,
     pub url: String,
     pub http: reqwest::Client,
+    pub limits: Limits,
 }
 
 impl Harness {
@@ -81,6 +83,11 @@ impl Harness {
     /// A server with mutual TLS: client certificates signed by `client_ca` are required on the
     /// agent API.
     pub async fn start_with(client_ca: Option<PathBuf>) -> Self {
+        Self::start_limited(client_ca, Limits::default()).await
+    }
+
+    /// A server with these connection limits.
+    pub async fn start_limited(client_ca: Option<PathBuf>, limits: Limits) -> Self {
         let pki = Pki::new();
         let store = pki.dir.path().join("cp.redb");
         let mut harness = Self {
@@ -92,6 +99,7 @@ impl Harness {
             heartbeat_interval: Duration::from_secs(30),
             server: None,
             url: String::new(),
+            limits,
         };
         harness.boot().await;
         harness.wait_ready().await;
@@ -111,6 +119,7 @@ impl Harness {
         );
         options.clock = self.clock.clone();
         options.heartbeat_interval = self.heartbeat_interval;
+        options.limits = self.limits;
         options
     }
 
@@ -305,6 +314,14 @@ impl Agent {
 
 /// An HTTP client trusting the test CA, optionally with a client certificate.
 pub fn client(ca_file: &Path, identity: Option<&IssuedPaths>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls_config(ca_file, identity))
+        .build()
+        .unwrap()
+}
+
+/// A client TLS configuration trusting `ca_file`, with a client certificate when given.
+pub fn tls_config(ca_file: &Path, identity: Option<&IssuedPaths>) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_file).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -315,7 +332,7 @@ pub fn client(ca_file: &Path, identity: Option<&IssuedPaths>) -> reqwest::Client
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_root_certificates(roots);
-    let config = match identity {
+    match identity {
         Some(paths) => {
             let chain: Vec<_> = CertificateDer::pem_file_iter(&paths.cert)
                 .unwrap()
@@ -325,11 +342,7 @@ pub fn client(ca_file: &Path, identity: Option<&IssuedPaths>) -> reqwest::Client
             builder.with_client_auth_cert(chain, key).unwrap()
         }
         None => builder.with_no_client_auth(),
-    };
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .build()
-        .unwrap()
+    }
 }
 
 // ---------------------------------------------------------------- agent-side scenario
