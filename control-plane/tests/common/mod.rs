@@ -11,13 +11,9 @@ use std::time::Duration;
 use fleetnode_control_plane::server::Limits;
 use fleetnode_control_plane::{ManualClock, RunningServer, ServerOptions, Transport, start};
 use fleetnode_fixtures::certs::{IssuedPaths, TestCa};
-use fleetnode_state_machine::{
-    Command, DesiredState, Event, HealthOverrides, LocalPolicy, Observation, ProbeId, ProbeResult,
-    RealiseResult, State, Step, SwitchAction, SwitchEnd, SwitchExit, SystemView, step,
-};
 use fleetnode_wire::{
-    AgentStatus, Directive, DirectiveKind, EventBatch, HostAdded, HostDetail, OutboundEvent,
-    PROTOCOL_HEADER, QueueSummary, Revision, Secret, StorePath, Timestamp, protocol_version,
+    AgentStatus, EventBatch, HostAdded, HostDetail, OutboundEvent, PROTOCOL_HEADER, Secret,
+    StorePath, Timestamp, protocol_version,
 };
 use reqwest::{Method, StatusCode};
 use rustls::pki_types::pem::PemObject;
@@ -347,165 +343,9 @@ pub fn tls_config(ca_file: &Path, identity: Option<&IssuedPaths>) -> rustls::Cli
 
 // ---------------------------------------------------------------- agent-side scenario
 
-/// An agent's state machine run by the test: the same `step` the agent runs, driven through a
-/// directive with a faithful stand-in for the host (switches do what their job says, probes
-/// pass), collecting the events it reports.
-pub struct SimulatedAgent {
-    pub state: State,
-    pub now: Timestamp,
-    pub system: SystemView,
-    pub reported: Vec<OutboundEvent>,
-    pub stream: u64,
-}
-
-impl SimulatedAgent {
-    /// An agent that started on a host committed on `base`.
-    pub fn started(base: &StorePath, stream: u64) -> Self {
-        let system = SystemView {
-            current: Some(base.clone()),
-            booted: Some(base.clone()),
-            profile: Some(base.clone()),
-        };
-        let mut agent = Self {
-            state: State::default(),
-            now: START,
-            system: system.clone(),
-            reported: Vec::new(),
-            stream,
-        };
-        agent.feed(Event::Started(Observation {
-            system,
-            boot_id: Some("boot-1".to_owned()),
-            switch_unit: None,
-            store_reset: None,
-            policy: LocalPolicy::default(),
-        }));
-        agent
-    }
-
-    /// Applies an event and carries out its effects until nothing is left to do but wait for
-    /// a deadline; then advances time to it and ticks, until the host is at rest.
-    pub fn feed(&mut self, event: Event) {
-        let mut queue = std::collections::VecDeque::from([event]);
-        loop {
-            while let Some(event) = queue.pop_front() {
-                let Step {
-                    state,
-                    events,
-                    commands,
-                } = step(&self.state, event, self.now).unwrap();
-                self.state = state;
-                self.reported.extend(events);
-                for command in commands {
-                    if let Some(follow) = self.carry_out(command) {
-                        queue.push_back(follow);
-                    }
-                }
-            }
-            match self.state.next_deadline() {
-                Some((at, _)) if !self.state.host.phase.is_at_rest() => {
-                    self.now = at;
-                    queue.push_back(Event::Tick);
-                }
-                Some(_) | None => return,
-            }
-        }
-    }
-
-    fn carry_out(&mut self, command: Command) -> Option<Event> {
-        match command {
-            Command::Realise { target } => Some(Event::RealiseFinished {
-                target,
-                result: RealiseResult::Realised,
-            }),
-            Command::RunSwitch { switch, job } => {
-                if job.set_profile {
-                    self.system.profile = Some(job.closure.clone());
-                }
-                match job.action {
-                    SwitchAction::Test => self.system.current = Some(job.closure.clone()),
-                    SwitchAction::Switch => {
-                        self.system.current = Some(job.closure.clone());
-                        self.system.profile = Some(job.closure.clone());
-                    }
-                    SwitchAction::Boot => self.system.profile = Some(job.closure.clone()),
-                }
-                Some(Event::SwitchFinished {
-                    switch,
-                    end: SwitchEnd::Exited(SwitchExit {
-                        code: Some(0),
-                        output_tail: String::new(),
-                    }),
-                    system: self.system.clone(),
-                })
-            }
-            Command::ResetProbes { epoch } => Some(Event::ProbeResult(ProbeResult {
-                probe: ProbeId::control_plane(),
-                epoch,
-                passed: true,
-                detail: "reachable".to_owned(),
-            })),
-            Command::CheckAgentUpgrade => Some(Event::AgentUpgradeChecked { upgrade: None }),
-            Command::WatchSwitch { .. }
-            | Command::AbortSwitch { .. }
-            | Command::ReleaseSwitch { .. }
-            | Command::Reboot
-            | Command::Restart { .. } => None,
-        }
-    }
-
-    /// Receives an activation directive and runs it to the end.
-    pub fn activate(&mut self, revision: u64, target: &StorePath) {
-        self.answer(Directive {
-            revision: Revision(revision),
-            kind: DirectiveKind::Activate {
-                target: target.clone(),
-                mode: None,
-                health: HealthOverrides::default(),
-            },
-        });
-    }
-
-    /// Receives a rollback directive and runs it to the end.
-    pub fn rollback(&mut self, revision: u64) {
-        self.answer(Directive {
-            revision: Revision(revision),
-            kind: DirectiveKind::Rollback { to: None },
-        });
-    }
-
-    /// The long-poll brings `directive` (the control plane does not hold the host).
-    fn answer(&mut self, directive: Directive) {
-        self.feed(Event::DesiredObserved(DesiredState {
-            revision: directive.revision,
-            directive: Some(directive),
-            paused: false,
-        }));
-    }
-
-    /// A heartbeat that tells the truth about this agent.
-    pub fn heartbeat(&self) -> AgentStatus {
-        let host = &self.state.host;
-        AgentStatus {
-            agent_version: "0.1.0".to_owned(),
-            at: self.now,
-            phase: host.phase.kind(),
-            reason: None,
-            paused: host.paused,
-            handled_revision: host.handled,
-            desired_revision: host.desired.as_ref().map(|d| d.revision),
-            target: host.phase.work().map(|w| w.target.clone()),
-            system: host.system.clone(),
-            stream: self.stream,
-            last_seq: host.seq,
-            probe_epoch: host.probe_epoch,
-            queue: QueueSummary::default(),
-            probes: Vec::new(),
-            workers: Vec::new(),
-            next_deadline: None,
-        }
-    }
-}
+// Not every test file speaks for an agent.
+#[allow(unused_imports)]
+pub use fleetnode_fixtures::simulated::SimulatedAgent;
 
 /// Waits until `n` long-polls are waiting on the server (read from its metrics), so that a
 /// test changes the desired state only once the poll it watches is really waiting.
