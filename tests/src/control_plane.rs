@@ -87,6 +87,16 @@ impl ControlPlane {
         format!("https://localhost:{}", self.port)
     }
 
+    /// The server's port on loopback.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
     /// The server's files.
     pub fn files(&self) -> &ServerFiles {
         &self.files

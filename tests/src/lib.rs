@@ -25,6 +25,7 @@ pub mod control_plane;
 pub mod error;
 pub mod fleet;
 pub mod harness;
+pub mod load;
 pub mod narrate;
 pub mod process;
 pub mod proxy;

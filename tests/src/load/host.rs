@@ -1,0 +1,327 @@
+//! One simulated host: the agent's long-poll on a connection it keeps, a heartbeat every
+//! interval, and event batches in the drainer's shape, from the host's own loopback address.
+//! Its events and heartbeats come from the real state machine ([`SimulatedAgent`]), so the
+//! control plane's mirror applies them as it would a real agent's.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use fleetnode_fixtures::simulated::SimulatedAgent;
+use fleetnode_state_machine::{Directive, DirectiveKind, HealthOverrides, Revision, StorePath};
+use fleetnode_wire::{DesiredAnswer, EventAck, EventBatch, decode, encode};
+use hyper::{Method, StatusCode};
+use tokio_util::sync::CancellationToken;
+
+use super::link::{Endpoint, Link};
+
+/// How long the server may hold a long-poll, as the agent asks.
+pub const LONGPOLL_WAIT_SECS: u64 = 30;
+/// Pause after a failed exchange before the next attempt.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// The two generations a simulated host moves between.
+const GENERATIONS: [&str; 2] = [
+    "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-load-a",
+    "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-nixos-system-load-b",
+];
+
+/// The generation `n % 2`.
+pub fn generation(n: u64) -> StorePath {
+    let index = usize::from(n % 2 == 1);
+    StorePath::parse(GENERATIONS[index]).unwrap_or_else(|_| unreachable!("a valid store path"))
+}
+
+/// One simulated host.
+pub struct Host {
+    /// Its id.
+    pub id: String,
+    /// Its bearer token.
+    pub token: String,
+    /// The loopback address it connects from.
+    pub source: IpAddr,
+    agent: Mutex<SimulatedAgent>,
+    /// Events reported but not yet sent, from this index of `agent.reported` on.
+    sent: Mutex<usize>,
+}
+
+impl Host {
+    /// Host number `index`, connecting from `127.10.<index / 250>.<index % 250 + 1>`.
+    pub fn new(index: usize, id: String, token: String) -> Self {
+        let third = u8::try_from(index / 250).unwrap_or(u8::MAX);
+        let fourth = u8::try_from(index % 250 + 1).unwrap_or(u8::MAX);
+        let stream = 0x5eed_0000_0000 + index as u64;
+        Self {
+            id,
+            token,
+            source: IpAddr::V4(Ipv4Addr::new(127, 10, third, fourth)),
+            agent: Mutex::new(SimulatedAgent::started(&generation(0), stream)),
+            sent: Mutex::new(0),
+        }
+    }
+
+    /// The next batch of at most `size` events, running directives through the state machine
+    /// until that many are waiting.
+    pub fn next_batch(&self, size: usize) -> EventBatch {
+        let mut agent = self.agent.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
+        while agent.reported.len() - *sent < size {
+            let revision = agent.state.host.desired.as_ref().map_or(0, |d| d.revision.0) + 1;
+            agent.answer(Directive {
+                revision: Revision(revision),
+                kind: DirectiveKind::Activate {
+                    target: generation(revision),
+                    mode: None,
+                    health: HealthOverrides::default(),
+                },
+            });
+        }
+        let events = agent.reported[*sent..*sent + size].to_vec();
+        *sent += size;
+        // Keep only what is not sent yet.
+        agent.reported.drain(..*sent);
+        *sent = 0;
+        EventBatch {
+            stream: agent.stream,
+            events,
+        }
+    }
+
+    /// The heartbeat the agent would send now.
+    pub fn heartbeat(&self) -> Vec<u8> {
+        let agent = self.agent.lock().unwrap_or_else(PoisonError::into_inner);
+        encode(&agent.heartbeat())
+    }
+}
+
+/// What every host task shares with the coordinator.
+pub struct Shared {
+    /// The control plane.
+    pub endpoint: Endpoint,
+    /// Stops every host task.
+    pub stop: CancellationToken,
+    /// Full-fleet dispatch rounds.
+    pub dispatch: Dispatch,
+    /// Counters.
+    pub counters: Counters,
+    /// Heartbeat round trips.
+    pub heartbeat_latencies: Mutex<Vec<Duration>>,
+}
+
+/// Counts of what happened.
+#[derive(Default)]
+pub struct Counters {
+    /// Hosts whose long-poll got its first answer.
+    pub polling: AtomicUsize,
+    /// Heartbeats acknowledged.
+    pub heartbeats: AtomicU64,
+    /// Failed exchanges of any kind (connect, HTTP, non-2xx).
+    pub errors: AtomicU64,
+    /// Events acknowledged as durable.
+    pub events_acked: AtomicU64,
+}
+
+/// One full-fleet dispatch: the revision every host must see, when it was set, and when each
+/// host saw it.
+#[derive(Default)]
+pub struct Dispatch {
+    target: AtomicU64,
+    started: Mutex<Option<Instant>>,
+    seen: Mutex<Vec<Duration>>,
+    reached: AtomicUsize,
+}
+
+impl Dispatch {
+    /// Starts a round: every host must see `revision`.
+    pub fn begin(&self, revision: u64, at: Instant) {
+        *self.started.lock().unwrap_or_else(PoisonError::into_inner) = Some(at);
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.reached.store(0, Ordering::SeqCst);
+        self.target.store(revision, Ordering::SeqCst);
+    }
+
+    /// Hosts that saw the round's revision so far.
+    pub fn reached(&self) -> usize {
+        self.reached.load(Ordering::SeqCst)
+    }
+
+    /// When each host saw it, from the round's start, sorted.
+    pub fn latencies(&self) -> Vec<Duration> {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        seen.sort();
+        seen
+    }
+
+    fn observe(&self, revision: u64, at: Instant) {
+        let target = self.target.load(Ordering::SeqCst);
+        if target == 0 || revision < target {
+            return;
+        }
+        let started = *self.started.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(started) = started {
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(at.saturating_duration_since(started));
+            self.reached.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The long-poll: one kept connection, a new poll as soon as the last is answered.
+pub async fn longpoll(host: Arc<Host>, shared: Arc<Shared>) {
+    let mut known: Option<u64> = None;
+    let mut link: Option<Link> = None;
+    let mut first = true;
+    while !shared.stop.is_cancelled() {
+        let mut current = match link.take() {
+            Some(current) => current,
+            None => match shared.endpoint.connect(host.source).await {
+                Ok(current) => current,
+                Err(_) => {
+                    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    pause(&shared).await;
+                    continue;
+                }
+            },
+        };
+        let path = match known {
+            Some(revision) => format!(
+                "/v1/agent/hosts/{}/desired?known={revision}&wait={LONGPOLL_WAIT_SECS}",
+                host.id
+            ),
+            None => format!("/v1/agent/hosts/{}/desired?wait={LONGPOLL_WAIT_SECS}", host.id),
+        };
+        let answer = tokio::select! {
+            answer = current.request(Method::GET, &path, &host.token, None, false) => answer,
+            () = shared.stop.cancelled() => return,
+        };
+        let at = Instant::now();
+        match answer {
+            Ok(answer) if answer.status == StatusCode::OK => {
+                if let Ok(desired) = decode::<DesiredAnswer>(&answer.body) {
+                    let revision = desired.desired.revision.0;
+                    if desired.changed {
+                        shared.dispatch.observe(revision, at);
+                    }
+                    known = Some(revision);
+                }
+                if first {
+                    first = false;
+                    shared.counters.polling.fetch_add(1, Ordering::SeqCst);
+                }
+                link = Some(current);
+            }
+            Ok(_) | Err(_) => {
+                shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                pause(&shared).await;
+            }
+        }
+    }
+}
+
+/// The heartbeat: every `interval`, starting at `offset`, on a connection of its own that
+/// is closed after the answer.
+pub async fn heartbeats(host: Arc<Host>, shared: Arc<Shared>, interval: Duration, offset: Duration) {
+    let mut next = tokio::time::Instant::now() + offset;
+    let path = format!("/v1/agent/hosts/{}/heartbeat", host.id);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = shared.stop.cancelled() => return,
+        }
+        next += interval;
+        let started = Instant::now();
+        let sent = async {
+            let mut link = shared.endpoint.connect(host.source).await.ok()?;
+            let answer = link
+                .request(Method::POST, &path, &host.token, Some(host.heartbeat()), true)
+                .await
+                .ok()?;
+            (answer.status == StatusCode::OK).then_some(())
+        };
+        match sent.await {
+            Some(()) => {
+                shared.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .heartbeat_latencies
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(started.elapsed());
+            }
+            None => {
+                shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Sends `batches` batches of `size` events, each only after the previous one's ack (as the
+/// drainer does), on one connection; returns each batch's round trip.
+pub async fn deliver(host: &Host, shared: &Shared, batches: usize, size: usize) -> Vec<Duration> {
+    let path = format!("/v1/agent/hosts/{}/events", host.id);
+    let mut latencies = Vec::with_capacity(batches);
+    let mut link: Option<Link> = None;
+    let mut left = batches;
+    while left > 0 && !shared.stop.is_cancelled() {
+        let mut current = match link.take() {
+            Some(current) => current,
+            None => match shared.endpoint.connect(host.source).await {
+                Ok(current) => current,
+                Err(_) => {
+                    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    pause(shared).await;
+                    continue;
+                }
+            },
+        };
+        let batch = host.next_batch(size);
+        let last = batch.events.last().map_or(0, |e| e.seq);
+        let body = encode(&batch);
+        // A refused or lost batch is sent again, as the drainer would.
+        loop {
+            let started = Instant::now();
+            let answer = current
+                .request(Method::POST, &path, &host.token, Some(body.clone()), left == 1)
+                .await;
+            let acked = answer.ok().filter(|a| a.status == StatusCode::OK).and_then(|a| {
+                decode::<EventAck>(&a.body).ok()
+            });
+            match acked {
+                Some(ack) if ack.acked_through >= last => {
+                    latencies.push(started.elapsed());
+                    shared
+                        .counters
+                        .events_acked
+                        .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                    link = Some(current);
+                    break;
+                }
+                Some(_) | None => {
+                    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    pause(shared).await;
+                    match shared.endpoint.connect(host.source).await {
+                        Ok(fresh) => current = fresh,
+                        Err(_) => continue,
+                    }
+                }
+            }
+        }
+        left -= 1;
+    }
+    latencies
+}
+
+async fn pause(shared: &Shared) {
+    tokio::select! {
+        () = tokio::time::sleep(RETRY_PAUSE) => {}
+        () = shared.stop.cancelled() => {}
+    }
+}

@@ -1,0 +1,100 @@
+//! What a process costs, read from `/proc`, and small statistics.
+
+use std::time::{Duration, Instant};
+
+/// One look at a process.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// When it was taken.
+    pub at: Instant,
+    /// Resident memory (`VmRSS`), KiB.
+    pub rss_kib: u64,
+    /// CPU time used so far (user + system), in clock ticks.
+    pub cpu_ticks: u64,
+    /// Voluntary and involuntary context switches of every thread so far.
+    pub switches: u64,
+}
+
+impl Sample {
+    /// Reads `/proc/<pid>`; `None` when the process is gone.
+    pub fn of(pid: u32) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        Some(Self {
+            at: Instant::now(),
+            rss_kib: field(&status, "VmRSS:")?,
+            cpu_ticks: cpu_ticks(&stat)?,
+            switches: thread_switches(pid),
+        })
+    }
+
+    /// CPU used between `earlier` and this sample, as a share of one core (1.0 = a core).
+    pub fn cores_since(&self, earlier: &Sample) -> f64 {
+        let ticks = self.cpu_ticks.saturating_sub(earlier.cpu_ticks) as f64;
+        let seconds = self.at.duration_since(earlier.at).as_secs_f64();
+        ticks / clock_ticks_per_second() / seconds.max(f64::MIN_POSITIVE)
+    }
+
+    /// CPU seconds used between `earlier` and this sample.
+    pub fn cpu_seconds_since(&self, earlier: &Sample) -> f64 {
+        self.cpu_ticks.saturating_sub(earlier.cpu_ticks) as f64 / clock_ticks_per_second()
+    }
+}
+
+/// The kernel's clock ticks per second, in which `/proc/<pid>/stat` counts CPU time.
+pub fn clock_ticks_per_second() -> f64 {
+    rustix::param::clock_ticks_per_second() as f64
+}
+
+fn field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// utime + stime: fields 14 and 15 of `stat`, counted after the command name in parentheses.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some(user + system)
+}
+
+fn thread_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .map(|status| {
+            field(&status, "voluntary_ctxt_switches:").unwrap_or(0)
+                + field(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0)
+        })
+        .sum()
+}
+
+/// The `q` quantile (0.0 to 1.0) of sorted durations, by the nearest-rank method.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The median of some numbers.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Milliseconds, for printing.
+pub fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}

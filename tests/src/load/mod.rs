@@ -1,0 +1,304 @@
+//! `fleetnode-loadgen`: many simulated agents against one real `fleetnode-cp`, from one
+//! process, over real TLS, speaking the agent protocol (see [`host`]).
+//!
+//! A run starts a control plane (the `fleetnode-cp` binary next to this one) on a fresh store,
+//! registers the hosts, connects every host's long-poll and starts its heartbeats, then
+//! measures in phases: the fleet at rest (server memory per waiting connection, heartbeats per
+//! second, server CPU), full-fleet dispatches (a target set for all; the time until every host
+//! has it) and event ingestion (batches acknowledged only once durable). Every figure is
+//! printed with the options that produced it; `docs/performance.md` has the results.
+
+mod host;
+mod link;
+mod measure;
+mod setup;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{HarnessError, Result};
+use host::{Counters, Dispatch, Host, Shared};
+use measure::{Sample, median, ms, quantile};
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Simulated hosts.
+    pub hosts: usize,
+    /// Heartbeat interval of every host.
+    pub heartbeat: Duration,
+    /// How long the fleet is watched at rest.
+    pub idle: Duration,
+    /// Full-fleet dispatch rounds.
+    pub dispatches: usize,
+    /// Event batches each host delivers in the ingestion phase.
+    pub batches: usize,
+    /// Events per batch.
+    pub batch_events: usize,
+    /// Hosts delivering at once in the ingestion phase.
+    pub senders: usize,
+    /// Worker threads of this process's runtime.
+    pub threads: usize,
+    /// Where the control plane's files go (a fresh temporary directory when `None`).
+    pub work_dir: Option<std::path::PathBuf>,
+}
+
+/// How long every host may take to get its first long-poll answer.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(300);
+/// How long one dispatch may take before the round is reported incomplete.
+const DISPATCH_DEADLINE: Duration = Duration::from_secs(120);
+/// Pause between dispatch rounds, so that every host's next poll is waiting again.
+const BETWEEN_ROUNDS: Duration = Duration::from_secs(3);
+
+/// Runs the load and prints the report.
+pub fn run(options: &Options) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(HarnessError::io("start the load generator's runtime"))?;
+    runtime.block_on(drive(options))
+}
+
+async fn drive(options: &Options) -> Result<()> {
+    let server = setup::Server::start(options).await?;
+    println!(
+        "fleetnode-loadgen: {} hosts, heartbeat every {:?}, against {} (pid {})",
+        options.hosts,
+        options.heartbeat,
+        server.url(),
+        server.pid()
+    );
+    let started = Instant::now();
+    let hosts = server.register(options.hosts).await?;
+    println!(
+        "registered {} hosts in {:.1} s",
+        hosts.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let before = server.sample()?;
+    let shared = Arc::new(Shared {
+        endpoint: server.endpoint(),
+        stop: CancellationToken::new(),
+        dispatch: Dispatch::default(),
+        counters: Counters::default(),
+        heartbeat_latencies: Mutex::new(Vec::new()),
+    });
+    let mut tasks = JoinSet::new();
+    connect_all(&hosts, &shared, &mut tasks).await?;
+    start_heartbeats(&hosts, &shared, options, &mut tasks);
+    rest(&server, &shared, options, &before).await?;
+    dispatches(&server, &shared, options).await?;
+    ingestion(&server, &shared, &hosts, options).await?;
+    shared.stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    println!(
+        "errors (connect, HTTP or non-2xx, all retried): {}",
+        shared.counters.errors.load(Ordering::Relaxed)
+    );
+    server.stop()
+}
+
+/// Starts every host's long-poll and waits until each got its first answer.
+async fn connect_all(
+    hosts: &[Arc<Host>],
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+) -> Result<()> {
+    let started = Instant::now();
+    for chunk in hosts.chunks(500) {
+        for host in chunk {
+            tasks.spawn(host::longpoll(host.clone(), shared.clone()));
+        }
+        // Let the handshakes of one chunk finish before the next starts, so the listen
+        // backlog never overflows.
+        let target = (tasks.len()).min(hosts.len());
+        wait_until(CONNECT_DEADLINE, || {
+            shared.counters.polling.load(Ordering::SeqCst) >= target
+        })
+        .await?;
+    }
+    println!(
+        "connected: {} long-polls waiting after {:.1} s",
+        hosts.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn start_heartbeats(
+    hosts: &[Arc<Host>],
+    shared: &Arc<Shared>,
+    options: &Options,
+    tasks: &mut JoinSet<()>,
+) {
+    let count = hosts.len().max(1) as u32;
+    for (index, host) in hosts.iter().enumerate() {
+        // Spread evenly over one interval, as hosts started at different times are.
+        let offset = options.heartbeat * u32::try_from(index).unwrap_or(0) / count;
+        tasks.spawn(host::heartbeats(
+            host.clone(),
+            shared.clone(),
+            options.heartbeat,
+            offset,
+        ));
+    }
+}
+
+/// The fleet at rest: every long-poll waiting, heartbeats flowing.
+async fn rest(
+    server: &setup::Server,
+    shared: &Shared,
+    options: &Options,
+    before: &Sample,
+) -> Result<()> {
+    // One interval for the heartbeats to reach their pace, then the window.
+    tokio::time::sleep(options.heartbeat).await;
+    let start = server.sample()?;
+    let own_start = server.own_sample()?;
+    let beats = shared.counters.heartbeats.load(Ordering::Relaxed);
+    shared
+        .heartbeat_latencies
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+    tokio::time::sleep(options.idle).await;
+    let end = server.sample()?;
+    let own_end = server.own_sample()?;
+    let beats = shared.counters.heartbeats.load(Ordering::Relaxed) - beats;
+    let mut latencies = shared
+        .heartbeat_latencies
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    latencies.sort();
+    let connections = options.hosts as f64;
+    println!("\n## at rest ({} s window)", options.idle.as_secs());
+    println!(
+        "server RSS: {} KiB before connections, {} KiB with every long-poll waiting: {:.1} KiB per connection",
+        before.rss_kib,
+        end.rss_kib,
+        end.rss_kib.saturating_sub(before.rss_kib) as f64 / connections
+    );
+    println!(
+        "heartbeats: {:.0}/s acknowledged (expected {:.0}/s), round trip with a new TLS connection p50 {:.1} ms, p99 {:.1} ms",
+        beats as f64 / end.at.duration_since(start.at).as_secs_f64(),
+        connections / options.heartbeat.as_secs_f64(),
+        ms(quantile(&latencies, 0.5)),
+        ms(quantile(&latencies, 0.99))
+    );
+    println!(
+        "server CPU: {:.1}% of a core; this process: {:.1}% of a core",
+        end.cores_since(&start) * 100.0,
+        own_end.cores_since(&own_start) * 100.0
+    );
+    Ok(())
+}
+
+/// Full-fleet dispatch rounds: a target for every host; the time until every one has it.
+async fn dispatches(server: &setup::Server, shared: &Shared, options: &Options) -> Result<()> {
+    println!("\n## full-fleet dispatch ({} rounds)", options.dispatches);
+    println!("round  answered ms  all hosts ms  p50 ms  p99 ms  server CPU s");
+    let (mut all, mut answered) = (Vec::new(), Vec::new());
+    for round in 1..=options.dispatches {
+        let revision = round as u64;
+        let before = server.sample()?;
+        let started = Instant::now();
+        shared.dispatch.begin(revision, started);
+        server.set_target_for_all(revision).await?;
+        let answer = started.elapsed();
+        let complete = wait_until(DISPATCH_DEADLINE, || {
+            shared.dispatch.reached() >= options.hosts
+        })
+        .await;
+        let after = server.sample()?;
+        let seen = shared.dispatch.latencies();
+        let last = seen.last().copied().unwrap_or_default();
+        println!(
+            "{round:>5}  {:>11.0}  {:>12.0}  {:>6.0}  {:>6.0}  {:>12.2}{}",
+            ms(answer),
+            ms(last),
+            ms(quantile(&seen, 0.5)),
+            ms(quantile(&seen, 0.99)),
+            after.cpu_seconds_since(&before),
+            if complete.is_ok() { "" } else { "  (incomplete)" }
+        );
+        all.push(ms(last));
+        answered.push(ms(answer));
+        tokio::time::sleep(BETWEEN_ROUNDS).await;
+    }
+    println!(
+        "median: set-target answered in {:.0} ms, every host had it after {:.0} ms",
+        median(&answered),
+        median(&all)
+    );
+    Ok(())
+}
+
+/// Event ingestion: `senders` hosts at a time deliver their batches, each acknowledged only
+/// once durable.
+async fn ingestion(
+    server: &setup::Server,
+    shared: &Arc<Shared>,
+    hosts: &[Arc<Host>],
+    options: &Options,
+) -> Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.senders.max(1)));
+    let before = server.sample()?;
+    let acked_before = shared.counters.events_acked.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut senders = JoinSet::new();
+    for host in hosts {
+        let (host, shared, slots) = (host.clone(), shared.clone(), slots.clone());
+        let (batches, size) = (options.batches, options.batch_events);
+        senders.spawn(async move {
+            let _slot = slots.acquire_owned().await.ok()?;
+            Some(host::deliver(&host, &shared, batches, size).await)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = senders.join_next().await {
+        if let Ok(Some(mut batch_latencies)) = done {
+            latencies.append(&mut batch_latencies);
+        }
+    }
+    let took = started.elapsed();
+    let after = server.sample()?;
+    latencies.sort();
+    let events = shared.counters.events_acked.load(Ordering::Relaxed) - acked_before;
+    println!(
+        "\n## ingestion: {} hosts x {} batches of {} events, {} hosts sending at once",
+        hosts.len(),
+        options.batches,
+        options.batch_events,
+        options.senders
+    );
+    println!(
+        "{events} events acknowledged durable in {:.2} s: {:.0} events/s ({:.0} batches/s); batch round trip p50 {:.1} ms, p99 {:.1} ms; server CPU {:.0}% of a core",
+        took.as_secs_f64(),
+        events as f64 / took.as_secs_f64(),
+        latencies.len() as f64 / took.as_secs_f64(),
+        ms(quantile(&latencies, 0.5)),
+        ms(quantile(&latencies, 0.99)),
+        after.cores_since(&before) * 100.0
+    );
+    Ok(())
+}
+
+async fn wait_until(deadline: Duration, done: impl Fn() -> bool) -> Result<()> {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > deadline {
+            return Err(HarnessError::Timeout {
+                what: "the simulated hosts".into(),
+                report: format!("not done after {deadline:?}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! The control plane under load: started as a child process on a fresh store, its hosts
+//! registered through the operator API, and the operator's side of a dispatch.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use fleetnode_wire::{DesiredChanged, HostAdded, decode, encode};
+use hyper::{Method, StatusCode};
+use rustls::pki_types::ServerName;
+use tempfile::TempDir;
+use tokio::task::JoinSet;
+
+use super::host::{Host, generation};
+use super::link::{Endpoint, Link, LinkError};
+use super::measure::Sample;
+use super::Options;
+use crate::control_plane::ControlPlane;
+use crate::{HarnessError, Result, binaries};
+
+/// Operator connections used to register hosts at once.
+const REGISTRATION_CONNECTIONS: usize = 16;
+
+/// The running control plane and the operator's means to drive it.
+pub struct Server {
+    _dir: Option<TempDir>,
+    control_plane: ControlPlane,
+    endpoint: Endpoint,
+    admin_token: String,
+}
+
+impl Server {
+    /// Starts `fleetnode-cp serve` on a fresh store with limits fit for the load: each host
+    /// connects from its own address, so the per-source limit stays at its default.
+    pub async fn start(options: &Options) -> Result<Self> {
+        let (dir, root) = match &options.work_dir {
+            Some(path) => (None, path.clone()),
+            None => {
+                let dir = tempfile::tempdir().map_err(HarnessError::io("make a work directory"))?;
+                let path = dir.path().to_owned();
+                (Some(dir), path)
+            }
+        };
+        std::fs::create_dir_all(&root)
+            .map_err(HarnessError::io(format!("create {}", root.display())))?;
+        let files = crate::harness::server_files(&root)?;
+        let _ = std::fs::remove_file(&files.store);
+        let heartbeat = format!("{}s", options.heartbeat.as_secs().max(1));
+        let control_plane = tokio::task::block_in_place(|| {
+            ControlPlane::start(binaries::locate(binaries::CONTROL_PLANE)?, files, &heartbeat)
+        })?;
+        let admin_token = std::fs::read_to_string(&control_plane.files().admin_token)
+            .map_err(HarnessError::io("read the admin token"))?
+            .trim()
+            .to_owned();
+        let tls = client_config(&control_plane.files().ca)?;
+        let port = control_plane.port();
+        let endpoint = Endpoint::new(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            tls,
+            ServerName::try_from("localhost")
+                .map_err(|e| setup_error("the server name", e))?,
+        );
+        Ok(Self {
+            _dir: dir,
+            control_plane,
+            endpoint,
+            admin_token,
+        })
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        self.control_plane.url()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.control_plane.pid().unwrap_or(0)
+    }
+
+    /// How hosts reach the server.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint.clone()
+    }
+
+    /// A look at the server process.
+    pub fn sample(&self) -> Result<Sample> {
+        Sample::of(self.pid()).ok_or_else(|| HarnessError::Setup {
+            what: "the control plane under load".into(),
+            message: format!(
+                "its process is gone; its log:\n{}",
+                self.control_plane.log_tail(30)
+            ),
+        })
+    }
+
+    /// A look at this process.
+    pub fn own_sample(&self) -> Result<Sample> {
+        Sample::of(std::process::id()).ok_or_else(|| HarnessError::Setup {
+            what: "the load generator".into(),
+            message: "cannot read its own /proc entry".into(),
+        })
+    }
+
+    /// Registers `count` hosts and returns them.
+    pub async fn register(&self, count: usize) -> Result<Vec<Arc<Host>>> {
+        let mut workers = JoinSet::new();
+        for worker in 0..REGISTRATION_CONNECTIONS {
+            let endpoint = self.endpoint.clone();
+            let token = self.admin_token.clone();
+            workers.spawn(async move {
+                let mut link = endpoint.connect(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
+                let mut added = Vec::new();
+                for index in (worker..count).step_by(REGISTRATION_CONNECTIONS) {
+                    let id = format!("load-{index:05}");
+                    let body = serde_json::json!({ "id": id, "tags": ["load"] }).to_string();
+                    let answer = link
+                        .request(Method::POST, "/v1/admin/hosts", &token, Some(body.into_bytes()), false)
+                        .await?;
+                    let host: HostAdded = match answer.status {
+                        StatusCode::CREATED => decode(&answer.body).map_err(|e| {
+                            LinkError::Refused {
+                                status: answer.status,
+                                body: e.to_string(),
+                            }
+                        })?,
+                        status => {
+                            return Err(LinkError::Refused {
+                                status,
+                                body: String::from_utf8_lossy(&answer.body).into_owned(),
+                            });
+                        }
+                    };
+                    added.push((index, id, host.token.expose().to_owned()));
+                }
+                Ok(added)
+            });
+        }
+        let mut hosts = Vec::with_capacity(count);
+        while let Some(done) = workers.join_next().await {
+            let added = done
+                .map_err(|e| setup_error("registering hosts", e))?
+                .map_err(|e| setup_error("registering hosts", e))?;
+            hosts.extend(added);
+        }
+        hosts.sort_by_key(|(index, _, _)| *index);
+        Ok(hosts
+            .into_iter()
+            .map(|(index, id, token)| Arc::new(Host::new(index, id, token)))
+            .collect())
+    }
+
+    /// `POST /v1/admin/targets` for every host; returns once the server answered.
+    pub async fn set_target_for_all(&self, revision: u64) -> Result<DesiredChanged> {
+        let mut link: Link = self
+            .endpoint
+            .connect(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .await
+            .map_err(|e| setup_error("the operator connection", e))?;
+        let body = encode(&serde_json::json!({
+            "selector": { "by": "all" },
+            "target": generation(revision),
+        }));
+        let answer = link
+            .request(Method::POST, "/v1/admin/targets", &self.admin_token, Some(body), true)
+            .await
+            .map_err(|e| setup_error("set-target for all", e))?;
+        if answer.status != StatusCode::OK {
+            return Err(setup_error(
+                "set-target for all",
+                String::from_utf8_lossy(&answer.body),
+            ));
+        }
+        serde_json::from_slice(&answer.body).map_err(|e| setup_error("set-target's answer", e))
+    }
+
+    /// Stops the server (SIGTERM, as systemd does).
+    pub fn stop(mut self) -> Result<()> {
+        self.control_plane.stop()
+    }
+}
+
+fn client_config(ca: &std::path::Path) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in fleetnode_tls::read_certs(ca).map_err(|e| setup_error("the CA file", e))? {
+        roots
+            .add(cert)
+            .map_err(|e| setup_error("the CA certificate", e))?;
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(fleetnode_tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| setup_error("TLS", e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn setup_error(what: &str, error: impl std::fmt::Display) -> HarnessError {
+    HarnessError::Setup {
+        what: what.to_owned(),
+        message: error.to_string(),
+    }
+}
