@@ -44,6 +44,9 @@ pub async fn desired(
     let (parts, _) = request.into_parts();
     let ready = app.ready()?;
     let entry = authorize(&app, ready, &host, &parts)?;
+    // The head's bytes (headers, URI) share the connection's read buffer: holding them through
+    // the wait would keep that buffer from being reused, 8 KiB per waiting connection.
+    drop(parts);
     let Query(query) = query.map_err(|e| {
         ApiError::new(
             ErrorCode::Malformed,

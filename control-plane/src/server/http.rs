@@ -162,15 +162,38 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Checks the peer's protocol version (required on the agent API, optional elsewhere) and
-/// stamps every response with this server's version.
-pub async fn protocol(request: Request, next: Next) -> Response {
+/// What every request goes through, in one layer (one boxed future per request, not one per
+/// concern: a waiting long-poll holds it for its whole wait): the request is counted with its
+/// latency by route template, the peer's protocol version is checked (required on the agent
+/// API, optional elsewhere), the store must be open (else 503), and every response is stamped
+/// with this server's version.
+pub async fn frame(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let mut response = match check_protocol(&request) {
+        Err(error) => error.into_response(),
+        Ok(()) if !app.is_ready() => app.starting().into_response(),
+        Ok(()) => next.run(request).await,
+    };
+    if let Ok(value) = HeaderValue::from_str(&protocol_version()) {
+        response.headers_mut().insert(PROTOCOL_HEADER, value);
+    }
+    app.metrics
+        .observe_request(route, method, response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn check_protocol(request: &Request) -> Result<(), ApiError> {
     let agent_api = request.uri().path().starts_with("/v1/agent/");
     let header = request
         .headers()
         .get(PROTOCOL_HEADER)
         .map(|v| v.to_str().unwrap_or("(not text)"));
-    let checked = match check_version(header) {
+    match check_version(header) {
         Ok(()) => Ok(()),
         Err(VersionError::Missing) if !agent_api => Ok(()),
         Err(error @ VersionError::Malformed(_)) => Err(ApiError::new(
@@ -186,37 +209,7 @@ pub async fn protocol(request: Request, next: Next) -> Response {
                 ),
             ))
         }
-    };
-    let mut response = match checked {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&protocol_version()) {
-        response.headers_mut().insert(PROTOCOL_HEADER, value);
     }
-    response
-}
-
-/// Answers 503 until the store is open.
-pub async fn readiness(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    if !app.is_ready() {
-        return app.starting().into_response();
-    }
-    next.run(request).await
-}
-
-/// Counts requests and their latency by route template.
-pub async fn measure(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    app.metrics
-        .observe_request(route, method, response.status().as_u16(), started.elapsed());
-    response
 }
 
 /// The answer to a request no route matches.

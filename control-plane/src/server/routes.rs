@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 
 use super::app::App;
 use super::{admin, agent, http, rollouts};
 
-/// Every route with its middleware: metrics (outermost), protocol version, readiness.
+/// Every route with its middleware ([`http::frame`]: metrics, protocol version, readiness).
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/agent/hosts/{host}/desired", get(agent::desired))
@@ -40,8 +40,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(admin::healthz))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
-        .layer(from_fn_with_state(app.clone(), http::readiness))
-        .layer(from_fn(http::protocol))
-        .layer(from_fn_with_state(app.clone(), http::measure))
+        .layer(from_fn_with_state(app.clone(), http::frame))
         .with_state(app)
 }
