@@ -199,6 +199,11 @@ impl Agent {
         })
     }
 
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
     /// The configuration file.
     pub fn config(&self) -> &Path {
         &self.config

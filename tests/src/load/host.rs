@@ -66,7 +66,13 @@ impl Host {
         let mut agent = self.agent.lock().unwrap_or_else(PoisonError::into_inner);
         let mut sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
         while agent.reported.len() - *sent < size {
-            let revision = agent.state.host.desired.as_ref().map_or(0, |d| d.revision.0) + 1;
+            let revision = agent
+                .state
+                .host
+                .desired
+                .as_ref()
+                .map_or(0, |d| d.revision.0)
+                + 1;
             agent.answer(Directive {
                 revision: Revision(revision),
                 kind: DirectiveKind::Activate {
@@ -197,7 +203,10 @@ pub async fn longpoll(host: Arc<Host>, shared: Arc<Shared>) {
                 "/v1/agent/hosts/{}/desired?known={revision}&wait={LONGPOLL_WAIT_SECS}",
                 host.id
             ),
-            None => format!("/v1/agent/hosts/{}/desired?wait={LONGPOLL_WAIT_SECS}", host.id),
+            None => format!(
+                "/v1/agent/hosts/{}/desired?wait={LONGPOLL_WAIT_SECS}",
+                host.id
+            ),
         };
         let answer = tokio::select! {
             answer = current.request(Method::GET, &path, &host.token, None, false) => answer,
@@ -229,7 +238,12 @@ pub async fn longpoll(host: Arc<Host>, shared: Arc<Shared>) {
 
 /// The heartbeat: every `interval`, starting at `offset`, on a connection of its own that
 /// is closed after the answer.
-pub async fn heartbeats(host: Arc<Host>, shared: Arc<Shared>, interval: Duration, offset: Duration) {
+pub async fn heartbeats(
+    host: Arc<Host>,
+    shared: Arc<Shared>,
+    interval: Duration,
+    offset: Duration,
+) {
     let mut next = tokio::time::Instant::now() + offset;
     let path = format!("/v1/agent/hosts/{}/heartbeat", host.id);
     loop {
@@ -242,7 +256,13 @@ pub async fn heartbeats(host: Arc<Host>, shared: Arc<Shared>, interval: Duration
         let sent = async {
             let mut link = shared.endpoint.connect(host.source).await.ok()?;
             let answer = link
-                .request(Method::POST, &path, &host.token, Some(host.heartbeat()), true)
+                .request(
+                    Method::POST,
+                    &path,
+                    &host.token,
+                    Some(host.heartbeat()),
+                    true,
+                )
                 .await
                 .ok()?;
             (answer.status == StatusCode::OK).then_some(())
@@ -289,11 +309,18 @@ pub async fn deliver(host: &Host, shared: &Shared, batches: usize, size: usize) 
         loop {
             let started = Instant::now();
             let answer = current
-                .request(Method::POST, &path, &host.token, Some(body.clone()), left == 1)
+                .request(
+                    Method::POST,
+                    &path,
+                    &host.token,
+                    Some(body.clone()),
+                    left == 1,
+                )
                 .await;
-            let acked = answer.ok().filter(|a| a.status == StatusCode::OK).and_then(|a| {
-                decode::<EventAck>(&a.body).ok()
-            });
+            let acked = answer
+                .ok()
+                .filter(|a| a.status == StatusCode::OK)
+                .and_then(|a| decode::<EventAck>(&a.body).ok());
             match acked {
                 Some(ack) if ack.acked_through >= last => {
                     latencies.push(started.elapsed());

@@ -9,9 +9,9 @@
 //! printed with the options that produced it; `docs/performance.md` has the results.
 
 mod host;
-mod link;
-mod measure;
-mod setup;
+pub mod link;
+pub mod measure;
+pub mod setup;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{HarnessError, Result};
 use host::{Counters, Dispatch, Host, Shared};
 use measure::{Sample, median, ms, quantile};
+pub use setup::Operator;
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -74,33 +75,70 @@ async fn drive(options: &Options) -> Result<()> {
         server.pid()
     );
     let started = Instant::now();
-    let hosts = server.register(options.hosts).await?;
+    let hosts = server.operator().register("load", options.hosts).await?;
     println!(
         "registered {} hosts in {:.1} s",
         hosts.len(),
         started.elapsed().as_secs_f64()
     );
     let before = server.sample()?;
-    let shared = Arc::new(Shared {
-        endpoint: server.endpoint(),
-        stop: CancellationToken::new(),
-        dispatch: Dispatch::default(),
-        counters: Counters::default(),
-        heartbeat_latencies: Mutex::new(Vec::new()),
-    });
-    let mut tasks = JoinSet::new();
-    connect_all(&hosts, &shared, &mut tasks).await?;
-    start_heartbeats(&hosts, &shared, options, &mut tasks);
-    rest(&server, &shared, options, &before).await?;
-    dispatches(&server, &shared, options).await?;
-    ingestion(&server, &shared, &hosts, options).await?;
-    shared.stop.cancel();
-    while tasks.join_next().await.is_some() {}
-    println!(
-        "errors (connect, HTTP or non-2xx, all retried): {}",
-        shared.counters.errors.load(Ordering::Relaxed)
-    );
+    let fleet = Fleet::connect(server.operator(), hosts, options.heartbeat).await?;
+    rest(&server, &fleet.shared, options, &before).await?;
+    dispatches(&server, &fleet.shared, options).await?;
+    ingestion(&server, &fleet.shared, &fleet.hosts, options).await?;
+    let errors = fleet.stop().await;
+    println!("errors (connect, HTTP or non-2xx, all retried): {errors}");
     server.stop()
+}
+
+/// Simulated hosts, each with its long-poll waiting and its heartbeats running.
+pub struct Fleet {
+    hosts: Vec<Arc<Host>>,
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+}
+
+impl Fleet {
+    /// Registers `count` hosts named `<prefix>-<n>` with the operator's control plane, connects
+    /// them and starts their heartbeats.
+    pub async fn start(
+        operator: &Operator,
+        prefix: &str,
+        count: usize,
+        heartbeat: Duration,
+    ) -> Result<Self> {
+        let hosts = operator.register(prefix, count).await?;
+        Self::connect(operator, hosts, heartbeat).await
+    }
+
+    async fn connect(
+        operator: &Operator,
+        hosts: Vec<Arc<Host>>,
+        heartbeat: Duration,
+    ) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            endpoint: operator.endpoint(),
+            stop: CancellationToken::new(),
+            dispatch: Dispatch::default(),
+            counters: Counters::default(),
+            heartbeat_latencies: Mutex::new(Vec::new()),
+        });
+        let mut tasks = JoinSet::new();
+        connect_all(&hosts, &shared, &mut tasks).await?;
+        start_heartbeats(&hosts, &shared, heartbeat, &mut tasks);
+        Ok(Self {
+            hosts,
+            shared,
+            tasks,
+        })
+    }
+
+    /// Stops every host; returns how many exchanges failed (each was retried).
+    pub async fn stop(mut self) -> u64 {
+        self.shared.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.shared.counters.errors.load(Ordering::Relaxed)
+    }
 }
 
 /// Starts every host's long-poll and waits until each got its first answer.
@@ -133,17 +171,17 @@ async fn connect_all(
 fn start_heartbeats(
     hosts: &[Arc<Host>],
     shared: &Arc<Shared>,
-    options: &Options,
+    interval: Duration,
     tasks: &mut JoinSet<()>,
 ) {
     let count = hosts.len().max(1) as u32;
     for (index, host) in hosts.iter().enumerate() {
         // Spread evenly over one interval, as hosts started at different times are.
-        let offset = options.heartbeat * u32::try_from(index).unwrap_or(0) / count;
+        let offset = interval * u32::try_from(index).unwrap_or(0) / count;
         tasks.spawn(host::heartbeats(
             host.clone(),
             shared.clone(),
-            options.heartbeat,
+            interval,
             offset,
         ));
     }
@@ -209,7 +247,7 @@ async fn dispatches(server: &setup::Server, shared: &Shared, options: &Options) 
         let before = server.sample()?;
         let started = Instant::now();
         shared.dispatch.begin(revision, started);
-        server.set_target_for_all(revision).await?;
+        server.operator().set_target_for_all(revision).await?;
         let answer = started.elapsed();
         let complete = wait_until(DISPATCH_DEADLINE, || {
             shared.dispatch.reached() >= options.hosts
@@ -225,7 +263,11 @@ async fn dispatches(server: &setup::Server, shared: &Shared, options: &Options) 
             ms(quantile(&seen, 0.5)),
             ms(quantile(&seen, 0.99)),
             after.cpu_seconds_since(&before),
-            if complete.is_ok() { "" } else { "  (incomplete)" }
+            if complete.is_ok() {
+                ""
+            } else {
+                "  (incomplete)"
+            }
         );
         all.push(ms(last));
         answered.push(ms(answer));

@@ -10,10 +10,10 @@ use rustls::pki_types::ServerName;
 use tempfile::TempDir;
 use tokio::task::JoinSet;
 
+use super::Options;
 use super::host::{Host, generation};
 use super::link::{Endpoint, Link, LinkError};
 use super::measure::Sample;
-use super::Options;
 use crate::control_plane::ControlPlane;
 use crate::{HarnessError, Result, binaries};
 
@@ -24,6 +24,12 @@ const REGISTRATION_CONNECTIONS: usize = 16;
 pub struct Server {
     _dir: Option<TempDir>,
     control_plane: ControlPlane,
+    operator: Operator,
+}
+
+/// The operator's side of a control plane: where it is and the admin token.
+#[derive(Clone)]
+pub struct Operator {
     endpoint: Endpoint,
     admin_token: String,
 }
@@ -46,26 +52,23 @@ impl Server {
         let _ = std::fs::remove_file(&files.store);
         let heartbeat = format!("{}s", options.heartbeat.as_secs().max(1));
         let control_plane = tokio::task::block_in_place(|| {
-            ControlPlane::start(binaries::locate(binaries::CONTROL_PLANE)?, files, &heartbeat)
+            ControlPlane::start(
+                binaries::locate(binaries::CONTROL_PLANE)?,
+                files,
+                &heartbeat,
+            )
         })?;
-        let admin_token = std::fs::read_to_string(&control_plane.files().admin_token)
-            .map_err(HarnessError::io("read the admin token"))?
-            .trim()
-            .to_owned();
-        let tls = client_config(&control_plane.files().ca)?;
-        let port = control_plane.port();
-        let endpoint = Endpoint::new(
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            tls,
-            ServerName::try_from("localhost")
-                .map_err(|e| setup_error("the server name", e))?,
-        );
+        let operator = Operator::of(&control_plane)?;
         Ok(Self {
             _dir: dir,
             control_plane,
-            endpoint,
-            admin_token,
+            operator,
         })
+    }
+
+    /// The operator's side.
+    pub fn operator(&self) -> &Operator {
+        &self.operator
     }
 
     /// The server's URL.
@@ -76,11 +79,6 @@ impl Server {
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.control_plane.pid().unwrap_or(0)
-    }
-
-    /// How hosts reach the server.
-    pub fn endpoint(&self) -> Endpoint {
-        self.endpoint.clone()
     }
 
     /// A look at the server process.
@@ -102,28 +100,78 @@ impl Server {
         })
     }
 
-    /// Registers `count` hosts and returns them.
-    pub async fn register(&self, count: usize) -> Result<Vec<Arc<Host>>> {
+    /// Stops the server (SIGTERM, as systemd does).
+    pub fn stop(mut self) -> Result<()> {
+        self.control_plane.stop()
+    }
+}
+
+impl Operator {
+    /// The operator of a running control plane (its port, CA and admin token files).
+    pub fn of(control_plane: &ControlPlane) -> Result<Self> {
+        let admin_token = std::fs::read_to_string(&control_plane.files().admin_token)
+            .map_err(HarnessError::io("read the admin token"))?
+            .trim()
+            .to_owned();
+        let tls = client_config(&control_plane.files().ca)?;
+        let endpoint = Endpoint::new(
+            SocketAddr::from(([127, 0, 0, 1], control_plane.port())),
+            tls,
+            ServerName::try_from("localhost").map_err(|e| setup_error("the server name", e))?,
+        );
+        Ok(Self {
+            endpoint,
+            admin_token,
+        })
+    }
+
+    /// How hosts reach the server.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint.clone()
+    }
+
+    /// The admin token.
+    pub fn token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// A kept-alive operator connection from 127.0.0.1.
+    pub async fn link(&self) -> Result<Link> {
+        self.endpoint
+            .connect(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .await
+            .map_err(|e| setup_error("the operator connection", e))
+    }
+
+    /// Registers `count` hosts named `<prefix>-<n>` and returns them.
+    pub async fn register(&self, prefix: &str, count: usize) -> Result<Vec<Arc<Host>>> {
         let mut workers = JoinSet::new();
         for worker in 0..REGISTRATION_CONNECTIONS {
             let endpoint = self.endpoint.clone();
             let token = self.admin_token.clone();
+            let prefix = prefix.to_owned();
             workers.spawn(async move {
                 let mut link = endpoint.connect(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
                 let mut added = Vec::new();
                 for index in (worker..count).step_by(REGISTRATION_CONNECTIONS) {
-                    let id = format!("load-{index:05}");
+                    let id = format!("{prefix}-{index:05}");
                     let body = serde_json::json!({ "id": id, "tags": ["load"] }).to_string();
                     let answer = link
-                        .request(Method::POST, "/v1/admin/hosts", &token, Some(body.into_bytes()), false)
+                        .request(
+                            Method::POST,
+                            "/v1/admin/hosts",
+                            &token,
+                            Some(body.into_bytes()),
+                            false,
+                        )
                         .await?;
                     let host: HostAdded = match answer.status {
-                        StatusCode::CREATED => decode(&answer.body).map_err(|e| {
-                            LinkError::Refused {
+                        StatusCode::CREATED => {
+                            decode(&answer.body).map_err(|e| LinkError::Refused {
                                 status: answer.status,
                                 body: e.to_string(),
-                            }
-                        })?,
+                            })?
+                        }
                         status => {
                             return Err(LinkError::Refused {
                                 status,
@@ -152,17 +200,19 @@ impl Server {
 
     /// `POST /v1/admin/targets` for every host; returns once the server answered.
     pub async fn set_target_for_all(&self, revision: u64) -> Result<DesiredChanged> {
-        let mut link: Link = self
-            .endpoint
-            .connect(IpAddr::V4(Ipv4Addr::LOCALHOST))
-            .await
-            .map_err(|e| setup_error("the operator connection", e))?;
+        let mut link = self.link().await?;
         let body = encode(&serde_json::json!({
             "selector": { "by": "all" },
             "target": generation(revision),
         }));
         let answer = link
-            .request(Method::POST, "/v1/admin/targets", &self.admin_token, Some(body), true)
+            .request(
+                Method::POST,
+                "/v1/admin/targets",
+                &self.admin_token,
+                Some(body),
+                true,
+            )
             .await
             .map_err(|e| setup_error("set-target for all", e))?;
         if answer.status != StatusCode::OK {
@@ -172,11 +222,6 @@ impl Server {
             ));
         }
         serde_json::from_slice(&answer.body).map_err(|e| setup_error("set-target's answer", e))
-    }
-
-    /// Stops the server (SIGTERM, as systemd does).
-    pub fn stop(mut self) -> Result<()> {
-        self.control_plane.stop()
     }
 }
 

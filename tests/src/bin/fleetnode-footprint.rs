@@ -1,0 +1,122 @@
+//! `fleetnode-footprint`: what a real agent costs its host at rest. A real `fleetnode-cp` and a
+//! real `fleetnode-agent` (the binaries next to this one) on a fake root: the long-poll answered
+//! every 30 s, a heartbeat every 30 s, acknowledged, and two probes every 10 s (the harness's
+//! exec probe and a TCP probe of the control plane's port). After a warm-up, the agent's
+//! `/proc/<pid>` is read every 10 s for the window: resident memory, CPU time (user + system,
+//! its children excluded) and the context switches of every thread, which bound its wake-ups
+//! from above (each wake-up of a thread is at least one switch).
+//!
+//! `cargo build --release --workspace --bins && ./target/release/fleetnode-footprint`
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use fleetnode_tests::harness::Options;
+use fleetnode_tests::load::measure::Sample;
+use fleetnode_tests::{Harness, HarnessError, Result};
+
+/// The agent's footprint at rest against a live control plane.
+#[derive(Debug, Parser)]
+#[command(name = "fleetnode-footprint", about, long_about = None)]
+struct Args {
+    /// Seconds of warm-up before the window.
+    #[arg(long, default_value_t = 60)]
+    warmup_secs: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 600)]
+    window_secs: u64,
+}
+
+/// How often the agent is looked at during the window.
+const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("fleetnode-footprint: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let mut options = Options::default();
+    options.timings.heartbeat = "30s".into();
+    options.timings.probe_interval = "10s".into();
+    let mut harness = Harness::start_with(options)?;
+    // The second probe: the control plane's port, over TCP.
+    harness.agent.stop()?;
+    let probe = format!(
+        "\n[probes.control-plane-port]\nkind = \"tcp\"\naddress = \"127.0.0.1:{}\"\ninterval = \"10s\"\n",
+        harness.cp.port()
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(harness.agent.config())
+        .and_then(|mut file| file.write_all(probe.as_bytes()))
+        .map_err(HarnessError::io(
+            "add the second probe to the agent's configuration",
+        ))?;
+    harness.agent.start()?;
+    let pid = harness.agent.pid().ok_or_else(|| gone(&harness))?;
+    println!(
+        "fleetnode-footprint: agent pid {pid}, warm-up {} s, window {} s",
+        args.warmup_secs, args.window_secs
+    );
+    std::thread::sleep(Duration::from_secs(args.warmup_secs));
+    let first = Sample::of(pid).ok_or_else(|| gone(&harness))?;
+    let end = Instant::now() + Duration::from_secs(args.window_secs);
+    let mut peak = first.rss_kib;
+    let mut last = first;
+    while Instant::now() < end {
+        std::thread::sleep(SAMPLE_EVERY.min(end.saturating_duration_since(Instant::now())));
+        harness.agent.check_running()?;
+        last = Sample::of(pid).ok_or_else(|| gone(&harness))?;
+        peak = peak.max(last.rss_kib);
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(HarnessError::io("read the agent's status"))?;
+    let seconds = last.at.duration_since(first.at).as_secs_f64();
+    println!(
+        "RSS: {} KiB at the end, {peak} KiB at most during the window (started at {} KiB); {}",
+        last.rss_kib,
+        first.rss_kib,
+        ["VmHWM:", "RssAnon:", "RssFile:", "Threads:"]
+            .iter()
+            .filter_map(|name| status.lines().find(|l| l.starts_with(name)))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "CPU: {:.3} s over {seconds:.0} s: {:.3}% of a core",
+        last.cpu_seconds_since(&first),
+        last.cores_since(&first) * 100.0
+    );
+    println!(
+        "wake-ups (context switches of every thread): {} over {seconds:.0} s: {:.2} per second",
+        last.switches - first.switches,
+        (last.switches - first.switches) as f64 / seconds
+    );
+    let detail = harness.detail()?;
+    println!(
+        "the control plane saw the host: phase {}, last seen {:?}",
+        detail.row.phase.name(),
+        detail.row.last_seen
+    );
+    Ok(())
+}
+
+fn gone(harness: &Harness) -> HarnessError {
+    HarnessError::Setup {
+        what: "the agent under measurement".into(),
+        message: format!(
+            "it is not running; its log:\n{}",
+            harness.agent.log_tail(30)
+        ),
+    }
+}
