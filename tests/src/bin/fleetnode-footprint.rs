@@ -102,6 +102,7 @@ fn run(args: &Args) -> Result<()> {
         last.switches - first.switches,
         (last.switches - first.switches) as f64 / seconds
     );
+    println!("resident by mapping: {}", by_mapping(pid));
     let detail = harness.detail()?;
     println!(
         "the control plane saw the host: phase {}, last seen {:?}",
@@ -109,6 +110,40 @@ fn run(args: &Args) -> Result<()> {
         detail.row.last_seen
     );
     Ok(())
+}
+
+/// Resident KiB of each mapped file (and of anonymous memory) from `/proc/<pid>/smaps`, largest
+/// first: where the resident set goes.
+fn by_mapping(pid: u32) -> String {
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return "(smaps unreadable)".into();
+    };
+    let mut sizes: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut current = String::from("[anonymous]");
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            current = fields
+                .get(5)
+                .map_or("[anonymous]", |name| {
+                    name.rsplit('/').next().unwrap_or(name)
+                })
+                .to_owned();
+        } else if fields.first() == Some(&"Rss:") {
+            let kib: u64 = fields.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            *sizes.entry(current.clone()).or_default() += kib;
+        }
+    }
+    let mut sizes: Vec<(String, u64)> = sizes.into_iter().filter(|(_, kib)| *kib > 0).collect();
+    sizes.sort_by(|a, b| b.1.cmp(&a.1));
+    sizes
+        .iter()
+        .map(|(name, kib)| format!("{name} {kib} KiB"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn gone(harness: &Harness) -> HarnessError {

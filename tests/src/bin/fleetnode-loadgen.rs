@@ -32,8 +32,9 @@ struct Args {
     /// Events per batch.
     #[arg(long, default_value_t = 8)]
     batch_events: usize,
-    /// Hosts delivering events at once.
-    #[arg(long, default_value_t = 1000)]
+    /// Hosts delivering events at once (each holds a connection while it delivers, beside its
+    /// long-poll: keep hosts + senders + 300 heartbeats under the open-file limit).
+    #[arg(long, default_value_t = 500)]
     senders: usize,
     /// Worker threads of the load generator.
     #[arg(long, default_value_t = 2)]

@@ -112,7 +112,16 @@ pub struct Shared {
     pub counters: Counters,
     /// Heartbeat round trips.
     pub heartbeat_latencies: Mutex<Vec<Duration>>,
+    /// Heartbeat connections open at once. Real hosts are separate processes; here every
+    /// connection is a descriptor of this one process (and of the server), which already holds
+    /// one per long-poll, so heartbeats that a busy server answers late must not pile up past
+    /// the open-file limit.
+    pub heartbeat_slots: tokio::sync::Semaphore,
 }
+
+/// Default of [`Shared::heartbeat_slots`]: with 19,000 long-polls and 500 senders of events,
+/// this keeps the process under 20,000 descriptors.
+pub const HEARTBEAT_CONNECTIONS: usize = 300;
 
 /// Counts of what happened.
 #[derive(Default)]
@@ -252,6 +261,9 @@ pub async fn heartbeats(
             () = shared.stop.cancelled() => return,
         }
         next += interval;
+        let Ok(_slot) = shared.heartbeat_slots.acquire().await else {
+            return;
+        };
         let started = Instant::now();
         let sent = async {
             let mut link = shared.endpoint.connect(host.source).await.ok()?;

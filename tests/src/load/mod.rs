@@ -122,6 +122,7 @@ impl Fleet {
             dispatch: Dispatch::default(),
             counters: Counters::default(),
             heartbeat_latencies: Mutex::new(Vec::new()),
+            heartbeat_slots: tokio::sync::Semaphore::new(host::HEARTBEAT_CONNECTIONS),
         });
         let mut tasks = JoinSet::new();
         connect_all(&hosts, &shared, &mut tasks).await?;
