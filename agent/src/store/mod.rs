@@ -20,7 +20,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fleetnode_state_machine::{OutboundEvent, State};
+use fleetnode_state_machine::State;
 use fleetnode_wire::QueueSummary;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
