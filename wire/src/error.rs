@@ -162,6 +162,7 @@ fn refuses_content(status: u16, code: Option<ErrorCode>) -> bool {
             | ErrorCode::MethodNotAllowed
             | ErrorCode::Conflict
             | ErrorCode::ResyncRequired
+            | ErrorCode::Timeout
             | ErrorCode::ProtocolVersionUnsupported
             | ErrorCode::RateLimited
             | ErrorCode::Unavailable
