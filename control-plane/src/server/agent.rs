@@ -132,7 +132,7 @@ pub async fn events(
             host: entry.id.clone(),
             stream: batch.stream,
             events: applied.stored.clone(),
-            mirror: applied.mirror.clone(),
+            mirror: Box::new(applied.mirror.clone()),
         };
         ready
             .writer
@@ -198,7 +198,7 @@ pub async fn heartbeat(
     };
     let write = Write::Heartbeat {
         host: entry.id.clone(),
-        record: record.clone(),
+        record: Box::new(record.clone()),
     };
     ready
         .writer

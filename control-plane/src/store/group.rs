@@ -41,15 +41,15 @@ pub enum Write {
         stream: u64,
         /// The events to append.
         events: Vec<OutboundEvent>,
-        /// The mirror afterwards.
-        mirror: Mirror,
+        /// The mirror afterwards (boxed: it is most of the write's size).
+        mirror: Box<Mirror>,
     },
     /// A host's latest heartbeat.
     Heartbeat {
         /// The host.
         host: HostId,
-        /// What it sent.
-        record: HeartbeatRecord,
+        /// What it sent (boxed, as the mirror is).
+        record: Box<HeartbeatRecord>,
     },
 }
 

@@ -138,7 +138,7 @@ fn by_mapping(pid: u32) -> String {
         }
     }
     let mut sizes: Vec<(String, u64)> = sizes.into_iter().filter(|(_, kib)| *kib > 0).collect();
-    sizes.sort_by(|a, b| b.1.cmp(&a.1));
+    sizes.sort_by_key(|entry| std::cmp::Reverse(entry.1));
     sizes
         .iter()
         .map(|(name, kib)| format!("{name} {kib} KiB"))
