@@ -57,8 +57,10 @@ pub struct AgentSetup {
     pub token_file: PathBuf,
     /// `tls.ca_file`.
     pub ca_file: PathBuf,
-    /// `admin.listen`.
+    /// `admin.listen` (metrics).
     pub admin: SocketAddr,
+    /// `admin.socket` (status, pause, resume).
+    pub socket: PathBuf,
     /// The exec probe's program.
     pub probe: PathBuf,
     /// Timings.
@@ -66,7 +68,7 @@ pub struct AgentSetup {
 }
 
 /// What an agent for `host` on `root` needs to reach `cp`: its probe script (written to
-/// `probe`) and a free admin port on loopback.
+/// `probe`), a free metrics port on loopback and an admin socket next to the probe.
 pub fn agent_setup(
     cp: &ControlPlane,
     root: &FakeRoot,
@@ -82,6 +84,7 @@ pub fn agent_setup(
         token_file,
         ca_file: cp.files().ca.clone(),
         admin: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+        socket: probe.with_file_name(format!("{host}-admin.sock")),
         probe,
         timings: timings.clone(),
     })
@@ -175,7 +178,7 @@ impl Agent {
         }
     }
 
-    /// The agent's own view, from `fleetnode-agent status --json` (its admin listener).
+    /// The agent's own view, from `fleetnode-agent status --json` (its admin socket).
     pub fn status(&self) -> Result<serde_json::Value> {
         let shown = "fleetnode-agent status --json".to_owned();
         let output = Command::new(&self.binary)
@@ -204,7 +207,7 @@ impl Agent {
         &self.config
     }
 
-    /// The admin listener's address.
+    /// The metrics listener's address.
     pub fn admin(&self) -> SocketAddr {
         self.admin
     }
@@ -283,7 +286,10 @@ pub fn render_config(root: &FakeRoot, setup: &AgentSetup) -> Result<String> {
     );
     config.insert(
         "admin".into(),
-        section(vec![("listen", text(&setup.admin.to_string()))]),
+        section(vec![
+            ("listen", text(&setup.admin.to_string())),
+            ("socket", path(&setup.socket)),
+        ]),
     );
     config.insert(
         "system".into(),

@@ -286,7 +286,7 @@ impl Harness {
         Ok(detail)
     }
 
-    /// Polls the agent's own status (its admin listener, so this works while the control plane
+    /// Polls the agent's own status (its admin socket, so this works while the control plane
     /// is down) until `done` holds; fails like [`Harness::wait_for`].
     pub fn wait_for_agent(
         &mut self,

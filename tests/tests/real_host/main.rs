@@ -17,6 +17,7 @@
 
 mod common;
 
+mod admin;
 mod failures;
 mod modes;
 mod reboots;
