@@ -434,6 +434,7 @@ impl SimulatedAgent {
             })),
             Command::CheckAgentUpgrade => Some(Event::AgentUpgradeChecked { upgrade: None }),
             Command::WatchSwitch { .. }
+            | Command::KeepGenerations { .. }
             | Command::AbortSwitch { .. }
             | Command::ReleaseSwitch { .. }
             | Command::Reboot

@@ -19,6 +19,7 @@ mod common;
 
 mod admin;
 mod failures;
+mod gc;
 mod modes;
 mod reboots;
 mod restarts;
