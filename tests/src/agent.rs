@@ -97,6 +97,7 @@ pub struct Agent {
     config: PathBuf,
     admin: SocketAddr,
     log: PathBuf,
+    log_filter: String,
     process: Option<Process>,
 }
 
@@ -117,6 +118,7 @@ impl Agent {
             config,
             admin: setup.admin,
             log,
+            log_filter: "info".to_owned(),
             process: None,
         };
         agent.check_config()?;
@@ -133,7 +135,7 @@ impl Agent {
             .arg("run")
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.log_filter)
             // The log is a file: no colour codes in it.
             .env("NO_COLOR", "1")
             // Not under systemd: no readiness or watchdog notifications, no credentials, and
@@ -145,6 +147,16 @@ impl Agent {
             .env_remove("CREDENTIALS_DIRECTORY");
         self.process = Some(Process::spawn("fleetnode-agent", command, &self.log)?);
         Ok(())
+    }
+
+    /// Sets `RUST_LOG` for the next start (`trace` logs everything).
+    pub fn set_log_filter(&mut self, filter: &str) {
+        filter.clone_into(&mut self.log_filter);
+    }
+
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
     }
 
     /// SIGKILLs the agent: no shutdown, no flush (a crash).
