@@ -1,5 +1,6 @@
 //! The durable store: one redb file holding hosts, desired states with their history, each
-//! host's event log and mirror, the latest heartbeats, and the rollouts.
+//! host's event log and mirror, the latest heartbeats, the rollouts, the operators and the
+//! audit log.
 //!
 //! Every method is blocking (redb commits with fsync); the server calls them from
 //! `spawn_blocking`. Values are JSON of the shared wire and state-machine types, so a store can
@@ -19,7 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::mirror::Mirror;
 
+mod audit;
 mod rollouts;
+
+pub use audit::{AuditFilter, OperatorRecord};
 
 /// The layout version this build writes; a store with another version is refused.
 pub const SCHEMA_VERSION: u64 = 2;
@@ -403,6 +407,8 @@ impl Store {
             txn.open_table(HEARTBEATS).map_err(|e| self.fail(e))?;
             txn.open_table(rollouts::ROLLOUTS)
                 .map_err(|e| self.fail(e))?;
+            txn.open_table(audit::OPERATORS).map_err(|e| self.fail(e))?;
+            txn.open_table(audit::AUDIT).map_err(|e| self.fail(e))?;
         }
         self.commit(txn)
     }

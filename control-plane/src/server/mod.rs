@@ -8,6 +8,7 @@
 mod admin;
 mod agent;
 mod app;
+mod audit;
 mod http;
 mod metrics;
 mod rollouts;
@@ -264,7 +265,8 @@ async fn open_store(
                 let store = Store::open(&path)?;
                 let hosts = store.load()?;
                 let rollouts = store.load_rollouts()?;
-                Ok::<_, StoreError>((store, hosts, rollouts))
+                let operators = store.load_operators()?;
+                Ok::<_, StoreError>((store, hosts, rollouts, operators))
             })
             .await
         };
@@ -277,7 +279,7 @@ async fn open_store(
             }),
         };
         match result {
-            Ok((store, hosts, loaded)) => {
+            Ok((store, hosts, loaded, operators)) => {
                 info!(store = %path.display(), hosts = hosts.len(), rollouts = loaded.len(), "store open; serving");
                 let (requests, receiver) = mpsc::channel(rollouts::REQUEST_QUEUE);
                 let nudge = Arc::new(Notify::new());
@@ -289,6 +291,8 @@ async fn open_store(
                 };
                 let (view, reader) = watch::channel(Arc::new(snapshot));
                 let handle = rollouts::Rollouts::new(requests, nudge.clone(), reader);
+                // The operators first: a token is checked as soon as the server is ready.
+                app.operators.load(operators);
                 app.set_ready(Arc::new(store), Registry::load(hosts), handle);
                 // The opener goes on as the rollout driver until the server stops.
                 rollouts::run(app, loaded, receiver, nudge, view).await;

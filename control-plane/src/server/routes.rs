@@ -7,9 +7,10 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{delete, get, post};
 
 use super::app::App;
-use super::{admin, agent, http, rollouts};
+use super::{admin, agent, audit, http, rollouts};
 
-/// Every route with its middleware: metrics (outermost), protocol version, readiness.
+/// Every route with its middleware: metrics (outermost), protocol version, readiness, the
+/// audit log of operator actions.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/agent/hosts/{host}/desired", get(agent::desired))
@@ -36,10 +37,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/rollouts/{id}/resume", post(rollouts::resume))
         .route("/v1/admin/rollouts/{id}/abort", post(rollouts::abort))
         .route("/v1/admin/rollouts/{id}/rollback", post(rollouts::rollback))
+        .route(
+            "/v1/admin/operators",
+            post(audit::add_operator).get(audit::list_operators),
+        )
+        .route("/v1/admin/operators/{name}", delete(audit::revoke_operator))
+        .route("/v1/admin/audit", get(audit::audit))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(from_fn_with_state(app.clone(), audit::record))
         .layer(from_fn_with_state(app.clone(), http::readiness))
         .layer(from_fn(http::protocol))
         .layer(from_fn_with_state(app.clone(), http::measure))
