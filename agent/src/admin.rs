@@ -145,11 +145,6 @@ pub async fn serve_socket(
     ctx: AdminContext,
     cancel: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let path = listener
-        .local_addr()
-        .ok()
-        .and_then(|addr| addr.as_pathname().map(Path::to_path_buf));
-    tracing::info!(socket = ?path, "admin socket ready");
     let accept = || async {
         let (stream, _) = listener.accept().await?;
         let credentials = stream.peer_cred()?;

@@ -52,6 +52,7 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, WorkerErro
         let _ = std::fs::remove_file(&partial);
         return Err(WorkerError::new(message));
     }
+    tracing::info!(socket = %path.display(), group = group.unwrap_or("-"), "admin socket ready");
     Ok(listener)
 }
 
