@@ -18,21 +18,41 @@
 # - systemd's private socket or D-Bus (systemd-run, systemctl);
 # - reading /run (the current and booted system, the switch lock), the store,
 #   /etc (TLS roots, resolver) and /proc/sys/kernel/random/boot_id;
-# - the network, to reach the control plane, and its loopback admin listener.
+# - its runtime directory /run/fleetnode: the boot marker and the admin socket
+#   (status, pause, resume), which only root and the optional admin group may
+#   reach;
+# - the network, to reach the control plane, and its loopback metrics listener.
 #
 # Exec probes are children of the agent and live under all of this; see
 # "What an exec probe may do" in docs/nixos.md.
 {
+  # The agent's own directories and who may reach into them. The state
+  # directory is the agent's alone. The runtime directory holds the boot
+  # marker (0600; a fresh /run means a reboot, so the directory is kept across
+  # agent restarts) and the admin socket. 0750 lets the agent's group in:
+  # root's own, or the admin group when the unit runs with Group=<admin.group>
+  # (the module does so), whose members may then connect to the socket (0660;
+  # 0600 without admin.group). UMask=0077 keeps every file the agent writes
+  # its own, whatever its group.
+  StateDirectory = "fleetnode";
+  StateDirectoryMode = "0700";
+  RuntimeDirectory = "fleetnode";
+  RuntimeDirectoryMode = "0750";
+  RuntimeDirectoryPreserve = true;
+  UMask = "0077";
+
   # Root, but without a single capability. The agent is uid 0 only so that
   # systemd and nix-daemon trust it: both decide by the caller's uid (systemd
   # cannot see the capabilities of a peer on its sockets and then trusts uid
   # 0; nix-daemon trusts `root` in trusted-users). Everything it does needs
-  # no capability: its files are root's own, sockets are world-connectable.
+  # no capability: its files are root's own, sockets are world-connectable,
+  # and the admin socket gets the admin group as the group of the process
+  # that binds it (Group=), with no chown (which ~@privileged refuses).
   CapabilityBoundingSet = "";
   AmbientCapabilities = "";
   NoNewPrivileges = true;
 
-  # The whole tree read-only but the state directory (StateDirectory= is
+  # The whole tree read-only but the state and runtime directories (both
   # writable under strict) and the private /tmp and /var/tmp; ProtectHome
   # gives empty private home directories. Nothing else is written: the
   # profile is set by nix-env in the transient unit, /nix/var by nix-daemon.
@@ -58,8 +78,9 @@
   ProtectKernelLogs = true;
   ProtectControlGroups = true;
   RestrictNamespaces = true;
-  # AF_UNIX: systemd, D-Bus, the nix-daemon socket, sd_notify and the journal.
-  # AF_INET/AF_INET6: the control plane and the admin listener. AF_NETLINK:
+  # AF_UNIX: systemd, D-Bus, the nix-daemon socket, sd_notify, the journal and
+  # the admin socket. AF_INET/AF_INET6: the control plane and the metrics
+  # listener. AF_NETLINK:
   # glibc's resolver asks the kernel for the host's addresses.
   RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6 AF_NETLINK";
   RestrictRealtime = true;

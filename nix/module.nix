@@ -84,6 +84,7 @@ let
     admin = {
       listen = cfg.metrics.listenAddress;
       metrics = cfg.metrics.enable;
+      inherit (cfg.admin) group;
     };
 
     # Absolute paths, so the agent does not depend on PATH to find the tools
@@ -267,14 +268,28 @@ in
       enable = lib.mkOption {
         type = types.bool;
         default = true;
-        description = "Whether the local admin listener serves Prometheus metrics at /metrics.";
+        description = "Whether the agent serves Prometheus metrics at /metrics on `metrics.listenAddress` (loopback; read-only).";
       };
       listenAddress = lib.mkOption {
         type = types.str;
         default = "127.0.0.1:9731";
-        description = "Address of the local admin listener (/metrics, /status, pause and resume). Keep it on loopback; the firewall is not opened.";
+        description = "Loopback address of the metrics listener, which serves /metrics and nothing else (status, pause and resume are on the admin socket). A non-loopback address is refused; the firewall is not opened.";
         example = "[::1]:9731";
       };
+    };
+
+    admin.group = lib.mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = ''
+        Group whose members may use the agent's admin socket
+        (`/run/fleetnode/admin.sock`: `fleetnode-agent status`, `pause`,
+        `resume`) besides root. The module creates the group; add operators to
+        it with `users.users.<name>.extraGroups`. Without it, only root may.
+        Holding the agent blocks every update of the host, so grant it as you
+        would root.
+      '';
+      example = "fleetnode-admin";
     };
 
     signatures = {
@@ -365,6 +380,8 @@ in
     ]
     ++ probes.assertions cfg.probes;
 
+    users.groups = lib.mkIf (cfg.admin.group != null) { ${cfg.admin.group} = { }; };
+
     warnings = lib.optional cfg.allowInsecureHttp "services.fleetnode-agent.allowInsecureHttp is set: the agent's token is sent without TLS. Use this for tests only.";
 
     systemd.services.fleetnode-agent = {
@@ -437,14 +454,10 @@ in
         # lives in its own cgroup. Only the agent and its probes are killed.
         KillMode = "control-group";
 
-        StateDirectory = "fleetnode";
-        StateDirectoryMode = "0700";
-        # The boot marker (docs/nixos.md, "How the agent sees a reboot"); kept across agent
-        # restarts, or each restart would look like a reboot.
-        RuntimeDirectory = "fleetnode";
-        RuntimeDirectoryMode = "0700";
-        RuntimeDirectoryPreserve = "yes";
-        UMask = "0077";
+        # With an admin group the agent runs as root with that group, so that its runtime
+        # directory (0750) and the admin socket it binds there (0660) have it: the system
+        # call filter refuses chown. The group grants nothing to the agent itself.
+        Group = lib.mkIf (cfg.admin.group != null) cfg.admin.group;
 
         # toString, not interpolation: should a path literal get here (the
         # assertions refuse it), it must not be copied into the store.
@@ -452,9 +465,11 @@ in
           lib.optional (cfg.tokenFile != null) "token:${toString cfg.tokenFile}"
           ++ lib.optional (cfg.tls.keyFile != null) "tls-key:${toString cfg.tls.keyFile}";
       }
-      # The sandbox, shared with nix/units/fleetnode-agent.service; each
-      # directive and each protection the agent cannot take is explained
-      # there. Override one with lib.mkForce.
+      # The sandbox and the agent's directories (state, and the runtime
+      # directory with the boot marker and the admin socket), shared with
+      # nix/units/fleetnode-agent.service; each directive and each protection
+      # the agent cannot take is explained there. Override one with
+      # lib.mkForce.
       // import ./hardening.nix;
     };
   };

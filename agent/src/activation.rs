@@ -9,7 +9,9 @@
 //!   not start, or a switch not started because another switch held the switch lock) and the
 //!   system observed afterwards. Whether that is a success, a failure, or a lock to wait for is
 //!   the state machine's call;
-//! - an aborted switch (the state machine already decided it timed out) reports nothing.
+//! - an aborted switch (the state machine already decided it timed out) reports nothing;
+//! - the generations to keep are rooted at once, even while a switch is followed, and report
+//!   nothing (a failure is logged).
 //!
 //! While it follows a unit it still receives commands: an abort of that switch stops it at
 //! once. The state machine sends nothing else while a switch runs; anything else that arrives
@@ -20,7 +22,7 @@
 //! result is durable. The receiver is borrowed, so the supervisor can restart the worker without
 //! losing the commands still queued.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,6 +125,10 @@ impl<S: System> Worker<S> {
         commands: &mut mpsc::Receiver<Command>,
     ) -> Result<Flow, WorkerError> {
         match command {
+            Command::KeepGenerations { generations } => {
+                self.keep(&generations).await;
+                Ok(Flow::Continue)
+            }
             Command::Realise { target } => {
                 let span = tracing::info_span!("realise", closure = %target);
                 self.realise(target).instrument(span).await
@@ -292,12 +298,24 @@ impl<S: System> Worker<S> {
                         Command::AbortSwitch { switch: other }
                         | Command::ReleaseSwitch { switch: other },
                     ) => self.stop(other).await,
+                    // Roots never wait for a switch: what it may roll back to is kept now.
+                    Some(Command::KeepGenerations { generations }) => self.keep(&generations).await,
                     Some(other) => self.deferred.push_back(other),
                     // The event loop is gone: the agent is stopping. Leave the unit running.
                     None => return Followed::Shutdown,
                 },
                 output = &mut work => return Followed::Done(output),
             }
+        }
+    }
+
+    /// Holds GC roots on exactly `generations`. A failure is logged for a human: the state
+    /// machine sends the set again at the next change and at every start.
+    async fn keep(&self, generations: &BTreeSet<StorePath>) {
+        match self.system.keep_generations(generations).await {
+            Ok(()) => tracing::debug!(count = generations.len(), "generations kept"),
+            Err(e) => tracing::error!(error = %e,
+                "cannot hold GC roots on the generations a rollback may need; a garbage collection may delete them"),
         }
     }
 

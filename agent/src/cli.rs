@@ -1,45 +1,71 @@
-//! The command-line side of the admin listener (`status`, `pause`, `resume`) and the human
+//! The command-line side of the admin socket (`status`, `pause`, `resume`) and the human
 //! rendering of the status.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::io::ErrorKind;
+use std::path::Path;
 use std::time::Duration;
 
 use fleetnode_wire::{AgentStatus, ProbeMode, WorkerStatus};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Longest the CLI waits for the agent.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest admin answer read.
 const MAX_ANSWER: u64 = 4 * 1024 * 1024;
 
-/// Sends one HTTP/1.0 request to the admin listener; returns the status and the body.
+/// Sends one request to the agent's admin socket; returns the status and the body.
 pub async fn admin_request(
-    addr: SocketAddr,
+    socket: &Path,
     method: &str,
     path: &str,
 ) -> Result<(u16, Vec<u8>), String> {
+    let shown = socket.display();
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
-            format!("cannot reach the agent's admin listener at {addr}: {e}; is fleetnode-agent running?")
-        })?;
-        let request =
-            format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
+        let stream = tokio::net::UnixStream::connect(socket)
             .await
-            .map_err(|e| format!("cannot send to {addr}: {e}"))?;
-        let mut answer = Vec::new();
-        stream
-            .take(MAX_ANSWER)
-            .read_to_end(&mut answer)
+            .map_err(|e| cannot_connect(socket, &e))?;
+        request_over(stream, method, path)
             .await
-            .map_err(|e| format!("cannot read from {addr}: {e}"))?;
-        parse_answer(&answer)
+            .map_err(|e| format!("{shown}: {e}"))
     };
     tokio::time::timeout(ADMIN_TIMEOUT, exchange)
         .await
-        .map_err(|_| format!("the agent at {addr} did not answer within {ADMIN_TIMEOUT:?}"))?
+        .map_err(|_| format!("the agent at {shown} did not answer within {ADMIN_TIMEOUT:?}"))?
+}
+
+/// Sends one HTTP/1.0 request over `stream` and reads the whole answer.
+pub async fn request_over<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    method: &str,
+    path: &str,
+) -> Result<(u16, Vec<u8>), String> {
+    let request =
+        format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    let mut answer = Vec::new();
+    stream
+        .take(MAX_ANSWER)
+        .read_to_end(&mut answer)
+        .await
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    parse_answer(&answer)
+}
+
+fn cannot_connect(socket: &Path, error: &std::io::Error) -> String {
+    let shown = socket.display();
+    match error.kind() {
+        ErrorKind::PermissionDenied => format!(
+            "permission denied on the admin socket {shown}: only root (and the group named by admin.group, when set) may use it; run this as root"
+        ),
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => format!(
+            "no agent listens on {shown} ({error}); is fleetnode-agent running, and is admin.socket the same in its configuration?"
+        ),
+        _ => format!("cannot reach the agent's admin socket {shown}: {error}"),
+    }
 }
 
 fn parse_answer(answer: &[u8]) -> Result<(u16, Vec<u8>), String> {

@@ -1,13 +1,12 @@
 //! `fleetnode-agent`: see `docs/configuration.md` and `fleetnode-agent --help`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use fleetnode_agent::config::{
-    Config, ConfigError, DEFAULT_ADMIN_LISTEN, DEFAULT_CONFIG_PATH, LogFormat,
+    Config, ConfigError, DEFAULT_ADMIN_SOCKET, DEFAULT_CONFIG_PATH, LogFormat,
 };
 use fleetnode_agent::runtime::agent;
 use fleetnode_agent::runtime::eventloop::Exit;
@@ -61,12 +60,12 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct AdminArgs {
-    /// Configuration file (to find `admin.listen`).
+    /// Configuration file (to find `admin.socket`).
     #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
-    /// Admin listener address; overrides the configuration.
+    /// The agent's admin socket; overrides the configuration.
     #[arg(long)]
-    admin: Option<SocketAddr>,
+    socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -203,7 +202,15 @@ fn check_config(path: &Path) -> ExitCode {
             println!("  mode:          {}", c.policy.default_mode);
             println!("  soak:          {}", c.policy.health.soak_ms);
             println!("  heartbeat:     {}", c.heartbeat_interval);
-            println!("  admin:         {}", c.admin_listen);
+            println!("  admin socket:  {}", c.admin_socket.display());
+            if let Some(group) = &c.admin_group {
+                println!("  admin group:   {group}");
+            }
+            if c.metrics {
+                println!("  metrics:       http://{}/metrics", c.admin_listen);
+            } else {
+                println!("  metrics:       off");
+            }
             println!(
                 "  probes:        {}",
                 if probes.is_empty() {
@@ -221,20 +228,18 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
-fn admin_addr(args: &AdminArgs) -> SocketAddr {
-    if let Some(addr) = args.admin {
-        return addr;
+fn admin_socket(args: &AdminArgs) -> PathBuf {
+    if let Some(socket) = &args.socket {
+        return socket.clone();
     }
     match Config::load(&args.config) {
-        Ok(config) => config.admin_listen,
+        Ok(config) => config.admin_socket,
         Err(e) => {
             eprintln!(
-                "note: cannot use {} ({e}); trying {DEFAULT_ADMIN_LISTEN}",
+                "note: cannot use {} ({e}); trying {DEFAULT_ADMIN_SOCKET}",
                 args.config.display()
             );
-            DEFAULT_ADMIN_LISTEN
-                .parse()
-                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9731)))
+            PathBuf::from(DEFAULT_ADMIN_SOCKET)
         }
     }
 }
@@ -245,7 +250,7 @@ fn admin_command(
     path: &str,
     render: impl FnOnce(&[u8]) -> Result<String, String>,
 ) -> ExitCode {
-    let addr = admin_addr(args);
+    let socket = admin_socket(args);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -256,7 +261,7 @@ fn admin_command(
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::admin_request(addr, method, path)) {
+    match runtime.block_on(cli::admin_request(&socket, method, path)) {
         Ok((status, body)) if (200..300).contains(&status) => match render(&body) {
             Ok(text) => {
                 println!("{}", text.trim_end());

@@ -82,6 +82,12 @@ struct Host {
     switches: BTreeMap<SwitchId, (SwitchJob, UnitState)>,
     active_units: BTreeSet<String>,
     log: Vec<Operation>,
+    /// The generations rooted by `keep_generations`.
+    kept: BTreeSet<StorePath>,
+    /// The closure the realise's own root holds.
+    realise_root: Option<StorePath>,
+    /// Closures a garbage collection deleted.
+    collected: BTreeSet<StorePath>,
 }
 
 /// The in-memory host.
@@ -114,6 +120,26 @@ impl MemorySystem {
     /// What the host runs now.
     pub fn view(&self) -> SystemView {
         self.lock().view.clone()
+    }
+
+    /// The generations the agent holds GC roots on.
+    pub fn kept(&self) -> BTreeSet<StorePath> {
+        self.lock().kept.clone()
+    }
+
+    /// A garbage collection after `nix-collect-garbage -d` removed every old profile
+    /// generation: each of `closures` goes unless the agent roots it (a kept generation, or
+    /// the closure its realise holds). Switching to a collected closure fails as it would on
+    /// a host: its script is missing. Realising it again brings it back.
+    pub fn collect_garbage(&self, closures: &[StorePath]) -> Vec<StorePath> {
+        let mut host = self.lock();
+        let gone: Vec<StorePath> = closures
+            .iter()
+            .filter(|c| !host.kept.contains(*c) && host.realise_root.as_ref() != Some(*c))
+            .cloned()
+            .collect();
+        host.collected.extend(gone.iter().cloned());
+        gone
     }
 
     /// Realising this closure fails.
@@ -206,9 +232,16 @@ impl System for MemorySystem {
         Ok(self.lock().boot_id.clone())
     }
 
+    async fn keep_generations(&self, generations: &BTreeSet<StorePath>) -> Result<(), SystemError> {
+        self.lock().kept = generations.clone();
+        Ok(())
+    }
+
     async fn realise(&self, target: &StorePath) -> RealiseResult {
         let mut host = self.lock();
         host.log.push(Operation::Realised(target.clone()));
+        host.realise_root = Some(target.clone());
+        host.collected.remove(target);
         if host.failing_realise.contains(target) {
             RealiseResult::Failed {
                 message: format!("{target} is not in any substituter"),
@@ -225,6 +258,12 @@ impl System for MemorySystem {
         }
         if host.lock_held {
             return Ok(Launch::LockHeld);
+        }
+        if host.collected.contains(&job.closure) {
+            return Err(SystemError::MissingScript {
+                path: std::path::Path::new(job.closure.as_str())
+                    .join("bin/switch-to-configuration"),
+            });
         }
         host.log.push(Operation::Started(switch, job.clone()));
         let state = if host.hold {

@@ -1,4 +1,5 @@
-//! Secrets: host tokens and the admin token are kept and compared only as SHA-256 digests.
+//! Secrets: host tokens, operator tokens and the admin token are kept and compared only as
+//! SHA-256 digests.
 
 use sha2::{Digest, Sha256};
 
@@ -27,6 +28,16 @@ pub fn new_host_token() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     Ok(format!("{HOST_TOKEN_PREFIX}{}", hex(&bytes)))
+}
+
+/// Prefix of every operator token.
+pub const OPERATOR_TOKEN_PREFIX: &str = "fno_";
+
+/// A new operator token: the prefix and 32 random bytes in hex.
+pub fn new_operator_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!("{OPERATOR_TOKEN_PREFIX}{}", hex(&bytes)))
 }
 
 /// Lower-case hex of bytes.

@@ -1,12 +1,11 @@
 //! The durable store: one redb file holding hosts, desired states with their history, each
-//! host's event log and mirror, the latest heartbeats, and the rollouts.
+//! host's event log and mirror, the latest heartbeats, the rollouts, the operators and the
+//! audit log.
 //!
 //! Every method is blocking (redb commits with fsync); the server calls them from
 //! `spawn_blocking`. Values are JSON of the shared wire and state-machine types, so a store can
 //! be read with the same types the API returns. redb serialises write transactions itself; a
 //! batch of events and the mirror it produces are one transaction, durable before the ack.
-
-mod group;
 
 use std::path::{Path, PathBuf};
 
@@ -17,8 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::mirror::Mirror;
 
+mod audit;
+mod group;
 mod rollouts;
 
+pub use audit::{AuditFilter, OperatorRecord};
 pub use group::{GroupError, GroupWriter, HEARTBEAT_SYNC_EVERY, MAX_GROUP, Write};
 
 /// The layout version this build writes; a store with another version is refused.
@@ -351,6 +353,8 @@ impl Store {
             txn.open_table(HEARTBEATS).map_err(|e| self.fail(e))?;
             txn.open_table(rollouts::ROLLOUTS)
                 .map_err(|e| self.fail(e))?;
+            txn.open_table(audit::OPERATORS).map_err(|e| self.fail(e))?;
+            txn.open_table(audit::AUDIT).map_err(|e| self.fail(e))?;
         }
         self.commit(txn)
     }

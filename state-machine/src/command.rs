@@ -3,6 +3,8 @@
 //! The agent's event loop hands each command, as it is, to the worker that carries it out,
 //! once the transition that produced it is durable. The control plane never sees commands.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::types::{StorePath, SwitchId};
@@ -12,6 +14,13 @@ use crate::types::{StorePath, SwitchId};
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Command {
+    /// Hold a GC root on exactly these generations and release every other one held for this
+    /// purpose ([`crate::State::generations_kept`]); sent first whenever the set changes and
+    /// at every start, so no switch ever goes to a generation the collector may have taken.
+    KeepGenerations {
+        /// The whole set.
+        generations: BTreeSet<StorePath>,
+    },
     /// Realise the closure (and hold a GC root on it while work is in flight).
     Realise {
         /// The closure.

@@ -1,6 +1,6 @@
 //! The per-host state: one phase at a time, plus what the host knows about its generations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -169,6 +169,39 @@ pub enum DeadlineKind {
 }
 
 impl State {
+    /// The generations the host may have to switch to again, which must outlive any garbage
+    /// collection for as long as they are in this set: the live system, every known-good
+    /// generation (a rollback directive may name any of them), the undo target, the rollback
+    /// target of the work in progress and the closure a rollback is restoring. The closure
+    /// being put in place is not here: the realise holds its own root while work runs, and it
+    /// joins this set as the live system or a known-good generation.
+    pub fn generations_kept(&self) -> BTreeSet<StorePath> {
+        let host = &self.host;
+        let mut kept: BTreeSet<StorePath> = host.known_good.iter().cloned().collect();
+        kept.extend(host.system.current.iter().cloned());
+        kept.extend(host.undo_to.iter().cloned());
+        match &host.phase {
+            Phase::RollingBack(p) => {
+                kept.insert(p.to.clone());
+            }
+            Phase::Reverted(p) => {
+                kept.insert(p.to.clone());
+            }
+            Phase::Idle
+            | Phase::Realising(_)
+            | Phase::Activating(_)
+            | Phase::Soaking(_)
+            | Phase::Committing(_)
+            | Phase::Deferred(_)
+            | Phase::Converged(_)
+            | Phase::Failed(_) => {}
+        }
+        if let Some(previous) = host.phase.work().and_then(|w| w.previous.clone()) {
+            kept.insert(previous);
+        }
+        kept
+    }
+
     /// The next deadline after the current clock, and why; `None` when nothing is timed.
     ///
     /// The shell sleeps until then and sends a tick.

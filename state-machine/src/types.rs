@@ -94,6 +94,12 @@ impl StorePath {
         &self.0
     }
 
+    /// The base name, hash and name: what follows `/nix/store/`.
+    pub fn name_with_hash(&self) -> &str {
+        // Validated in `parse`: the path starts with the store prefix.
+        &self.0[STORE_DIR.len()..]
+    }
+
     /// The name part after the hash, e.g. `nixos-system-web-01-24.05`.
     pub fn name(&self) -> &str {
         // Validated in `parse`: the store prefix, 32 hash characters and a dash precede the name.

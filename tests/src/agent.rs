@@ -57,8 +57,10 @@ pub struct AgentSetup {
     pub token_file: PathBuf,
     /// `tls.ca_file`.
     pub ca_file: PathBuf,
-    /// `admin.listen`.
+    /// `admin.listen` (metrics).
     pub admin: SocketAddr,
+    /// `admin.socket` (status, pause, resume).
+    pub socket: PathBuf,
     /// The exec probe's program.
     pub probe: PathBuf,
     /// Timings.
@@ -66,7 +68,7 @@ pub struct AgentSetup {
 }
 
 /// What an agent for `host` on `root` needs to reach `cp`: its probe script (written to
-/// `probe`) and a free admin port on loopback.
+/// `probe`), a free metrics port on loopback and an admin socket next to the probe.
 pub fn agent_setup(
     cp: &ControlPlane,
     root: &FakeRoot,
@@ -82,6 +84,7 @@ pub fn agent_setup(
         token_file,
         ca_file: cp.files().ca.clone(),
         admin: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+        socket: probe.with_file_name(format!("{host}-admin.sock")),
         probe,
         timings: timings.clone(),
     })
@@ -94,6 +97,7 @@ pub struct Agent {
     config: PathBuf,
     admin: SocketAddr,
     log: PathBuf,
+    log_filter: String,
     process: Option<Process>,
 }
 
@@ -114,6 +118,7 @@ impl Agent {
             config,
             admin: setup.admin,
             log,
+            log_filter: "info".to_owned(),
             process: None,
         };
         agent.check_config()?;
@@ -130,7 +135,7 @@ impl Agent {
             .arg("run")
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.log_filter)
             // The log is a file: no colour codes in it.
             .env("NO_COLOR", "1")
             // Not under systemd: no readiness or watchdog notifications, no credentials, and
@@ -142,6 +147,16 @@ impl Agent {
             .env_remove("CREDENTIALS_DIRECTORY");
         self.process = Some(Process::spawn("fleetnode-agent", command, &self.log)?);
         Ok(())
+    }
+
+    /// Sets `RUST_LOG` for the next start (`trace` logs everything).
+    pub fn set_log_filter(&mut self, filter: &str) {
+        filter.clone_into(&mut self.log_filter);
+    }
+
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
     }
 
     /// SIGKILLs the agent: no shutdown, no flush (a crash).
@@ -175,7 +190,7 @@ impl Agent {
         }
     }
 
-    /// The agent's own view, from `fleetnode-agent status --json` (its admin listener).
+    /// The agent's own view, from `fleetnode-agent status --json` (its admin socket).
     pub fn status(&self) -> Result<serde_json::Value> {
         let shown = "fleetnode-agent status --json".to_owned();
         let output = Command::new(&self.binary)
@@ -199,17 +214,12 @@ impl Agent {
         })
     }
 
-    /// The agent's process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.as_ref().map(Process::pid)
-    }
-
     /// The configuration file.
     pub fn config(&self) -> &Path {
         &self.config
     }
 
-    /// The admin listener's address.
+    /// The metrics listener's address.
     pub fn admin(&self) -> SocketAddr {
         self.admin
     }
@@ -288,7 +298,10 @@ pub fn render_config(root: &FakeRoot, setup: &AgentSetup) -> Result<String> {
     );
     config.insert(
         "admin".into(),
-        section(vec![("listen", text(&setup.admin.to_string()))]),
+        section(vec![
+            ("listen", text(&setup.admin.to_string())),
+            ("socket", path(&setup.socket)),
+        ]),
     );
     config.insert(
         "system".into(),

@@ -51,6 +51,7 @@ pub struct ControlPlane {
     binary: PathBuf,
     files: ServerFiles,
     heartbeat_interval: String,
+    log_filter: String,
     port: u16,
     process: Option<Process>,
 }
@@ -58,10 +59,21 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts a server on a free loopback port and waits until it answers operators.
     pub fn start(binary: PathBuf, files: ServerFiles, heartbeat_interval: &str) -> Result<Self> {
+        Self::start_logging(binary, files, heartbeat_interval, "info")
+    }
+
+    /// [`ControlPlane::start`] with `RUST_LOG` set to `log_filter` (`trace` logs everything).
+    pub fn start_logging(
+        binary: PathBuf,
+        files: ServerFiles,
+        heartbeat_interval: &str,
+        log_filter: &str,
+    ) -> Result<Self> {
         let mut server = Self {
             binary,
             files,
             heartbeat_interval: heartbeat_interval.to_owned(),
+            log_filter: log_filter.to_owned(),
             port: 0,
             process: None,
         };
@@ -129,7 +141,7 @@ impl ControlPlane {
             .arg(&self.files.store)
             .arg("--heartbeat-interval")
             .arg(&self.heartbeat_interval)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", &self.log_filter);
         let what = format!("fleetnode-cp serve on port {}", self.port);
         self.process = Some(Process::spawn(&what, command, &self.files.log)?);
         self.wait_ready()

@@ -51,6 +51,8 @@ pub struct Options {
     /// Put a proxy between the agent and the control plane that refuses every event batch
     /// holding a report of this type ([`RefusingProxy`]).
     pub refuse_report: Option<&'static str>,
+    /// `RUST_LOG` of the control plane and the agent.
+    pub log_filter: String,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             keep: false,
             deadline: DEFAULT_DEADLINE,
             refuse_report: None,
+            log_filter: "info".into(),
         }
     }
 }
@@ -109,7 +112,12 @@ impl Harness {
         root.set_current(&initial);
 
         let files = server_files(&dir)?;
-        let cp = ControlPlane::start(cp_binary, files, &options.timings.heartbeat)?;
+        let cp = ControlPlane::start_logging(
+            cp_binary,
+            files,
+            &options.timings.heartbeat,
+            &options.log_filter,
+        )?;
         let token_file = dir.join(format!("{}.token", options.host));
         let added = cp.cli(&[
             "add-host",
@@ -134,13 +142,14 @@ impl Harness {
             }
             None => None,
         };
-        let agent = Agent::configure(
+        let mut agent = Agent::configure(
             agent_binary,
             &root,
             &setup,
             dir.join("agent.toml"),
             dir.join("agent.log"),
         )?;
+        agent.set_log_filter(&options.log_filter);
         let setup = vec![
             cp.shown_serve(),
             added.shown,
@@ -286,7 +295,7 @@ impl Harness {
         Ok(detail)
     }
 
-    /// Polls the agent's own status (its admin listener, so this works while the control plane
+    /// Polls the agent's own status (its admin socket, so this works while the control plane
     /// is down) until `done` holds; fails like [`Harness::wait_for`].
     pub fn wait_for_agent(
         &mut self,
@@ -311,6 +320,16 @@ impl Harness {
             ),
             report: format!("last agent status: {last}\n{}", self.report(None)),
         })
+    }
+
+    /// The agent process.
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    /// The control plane process.
+    pub fn control_plane(&self) -> &ControlPlane {
+        &self.cp
     }
 
     /// The agent's own status (`fleetnode-agent status --json`).

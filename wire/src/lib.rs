@@ -6,6 +6,7 @@
 //! prose version of this crate.
 
 mod agent_api;
+mod audit;
 mod error;
 mod ids;
 mod operator_api;
@@ -15,6 +16,7 @@ mod validate;
 mod version;
 
 pub use agent_api::*;
+pub use audit::*;
 pub use error::{ErrorBody, ErrorCode, RetryClass, WireError, classify};
 pub use ids::{HostId, Secret, Tag};
 pub use operator_api::*;

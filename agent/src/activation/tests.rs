@@ -449,6 +449,12 @@ impl System for LockRace {
     async fn realise(&self, _: &StorePath) -> RealiseResult {
         RealiseResult::Realised
     }
+    async fn keep_generations(
+        &self,
+        _: &std::collections::BTreeSet<StorePath>,
+    ) -> Result<(), crate::system::SystemError> {
+        Ok(())
+    }
     async fn start_switch(
         &self,
         _: SwitchId,

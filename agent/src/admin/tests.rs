@@ -1,5 +1,6 @@
-//! The admin listener over real HTTP on loopback, in front of the real runtime (store, event
-//! loop, workers) on an in-memory host, talked to with the CLI's own client.
+//! The admin socket and the metrics listener over real HTTP (a Unix socket, loopback TCP), in
+//! front of the real runtime (store, event loop, workers) on an in-memory host, talked to with
+//! the CLI's own client.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +14,10 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{AdminContext, bind, serve, serve_on};
-use crate::cli::admin_request;
+use super::{
+    AdminContext, Listener, Route, bind_metrics, bind_socket, route, serve_metrics, serve_socket,
+};
+use crate::cli::{admin_request, request_over};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::input::Input;
@@ -49,24 +52,28 @@ const FAMILIES: [(&str, &str); 18] = [
     ("store_errors", "counter"),
 ];
 
-/// An offline agent (no control-plane workers) with an admin listener on a loopback port.
+/// An offline agent (no control-plane workers): its own admin socket, and a metrics listener
+/// on a loopback port the test learns.
 struct Running {
-    addr: std::net::SocketAddr,
+    socket: std::path::PathBuf,
+    metrics: std::net::SocketAddr,
     handles: Handles,
     system: Arc<MemorySystem>,
     state_dir: std::path::PathBuf,
     cancel: CancellationToken,
     agent: tokio::task::JoinHandle<Exit>,
-    admin: tokio::task::JoinHandle<Result<(), crate::input::WorkerError>>,
+    listener: tokio::task::JoinHandle<Result<(), crate::input::WorkerError>>,
     _dir: tempfile::TempDir,
 }
 
 async fn start(metrics_enabled: bool) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
+    let socket = dir.path().join("run").join("admin.sock");
     let text = format!(
-        "control_plane_url = \"https://cp.invalid\"\nhost_id = \"web-01\"\ntoken_file = \"/nonexistent\"\nstate_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\nmetrics = {metrics_enabled}\n",
-        state_dir.display()
+        "control_plane_url = \"https://cp.invalid\"\nhost_id = \"web-01\"\ntoken_file = \"/nonexistent\"\nstate_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\nmetrics = {metrics_enabled}\nsocket = \"{}\"\n",
+        state_dir.display(),
+        socket.display()
     );
     let config = Config::parse(&text).unwrap();
     let system = Arc::new(MemorySystem::running(
@@ -80,33 +87,50 @@ async fn start(metrics_enabled: bool) -> Running {
         .expect("the agent did not get ready");
     let handles = started.handles();
     let agent = tokio::spawn(started.run(None));
-    // The same context the runtime gives its own listener, on a port we can learn.
+    // The runtime binds its own socket (at the configured path) and its own metrics listener
+    // on a port nobody learns; a second metrics listener with the same context as the
+    // runtime's own is on a port we can learn.
     let ctx = AdminContext {
         inputs: handles.inputs.clone(),
         status: handles.status.clone(),
         metrics: handles.metrics.clone(),
-        metrics_enabled: config.metrics,
         clock: Clock::anchored(fleetnode_state_machine::Timestamp(0)),
     };
-    let listener = bind(config.admin_listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    assert!(addr.ip().is_loopback());
-    let admin = tokio::spawn(serve_on(listener, ctx, cancel.clone()));
+    let listener = bind_metrics(config.admin_listen).await.unwrap();
+    let metrics = listener.local_addr().unwrap();
+    assert!(metrics.ip().is_loopback());
+    let listener = tokio::spawn(serve_metrics(listener, ctx, cancel.clone()));
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !socket.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the runtime did not bind its admin socket");
     Running {
-        addr,
+        socket,
+        metrics,
         handles,
         system,
         state_dir,
         cancel,
         agent,
-        admin,
+        listener,
         _dir: dir,
     }
 }
 
 impl Running {
+    /// A request on the agent's admin socket.
     async fn request(&self, method: &str, path: &str) -> (u16, String) {
-        let (status, body) = admin_request(self.addr, method, path).await.unwrap();
+        let (status, body) = admin_request(&self.socket, method, path).await.unwrap();
+        (status, String::from_utf8(body).unwrap())
+    }
+
+    /// A request on the metrics listener.
+    async fn scrape(&self, method: &str, path: &str) -> (u16, String) {
+        let stream = tokio::net::TcpStream::connect(self.metrics).await.unwrap();
+        let (status, body) = request_over(stream, method, path).await.unwrap();
         (status, String::from_utf8(body).unwrap())
     }
 
@@ -116,11 +140,16 @@ impl Running {
         (status, value)
     }
 
+    fn workers(&self) -> Vec<String> {
+        let workers = self.handles.workers.list();
+        workers.into_iter().map(|w| w.name).collect()
+    }
+
     /// Stops the agent and the listener; returns the reports the store kept.
     async fn stop(self) -> Vec<Report> {
         self.cancel.cancel();
         assert_eq!(self.agent.await.unwrap(), Exit::Stopped);
-        assert_eq!(self.admin.await.unwrap(), Ok(()));
+        assert_eq!(self.listener.await.unwrap(), Ok(()));
         let opened = Store::open(&self.state_dir).unwrap();
         let reader = opened.store.reader();
         reader
@@ -154,6 +183,8 @@ async fn status_is_the_event_loops_status_as_json() {
         .collect();
     assert!(workers.contains(&"activation"), "{workers:?}");
     assert!(workers.contains(&"probes"), "{workers:?}");
+    assert!(workers.contains(&"admin"), "{workers:?}");
+    assert!(workers.contains(&"metrics"), "{workers:?}");
     assert!(
         !workers.contains(&"ticker"),
         "deadlines are the event loop's own: {workers:?}"
@@ -220,7 +251,7 @@ async fn exercise(running: &Running) {
 async fn metrics_show_every_documented_family() {
     let running = start(true).await;
     exercise(&running).await;
-    let (status, text) = running.request("GET", "/metrics").await;
+    let (status, text) = running.scrape("GET", "/metrics").await;
     assert_eq!(status, 200, "{text}");
     for (name, kind) in FAMILIES {
         let line = format!("# TYPE fleetnode_agent_{name} {kind}");
@@ -269,15 +300,77 @@ async fn metrics_show_every_documented_family() {
 #[tokio::test(start_paused = true)]
 async fn metrics_are_absent_when_turned_off() {
     let running = start(false).await;
-    let (status, value) = running.json("GET", "/metrics").await;
-    assert_eq!(status, 404);
-    assert!(
-        value["error"].as_str().unwrap().contains("admin.metrics"),
-        "{value}"
-    );
+    // No metrics worker, so nothing listens on TCP; the socket still answers.
+    let workers = running.workers();
+    assert!(workers.contains(&"admin".to_owned()), "{workers:?}");
+    assert!(!workers.contains(&"metrics".to_owned()), "{workers:?}");
     let (status, _) = running.json("GET", "/status").await;
     assert_eq!(status, 200);
+    // The socket does not serve metrics either.
+    let (status, _) = running.json("GET", "/metrics").await;
+    assert_eq!(status, 404);
     running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn tcp_serves_metrics_and_nothing_a_local_user_should_not_see() {
+    let running = start(true).await;
+    for (method, path) in [("GET", "/status"), ("POST", "/pause"), ("POST", "/resume")] {
+        let (status, body) = running.scrape(method, path).await;
+        assert_eq!(status, 404, "{method} {path}: {body}");
+        assert!(body.contains("admin socket"), "{body}");
+        assert!(!body.contains(CURRENT), "{body}");
+    }
+    let (status, _) = running.scrape("POST", "/metrics").await;
+    assert_eq!(status, 405);
+    assert!(!running.handles.status.borrow().paused);
+    running.stop().await;
+}
+
+#[test]
+fn routes_depend_on_the_listener() {
+    use hyper::Method;
+    let cases = [
+        (Listener::Socket, Method::GET, "/status", Route::Status),
+        (Listener::Socket, Method::POST, "/pause", Route::Pause),
+        (Listener::Socket, Method::POST, "/resume", Route::Resume),
+        (
+            Listener::Socket,
+            Method::GET,
+            "/pause",
+            Route::WrongMethod("POST"),
+        ),
+        (
+            Listener::Socket,
+            Method::POST,
+            "/status",
+            Route::WrongMethod("GET"),
+        ),
+        (Listener::Socket, Method::GET, "/metrics", Route::NotFound),
+        (Listener::Metrics, Method::GET, "/metrics", Route::Metrics),
+        (
+            Listener::Metrics,
+            Method::DELETE,
+            "/metrics",
+            Route::WrongMethod("GET"),
+        ),
+        (Listener::Metrics, Method::GET, "/status", Route::SocketOnly),
+        (Listener::Metrics, Method::POST, "/pause", Route::SocketOnly),
+        (
+            Listener::Metrics,
+            Method::POST,
+            "/resume",
+            Route::SocketOnly,
+        ),
+        (Listener::Metrics, Method::GET, "/", Route::NotFound),
+    ];
+    for (listener, method, path, expected) in cases {
+        assert_eq!(
+            route(listener, &method, path),
+            expected,
+            "{listener:?} {method} {path}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -291,7 +384,7 @@ async fn pause_and_resume_go_through_the_event_loop() {
     assert!(running.handles.status.borrow().paused);
     let (_, value) = running.json("GET", "/status").await;
     assert_eq!(value["paused"], true);
-    let (_, metrics) = running.request("GET", "/metrics").await;
+    let (_, metrics) = running.scrape("GET", "/metrics").await;
     assert!(metrics.contains("fleetnode_agent_paused 1"), "{metrics}");
     assert!(
         metrics.contains("fleetnode_agent_transitions_total{report=\"paused\"} 1"),
@@ -316,11 +409,11 @@ async fn pause_and_resume_go_through_the_event_loop() {
     assert_eq!(holds, vec![&Report::Paused, &Report::Resumed]);
 }
 
-/// A listener in front of a channel the test reads, to see the exact inputs.
+/// An admin socket in front of a channel the test reads, to see the exact inputs.
 async fn listener_with_inputs(
     paused: bool,
 ) -> (
-    std::net::SocketAddr,
+    Socket,
     mpsc::Receiver<Input>,
     watch::Sender<Arc<AgentStatus>>,
 ) {
@@ -333,13 +426,19 @@ async fn listener_with_inputs(
         inputs: inputs_tx,
         status: snapshot_rx,
         metrics: Arc::new(Metrics::new()),
-        metrics_enabled: true,
         clock: Clock::anchored(fleetnode_state_machine::Timestamp(0)),
     };
-    let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve_on(listener, ctx, CancellationToken::new()));
-    (addr, inputs, snapshot_tx)
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin.sock");
+    let listener = bind_socket(&path, None).unwrap();
+    tokio::spawn(serve_socket(listener, ctx, CancellationToken::new()));
+    (Socket { path, _dir: dir }, inputs, snapshot_tx)
+}
+
+/// A socket path and the directory that holds it.
+struct Socket {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 #[tokio::test(start_paused = true)]
@@ -348,7 +447,7 @@ async fn pause_and_resume_are_sent_as_their_events() {
         ("/pause", Event::PauseRequested, false),
         ("/resume", Event::ResumeRequested, true),
     ] {
-        let (addr, mut inputs, snapshot) = listener_with_inputs(paused_before).await;
+        let (socket, mut inputs, snapshot) = listener_with_inputs(paused_before).await;
         let event_loop = tokio::spawn(async move {
             let input = inputs.recv().await.unwrap();
             snapshot.send_modify(|s| {
@@ -358,7 +457,7 @@ async fn pause_and_resume_are_sent_as_their_events() {
             });
             (input, inputs)
         });
-        let (status, body) = admin_request(addr, "POST", path).await.unwrap();
+        let (status, body) = admin_request(&socket.path, "POST", path).await.unwrap();
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         let (input, mut inputs) = event_loop.await.unwrap();
         match input {
@@ -374,8 +473,8 @@ async fn pause_and_resume_are_sent_as_their_events() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hold_the_event_loop_has_not_shown_yet_is_accepted_not_confirmed() {
-    let (addr, mut inputs, _snapshot) = listener_with_inputs(false).await;
-    let (status, body) = admin_request(addr, "POST", "/pause").await.unwrap();
+    let (socket, mut inputs, _snapshot) = listener_with_inputs(false).await;
+    let (status, body) = admin_request(&socket.path, "POST", "/pause").await.unwrap();
     let value: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 202, "{value}");
     assert_eq!(
@@ -390,14 +489,14 @@ async fn a_hold_the_event_loop_has_not_shown_yet_is_accepted_not_confirmed() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stalled_event_loop_shows_as_503() {
-    let (addr, inputs, _snapshot) = listener_with_inputs(false).await;
+    let (socket, inputs, _snapshot) = listener_with_inputs(false).await;
     // The loop takes the status request but never answers it.
-    let (status, body) = admin_request(addr, "GET", "/status").await.unwrap();
+    let (status, body) = admin_request(&socket.path, "GET", "/status").await.unwrap();
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
     // A loop that is gone takes nothing.
     drop(inputs);
     for (method, path) in [("GET", "/status"), ("POST", "/pause"), ("POST", "/resume")] {
-        let (status, body) = admin_request(addr, method, path).await.unwrap();
+        let (status, body) = admin_request(&socket.path, method, path).await.unwrap();
         assert_eq!(status, 503, "{path}: {}", String::from_utf8_lossy(&body));
         let value: Value = serde_json::from_slice(&body).unwrap();
         assert!(
@@ -409,30 +508,18 @@ async fn a_stalled_event_loop_shows_as_503() {
 
 #[tokio::test]
 async fn non_loopback_addresses_are_refused() {
-    let (inputs, _) = mpsc::channel(1);
-    let (_, snapshot) = watch::channel(Arc::new(status_of(&State::default())));
-    let ctx = AdminContext {
-        inputs,
-        status: snapshot,
-        metrics: Arc::new(Metrics::new()),
-        metrics_enabled: true,
-        clock: Clock::anchored(fleetnode_state_machine::Timestamp(0)),
-    };
     for addr in ["0.0.0.0:0", "[::]:0", "192.0.2.10:9731", "10.0.0.1:0"] {
         let addr = addr.parse().unwrap();
-        let error = bind(addr).await.unwrap_err();
+        let error = bind_metrics(addr).await.unwrap_err();
         assert!(
             error.0.contains("not a loopback address"),
             "{addr}: {error}"
         );
-        let error = serve(addr, ctx.clone(), CancellationToken::new())
-            .await
-            .unwrap_err();
         assert!(error.0.contains("admin.listen"), "{addr}: {error}");
     }
     for addr in ["127.0.0.1:0", "[::1]:0"] {
         // [::1] may be missing where IPv6 is off; only the loopback check matters here.
-        match bind(addr.parse().unwrap()).await {
+        match bind_metrics(addr.parse().unwrap()).await {
             Ok(listener) => assert!(listener.local_addr().unwrap().ip().is_loopback()),
             Err(e) => assert!(!e.0.contains("not a loopback address"), "{addr}: {e}"),
         }

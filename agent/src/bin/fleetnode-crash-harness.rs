@@ -39,8 +39,9 @@ fn main() -> ExitCode {
 
 fn run(state_dir: &Path) -> ExitCode {
     let text = format!(
-        "control_plane_url = \"https://cp.invalid\"\nhost_id = \"crash-test\"\ntoken_file = \"/nonexistent\"\nstate_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[health]\nsoak = \"1s\"\nsustained_failure = \"1h\"\n",
-        state_dir.display()
+        "control_plane_url = \"https://cp.invalid\"\nhost_id = \"crash-test\"\ntoken_file = \"/nonexistent\"\nstate_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\nsocket = \"{}\"\n[health]\nsoak = \"1s\"\nsustained_failure = \"1h\"\n",
+        state_dir.display(),
+        state_dir.join("admin.sock").display()
     );
     let config = match Config::parse(&text) {
         Ok(config) => config,

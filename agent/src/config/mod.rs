@@ -30,8 +30,10 @@ pub fn parse_duration(text: &str) -> Result<Millis, String> {
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/fleetnode/agent.toml";
 /// Default state directory (holds the redb store).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/fleetnode";
-/// Default local admin listener.
+/// Default loopback address of the metrics listener.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9731";
+/// Default path of the admin socket, in the agent's runtime directory.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/fleetnode/admin.sock";
 /// Shortest probe interval accepted: probes are cheap but not free.
 pub const MIN_PROBE_INTERVAL: Millis = Millis(1_000);
 /// Shortest heartbeat interval accepted.
@@ -101,10 +103,14 @@ pub struct Config {
     pub policy: LocalPolicy,
     /// Heartbeat interval.
     pub heartbeat_interval: Millis,
-    /// Admin listener address.
+    /// Loopback address of the metrics listener (`/metrics` only).
     pub admin_listen: SocketAddr,
-    /// Serve `/metrics`.
+    /// Serve `/metrics`; without it there is no TCP listener at all.
     pub metrics: bool,
+    /// The admin socket: status, pause, resume; root's, and the admin group's when set.
+    pub admin_socket: PathBuf,
+    /// Group that may use the admin socket besides root (validated name, not yet resolved).
+    pub admin_group: Option<String>,
     /// Backend paths and commands.
     pub system: SystemConfig,
     /// Probes.
@@ -242,6 +248,8 @@ impl Config {
             heartbeat_interval: sections::heartbeat_interval(raw)?,
             admin_listen: sections::admin_listen(raw)?,
             metrics: raw.admin.metrics.unwrap_or(true),
+            admin_socket: sections::admin_socket(raw)?,
+            admin_group: sections::admin_group(raw)?,
             system: sections::system(raw)?,
             probes,
         })

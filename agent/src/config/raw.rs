@@ -110,10 +110,14 @@ pub struct RawHeartbeat {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
-    /// Listen address (loopback recommended).
+    /// Loopback address of the metrics listener.
     pub listen: Option<String>,
     /// Serve `/metrics`.
     pub metrics: Option<bool>,
+    /// Path of the admin socket (status, pause, resume).
+    pub socket: Option<PathBuf>,
+    /// Group whose members may use the admin socket besides root.
+    pub group: Option<String>,
 }
 
 /// `[system]`.

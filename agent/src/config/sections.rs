@@ -7,8 +7,8 @@ use fleetnode_state_machine::{HealthPolicy, LocalPolicy, Millis};
 use fleetnode_wire::HostId;
 
 use super::{
-    ConfigError, DEFAULT_ADMIN_LISTEN, LogFormat, MIN_HEARTBEAT_INTERVAL, ProbeSpec, RawConfig,
-    SecretSource, SystemConfig, TlsConfig, parse_duration,
+    ConfigError, DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_SOCKET, LogFormat, MIN_HEARTBEAT_INTERVAL,
+    ProbeSpec, RawConfig, SecretSource, SystemConfig, TlsConfig, parse_duration,
 };
 
 pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -208,7 +208,8 @@ pub(super) fn heartbeat_interval(raw: &RawConfig) -> Result<Millis, ConfigError>
     Ok(interval)
 }
 
-/// `admin.listen`: a loopback address only, since the listener has no authentication.
+/// `admin.listen`: a loopback address only. The listener serves nothing but `/metrics`, which
+/// is read-only, yet it has no authentication and nothing beyond the host should reach it.
 pub(super) fn admin_listen(raw: &RawConfig) -> Result<SocketAddr, ConfigError> {
     let listen = raw
         .admin
@@ -221,11 +222,62 @@ pub(super) fn admin_listen(raw: &RawConfig) -> Result<SocketAddr, ConfigError> {
         return Err(invalid(
             "admin.listen",
             format!(
-                "{listen} is not a loopback address; the admin listener has no authentication (pause, resume), so it only listens on 127.0.0.1 or [::1]"
+                "{listen} is not a loopback address; the metrics listener has no authentication, so it only listens on 127.0.0.1 or [::1]"
             ),
         ));
     }
     Ok(listen)
+}
+
+/// `admin.socket`: an absolute path whose file name is a plain name.
+pub(super) fn admin_socket(raw: &RawConfig) -> Result<PathBuf, ConfigError> {
+    let path = raw
+        .admin
+        .socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_SOCKET));
+    if !path.is_absolute() || path.file_name().is_none() {
+        return Err(invalid(
+            "admin.socket",
+            format!(
+                "{} must be an absolute path to a file, such as {DEFAULT_ADMIN_SOCKET}",
+                path.display()
+            ),
+        ));
+    }
+    // sun_path holds 108 bytes with the terminating NUL; longer paths cannot be bound.
+    if path.as_os_str().len() > 107 {
+        return Err(invalid(
+            "admin.socket",
+            format!(
+                "{} is longer than the 107 bytes a Unix socket's path may have",
+                path.display()
+            ),
+        ));
+    }
+    Ok(path)
+}
+
+/// `admin.group`: a group name as `groupadd` accepts it (resolved when the socket is bound, so
+/// a group created after the configuration was checked still works).
+pub(super) fn admin_group(raw: &RawConfig) -> Result<Option<String>, ConfigError> {
+    let Some(name) = &raw.admin.group else {
+        return Ok(None);
+    };
+    let mut bytes = name.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
+    let rest_ok = bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b));
+    if !first_ok || !rest_ok || name.len() > 32 {
+        return Err(invalid(
+            "admin.group",
+            format!(
+                "{name:?} is not a group name: a lower-case letter or '_', then up to 31 lower-case letters, digits, '_' or '-'"
+            ),
+        ));
+    }
+    Ok(Some(name.clone()))
 }
 
 /// `[system]`: where the host's systems are and which commands act on them.

@@ -26,6 +26,8 @@ fn minimal_config_takes_documented_defaults() {
     assert_eq!(c.token, Some(SecretSource::Credential("token".into())));
     assert_eq!(c.system, SystemConfig::default());
     assert!(c.metrics);
+    assert_eq!(c.admin_socket, PathBuf::from(DEFAULT_ADMIN_SOCKET));
+    assert_eq!(c.admin_group, None);
 }
 
 #[test]
@@ -53,6 +55,8 @@ interval = "15s"
 [admin]
 listen = "127.0.0.1:9999"
 metrics = false
+socket = "/run/fleetnode-test/admin.sock"
+group = "fleetnode-admin"
 [system]
 root = "/tmp/root"
 require_signatures = true
@@ -87,6 +91,11 @@ address = "127.0.0.1:5432"
         Some(&ProbeMode::Observe)
     );
     assert!(!c.metrics);
+    assert_eq!(
+        c.admin_socket,
+        PathBuf::from("/run/fleetnode-test/admin.sock")
+    );
+    assert_eq!(c.admin_group.as_deref(), Some("fleetnode-admin"));
     assert_eq!(c.heartbeat_interval, Millis::from_secs(15));
 }
 
@@ -140,6 +149,26 @@ fn errors_name_the_key() {
             &format!("{MINIMAL}[admin]\nlisten = \"0.0.0.0:9731\""),
             "admin.listen",
         ),
+        (
+            &format!("{MINIMAL}[admin]\nsocket = \"admin.sock\""),
+            "admin.socket",
+        ),
+        (
+            &format!(
+                "{MINIMAL}[admin]\nsocket = \"/run/{}/a.sock\"",
+                "x".repeat(120)
+            ),
+            "admin.socket",
+        ),
+        (
+            &format!("{MINIMAL}[admin]\ngroup = \"Admins\""),
+            "admin.group",
+        ),
+        (
+            &format!("{MINIMAL}[admin]\ngroup = \"ops:wheel\""),
+            "admin.group",
+        ),
+        (&format!("{MINIMAL}[admin]\ngroup = \"\""), "admin.group"),
     ];
     for (text, key) in cases {
         let message = err(text);

@@ -93,7 +93,8 @@ pub(crate) async fn run_with<S: System>(
                     start(&mut tasks, &specs, &checker, &inputs, epoch);
                 }
                 Some(
-                    other @ (Command::Realise { .. }
+                    other @ (Command::KeepGenerations { .. }
+                    | Command::Realise { .. }
                     | Command::RunSwitch { .. }
                     | Command::WatchSwitch { .. }
                     | Command::AbortSwitch { .. }

@@ -402,6 +402,12 @@ impl System for Clocked {
     async fn realise(&self, _: &StorePath) -> RealiseResult {
         RealiseResult::Realised
     }
+    async fn keep_generations(
+        &self,
+        _: &std::collections::BTreeSet<StorePath>,
+    ) -> Result<(), SystemError> {
+        Ok(())
+    }
     async fn start_switch(
         &self,
         _: SwitchId,

@@ -265,7 +265,7 @@ struct Delivery {
     kick: Arc<Notify>,
 }
 
-/// Activation, probes and the admin listener: the workers that need no control plane.
+/// Activation, probes and the admin surfaces: the workers that need no control plane.
 fn spawn_local_workers<S: System>(
     tasks: &mut JoinSet<()>,
     shared: &Shared<'_>,
@@ -319,17 +319,41 @@ fn spawn_local_workers<S: System>(
             }
         },
     ));
+    spawn_admin(tasks, shared);
+}
+
+/// The admin socket and, when metrics are on, the loopback metrics listener; each binds again
+/// when restarted.
+fn spawn_admin(tasks: &mut JoinSet<()>, shared: &Shared<'_>) {
+    let (workers, cancel) = (shared.workers.clone(), shared.cancel.clone());
     let ctx = AdminContext {
         inputs: shared.inputs.clone(),
         status: shared.status.clone(),
         metrics: shared.metrics.clone(),
-        metrics_enabled: shared.config.metrics,
         clock: shared.clock,
     };
-    let addr = shared.config.admin_listen;
-    tasks.spawn(supervise("admin", workers, cancel.clone(), move || {
-        admin::serve(addr, ctx.clone(), cancel.clone())
-    }));
+    let (path, group) = (
+        shared.config.admin_socket.clone(),
+        shared.config.admin_group.clone(),
+    );
+    let (c, k) = (ctx.clone(), cancel.clone());
+    tasks.spawn(supervise(
+        "admin",
+        workers.clone(),
+        cancel.clone(),
+        move || {
+            let bound = admin::bind_socket(&path, group.as_deref());
+            let (ctx, cancel) = (c.clone(), k.clone());
+            async move { admin::serve_socket(bound?, ctx, cancel).await }
+        },
+    ));
+    if shared.config.metrics {
+        let addr = shared.config.admin_listen;
+        tasks.spawn(supervise("metrics", workers, cancel.clone(), move || {
+            let (ctx, cancel) = (ctx.clone(), cancel.clone());
+            async move { admin::serve_metrics(admin::bind_metrics(addr).await?, ctx, cancel).await }
+        }));
+    }
 }
 
 /// Long-poll, drainer and heartbeat.

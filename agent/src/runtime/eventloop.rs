@@ -347,7 +347,8 @@ impl EventLoop {
                 warn!(%reason, "restarting to run the agent the committed generation carries");
                 self.restart = Some(reason);
             }
-            Command::Realise { .. }
+            Command::KeepGenerations { .. }
+            | Command::Realise { .. }
             | Command::RunSwitch { .. }
             | Command::WatchSwitch { .. }
             | Command::AbortSwitch { .. }

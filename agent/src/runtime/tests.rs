@@ -79,6 +79,7 @@ impl Running {
 fn config(server: &TestServer, dir: &std::path::Path) -> Config {
     let mut config = server.config(dir);
     config.admin_listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_socket = dir.join("admin.sock");
     config.heartbeat_interval = Millis::from_secs(30);
     config
 }

@@ -42,9 +42,12 @@ mod command;
 mod nixos;
 pub mod path_info;
 mod realise;
+pub mod show;
 pub mod signatures;
 mod unit;
 
+#[cfg(test)]
+mod gc_tests;
 #[cfg(test)]
 mod signature_tests;
 #[cfg(test)]
@@ -52,6 +55,7 @@ pub(crate) mod tests;
 #[cfg(test)]
 mod unit_tests;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
@@ -83,6 +87,15 @@ pub trait System: Send + Sync + 'static {
     /// directory), checks that the realised path is the one asked for and, when signatures are
     /// required, that the closure is signed by a trusted key.
     fn realise(&self, target: &StorePath) -> impl Future<Output = RealiseResult> + Send;
+
+    /// Holds a GC root on each of `generations` (under the state directory, registered with
+    /// the Nix store as indirect roots) and releases every root it held on any other; a root
+    /// already in place is left alone. Tries every generation and then reports those it could
+    /// not root.
+    fn keep_generations(
+        &self,
+        generations: &BTreeSet<StorePath>,
+    ) -> impl Future<Output = Result<(), SystemError>> + Send;
 
     /// Launches `job` in the transient unit of `switch` (see the module docs), unless another
     /// switch holds the switch lock. Idempotent: when the unit already exists it is left alone,

@@ -1,6 +1,7 @@
 //! [`NixosSystem`]: the real backend, and what it observes of the host.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -199,6 +200,10 @@ impl System for NixosSystem {
 
     async fn realise(&self, target: &StorePath) -> RealiseResult {
         self.realise_closure(target).await
+    }
+
+    async fn keep_generations(&self, generations: &BTreeSet<StorePath>) -> Result<(), SystemError> {
+        self.keep_roots(generations).await
     }
 
     async fn start_switch(&self, switch: SwitchId, job: &SwitchJob) -> Result<Launch, SystemError> {

@@ -1,18 +1,98 @@
-//! Realising a closure: `nix-store --realise` with a GC root, then the signature check.
+//! Realising a closure: `nix-store --realise` with a GC root, then the signature check; and
+//! the GC roots of the generations a rollback may need.
+//!
+//! Every root is a symlink under `<state_dir>/gcroots/` that `nix-store --realise <path>
+//! --add-root <link> --indirect` makes; nix-daemon registers it under
+//! `/nix/var/nix/gcroots/auto`, so the collector keeps the path while the link points at it.
+//! Removing the link releases the path (the collector ignores an indirect root whose link is
+//! gone). `gcroots/target` is the closure being worked on; `gcroots/kept/<hash>-<name>` is one
+//! per generation of [`fleetnode_state_machine::State::generations_kept`].
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use fleetnode_state_machine::{MESSAGE_CAP, RealiseResult, StorePath, cap_tail};
 
-use super::NixosSystem;
 use super::command::Argv;
 use super::path_info;
 use super::signatures::{TrustedKey, verify_closure};
+use super::{NixosSystem, SystemError};
 
 impl NixosSystem {
     /// The GC root that keeps the closure being worked on alive; each realise replaces it.
     pub(super) fn gc_root(&self) -> PathBuf {
         self.state_dir.join("gcroots").join("target")
+    }
+
+    /// The directory of the roots of the generations kept.
+    fn kept_dir(&self) -> PathBuf {
+        self.state_dir.join("gcroots").join("kept")
+    }
+
+    /// Roots exactly `generations` under [`Self::kept_dir`]: removes the links of every other
+    /// generation, then adds the missing ones, one `nix-store --realise --add-root` each.
+    pub(super) async fn keep_roots(
+        &self,
+        generations: &BTreeSet<StorePath>,
+    ) -> Result<(), SystemError> {
+        let dir = self.kept_dir();
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| SystemError::Io { path, source }
+        };
+        tokio::fs::create_dir_all(&dir).await.map_err(io(&dir))?;
+        let wanted: BTreeSet<&str> = generations.iter().map(|p| p.name_with_hash()).collect();
+        let mut entries = tokio::fs::read_dir(&dir).await.map_err(io(&dir))?;
+        while let Some(entry) = entries.next_entry().await.map_err(io(&dir))? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !wanted.contains(name.as_str()) {
+                tokio::fs::remove_file(entry.path())
+                    .await
+                    .map_err(io(&entry.path()))?;
+                tracing::info!(root = %entry.path().display(), "generation released");
+            }
+        }
+        let mut failed = Vec::new();
+        for generation in generations {
+            let link = dir.join(generation.name_with_hash());
+            if let Ok(target) = tokio::fs::read_link(&link).await
+                && target == Path::new(generation.as_str())
+            {
+                continue;
+            }
+            match self.add_root(generation, &link).await {
+                Ok(()) => tracing::info!(closure = %generation, "generation kept"),
+                Err(message) => failed.push(message),
+            }
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        Err(SystemError::CommandFailed {
+            command: format!("{} --realise ... --add-root", self.config.nix_store),
+            status: format!(
+                "{} of {} generations not rooted",
+                failed.len(),
+                generations.len()
+            ),
+            stderr: failed.join("; "),
+        })
+    }
+
+    /// `nix-store --realise <path> --add-root <link> --indirect`.
+    async fn add_root(&self, path: &StorePath, link: &Path) -> Result<(), String> {
+        let argv = Argv::new(&self.config.nix_store)
+            .arg("--realise")
+            .arg(path.as_str())
+            .arg("--add-root")
+            .arg(link)
+            .arg("--indirect");
+        let finished = argv.run(true).await.map_err(|e| e.to_string())?;
+        if finished.status.success() {
+            Ok(())
+        } else {
+            Err(finished.failure(&argv.display()).to_string())
+        }
     }
 
     /// The `nix` command: next to `nix-store` when that is a path, else found on `PATH`.

@@ -13,6 +13,7 @@ use fleetnode_state_machine::{
 };
 
 use super::command::{Argv, is_executable, resolve_program};
+use super::show::{self, SHOWN, UnitView};
 use super::{Launch, NixosSystem, SystemError};
 
 /// Switch output logs kept in `<state_dir>/switches/` (older ones are deleted when a switch
@@ -33,10 +34,6 @@ const SHOW_RETRY: Duration = Duration::from_millis(250);
 const SWITCH_LOCK: &str = "/run/nixos/switch-to-configuration.lock";
 /// `PATH` for the switch when the agent has none.
 const DEFAULT_PATH: &str = "/run/current-system/sw/bin";
-/// The properties read from `systemctl show`.
-const SHOWN: &str = "LoadState,ActiveState,SubState,Result,ExecMainCode,ExecMainStatus,Description";
-/// `ExecMainCode` values (the `CLD_*` codes of waitid(2)).
-const CLD_EXITED: &str = "1";
 
 /// The transient unit a switch runs in: the store's event stream id is part of the name, since
 /// switch ids start again in a new store and a unit left by an older store must never pass for
@@ -229,47 +226,20 @@ impl NixosSystem {
 
     pub(super) async fn unit_state(&self, switch: SwitchId) -> Result<UnitState, SystemError> {
         let shown = self.show(&unit_name(self.stream()?, switch)).await?;
-        let field = |key: &str| shown.get(key).map(String::as_str).unwrap_or_default();
-        let running = matches!(
-            (field("ActiveState"), field("SubState")),
-            ("active", sub) if sub != "exited"
-        ) || matches!(
-            field("ActiveState"),
-            "activating" | "deactivating" | "reloading" | "refreshing"
-        );
-        self.log_new_output(switch, !running).await;
-        if field("LoadState") != "loaded" {
-            return Ok(UnitState::Gone);
+        let view = show::view(&shown);
+        self.log_new_output(switch, !view.is_running()).await;
+        match view {
+            UnitView::Gone => Ok(UnitState::Gone),
+            UnitView::Running => Ok(UnitState::Running),
+            UnitView::Exited { code, note } => {
+                let mut output_tail = self.output_tail(switch).await;
+                if let Some(note) = note {
+                    output_tail.push('\n');
+                    output_tail.push_str(&note);
+                }
+                Ok(UnitState::Exited(SwitchExit { code, output_tail }))
+            }
         }
-        if running {
-            return Ok(UnitState::Running);
-        }
-        let main_ran = field("ExecMainCode") != "0" && !field("ExecMainCode").is_empty();
-        if field("ActiveState") == "inactive" && !main_ran {
-            return Ok(UnitState::Gone);
-        }
-        let exit_code = if field("ExecMainCode") == CLD_EXITED {
-            field("ExecMainStatus").parse::<i32>().ok()
-        } else {
-            None
-        };
-        let mut output_tail = self.output_tail(switch).await;
-        if !main_ran {
-            output_tail.push_str(&format!(
-                "\n(fleetnode: the unit failed before switch-to-configuration ran: Result={}; \
-                 setting the system profile failed)",
-                field("Result")
-            ));
-        } else if exit_code.is_none() {
-            output_tail.push_str(&format!(
-                "\n(fleetnode: switch-to-configuration was killed by signal {})",
-                field("ExecMainStatus")
-            ));
-        }
-        Ok(UnitState::Exited(SwitchExit {
-            code: exit_code,
-            output_tail,
-        }))
     }
 
     pub(super) async fn release_unit(&self, switch: SwitchId) -> Result<(), SystemError> {
@@ -386,20 +356,11 @@ impl NixosSystem {
         if !finished.status.success() {
             return Err(finished.failure(&argv.display()));
         }
-        let shown: BTreeMap<String, String> = finished
-            .stdout
-            .lines()
-            .filter_map(|line| line.split_once('='))
-            .map(|(key, value)| (key.to_owned(), value.to_owned()))
-            .collect();
-        if !shown.contains_key("LoadState") || !shown.contains_key("ActiveState") {
-            return Err(SystemError::UnexpectedOutput {
-                command: argv.display(),
-                why: "no LoadState or ActiveState".to_owned(),
-                output: cap_tail(&finished.stdout, 200),
-            });
-        }
-        Ok(shown)
+        show::parse(&finished.stdout).map_err(|why| SystemError::UnexpectedOutput {
+            command: argv.display(),
+            why: why.to_owned(),
+            output: cap_tail(&finished.stdout, 200),
+        })
     }
 
     async fn output_tail(&self, switch: SwitchId) -> String {

@@ -1,7 +1,5 @@
 //! Running a parsed command.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +12,7 @@ use reqwest::Method;
 use tracing::info;
 
 use super::client::{CliError, Client};
+use super::token_file::TokenFile;
 use super::{Cli, Command, Connection, ServeArgs, SetTargetArgs, render};
 use crate::clock::{Clock, SystemClock};
 use crate::server::{ServeError, ServerOptions, Transport, start};
@@ -88,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Operators(command) => Ok(super::operators::run(command).await?),
         Command::Rollout { command } => Ok(super::rollout::run(command).await?),
     }
 }
@@ -203,48 +203,27 @@ async fn add_host(
     let client = Client::new(connection)?;
     // Create the token file first: if it cannot be written, no host is added whose token
     // would be lost.
-    let mut file = match token_file {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| {
-                    CliError::Usage(format!(
-                        "cannot create the token file {}: {e} (it must not exist yet)",
-                        path.display()
-                    ))
-                })?,
-        ),
-        None => None,
-    };
+    let file = token_file.map(TokenFile::create).transpose()?;
     let body = fleetnode_wire::encode(&AddHost { id, tags });
-    let added: Result<HostAdded, CliError> = client
+    let added: HostAdded = match client
         .call(Method::POST, "/v1/admin/hosts", Some(body))
-        .await;
-    let added = match added {
+        .await
+    {
         Ok(added) => added,
         Err(error) => {
-            if let Some(path) = token_file {
-                drop(file.take());
-                let _ = std::fs::remove_file(path);
+            if let Some(file) = file {
+                file.abandon();
             }
             return Err(error);
         }
     };
-    match (file, token_file) {
-        (Some(mut file), Some(path)) => {
-            let written = file
-                .write_all(added.token.expose().as_bytes())
-                .and_then(|()| file.write_all(b"\n"))
-                .and_then(|()| file.sync_all());
-            written.map_err(|e| {
-                CliError::Usage(format!(
-                    "host {} was added but its token could not be written to {}: {e}; revoke-host it and add it again",
-                    added.id,
-                    path.display()
-                ))
+    match file {
+        Some(file) => {
+            let path = file.write(added.token.expose(), || {
+                format!(
+                    "host {} was added but its token could not be written; revoke-host it and add it again",
+                    added.id
+                )
             })?;
             if connection.json {
                 println!(
@@ -255,16 +234,13 @@ async fn add_host(
                 println!("{}: added; token written to {}", added.id, path.display());
             }
         }
-        (None, _) | (Some(_), None) => {
-            if connection.json {
-                println!("{}", json(&added));
-            } else {
-                println!("{}: added. Its token, shown only this once:", added.id);
-                println!("{}", added.token.expose());
-                println!(
-                    "Install it on the host as the agent's token file (mode 0400, owned by root)."
-                );
-            }
+        None if connection.json => println!("{}", json(&added)),
+        None => {
+            println!("{}: added. Its token, shown only this once:", added.id);
+            println!("{}", added.token.expose());
+            println!(
+                "Install it on the host as the agent's token file (mode 0400, owned by root)."
+            );
         }
     }
     Ok(())
@@ -330,6 +306,6 @@ fn print_json_or<T: serde::Serialize>(
     }
 }
 
-fn json<T: serde::Serialize>(value: &T) -> String {
+pub(super) fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }

@@ -3,10 +3,12 @@
 
 mod client;
 mod commands;
+mod operators;
 mod render;
 mod rollout;
 mod rollout_view;
 mod time;
+mod token_file;
 mod watch;
 
 use std::net::SocketAddr;
@@ -109,6 +111,9 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Operators and the audit log.
+    #[command(flatten)]
+    Operators(operators::OperatorCommand),
     /// Roll a release out over the fleet in waves, and follow or steer rollouts.
     Rollout {
         /// What to do.

@@ -17,9 +17,9 @@ use serde::Deserialize;
 use tracing::info;
 
 use super::app::{App, Ready};
-use super::http::{ApiError, WireJson, bearer, decode_body, decode_body_or_default};
+use super::http::{ApiError, WireJson, decode_body, decode_body_or_default};
 use super::metrics::HostCounts;
-use crate::auth::{digests_equal, hash_token, hex, new_host_token};
+use crate::auth::{hash_token, hex, new_host_token};
 use crate::mirror::Mirror;
 use crate::registry::HostEntry;
 use crate::store::{DesiredChange, DesiredRecord, HostRecord};
@@ -425,21 +425,9 @@ async fn change_desired(
     Ok(DesiredChanged { hosts })
 }
 
-/// Checks the admin token.
-pub(super) fn admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = bearer(headers) else {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "missing admin token: send Authorization: Bearer <the token in the server's --admin-token-file>",
-        ));
-    };
-    if !digests_equal(&hash_token(token), &app.admin_hash) {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "the admin token was refused; use the token in the server's --admin-token-file",
-        ));
-    }
-    Ok(())
+/// Checks the request's token: the admin token or a named operator's (see [`super::audit`]).
+pub(super) fn admin(app: &App, headers: &HeaderMap) -> Result<super::audit::Principal, ApiError> {
+    super::audit::authenticate(app, headers)
 }
 
 fn find(ready: &Ready, host: &str) -> Result<Arc<HostEntry>, ApiError> {

@@ -25,6 +25,8 @@ pub struct App {
     ready: OnceLock<Ready>,
     /// Digest of the admin token.
     pub admin_hash: TokenHash,
+    /// The named operators (empty until the store is open).
+    pub operators: super::audit::Operators,
     /// mTLS is on: agent requests need a client certificate naming their host.
     pub client_certs: bool,
     /// `/metrics` needs no token.
@@ -60,6 +62,7 @@ impl App {
         Self {
             ready: OnceLock::new(),
             admin_hash: hash_token(options.admin_token.expose()),
+            operators: super::audit::Operators::default(),
             client_certs: matches!(
                 options.transport,
                 super::Transport::Tls {

@@ -8,6 +8,7 @@
 mod admin;
 mod agent;
 mod app;
+mod audit;
 mod body;
 mod http;
 pub mod listen;
@@ -249,13 +250,14 @@ async fn open_store(
                 let store = Arc::new(Store::open(&path)?);
                 let hosts = store.load()?;
                 let rollouts = store.load_rollouts()?;
+                let operators = store.load_operators()?;
                 let writer =
                     GroupWriter::start(store.clone()).map_err(|e| StoreError::Corrupt {
                         path: path.clone(),
                         what: "writer thread".to_owned(),
                         detail: format!("cannot start it: {e}"),
                     })?;
-                Ok::<_, StoreError>((store, writer, hosts, rollouts))
+                Ok::<_, StoreError>((store, writer, hosts, rollouts, operators))
             })
             .await
         };
@@ -268,7 +270,7 @@ async fn open_store(
             }),
         };
         match result {
-            Ok((store, writer, hosts, loaded)) => {
+            Ok((store, writer, hosts, loaded, operators)) => {
                 info!(store = %path.display(), hosts = hosts.len(), rollouts = loaded.len(), "store open; serving");
                 let (requests, receiver) = mpsc::channel(rollouts::REQUEST_QUEUE);
                 let nudge = Arc::new(Notify::new());
@@ -280,6 +282,8 @@ async fn open_store(
                 };
                 let (view, reader) = watch::channel(Arc::new(snapshot));
                 let handle = rollouts::Rollouts::new(requests, nudge.clone(), reader);
+                // The operators first: a token is checked as soon as the server is ready.
+                app.operators.load(operators);
                 app.set_ready(store, writer, Registry::load(hosts), handle);
                 // The opener goes on as the rollout driver until the server stops.
                 rollouts::run(app, loaded, receiver, nudge, view).await;

@@ -7,14 +7,19 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 
 use super::app::App;
-use super::{admin, agent, http, rollouts};
+use super::{admin, agent, audit, http, rollouts};
 
-/// Every route with its middleware ([`http::frame`]: metrics, protocol version, readiness).
+/// Every route with its middleware: [`http::frame`] (metrics, protocol version, readiness)
+/// around all of them, and the audit log of operator actions ([`audit::record`]) around the
+/// operator routes only, so a waiting long-poll carries no audit state.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let agent = Router::new()
         .route("/v1/agent/hosts/{host}/desired", get(agent::desired))
         .route("/v1/agent/hosts/{host}/events", post(agent::events))
         .route("/v1/agent/hosts/{host}/heartbeat", post(agent::heartbeat))
+        .route("/metrics", get(admin::metrics))
+        .route("/healthz", get(admin::healthz));
+    let operator = Router::new()
         .route(
             "/v1/admin/hosts",
             post(admin::add_host).get(admin::list_hosts),
@@ -36,8 +41,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/rollouts/{id}/resume", post(rollouts::resume))
         .route("/v1/admin/rollouts/{id}/abort", post(rollouts::abort))
         .route("/v1/admin/rollouts/{id}/rollback", post(rollouts::rollback))
-        .route("/metrics", get(admin::metrics))
-        .route("/healthz", get(admin::healthz))
+        .route(
+            "/v1/admin/operators",
+            post(audit::add_operator).get(audit::list_operators),
+        )
+        .route("/v1/admin/operators/{name}", delete(audit::revoke_operator))
+        .route("/v1/admin/audit", get(audit::audit))
+        .route_layer(from_fn_with_state(app.clone(), audit::record));
+    agent
+        .merge(operator)
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(from_fn_with_state(app.clone(), http::frame))

@@ -44,6 +44,7 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> Result<Step, Transit
         now,
     };
     tx.state.clock = now;
+    let started = matches!(event, Event::Started(_));
     match event {
         Event::Started(observation) => recovery::on_started(&mut tx, observation)?,
         Event::DesiredObserved(desired) => control::on_desired(&mut tx, desired)?,
@@ -71,6 +72,14 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> Result<Step, Transit
     {
         // A committed generation may carry a new agent: find out, then decide.
         tx.command(Command::CheckAgentUpgrade);
+    }
+    // The roots go first: a rollback switch in the same step must find its target rooted. At a
+    // start the shell's roots may lag the state (a crash between a commit and its command), so
+    // the set is sent again.
+    let kept = tx.state.generations_kept();
+    if started || kept != state.generations_kept() {
+        tx.commands
+            .insert(0, Command::KeepGenerations { generations: kept });
     }
     Ok(Step {
         state: tx.state,

@@ -299,15 +299,18 @@ pub fn exited(code: i32, tail: &str) -> SwitchEnd {
     })
 }
 
-/// The commands other than the release of finished switch units and the agent-upgrade check
-/// after a convergence (bookkeeping, checked on their own in `paths.rs`).
+/// The commands other than the release of finished switch units, the agent-upgrade check
+/// after a convergence and the GC roots of the generations kept (bookkeeping, checked on
+/// their own in `paths.rs` and `generations.rs`).
 pub fn commands(out: &Out) -> Vec<Command> {
     out.commands
         .iter()
         .filter(|c| {
             !matches!(
                 c,
-                Command::ReleaseSwitch { .. } | Command::CheckAgentUpgrade
+                Command::ReleaseSwitch { .. }
+                    | Command::CheckAgentUpgrade
+                    | Command::KeepGenerations { .. }
             )
         })
         .cloned()

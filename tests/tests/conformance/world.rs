@@ -64,6 +64,7 @@ impl World {
             admin: format!("127.0.0.1:{}", free_port().unwrap())
                 .parse()
                 .unwrap(),
+            socket: dir.path().join("admin.sock"),
             probe,
             timings: Timings {
                 soak: "1s".into(),

@@ -111,7 +111,7 @@ fn a_healthy_generation_is_tested_soaked_then_committed() {
         assert_eq!(&replay(events), mirror, "{report}");
         assert_eq!(detail.divergence, None);
 
-        // The agent, asked on its own admin listener, says the same.
+        // The agent, asked on its own admin socket, says the same.
         let status = h.agent_status()?;
         assert_eq!(status["phase"], "converged", "{status:#}");
         assert_eq!(status["system"]["current"], gen2.as_str(), "{status:#}");

@@ -24,3 +24,4 @@ mod rollout_offline;
 mod rollout_on_halt_rollback;
 mod rollout_restart;
 mod rollout_waves;
+mod secrets;

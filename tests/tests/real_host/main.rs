@@ -17,7 +17,9 @@
 
 mod common;
 
+mod admin;
 mod failures;
+mod gc;
 mod modes;
 mod reboots;
 mod restarts;
