@@ -31,6 +31,7 @@ pub mod process;
 pub mod proxy;
 pub mod real_host;
 pub mod release;
+pub mod tls_server;
 
 pub use error::HarnessError;
 pub use fleet::{Fleet, FleetOptions};

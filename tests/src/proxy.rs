@@ -72,14 +72,12 @@ impl RefusingProxy {
             .build()
             .map_err(HarnessError::io("start the proxy's runtime"))?;
         let app = Router::new().fallback(pass).with_state(forward);
-        let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server));
-        let serving = {
-            // The listener registers with the runtime that will serve it.
+        {
+            // The listener registers with the runtime that serves it.
             let _entered = runtime.enter();
-            axum_server::tls_rustls::from_tcp_rustls(listener, config)
-                .map_err(HarnessError::io("serve the proxy"))?
-        };
-        runtime.spawn(async move { serving.serve(app.into_make_service()).await });
+            crate::tls_server::spawn(listener, Arc::new(server), app)
+                .map_err(HarnessError::io("serve the proxy"))?;
+        }
         Ok(Self {
             addr,
             _runtime: runtime,

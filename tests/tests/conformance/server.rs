@@ -164,9 +164,7 @@ impl ScriptedServer {
             .route("/v1/agent/hosts/{host}/events", post(events))
             .route("/v1/agent/hosts/{host}/heartbeat", post(heartbeat))
             .with_state(server.clone());
-        let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
-        let serving = axum_server::tls_rustls::from_tcp_rustls(listener, config).unwrap();
-        tokio::spawn(async move { serving.serve(app.into_make_service()).await });
+        fleetnode_tests::tls_server::spawn(listener, Arc::new(tls), app).unwrap();
         server
     }
 
