@@ -94,10 +94,13 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    // Two workers keep the idle footprint small while a blocking store write never stalls the
-    // admin listener or the network workers.
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs the event loop and every worker. At rest the agent then wakes only for
+    // its own timers and sockets, never to hand a message from one runtime thread to another
+    // (two workers and the main thread took twice the wake-ups, docs/performance.md). The cost:
+    // the event loop's store commit (one fsync) holds the other tasks for its length, which
+    // delays a probe or a poll by milliseconds and decides nothing. Blocking work (reading a
+    // switch's log, the boot marker) still goes to the blocking pool.
+    tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(8)
         .enable_all()
         .build()
