@@ -2,9 +2,10 @@
 //! real `fleetnode-agent` (the binaries next to this one) on a fake root: the long-poll answered
 //! every 30 s, a heartbeat every 30 s, acknowledged, and two probes every 10 s (the harness's
 //! exec probe and a TCP probe of the control plane's port). After a warm-up, the agent's
-//! `/proc/<pid>` is read every 10 s for the window: resident memory, CPU time (user + system,
+//! `/proc/<pid>` is read every second for the window: resident memory, CPU time (user + system,
 //! its children excluded) and the context switches of every thread, which bound its wake-ups
-//! from above (each wake-up of a thread is at least one switch).
+//! from above (each wake-up of a thread is at least one switch). A thread of the blocking pool
+//! that starts and ends within the window counts with what it had at its last look.
 //!
 //! `cargo build --release --workspace --bins && ./target/release/fleetnode-footprint`
 
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use fleetnode_tests::harness::Options;
-use fleetnode_tests::load::measure::Sample;
+use fleetnode_tests::load::measure::{Sample, thread_switch_counts};
 use fleetnode_tests::{Harness, HarnessError, Result};
 
 /// The agent's footprint at rest against a live control plane.
@@ -30,7 +31,7 @@ struct Args {
 }
 
 /// How often the agent is looked at during the window.
-const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -72,12 +73,19 @@ fn run(args: &Args) -> Result<()> {
     let end = Instant::now() + Duration::from_secs(args.window_secs);
     let mut peak = first.rss_kib;
     let mut last = first;
+    let mut threads = thread_switch_counts(pid);
+    let (threads_at_start, switches_at_start) = (threads.len(), threads.values().sum::<u64>());
     while Instant::now() < end {
         std::thread::sleep(SAMPLE_EVERY.min(end.saturating_duration_since(Instant::now())));
         harness.agent.check_running()?;
         last = Sample::of(pid).ok_or_else(|| gone(&harness))?;
         peak = peak.max(last.rss_kib);
+        for (tid, switches) in thread_switch_counts(pid) {
+            let seen = threads.entry(tid).or_default();
+            *seen = (*seen).max(switches);
+        }
     }
+    let switches = threads.values().sum::<u64>() - switches_at_start;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(HarnessError::io("read the agent's status"))?;
     let seconds = last.at.duration_since(first.at).as_secs_f64();
@@ -98,9 +106,11 @@ fn run(args: &Args) -> Result<()> {
         last.cores_since(&first) * 100.0
     );
     println!(
-        "wake-ups (context switches of every thread): {} over {seconds:.0} s: {:.2} per second",
-        last.switches - first.switches,
-        (last.switches - first.switches) as f64 / seconds
+        "wake-ups (context switches of every thread, ended ones included): {switches} over \
+         {seconds:.0} s: {:.2} per second; {} threads seen, {} of them started in the window",
+        switches as f64 / seconds,
+        threads.len(),
+        threads.len() - threads_at_start
     );
     println!("resident by mapping: {}", by_mapping(pid));
     let detail = harness.detail()?;

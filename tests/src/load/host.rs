@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use fleetnode_fixtures::simulated::SimulatedAgent;
 use fleetnode_state_machine::{Directive, DirectiveKind, HealthOverrides, Revision, StorePath};
-use fleetnode_wire::{DesiredAnswer, EventAck, EventBatch, decode, encode};
+use fleetnode_wire::{DesiredAnswer, EventAck, EventBatch, QueueSummary, decode, encode};
 use hyper::{Method, StatusCode};
 use tokio_util::sync::CancellationToken;
 
@@ -40,9 +40,9 @@ pub struct Host {
     pub token: String,
     /// The loopback address it connects from.
     pub source: IpAddr,
+    /// Its state machine; `reported` holds the events not yet acknowledged, as the agent's
+    /// queue does (a batch in flight included).
     agent: Mutex<SimulatedAgent>,
-    /// Events reported but not yet sent, from this index of `agent.reported` on.
-    sent: Mutex<usize>,
 }
 
 impl Host {
@@ -56,16 +56,15 @@ impl Host {
             token,
             source: IpAddr::V4(Ipv4Addr::new(127, 10, third, fourth)),
             agent: Mutex::new(SimulatedAgent::started(&generation(0), stream)),
-            sent: Mutex::new(0),
         }
     }
 
-    /// The next batch of at most `size` events, running directives through the state machine
-    /// until that many are waiting.
+    /// The next batch of `size` events: the oldest not yet acknowledged, after running
+    /// directives through the state machine until that many are waiting. They stay queued
+    /// until [`Host::acknowledged`].
     pub fn next_batch(&self, size: usize) -> EventBatch {
         let mut agent = self.agent.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
-        while agent.reported.len() - *sent < size {
+        while agent.reported.len() < size {
             let revision = agent
                 .state
                 .host
@@ -82,21 +81,38 @@ impl Host {
                 },
             });
         }
-        let events = agent.reported[*sent..*sent + size].to_vec();
-        *sent += size;
-        // Keep only what is not sent yet.
-        agent.reported.drain(..*sent);
-        *sent = 0;
         EventBatch {
             stream: agent.stream,
-            events,
+            events: agent.reported[..size].to_vec(),
         }
     }
 
+    /// The control plane acknowledged the oldest `count` queued events: they leave the queue.
+    pub fn acknowledged(&self, count: usize) {
+        let mut agent = self.agent.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = count.min(agent.reported.len());
+        agent.reported.drain(..count);
+    }
+
     /// The heartbeat the agent would send now.
+    ///
+    /// Its queue is the events not yet acknowledged, as a real agent reports it: a control
+    /// plane that is told of events it does not hold with an empty queue asks for a snapshot
+    /// (resync), which a host that simply has not sent them yet must not cause.
     pub fn heartbeat(&self) -> Vec<u8> {
         let agent = self.agent.lock().unwrap_or_else(PoisonError::into_inner);
-        encode(&agent.heartbeat())
+        let mut status = agent.heartbeat();
+        status.queue = QueueSummary {
+            depth: agent.reported.len() as u64,
+            bytes: agent
+                .reported
+                .iter()
+                .map(|event| encode(event).len() as u64)
+                .sum(),
+            oldest_at: agent.reported.first().map(|event| event.at),
+            dead_letters: 0,
+        };
+        encode(&status)
     }
 }
 
@@ -335,6 +351,7 @@ pub async fn deliver(host: &Host, shared: &Shared, batches: usize, size: usize) 
                 .and_then(|a| decode::<EventAck>(&a.body).ok());
             match acked {
                 Some(ack) if ack.acked_through >= last => {
+                    host.acknowledged(batch.events.len());
                     latencies.push(started.elapsed());
                     shared
                         .counters

@@ -65,17 +65,26 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 fn thread_switches(pid: u32) -> u64 {
+    thread_switch_counts(pid).values().sum()
+}
+
+/// Voluntary and involuntary context switches of each live thread of `pid`, by thread id. A
+/// thread that has ended is no longer listed, so a caller that must count short-lived threads
+/// looks often and keeps what it saw.
+pub fn thread_switch_counts(pid: u32) -> std::collections::BTreeMap<u32, u64> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return std::collections::BTreeMap::new();
     };
     tasks
         .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .map(|status| {
-            field(&status, "voluntary_ctxt_switches:").unwrap_or(0)
-                + field(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0)
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let switches = field(&status, "voluntary_ctxt_switches:").unwrap_or(0)
+                + field(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0);
+            Some((tid, switches))
         })
-        .sum()
+        .collect()
 }
 
 /// The `q` quantile (0.0 to 1.0) of sorted durations, by the nearest-rank method.
