@@ -12,7 +12,7 @@ use reqwest::Method;
 use tracing::info;
 
 use super::client::{CliError, Client};
-use super::token_file::TokenFile;
+use super::token_file::created_around;
 use super::{Cli, Command, Connection, ServeArgs, SetTargetArgs, render};
 use crate::clock::{Clock, SystemClock};
 use crate::server::{ServeError, ServerOptions, Transport, start};
@@ -201,22 +201,12 @@ async fn add_host(
     connection: &Connection,
 ) -> Result<(), CliError> {
     let client = Client::new(connection)?;
-    // Create the token file first: if it cannot be written, no host is added whose token
-    // would be lost.
-    let file = token_file.map(TokenFile::create).transpose()?;
     let body = fleetnode_wire::encode(&AddHost { id, tags });
-    let added: HostAdded = match client
-        .call(Method::POST, "/v1/admin/hosts", Some(body))
-        .await
-    {
-        Ok(added) => added,
-        Err(error) => {
-            if let Some(file) = file {
-                file.abandon();
-            }
-            return Err(error);
-        }
-    };
+    let (added, file): (HostAdded, _) = created_around(
+        token_file,
+        client.call(Method::POST, "/v1/admin/hosts", Some(body)),
+    )
+    .await?;
     match file {
         Some(file) => {
             let path = file.write(added.token.expose(), || {

@@ -11,7 +11,7 @@ use fleetnode_wire::{
 use reqwest::Method;
 
 use super::client::{CliError, Client};
-use super::token_file::TokenFile;
+use super::token_file::created_around;
 use super::{Connection, parse_host};
 use crate::clock::{Clock, SystemClock};
 
@@ -136,22 +136,12 @@ async fn add(
     connection: &Connection,
 ) -> Result<(), CliError> {
     let client = Client::new(connection)?;
-    // Create the file first: if it cannot be written, no operator is added whose token would
-    // be lost.
-    let file = token_file.as_deref().map(TokenFile::create).transpose()?;
     let body = fleetnode_wire::encode(&AddOperator { name });
-    let added: OperatorAdded = match client
-        .call(Method::POST, "/v1/admin/operators", Some(body))
-        .await
-    {
-        Ok(added) => added,
-        Err(error) => {
-            if let Some(file) = file {
-                file.abandon();
-            }
-            return Err(error);
-        }
-    };
+    let (added, file): (OperatorAdded, _) = created_around(
+        token_file.as_deref(),
+        client.call(Method::POST, "/v1/admin/operators", Some(body)),
+    )
+    .await?;
     match file {
         Some(file) => {
             let path = file.write(added.token.expose(), || {

@@ -15,6 +15,25 @@ pub struct TokenFile {
     path: PathBuf,
 }
 
+/// Makes `call`, with the token file at `path` (when one is asked for) created before it: if
+/// the file cannot be created, nothing is added whose token would be lost; if the call fails,
+/// the file is removed again. Returns the answer and the file to write its token to.
+pub async fn created_around<T>(
+    path: Option<&Path>,
+    call: impl Future<Output = Result<T, CliError>>,
+) -> Result<(T, Option<TokenFile>), CliError> {
+    let file = path.map(TokenFile::create).transpose()?;
+    match call.await {
+        Ok(answer) => Ok((answer, file)),
+        Err(error) => {
+            if let Some(file) = file {
+                file.abandon();
+            }
+            Err(error)
+        }
+    }
+}
+
 impl TokenFile {
     /// Creates the file; it must not exist yet.
     pub fn create(path: &Path) -> Result<Self, CliError> {

@@ -212,16 +212,8 @@ pub async fn longpoll(host: Arc<Host>, shared: Arc<Shared>) {
     let mut link: Option<Link> = None;
     let mut first = true;
     while !shared.stop.is_cancelled() {
-        let mut current = match link.take() {
-            Some(current) => current,
-            None => match shared.endpoint.connect(host.source).await {
-                Ok(current) => current,
-                Err(_) => {
-                    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    pause(&shared).await;
-                    continue;
-                }
-            },
+        let Some(mut current) = kept_or_new(&mut link, &host, &shared).await else {
+            continue;
         };
         let path = match known {
             Some(revision) => format!(
@@ -319,16 +311,8 @@ pub async fn deliver(host: &Host, shared: &Shared, batches: usize, size: usize) 
     let mut link: Option<Link> = None;
     let mut left = batches;
     while left > 0 && !shared.stop.is_cancelled() {
-        let mut current = match link.take() {
-            Some(current) => current,
-            None => match shared.endpoint.connect(host.source).await {
-                Ok(current) => current,
-                Err(_) => {
-                    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    pause(shared).await;
-                    continue;
-                }
-            },
+        let Some(mut current) = kept_or_new(&mut link, host, shared).await else {
+            continue;
         };
         let batch = host.next_batch(size);
         let last = batch.events.last().map_or(0, |e| e.seq);
@@ -373,6 +357,22 @@ pub async fn deliver(host: &Host, shared: &Shared, batches: usize, size: usize) 
         left -= 1;
     }
     latencies
+}
+
+/// The kept connection, or a new one from the host's address; `None` (counted as an error,
+/// after a pause) when it cannot connect.
+async fn kept_or_new(link: &mut Option<Link>, host: &Host, shared: &Shared) -> Option<Link> {
+    if let Some(current) = link.take() {
+        return Some(current);
+    }
+    match shared.endpoint.connect(host.source).await {
+        Ok(current) => Some(current),
+        Err(_) => {
+            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+            pause(shared).await;
+            None
+        }
+    }
 }
 
 async fn pause(shared: &Shared) {
