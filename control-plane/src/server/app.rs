@@ -1,167 +1,92 @@
-//! The shared state of the server.
+//! What every handler shares: the fleet once its store is open, and the server's own settings.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use fleetnode_wire::{HostRow, Millis, Timestamp};
-use tokio_util::sync::CancellationToken;
-
-use super::ServerOptions;
-use super::http::ApiError;
-use super::metrics::Metrics;
-use super::rollouts::Rollouts;
-use crate::auth::{TokenHash, hash_token};
-use crate::clock::Clock;
-use crate::registry::{HostEntry, Registry};
-use crate::store::{GroupWriter, Store};
-
-/// Missed heartbeat intervals after which a host counts as offline.
-pub const OFFLINE_AFTER_INTERVALS: u64 = 3;
-/// Seconds a client is asked to wait while the store is not open yet.
-pub const STARTING_RETRY_SECS: u64 = 1;
+use super::http::{ApiError, bearer};
+use crate::auth::{TokenHash, digests_equal, hash_token};
+use crate::fleet::{Fleet, FleetError, Principal, Settings};
+use crate::metrics::Metrics;
+use axum::http::HeaderMap;
 
 /// What every handler shares.
 pub struct App {
-    ready: OnceLock<Ready>,
+    fleet: OnceLock<Arc<Fleet>>,
     /// Digest of the admin token.
-    pub admin_hash: TokenHash,
-    /// The named operators (empty until the store is open).
-    pub operators: super::audit::Operators,
+    admin_hash: TokenHash,
     /// mTLS is on: agent requests need a client certificate naming their host.
     pub client_certs: bool,
     /// `/metrics` needs no token.
     pub metrics_public: bool,
-    /// Cap of waiting long-polls per host.
-    pub waiters_per_host: usize,
-    /// Heartbeat interval.
-    pub heartbeat_interval: Duration,
-    /// Wall clock.
-    pub clock: Arc<dyn Clock>,
     /// Metrics.
-    pub metrics: Metrics,
-    /// Cancelled when the server stops.
-    pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
+    /// What the fleet is opened with.
+    pub settings: Settings,
     store_path: String,
 }
 
-/// The parts that exist once the store is open.
-pub struct Ready {
-    /// The store.
-    pub store: Arc<Store>,
-    /// The group committer of the agent API's writes (events and heartbeats).
-    pub writer: GroupWriter,
-    /// Every host.
-    pub hosts: Registry,
-    /// The rollout driver.
-    pub rollouts: Rollouts,
-}
-
 impl App {
-    /// The state for a server with these options.
-    pub fn new(options: &ServerOptions, shutdown: CancellationToken) -> Self {
+    /// The state of a server: the admin token's digest, whether agents present client
+    /// certificates, whether `/metrics` is public, what the fleet is opened with, and the
+    /// store's name for the 503 answered until it is open.
+    pub fn new(
+        admin_hash: TokenHash,
+        client_certs: bool,
+        metrics_public: bool,
+        settings: Settings,
+        store_path: String,
+    ) -> Self {
         Self {
-            ready: OnceLock::new(),
-            admin_hash: hash_token(options.admin_token.expose()),
-            operators: super::audit::Operators::default(),
-            client_certs: matches!(
-                options.transport,
-                super::Transport::Tls {
-                    client_ca: Some(_),
-                    ..
-                }
-            ),
-            metrics_public: options.metrics_public,
-            waiters_per_host: options.waiters_per_host,
-            heartbeat_interval: options.heartbeat_interval,
-            clock: options.clock.clone(),
-            metrics: Metrics::new(),
-            shutdown,
-            store_path: options.store.display().to_string(),
+            fleet: OnceLock::new(),
+            admin_hash,
+            client_certs,
+            metrics_public,
+            metrics: settings.metrics.clone(),
+            settings,
+            store_path,
         }
     }
 
-    /// Marks the store open.
-    pub fn set_ready(
-        &self,
-        store: Arc<Store>,
-        writer: GroupWriter,
-        hosts: Registry,
-        rollouts: Rollouts,
-    ) {
+    /// Marks the store open: from now on requests reach the fleet.
+    pub fn set_ready(&self, fleet: Arc<Fleet>) {
         // Only the opener sets it, once.
-        let _ = self.ready.set(Ready {
-            store,
-            writer,
-            hosts,
-            rollouts,
-        });
+        let _ = self.fleet.set(fleet);
     }
 
-    /// The store and hosts, or 503 while the store is not open.
-    pub fn ready(&self) -> Result<&Ready, ApiError> {
-        self.ready.get().ok_or_else(|| self.starting())
+    /// The fleet, or 503 while its store is not open.
+    pub fn fleet(&self) -> Result<&Arc<Fleet>, ApiError> {
+        self.fleet.get().ok_or_else(|| self.starting())
     }
 
     /// True once the store is open.
     pub fn is_ready(&self) -> bool {
-        self.ready.get().is_some()
+        self.fleet.get().is_some()
     }
 
     /// The 503 answered while the store is not open.
     pub fn starting(&self) -> ApiError {
-        ApiError::unavailable(
-            format!(
-                "the control plane is starting: its store {} is not open yet; retry in a moment",
-                self.store_path
-            ),
-            STARTING_RETRY_SECS,
-        )
+        FleetError::Starting(self.store_path.clone()).into()
     }
 
-    /// True when a host last seen at `last_seen` counts as offline now.
-    pub fn is_offline(&self, last_seen: Option<Timestamp>) -> bool {
-        let window = Millis(
-            u64::try_from(self.heartbeat_interval.as_millis())
-                .unwrap_or(u64::MAX)
-                .saturating_mul(OFFLINE_AFTER_INTERVALS),
-        );
-        match last_seen {
-            Some(seen) => self.clock.now().since(seen) > window,
-            None => true,
+    /// The principal of an operator request's token, or 401: the admin token, or (once the
+    /// store is open) a named operator's that is not revoked.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let Some(token) = bearer(headers) else {
+            return Err(ApiError::unauthorized(
+                "missing admin token: send Authorization: Bearer <the token in the server's --admin-token-file, or an operator token from fleetnode-cp add-operator>",
+            ));
+        };
+        let digest = hash_token(token);
+        if digests_equal(&digest, &self.admin_hash) {
+            return Ok(Principal::Admin);
         }
-    }
-
-    /// The summary line of a host (copies only what the line shows).
-    pub fn row(&self, entry: &HostEntry) -> HostRow {
-        let desired = entry.desired();
-        let (id, tags, phase, current, last_seen, diverged, revoked) = entry.with_view(|view| {
-            let host = &view.mirror.state.host;
-            let heartbeat_divergence = view
-                .heartbeat
-                .as_ref()
-                .is_some_and(|h| h.divergence.is_some());
-            (
-                view.record.id.clone(),
-                view.record.tags.clone(),
-                host.phase.kind(),
-                host.system.current.clone(),
-                view.heartbeat.as_ref().map(|h| h.received_at),
-                view.mirror.divergence.is_some() || heartbeat_divergence,
-                view.record.revoked,
-            )
-        });
-        HostRow {
-            id,
-            tags,
-            phase,
-            current,
-            target: desired.directive.as_ref().and_then(super::admin::target_of),
-            desired_revision: desired.revision,
-            last_seen,
-            offline: self.is_offline(last_seen),
-            diverged,
-            paused: desired.paused,
-            revoked,
-        }
+        self.fleet
+            .get()
+            .and_then(|fleet| fleet.operator(&digest))
+            .map(Principal::Operator)
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "the admin token was refused: use the token in the server's --admin-token-file, or an operator token (from fleetnode-cp add-operator) that is not revoked",
+                )
+            })
     }
 }

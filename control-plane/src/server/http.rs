@@ -1,23 +1,17 @@
-//! HTTP plumbing: error responses, bounded body reading, bearer tokens, and the middleware
-//! every route shares (protocol version, readiness, metrics).
-
-use std::sync::Arc;
-use std::time::Instant;
+//! HTTP plumbing: error responses (and the one mapping of the fleet's refusals to them),
+//! bounded body reading, bearer tokens.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use fleetnode_wire::{
-    ErrorBody, ErrorCode, MAX_BODY_BYTES, PROTOCOL_HEADER, Validate, VersionError, WireError,
-    check_version, protocol_version,
-};
+use fleetnode_wire::{ErrorBody, ErrorCode, MAX_BODY_BYTES, Validate, WireError};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
-use super::app::App;
 use super::body::BodyError;
+use crate::fleet::{FleetError, RequestError};
+use crate::rollout::StartError;
 
 /// How much of an oversized body is read (and dropped) before answering 413, so that a client
 /// still sending gets the answer instead of a reset connection.
@@ -47,15 +41,78 @@ impl ApiError {
         Self(body)
     }
 
-    /// 500, for a failed store operation; the detail goes to the log, not to the client.
-    pub fn internal(context: &str, error: &dyn std::fmt::Display) -> Self {
-        tracing::error!(%error, "{context}");
-        Self::new(
-            ErrorCode::Internal,
-            format!("{context}; the server log has the details"),
-        )
+    /// 401 with what to send instead.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    /// 409 `resync_required`, with the log's end in `seq`.
+    fn resync(log_end: u64, message: String) -> Self {
+        let mut error = Self::new(ErrorCode::ResyncRequired, message);
+        error.0.seq = Some(log_end);
+        error
     }
 }
+
+/// Seconds a client is asked to wait while the store is not open yet.
+pub const STARTING_RETRY_SECS: u64 = 1;
+/// Seconds a client is asked to wait when its host has too many long-polls waiting.
+const WAITERS_RETRY_SECS: u64 = 5;
+
+impl From<FleetError> for ApiError {
+    fn from(error: FleetError) -> Self {
+        let code = match &error {
+            FleetError::Starting(_) => {
+                return Self::unavailable(error.to_string(), STARTING_RETRY_SECS);
+            }
+            FleetError::TooManyWaiters { .. } => {
+                return Self::rate_limited(error.to_string(), WAITERS_RETRY_SECS);
+            }
+            FleetError::ResyncRequired { log_end, message } => {
+                return Self::resync(*log_end, message.clone());
+            }
+            FleetError::Rollout(request) => return Self::from(request),
+            FleetError::UnknownHost(_) | FleetError::UnknownOperator(_) => ErrorCode::NotFound,
+            FleetError::NoHostWithTag(_) | FleetError::NoActiveHosts => ErrorCode::NotFound,
+            FleetError::HostExists(_)
+            | FleetError::HostRevoked(_)
+            | FleetError::RevokedInSelection(_)
+            | FleetError::OwnedByRollout { .. }
+            | FleetError::RetiredStream(_)
+            | FleetError::OperatorExists(_) => ErrorCode::Conflict,
+            FleetError::Unauthenticated(_) | FleetError::AgentRevoked(_) => ErrorCode::Unauthorized,
+            FleetError::OtherHostsToken { .. } | FleetError::AdminOnly { .. } => {
+                ErrorCode::Forbidden
+            }
+            FleetError::Store { .. } | FleetError::Internal { .. } => ErrorCode::Internal,
+        };
+        Self::new(code, error.to_string())
+    }
+}
+
+impl From<&RequestError> for ApiError {
+    fn from(error: &RequestError) -> Self {
+        let code = match error {
+            RequestError::Start(StartError::UnknownHosts(_)) | RequestError::NotFound(_) => {
+                ErrorCode::NotFound
+            }
+            RequestError::Start(StartError::RevokedHosts(_) | StartError::Owned { .. })
+            | RequestError::Rollout(_) => ErrorCode::Conflict,
+            RequestError::Start(
+                StartError::TagMatchesNothing { .. } | StartError::Uncovered { .. },
+            ) => ErrorCode::Invalid,
+            RequestError::Store => ErrorCode::Internal,
+            RequestError::Contended(_) => ErrorCode::Conflict,
+            RequestError::Stopped => {
+                return ApiError::unavailable(error.to_string(), STOPPING_RETRY_SECS);
+            }
+        };
+        ApiError::new(code, error.to_string())
+    }
+}
+
+/// Seconds a client is asked to wait when the driver has stopped with the server.
+const STOPPING_RETRY_SECS: u64 = 5;
 
 impl From<WireError> for ApiError {
     fn from(error: WireError) -> Self {
@@ -160,56 +217,6 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     }
     let token = token.trim();
     (!token.is_empty()).then_some(token)
-}
-
-/// What every request goes through, in one layer (one boxed future per request, not one per
-/// concern: a waiting long-poll holds it for its whole wait): the request is counted with its
-/// latency by route template, the peer's protocol version is checked (required on the agent
-/// API, optional elsewhere), the store must be open (else 503), and every response is stamped
-/// with this server's version.
-pub async fn frame(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
-    let started = Instant::now();
-    let mut response = match check_protocol(&request) {
-        Err(error) => error.into_response(),
-        Ok(()) if !app.is_ready() => app.starting().into_response(),
-        Ok(()) => next.run(request).await,
-    };
-    if let Ok(value) = HeaderValue::from_str(&protocol_version()) {
-        response.headers_mut().insert(PROTOCOL_HEADER, value);
-    }
-    app.metrics
-        .observe_request(route, method, response.status().as_u16(), started.elapsed());
-    response
-}
-
-fn check_protocol(request: &Request) -> Result<(), ApiError> {
-    let agent_api = request.uri().path().starts_with("/v1/agent/");
-    let header = request
-        .headers()
-        .get(PROTOCOL_HEADER)
-        .map(|v| v.to_str().unwrap_or("(not text)"));
-    match check_version(header) {
-        Ok(()) => Ok(()),
-        Err(VersionError::Missing) if !agent_api => Ok(()),
-        Err(error @ VersionError::Malformed(_)) => Err(ApiError::new(
-            ErrorCode::Malformed,
-            format!("{error}; send {PROTOCOL_HEADER}: {}", protocol_version()),
-        )),
-        Err(error @ (VersionError::Missing | VersionError::Unsupported { .. })) => {
-            Err(ApiError::new(
-                ErrorCode::ProtocolVersionUnsupported,
-                format!(
-                    "{error}; send {PROTOCOL_HEADER}: {} (upgrade the agent or the control plane so both speak the same major version)",
-                    protocol_version()
-                ),
-            ))
-        }
-    }
 }
 
 /// The answer to a request no route matches.

@@ -8,11 +8,11 @@
 mod admin;
 mod agent;
 mod app;
-mod audit;
 mod body;
 mod http;
 pub mod listen;
-mod metrics;
+mod middleware;
+mod operators;
 mod rollouts;
 mod routes;
 
@@ -22,15 +22,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetnode_wire::Secret;
-use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::auth::hash_token;
 use crate::clock::{Clock, SystemClock};
-use crate::registry::Registry;
-use crate::store::{GroupWriter, Store, StoreError};
+use crate::fleet::{Fleet, Settings};
+use crate::metrics::Metrics;
+use crate::store::StoreError;
 use crate::tls::{TlsError, server_config};
 
 pub use app::App;
@@ -178,7 +179,26 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServeError> 
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let app = Arc::new(App::new(&options, shutdown.clone()));
+    let settings = Settings {
+        heartbeat_interval: options.heartbeat_interval,
+        waiters_per_host: options.waiters_per_host,
+        clock: options.clock.clone(),
+        metrics: Arc::new(Metrics::new()),
+        shutdown: shutdown.clone(),
+    };
+    let app = Arc::new(App::new(
+        hash_token(options.admin_token.expose()),
+        matches!(
+            options.transport,
+            Transport::Tls {
+                client_ca: Some(_),
+                ..
+            }
+        ),
+        options.metrics_public,
+        settings,
+        options.store.display().to_string(),
+    ));
     let router = routes::router(app.clone());
     let server = tokio::spawn(listen::serve(
         listener,
@@ -245,21 +265,8 @@ async fn open_store(
     let mut warned = false;
     loop {
         let attempt = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || {
-                let store = Arc::new(Store::open(&path)?);
-                let hosts = store.load()?;
-                let rollouts = store.load_rollouts()?;
-                let operators = store.load_operators()?;
-                let writer =
-                    GroupWriter::start(store.clone()).map_err(|e| StoreError::Corrupt {
-                        path: path.clone(),
-                        what: "writer thread".to_owned(),
-                        detail: format!("cannot start it: {e}"),
-                    })?;
-                Ok::<_, StoreError>((store, writer, hosts, rollouts, operators))
-            })
-            .await
+            let (path, settings) = (path.clone(), app.settings.clone());
+            tokio::task::spawn_blocking(move || Fleet::open(&path, settings)).await
         };
         let result = match attempt {
             Ok(result) => result,
@@ -270,23 +277,12 @@ async fn open_store(
             }),
         };
         match result {
-            Ok((store, writer, hosts, loaded, operators)) => {
-                info!(store = %path.display(), hosts = hosts.len(), rollouts = loaded.len(), "store open; serving");
-                let (requests, receiver) = mpsc::channel(rollouts::REQUEST_QUEUE);
-                let nudge = Arc::new(Notify::new());
-                let snapshot = rollouts::Snapshot {
-                    rollouts: loaded
-                        .iter()
-                        .map(|rollout| (rollout.id, Arc::new(rollout.clone())))
-                        .collect(),
-                };
-                let (view, reader) = watch::channel(Arc::new(snapshot));
-                let handle = rollouts::Rollouts::new(requests, nudge.clone(), reader);
-                // The operators first: a token is checked as soon as the server is ready.
-                app.operators.load(operators);
-                app.set_ready(store, writer, Registry::load(hosts), handle);
+            Ok((fleet, driver)) => {
+                let (hosts, loaded) = fleet.loaded();
+                info!(store = %path.display(), hosts, rollouts = loaded, "store open; serving");
+                app.set_ready(fleet.clone());
                 // The opener goes on as the rollout driver until the server stops.
-                rollouts::run(app, loaded, receiver, nudge, view).await;
+                crate::fleet::rollouts::run(fleet, driver).await;
                 return Ok(());
             }
             Err(StoreError::Locked { .. }) if !shutdown.is_cancelled() => {

@@ -7,10 +7,10 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 
 use super::app::App;
-use super::{admin, agent, audit, http, rollouts};
+use super::{admin, agent, http, middleware, operators, rollouts};
 
-/// Every route with its middleware: [`http::frame`] (metrics, protocol version, readiness)
-/// around all of them, and the audit log of operator actions ([`audit::record`]) around the
+/// Every route with its middleware: [`middleware::frame`] (metrics, protocol version,
+/// readiness) around all of them, and the audit log of operator actions ([`middleware::record`]) around the
 /// operator routes only, so a waiting long-poll carries no audit state.
 pub fn router(app: Arc<App>) -> Router {
     let agent = Router::new()
@@ -43,15 +43,18 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/rollouts/{id}/rollback", post(rollouts::rollback))
         .route(
             "/v1/admin/operators",
-            post(audit::add_operator).get(audit::list_operators),
+            post(operators::add_operator).get(operators::list_operators),
         )
-        .route("/v1/admin/operators/{name}", delete(audit::revoke_operator))
-        .route("/v1/admin/audit", get(audit::audit))
-        .route_layer(from_fn_with_state(app.clone(), audit::record));
+        .route(
+            "/v1/admin/operators/{name}",
+            delete(operators::revoke_operator),
+        )
+        .route("/v1/admin/audit", get(operators::audit))
+        .route_layer(from_fn_with_state(app.clone(), middleware::record));
     agent
         .merge(operator)
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
-        .layer(from_fn_with_state(app.clone(), http::frame))
+        .layer(from_fn_with_state(app.clone(), middleware::frame))
         .with_state(app)
 }

@@ -3,29 +3,24 @@
 //!
 //! Its loop waits for an operator's request, a host whose mirror changed (a nudge from event
 //! ingestion), the earliest deadline of a rollout, or shutdown; then it observes every rollout
-//! that is not settled, runs the pure `step`, and carries out the commands: each host's desired
-//! state is changed under that host's write lock (taken in id order, like every other writer)
-//! and committed together with the new rollout in one transaction, then published, which wakes
-//! the hosts' long-polls. A desired state that changed since the observation makes the decision
-//! void; it is taken again from a fresh observation.
+//! that is not settled, runs the pure `step`, and hands the directives it gives to the fleet's
+//! one path of desired-state changes ([`Fleet::commit_rollout`]), which commits them together
+//! with the new rollout in one transaction. A desired state that changed since the observation
+//! makes the decision void; it is taken again from a fresh observation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetnode_wire::{
-    DesiredState, Directive, DirectiveKind, HostId, Rollout, RolloutId, RolloutPhase, StartRollout,
-    Timestamp,
-};
-use tokio::sync::{Notify, mpsc, watch};
-use tracing::{error, info, warn};
+use fleetnode_wire::{HostId, Rollout, RolloutId, RolloutPhase, StartRollout, Timestamp};
+use tokio::sync::watch;
+use tracing::{info, warn};
 
 use super::observe::{observe, registrations};
-use super::service::{Action, Request, RequestError, Snapshot};
-use crate::registry::HostEntry;
+use super::{Action, Request, RequestError, Snapshot};
+use crate::fleet::desired::CommitError;
+use crate::fleet::{DriverStart, Fleet};
 use crate::rollout::{Command, Event, next_deadline, plan, step};
-use crate::server::app::{App, Ready};
-use crate::store::{DesiredChange, DesiredRecord};
 
 /// Longest the driver sleeps without looking: deadlines are on the wall clock, which can be
 /// stepped, so this bounds how late a step of the clock can make a decision.
@@ -33,26 +28,26 @@ const MAX_SLEEP: Duration = Duration::from_secs(5);
 /// How often a decision is taken again when hosts' desired states keep changing under it.
 const STALE_RETRIES: usize = 3;
 
-/// Runs the driver until the server shuts down.
-pub async fn run(
-    app: Arc<App>,
-    loaded: Vec<Rollout>,
-    mut requests: mpsc::Receiver<Request>,
-    nudge: Arc<Notify>,
-    view: watch::Sender<Arc<Snapshot>>,
-) {
+/// Runs the driver of `fleet`'s rollouts until the server shuts down.
+pub async fn run(fleet: Arc<Fleet>, start: DriverStart) {
+    let DriverStart {
+        loaded,
+        mut requests,
+        nudge,
+        view,
+    } = start;
     let mut driver = Driver {
-        watching_since: app.clock.now(),
+        watching_since: fleet.now(),
         rollouts: loaded
             .into_iter()
             .map(|rollout| (rollout.id, Arc::new(rollout)))
             .collect(),
         deadlines: BTreeMap::new(),
         view,
-        app,
+        fleet,
     };
     driver.reconcile().await;
-    let shutdown = driver.app.shutdown.clone();
+    let shutdown = driver.fleet.settings.shutdown.clone();
     loop {
         let wait = driver.wait();
         tokio::select! {
@@ -68,16 +63,8 @@ pub async fn run(
     }
 }
 
-/// A decision that could not be committed.
-enum CommitError {
-    /// A host's desired state changed since the observation: decide again.
-    Stale,
-    /// The store failed (logged).
-    Store,
-}
-
 struct Driver {
-    app: Arc<App>,
+    fleet: Arc<Fleet>,
     rollouts: BTreeMap<RolloutId, Arc<Rollout>>,
     deadlines: BTreeMap<RolloutId, Timestamp>,
     view: watch::Sender<Arc<Snapshot>>,
@@ -85,13 +72,9 @@ struct Driver {
 }
 
 impl Driver {
-    fn ready(&self) -> Result<&Ready, RequestError> {
-        self.app.ready().map_err(|_| RequestError::Stopped)
-    }
-
     /// How long to sleep: until the earliest deadline, at most [`MAX_SLEEP`].
     fn wait(&self) -> Duration {
-        let now = self.app.clock.now();
+        let now = self.fleet.now();
         self.deadlines.values().min().map_or(MAX_SLEEP, |at| {
             Duration::from_millis(at.since(now).0).min(MAX_SLEEP)
         })
@@ -135,10 +118,10 @@ impl Driver {
     }
 
     async fn start(&mut self, request: StartRollout) -> Result<Arc<Rollout>, RequestError> {
-        let registered = registrations(&self.ready()?.hosts, &request.release);
+        let registered = registrations(&self.fleet.hosts, &request.release);
         let owners = self.owners();
         let id = RolloutId(self.rollouts.keys().next_back().map_or(0, |id| id.0) + 1);
-        let rollout = plan::start(&request, id, &registered, &owners, self.app.clock.now())?;
+        let rollout = plan::start(&request, id, &registered, &owners, self.fleet.now())?;
         self.rollouts.insert(id, Arc::new(rollout));
         match self.decide(id, None, false).await {
             Ok(rollout) => {
@@ -198,7 +181,7 @@ impl Driver {
                 .get(&id)
                 .cloned()
                 .ok_or(RequestError::NotFound(id))?;
-            let now = self.app.clock.now();
+            let now = self.fleet.now();
             let mut next = (*current).clone();
             let mut commands = Vec::new();
             if let Some(event) = event.clone() {
@@ -206,7 +189,7 @@ impl Driver {
                 next = stepped;
                 commands.extend(more);
             }
-            let observations = observe(&self.ready()?.hosts, &next, self.watching_since);
+            let observations = observe(&self.fleet.hosts, &next, self.watching_since);
             let (stepped, more) = step(&next, Event::Observed(observations.clone()), now)?;
             next = stepped;
             commands.extend(more);
@@ -227,78 +210,21 @@ impl Driver {
                     return Ok(next);
                 }
                 Err(CommitError::Stale) => continue,
-                Err(CommitError::Store) => return Err(RequestError::Store),
+                Err(CommitError::Failed) => return Err(RequestError::Store),
             }
         }
         Err(RequestError::Contended(id))
     }
 
-    /// Commits a rollout with the desired states its commands set, then publishes them.
+    /// Commits a rollout with the directives its commands give.
     async fn commit(&self, rollout: &Rollout, commands: Vec<Command>) -> Result<(), CommitError> {
-        let ready = self.ready().map_err(|_| CommitError::Store)?;
-        let mut targets: Vec<(Arc<HostEntry>, Directive)> = Vec::with_capacity(commands.len());
-        for command in commands {
-            match command {
-                Command::SetDirective { host, directive } => {
-                    let entry = ready.hosts.get(&host).ok_or(CommitError::Stale)?;
-                    targets.push((entry, directive));
-                }
-            }
-        }
-        targets.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        if targets.windows(2).any(|pair| pair[0].0.id == pair[1].0.id) {
-            error!(rollout = %rollout.id, "a rollout decision gave one host two directives; not committed");
-            return Err(CommitError::Store);
-        }
-        let mut guards = Vec::with_capacity(targets.len());
-        for (entry, _) in &targets {
-            guards.push(entry.write.lock().await);
-        }
-        let now = self.app.clock.now();
-        let mut changes = Vec::with_capacity(targets.len());
-        for (entry, directive) in &targets {
-            if entry.next_revision() != directive.revision {
-                return Err(CommitError::Stale);
-            }
-            let desired = DesiredState {
-                revision: directive.revision,
-                directive: Some(directive.clone()),
-                paused: entry.desired().paused,
-            };
-            let cause = match directive.kind {
-                DirectiveKind::Activate { .. } => format!("rollout {}", rollout.id),
-                DirectiveKind::Rollback { .. } => format!("rollout {} rollback", rollout.id),
-            };
-            let record = DesiredRecord {
-                desired,
-                set_at: now,
-                cause,
-            };
-            changes.push(DesiredChange {
-                host: entry.id.clone(),
-                record,
-            });
-        }
-        let store = ready.store.clone();
-        let (record, records) = (rollout.clone(), changes.clone());
-        let committed =
-            tokio::task::spawn_blocking(move || store.commit_rollout(&record, &records)).await;
-        match committed {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                error!(rollout = %rollout.id, error = %e, "storing the rollout failed");
-                return Err(CommitError::Store);
-            }
-            Err(e) => {
-                error!(rollout = %rollout.id, error = %e, "storing the rollout failed");
-                return Err(CommitError::Store);
-            }
-        }
-        for ((entry, _), change) in targets.iter().zip(changes) {
-            entry.publish(change.record.desired);
-        }
-        drop(guards);
-        Ok(())
+        let directives = commands
+            .into_iter()
+            .map(|command| match command {
+                Command::SetDirective { host, directive } => (host, directive),
+            })
+            .collect();
+        self.fleet.commit_rollout(rollout, directives).await
     }
 
     /// Logs and counts what changed in a committed decision.
@@ -314,7 +240,7 @@ impl Driver {
             RolloutPhase::Paused(p) => info!(rollout = %id, wave = p.wave + 1, "rollout paused"),
             RolloutPhase::Halted(h) => {
                 if !matches!(before.phase, RolloutPhase::Halted(_)) {
-                    self.app.metrics.rollout_halted();
+                    self.fleet.settings.metrics.rollout_halted();
                     warn!(rollout = %id, wave = h.wave + 1, failures = h.failures, cause = %h.cause, "rollout halted: failures exceed the budget");
                 }
             }

@@ -1,5 +1,5 @@
 //! The in-memory view of every host: what reads are answered from, and the per-host
-//! notification that wakes long-polls.
+//! notification that wakes long-polls. Only the fleet's operations change it.
 //!
 //! The map lock is held only to look an entry up or insert one, never across I/O. Each host has
 //! its own write lock (held across its store commit, so a host's writes apply in order) and its
@@ -28,8 +28,8 @@ pub struct HostEntry {
     /// Its id.
     pub id: HostId,
     /// Serialises this host's writes: taken before reading what a write is based on and held
-    /// until the store committed and the view is updated.
-    pub write: tokio::sync::Mutex<()>,
+    /// until the store committed and the view is updated. Only the fleet's operations take it.
+    pub(super) write: tokio::sync::Mutex<()>,
     view: Mutex<HostView>,
     desired: watch::Sender<DesiredState>,
     waiters: AtomicUsize,
@@ -96,6 +96,11 @@ impl Registry {
         lock(&self.hosts).contains_key(id)
     }
 
+    /// How many hosts are registered (revoked hosts included).
+    pub fn len(&self) -> usize {
+        lock(&self.hosts).len()
+    }
+
     /// The host whose token has this digest.
     pub fn owner_of(&self, hash: &TokenHash) -> Option<HostId> {
         lock(&self.tokens).get(hash).cloned()
@@ -110,6 +115,11 @@ impl Registry {
 }
 
 impl HostEntry {
+    /// True once the host is revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.with_view(|v| v.record.revoked)
+    }
+
     /// A copy of the view.
     pub fn view(&self) -> HostView {
         lock(&self.view).clone()
@@ -121,7 +131,7 @@ impl HostEntry {
     }
 
     /// Changes the view (call with the write lock held, after the store committed).
-    pub fn update(&self, change: impl FnOnce(&mut HostView)) {
+    pub(super) fn update(&self, change: impl FnOnce(&mut HostView)) {
         change(&mut lock(&self.view));
     }
 
@@ -148,12 +158,12 @@ impl HostEntry {
     }
 
     /// Publishes a new desired state: every waiting long-poll wakes.
-    pub fn publish(&self, desired: DesiredState) {
+    pub(super) fn publish(&self, desired: DesiredState) {
         self.desired.send_replace(desired);
     }
 
     /// Wakes every waiting long-poll without a change (e.g. the host was revoked).
-    pub fn wake(&self) {
+    pub(super) fn wake(&self) {
         self.desired.send_modify(|_| {});
     }
 

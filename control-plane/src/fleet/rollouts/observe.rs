@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use fleetnode_wire::{HostId, ReleaseManifest, Rollout, Timestamp};
 
-use crate::registry::Registry;
+use crate::fleet::registry::Registry;
 use crate::rollout::{HostObservation, Observations, Registration};
 
 /// The hosts of `rollout` as the registry has them now.

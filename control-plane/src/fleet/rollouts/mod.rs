@@ -1,15 +1,26 @@
-//! The handle the request handlers use to reach the rollout driver: requests go to it over a
-//! bounded channel and are answered once their decision is durable; reads come from the
-//! snapshot it publishes after every decision.
+//! Rollouts: the driver that decides for every rollout ([`run`]), and the handle the rest of
+//! the fleet reaches it by. Requests go to the driver over a bounded channel and are answered
+//! once their decision is durable; reads come from the snapshot it publishes after every
+//! decision.
+
+mod driver;
+mod observe;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fleetnode_wire::{ErrorCode, HostId, Rollout, RolloutId, StartRollout};
+use fleetnode_wire::{
+    HostId, MAX_LISTED_ROLLOUTS, Rollout, RolloutId, RolloutList, RolloutStatus, RolloutSummary,
+    StartRollout,
+};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use super::{Fleet, FleetError};
+use crate::metrics::{METRICS_ROLLOUTS, RolloutCounts};
+
 use crate::rollout::{RolloutError, StartError};
-use crate::server::http::ApiError;
+
+pub use driver::run;
 
 /// Operator requests waiting for the driver. Requests are rare (an operator's commands) and
 /// small; when the queue is full a handler waits for room, so nothing is dropped, and the
@@ -101,31 +112,7 @@ pub enum RequestError {
     Stopped,
 }
 
-impl From<RequestError> for ApiError {
-    fn from(error: RequestError) -> Self {
-        let code = match &error {
-            RequestError::Start(StartError::UnknownHosts(_)) | RequestError::NotFound(_) => {
-                ErrorCode::NotFound
-            }
-            RequestError::Start(StartError::RevokedHosts(_) | StartError::Owned { .. })
-            | RequestError::Rollout(_) => ErrorCode::Conflict,
-            RequestError::Start(
-                StartError::TagMatchesNothing { .. } | StartError::Uncovered { .. },
-            ) => ErrorCode::Invalid,
-            RequestError::Store => ErrorCode::Internal,
-            RequestError::Contended(_) => ErrorCode::Conflict,
-            RequestError::Stopped => {
-                return ApiError::unavailable(error.to_string(), STOPPING_RETRY_SECS);
-            }
-        };
-        ApiError::new(code, error.to_string())
-    }
-}
-
-/// Seconds a client is asked to wait when the driver has stopped with the server.
-const STOPPING_RETRY_SECS: u64 = 5;
-
-/// The handlers' side of the rollout driver.
+/// The fleet's side of the rollout driver.
 #[derive(Clone)]
 pub struct Rollouts {
     requests: mpsc::Sender<Request>,
@@ -188,5 +175,72 @@ impl Rollouts {
             .send(request)
             .await
             .map_err(|_| RequestError::Stopped)
+    }
+}
+
+impl Fleet {
+    /// Starts a rollout; answers it as committed, with its hosts' lines.
+    pub async fn start_rollout(&self, request: StartRollout) -> Result<RolloutStatus, FleetError> {
+        let rollout = self.rollouts.start(request).await?;
+        Ok(self.rollout_status(&rollout))
+    }
+
+    /// Carries out an operator's command on a rollout; answers it as committed.
+    pub async fn act_on_rollout(
+        &self,
+        id: RolloutId,
+        action: Action,
+    ) -> Result<RolloutStatus, FleetError> {
+        let rollout = self.rollouts.act(id, action).await?;
+        Ok(self.rollout_status(&rollout))
+    }
+
+    /// The newest rollouts first.
+    pub fn rollout_list(&self) -> RolloutList {
+        let snapshot = self.rollouts.snapshot();
+        let rollouts = snapshot
+            .rollouts
+            .values()
+            .rev()
+            .take(MAX_LISTED_ROLLOUTS)
+            .map(|rollout| RolloutSummary::of(rollout))
+            .collect();
+        RolloutList { rollouts }
+    }
+
+    /// One rollout with the live line of each of its hosts.
+    pub fn rollout(&self, id: RolloutId) -> Result<RolloutStatus, FleetError> {
+        let snapshot = self.rollouts.snapshot();
+        let rollout = snapshot
+            .rollouts
+            .get(&id)
+            .ok_or(RequestError::NotFound(id))?;
+        Ok(self.rollout_status(rollout))
+    }
+
+    /// The rollout gauges: rollouts by phase, and hosts by state for the newest rollouts.
+    pub fn rollout_counts(&self) -> RolloutCounts {
+        let snapshot = self.rollouts.snapshot();
+        let mut by_phase = BTreeMap::<&'static str, i64>::new();
+        for rollout in snapshot.rollouts.values() {
+            *by_phase.entry(rollout.phase.name()).or_default() += 1;
+        }
+        RolloutCounts {
+            by_phase: by_phase.into_iter().collect(),
+            hosts: snapshot
+                .rollouts
+                .values()
+                .rev()
+                .take(METRICS_ROLLOUTS)
+                .map(|rollout| (rollout.id, rollout.counts()))
+                .collect(),
+        }
+    }
+
+    fn rollout_status(&self, rollout: &Rollout) -> RolloutStatus {
+        RolloutStatus {
+            rollout: rollout.clone(),
+            hosts: self.rows(rollout.hosts.keys()),
+        }
     }
 }

@@ -1,0 +1,276 @@
+//! Desired states: the one path by which they change, for an operator's command and for the
+//! rollout driver's decision alike.
+//!
+//! [`Fleet::commit_desired`] takes the selected hosts' write locks in id order, works out each
+//! host's new state from its current one and the revision a change must carry (see
+//! [`super::registry::HostEntry::next_revision`]), commits every change in one transaction
+//! (with the rollout that decided them, when a rollout did), and only then publishes them,
+//! which wakes the hosts' long-polls.
+
+use std::sync::Arc;
+
+use fleetnode_wire::{
+    DesiredChanged, DesiredState, Directive, DirectiveKind, HostId, HostRevision, Revision,
+    RollbackRequest, Rollout, SetTarget, StorePath,
+};
+use tracing::{error, info};
+
+use super::registry::HostEntry;
+use super::{Fleet, FleetError};
+use crate::store::{DesiredChange, DesiredRecord};
+
+/// An operator's change of desired states, as the API takes it.
+#[derive(Debug, Clone)]
+pub enum DesiredChangeRequest {
+    /// Put a closure in place on the selected hosts; `force` takes hosts a rollout owns out of
+    /// it instead of refusing.
+    SetTarget {
+        /// What and where.
+        request: SetTarget,
+        /// Take owned hosts out of their rollouts.
+        force: bool,
+    },
+    /// Send one host back to an earlier generation.
+    Rollback {
+        /// The host.
+        host: HostId,
+        /// Where to (its previous generation when `None`).
+        request: RollbackRequest,
+    },
+    /// Hold a host where it is (`true`) or lift the hold (`false`).
+    Hold {
+        /// The host.
+        host: HostId,
+        /// Held or not.
+        paused: bool,
+    },
+}
+
+/// Why a rollout's decision was not committed.
+pub enum CommitError {
+    /// A host's desired state changed since the decision was taken: decide again.
+    Stale,
+    /// The store failed (logged).
+    Failed,
+}
+
+/// What one host's change is, given its current state and the revision a change must carry:
+/// `Ok(None)` for no change, `Err(CommitError::Stale)` when the decision no longer holds.
+type Propose<'a> = dyn Fn(&HostEntry, &DesiredState, Revision) -> Result<Option<DesiredState>, CommitError>
+    + Send
+    + Sync
+    + 'a;
+
+impl Fleet {
+    /// Carries out an operator's change of desired states; answers which hosts changed and the
+    /// revision each now has.
+    pub async fn change_desired(
+        &self,
+        request: DesiredChangeRequest,
+    ) -> Result<DesiredChanged, FleetError> {
+        let (entries, cause, propose): (_, &str, Box<Propose<'_>>) = match request {
+            DesiredChangeRequest::SetTarget { request, force } => {
+                let entries = self.select(&request.selector)?;
+                self.claim(&entries, force, &request.target).await?;
+                let kind = DirectiveKind::Activate {
+                    target: request.target,
+                    mode: request.mode,
+                    health: request.health,
+                };
+                let propose = move |_: &HostEntry, current: &DesiredState, revision| {
+                    Ok(Some(directing(current, revision, kind.clone())))
+                };
+                (entries, "set-target", Box::new(propose))
+            }
+            DesiredChangeRequest::Rollback { host, request } => {
+                let entries = vec![self.active_host(&host)?];
+                let kind = DirectiveKind::Rollback { to: request.to };
+                let propose = move |_: &HostEntry, current: &DesiredState, revision| {
+                    Ok(Some(directing(current, revision, kind.clone())))
+                };
+                (entries, "rollback", Box::new(propose))
+            }
+            DesiredChangeRequest::Hold { host, paused } => {
+                let entries = vec![self.active_host(&host)?];
+                let propose = move |_: &HostEntry, current: &DesiredState, revision| {
+                    Ok((current.paused != paused).then(|| DesiredState {
+                        revision,
+                        directive: current.directive.clone(),
+                        paused,
+                    }))
+                };
+                (
+                    entries,
+                    if paused { "pause" } else { "resume" },
+                    Box::new(propose),
+                )
+            }
+        };
+        match self.commit_desired(entries, cause, &*propose, None).await {
+            Ok(hosts) => {
+                if !hosts.is_empty() {
+                    info!(cause, hosts = hosts.len(), "desired state changed");
+                }
+                Ok(DesiredChanged { hosts })
+            }
+            Err(CommitError::Stale) => Err(FleetError::internal(
+                "changing the desired state failed",
+                &"an operator's change was taken as stale",
+            )),
+            Err(CommitError::Failed) => Err(FleetError::Internal {
+                context: "storing the desired state failed",
+            }),
+        }
+    }
+
+    /// Commits a rollout's decision: the rollout and the directives it gives, in one
+    /// transaction. Each directive must carry its host's next revision, as observed when the
+    /// decision was taken; otherwise the decision is stale and nothing is written.
+    pub(super) async fn commit_rollout(
+        &self,
+        rollout: &Rollout,
+        directives: Vec<(HostId, Directive)>,
+    ) -> Result<(), CommitError> {
+        let mut entries = Vec::with_capacity(directives.len());
+        for (host, _) in &directives {
+            entries.push(self.hosts.get(host).ok_or(CommitError::Stale)?);
+        }
+        let mut ids: Vec<&HostId> = directives.iter().map(|(host, _)| host).collect();
+        ids.sort();
+        if ids.windows(2).any(|pair| pair[0] == pair[1]) {
+            error!(rollout = %rollout.id, "a rollout decision gave one host two directives; not committed");
+            return Err(CommitError::Failed);
+        }
+        let propose = |entry: &HostEntry, current: &DesiredState, revision: Revision| {
+            let Some((_, directive)) = directives.iter().find(|(host, _)| *host == entry.id) else {
+                return Ok(None);
+            };
+            if directive.revision != revision {
+                return Err(CommitError::Stale);
+            }
+            Ok(Some(DesiredState {
+                revision,
+                directive: Some(directive.clone()),
+                paused: current.paused,
+            }))
+        };
+        let cause = format!("rollout {}", rollout.id);
+        self.commit_desired(entries, &cause, &propose, Some(rollout))
+            .await
+            .map(drop)
+    }
+
+    /// The one path of a desired-state change (see the module's documentation).
+    async fn commit_desired(
+        &self,
+        mut entries: Vec<Arc<HostEntry>>,
+        cause: &str,
+        propose: &Propose<'_>,
+        rollout: Option<&Rollout>,
+    ) -> Result<Vec<HostRevision>, CommitError> {
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        entries.dedup_by(|a, b| a.id == b.id);
+        let mut guards = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            guards.push(entry.write.lock().await);
+        }
+        let now = self.now();
+        let mut changes = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let Some(desired) = propose(entry, &entry.desired(), entry.next_revision())? else {
+                continue;
+            };
+            let cause = match (&desired.directive, rollout) {
+                (Some(d), Some(_)) if matches!(d.kind, DirectiveKind::Rollback { .. }) => {
+                    format!("{cause} rollback")
+                }
+                _ => cause.to_owned(),
+            };
+            let record = DesiredRecord {
+                desired,
+                set_at: now,
+                cause,
+            };
+            changes.push((entry, record));
+        }
+        let records: Vec<DesiredChange> = changes
+            .iter()
+            .map(|(entry, record)| DesiredChange {
+                host: entry.id.clone(),
+                record: record.clone(),
+            })
+            .collect();
+        let rollout = rollout.cloned();
+        let stored = match rollout {
+            Some(rollout) => {
+                self.blocking("storing the rollout failed", move |store| {
+                    store.commit_rollout(&rollout, &records)
+                })
+                .await
+            }
+            None if records.is_empty() => Ok(()),
+            None => {
+                self.blocking("storing the desired state failed", move |store| {
+                    store.set_desired(&records)
+                })
+                .await
+            }
+        };
+        stored.map_err(|_| CommitError::Failed)?;
+        let mut changed = Vec::with_capacity(changes.len());
+        for (entry, record) in changes {
+            changed.push(HostRevision {
+                host: entry.id.clone(),
+                revision: record.desired.revision,
+            });
+            entry.publish(record.desired);
+        }
+        drop(guards);
+        Ok(changed)
+    }
+
+    /// Refuses a manual target for hosts a running or paused rollout owns, naming the rollout;
+    /// with `force`, takes them out of their rollouts first (durably), so the rollout never acts
+    /// on them again.
+    async fn claim(
+        &self,
+        entries: &[Arc<HostEntry>],
+        force: bool,
+        target: &StorePath,
+    ) -> Result<(), FleetError> {
+        let snapshot = self.rollouts.snapshot();
+        let owned: Vec<(&HostId, &Rollout)> = entries
+            .iter()
+            .filter_map(|entry| snapshot.owner_of(&entry.id).map(|r| (&entry.id, r)))
+            .collect();
+        let Some((_, first)) = owned.first() else {
+            return Ok(());
+        };
+        if !force {
+            let hosts: Vec<String> = owned
+                .iter()
+                .filter(|(_, rollout)| rollout.id == first.id)
+                .map(|(host, _)| host.to_string())
+                .collect();
+            return Err(FleetError::OwnedByRollout {
+                hosts: hosts.join(", "),
+                rollout: first.id,
+                phase: first.phase.name(),
+            });
+        }
+        let hosts = owned.iter().map(|(host, _)| (*host).clone()).collect();
+        self.rollouts
+            .take_out(hosts, format!("set-target --force {target}"))
+            .await?;
+        Ok(())
+    }
+}
+
+/// The desired state that gives a host a new directive and keeps its hold.
+fn directing(current: &DesiredState, revision: Revision, kind: DirectiveKind) -> DesiredState {
+    DesiredState {
+        revision,
+        directive: Some(Directive { revision, kind }),
+        paused: current.paused,
+    }
+}

@@ -1,0 +1,163 @@
+//! The fleet: every operation the control plane carries out on hosts, desired states, events,
+//! heartbeats, rollouts and operators, and the one owner of the locks, store writes, in-memory
+//! views and notifications those operations need.
+//!
+//! The HTTP handlers in `server/` parse a request, call one operation here and encode what it
+//! returns; a refusal is a [`FleetError`], which `server/http.rs` maps to its answer. Nothing
+//! outside this module takes a host's write lock, writes the store or publishes a desired state.
+//!
+//! The promises every operation keeps:
+//! - a host's writes apply in order: each takes the host's write lock (several hosts in id
+//!   order, so two operations cannot deadlock) before it reads what it writes from;
+//! - durable before visible: the store commits before the view changes, and before anything is
+//!   published to waiting long-polls or answered;
+//! - a desired state changes by one path ([`Fleet::change_desired`]), whoever asks: an operator's
+//!   command or the rollout driver's step.
+
+mod desired;
+mod error;
+mod hosts;
+mod ingest;
+mod operators;
+mod registry;
+pub mod rollouts;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetnode_wire::{Millis, Timestamp};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::{GroupWriter, Store, StoreError};
+
+pub use desired::DesiredChangeRequest;
+pub use error::FleetError;
+pub use hosts::{HostPage, target_of};
+pub use ingest::Credentials;
+pub use operators::{Operators, Principal};
+pub use registry::HostEntry;
+use registry::Registry;
+pub use rollouts::{Action, RequestError, Rollouts, Snapshot};
+
+/// Missed heartbeat intervals after which a host counts as offline.
+pub const OFFLINE_AFTER_INTERVALS: u64 = 3;
+
+/// What the fleet needs from the server that runs it.
+#[derive(Clone)]
+pub struct Settings {
+    /// Heartbeat interval agents keep; three missed make a host offline.
+    pub heartbeat_interval: Duration,
+    /// Long-polls one host may have waiting at once.
+    pub waiters_per_host: usize,
+    /// The wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// The server's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server stops: waiting long-polls answer, the driver ends.
+    pub shutdown: CancellationToken,
+}
+
+/// The fleet as committed in its store.
+pub struct Fleet {
+    store: Arc<Store>,
+    writer: GroupWriter,
+    hosts: Registry,
+    operators: Operators,
+    rollouts: Rollouts,
+    settings: Settings,
+}
+
+/// What the rollout driver starts from once the fleet is open (see [`rollouts::run`]).
+pub struct DriverStart {
+    loaded: Vec<fleetnode_wire::Rollout>,
+    requests: mpsc::Receiver<rollouts::Request>,
+    nudge: Arc<Notify>,
+    view: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Fleet {
+    /// Opens the redb store at `path` and loads the fleet from it (blocking: run it off the
+    /// runtime's worker threads). The rollout driver is started separately with what is
+    /// returned beside the fleet.
+    pub fn open(path: &Path, settings: Settings) -> Result<(Arc<Self>, DriverStart), StoreError> {
+        let store = Arc::new(Store::open(path)?);
+        let hosts = store.load()?;
+        let loaded = store.load_rollouts()?;
+        let operators = store.load_operators()?;
+        let writer = GroupWriter::start(store.clone()).map_err(|e| StoreError::Corrupt {
+            path: PathBuf::from(path),
+            what: "writer thread".to_owned(),
+            detail: format!("cannot start it: {e}"),
+        })?;
+        let (requests, receiver) = mpsc::channel(rollouts::REQUEST_QUEUE);
+        let nudge = Arc::new(Notify::new());
+        let snapshot = Snapshot {
+            rollouts: loaded
+                .iter()
+                .map(|rollout| (rollout.id, Arc::new(rollout.clone())))
+                .collect(),
+        };
+        let (view, reader) = watch::channel(Arc::new(snapshot));
+        let fleet = Arc::new(Self {
+            store,
+            writer,
+            hosts: Registry::load(hosts),
+            operators: Operators::load(operators),
+            rollouts: Rollouts::new(requests, nudge.clone(), reader),
+            settings,
+        });
+        let start = DriverStart {
+            loaded,
+            requests: receiver,
+            nudge,
+            view,
+        };
+        Ok((fleet, start))
+    }
+
+    /// How many hosts and rollouts were loaded (for the start-up log line).
+    pub fn loaded(&self) -> (usize, usize) {
+        (self.hosts.len(), self.rollouts.snapshot().rollouts.len())
+    }
+
+    /// The rollouts, as the driver last decided them.
+    pub fn rollouts(&self) -> &Rollouts {
+        &self.rollouts
+    }
+
+    /// The wall clock.
+    pub fn now(&self) -> Timestamp {
+        self.settings.clock.now()
+    }
+
+    /// True when a host last seen at `last_seen` counts as offline now.
+    pub fn is_offline(&self, last_seen: Option<Timestamp>) -> bool {
+        let window = Millis(
+            u64::try_from(self.settings.heartbeat_interval.as_millis())
+                .unwrap_or(u64::MAX)
+                .saturating_mul(OFFLINE_AFTER_INTERVALS),
+        );
+        match last_seen {
+            Some(seen) => self.now().since(seen) > window,
+            None => true,
+        }
+    }
+
+    /// Runs a blocking store operation off the runtime's worker threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        context: &'static str,
+        operation: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, FleetError> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || operation(&store)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(FleetError::store(context, error)),
+            Err(join) => Err(FleetError::internal(context, &join)),
+        }
+    }
+}
