@@ -17,7 +17,7 @@ use tracing::{error, info};
 
 use super::registry::HostEntry;
 use super::{Fleet, FleetError};
-use crate::store::{DesiredChange, DesiredRecord};
+use crate::store::DesiredRecord;
 
 /// An operator's change of desired states, as the API takes it.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ pub enum CommitError {
 
 /// What one host's change is, given its current state and the revision a change must carry:
 /// `Ok(None)` for no change, `Err(CommitError::Stale)` when the decision no longer holds.
-type Propose<'a> = dyn Fn(&HostEntry, &DesiredState, Revision) -> Result<Option<DesiredState>, CommitError>
+type Propose<'a> = dyn Fn(&HostId, &DesiredState, Revision) -> Result<Option<DesiredState>, CommitError>
     + Send
     + Sync
     + 'a;
@@ -77,7 +77,7 @@ impl Fleet {
                     mode: request.mode,
                     health: request.health,
                 };
-                let propose = move |_: &HostEntry, current: &DesiredState, revision| {
+                let propose = move |_: &HostId, current: &DesiredState, revision| {
                     Ok(Some(directing(current, revision, kind.clone())))
                 };
                 (entries, "set-target", Box::new(propose))
@@ -85,14 +85,14 @@ impl Fleet {
             DesiredChangeRequest::Rollback { host, request } => {
                 let entries = vec![self.active_host(&host)?];
                 let kind = DirectiveKind::Rollback { to: request.to };
-                let propose = move |_: &HostEntry, current: &DesiredState, revision| {
+                let propose = move |_: &HostId, current: &DesiredState, revision| {
                     Ok(Some(directing(current, revision, kind.clone())))
                 };
                 (entries, "rollback", Box::new(propose))
             }
             DesiredChangeRequest::Hold { host, paused } => {
                 let entries = vec![self.active_host(&host)?];
-                let propose = move |_: &HostEntry, current: &DesiredState, revision| {
+                let propose = move |_: &HostId, current: &DesiredState, revision| {
                     Ok((current.paused != paused).then(|| DesiredState {
                         revision,
                         directive: current.directive.clone(),
@@ -141,8 +141,8 @@ impl Fleet {
             error!(rollout = %rollout.id, "a rollout decision gave one host two directives; not committed");
             return Err(CommitError::Failed);
         }
-        let propose = |entry: &HostEntry, current: &DesiredState, revision: Revision| {
-            let Some((_, directive)) = directives.iter().find(|(host, _)| *host == entry.id) else {
+        let propose = |id: &HostId, current: &DesiredState, revision: Revision| {
+            let Some((_, directive)) = directives.iter().find(|(host, _)| host == id) else {
                 return Ok(None);
             };
             if directive.revision != revision {
@@ -175,10 +175,9 @@ impl Fleet {
             guards.push(entry.write.lock().await);
         }
         let now = self.now();
-        let mut changes = Vec::with_capacity(entries.len());
-        for entry in &entries {
-            let Some(desired) = propose(entry, &entry.desired(), entry.next_revision())? else {
-                continue;
+        let decide = |host: &HostId, current: &DesiredState, revision: Revision| {
+            let Some(desired) = propose(host, current, revision)? else {
+                return Ok(None);
             };
             let cause = match (&desired.directive, rollout) {
                 (Some(d), Some(_)) if matches!(d.kind, DirectiveKind::Rollback { .. }) => {
@@ -186,44 +185,25 @@ impl Fleet {
                 }
                 _ => cause.to_owned(),
             };
-            let record = DesiredRecord {
+            Ok(Some(DesiredRecord {
                 desired,
                 set_at: now,
                 cause,
-            };
-            changes.push((entry, record));
-        }
-        let records: Vec<DesiredChange> = changes
-            .iter()
-            .map(|(entry, record)| DesiredChange {
-                host: entry.id.clone(),
-                record: record.clone(),
-            })
-            .collect();
-        let rollout = rollout.cloned();
-        let stored = match rollout {
-            Some(rollout) => {
-                self.blocking("storing the rollout failed", move |store| {
-                    store.commit_rollout(&rollout, &records)
-                })
-                .await
-            }
-            None if records.is_empty() => Ok(()),
-            None => {
-                self.blocking("storing the desired state failed", move |store| {
-                    store.set_desired(&records)
-                })
-                .await
-            }
+            }))
         };
-        stored.map_err(|_| CommitError::Failed)?;
+        let changes = self
+            .backend
+            .commit_desired(&entries, &decide, rollout)
+            .await?;
         let mut changed = Vec::with_capacity(changes.len());
-        for (entry, record) in changes {
+        for change in changes {
             changed.push(HostRevision {
-                host: entry.id.clone(),
-                revision: record.desired.revision,
+                host: change.host.clone(),
+                revision: change.record.desired.revision,
             });
-            entry.publish(record.desired);
+            if let Some(entry) = entries.iter().find(|e| e.id == change.host) {
+                entry.publish(change.record.desired);
+            }
         }
         drop(guards);
         Ok(changed)

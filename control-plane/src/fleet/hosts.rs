@@ -49,11 +49,7 @@ impl Fleet {
             directive: None,
             paused: false,
         };
-        let (stored, initial) = (record.clone(), desired.clone());
-        self.blocking("storing the host failed", move |store| {
-            store.add_host(&stored, &initial)
-        })
-        .await?;
+        self.backend.add_host(&record, &desired).await?;
         self.hosts.insert(record, desired, Mirror::default(), None);
         info!(host = %request.id, "host added");
         Ok(Secret::new(&token))
@@ -70,11 +66,7 @@ impl Fleet {
         }
         record.revoked = true;
         record.revoked_at = Some(self.now());
-        let stored = record.clone();
-        self.blocking("revoking the host failed", move |store| {
-            store.put_host(&stored)
-        })
-        .await?;
+        self.backend.put_host(&record).await?;
         entry.update(|v| v.record = record);
         entry.wake();
         info!(host = %id, "host revoked");
@@ -115,11 +107,9 @@ impl Fleet {
         let view = entry.view();
         let recent_events = match view.mirror.stream {
             Some(stream) => {
-                let id = entry.id.clone();
-                self.blocking("reading events failed", move |store| {
-                    store.recent_events(&id, stream, MAX_RECENT_EVENTS)
-                })
-                .await?
+                self.backend
+                    .recent_events(&entry.id, stream, MAX_RECENT_EVENTS)
+                    .await?
             }
             None => Vec::new(),
         };

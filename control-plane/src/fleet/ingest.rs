@@ -12,8 +12,7 @@ use tracing::{info, warn};
 use super::registry::HostEntry;
 use super::{Fleet, FleetError};
 use crate::auth::{digests_equal, hash_token};
-use crate::mirror::{Comparison, Refused};
-use crate::store::{HeartbeatRecord, Write};
+use crate::mirror::Refused;
 
 /// How an agent proved who it is.
 #[derive(Debug, Clone, Copy)]
@@ -126,28 +125,21 @@ impl Fleet {
     ) -> Result<EventAck, FleetError> {
         let _write = entry.write.lock().await;
         let before = entry.with_view(|v| v.mirror.clone());
-        let applied = before.apply(&batch).map_err(|refused| match refused {
-            Refused::RetiredStream { .. } => FleetError::RetiredStream(refused.to_string()),
-            Refused::Resync { log_end, first, .. } => {
-                info!(host = %entry.id, stream = batch.stream, first, log_end, "event batch does not fit the log; asking the agent for a snapshot");
-                FleetError::ResyncRequired {
-                    log_end,
-                    message: refused.to_string(),
+        let applied = self
+            .backend
+            .ingest(&entry.id, &batch, &before)
+            .await?
+            .map_err(|refused| match refused {
+                Refused::RetiredStream { .. } => FleetError::RetiredStream(refused.to_string()),
+                Refused::Resync { log_end, first, .. } => {
+                    info!(host = %entry.id, stream = batch.stream, first, log_end, "event batch does not fit the log; asking the agent for a snapshot");
+                    FleetError::ResyncRequired {
+                        log_end,
+                        message: refused.to_string(),
+                    }
                 }
-            }
-        })?;
+            })?;
         if applied.mirror != before {
-            // Durable before the ack: the group this write joins is committed with fsync.
-            let write = Write::Ingest {
-                host: entry.id.clone(),
-                stream: batch.stream,
-                events: applied.stored.clone(),
-                mirror: Box::new(applied.mirror.clone()),
-            };
-            self.writer
-                .write(write)
-                .await
-                .map_err(|e| FleetError::store("storing events failed", e))?;
             entry.update(|v| v.mirror = applied.mirror.clone());
             self.settings.metrics.events_ingested(applied.stored.len());
             self.rollouts.nudge();
@@ -179,39 +171,25 @@ impl Fleet {
         heartbeat: AgentStatus,
     ) -> Result<HeartbeatAck, FleetError> {
         let _write = entry.write.lock().await;
-        let (comparison, previous, resync_from) = entry.with_view(|v| {
-            (
-                v.mirror.compare(&heartbeat),
-                v.heartbeat.as_ref().and_then(|h| h.divergence.clone()),
-                v.mirror.needs_resync(&heartbeat),
+        let (mirror, previous) = entry.with_view(|v| (v.mirror.clone(), v.heartbeat.clone()));
+        let judged = self
+            .backend
+            .heartbeat(
+                &entry.id,
+                heartbeat,
+                self.now(),
+                (&mirror, previous.as_ref()),
             )
-        });
-        let divergence = match comparison {
-            Comparison::NotComparable => previous.clone(),
-            Comparison::Agrees => None,
-            Comparison::Disagrees(why) => Some(why),
-        };
-        match (&previous, &divergence) {
+            .await?;
+        match (&judged.previous, &judged.record.divergence) {
             (None, Some(why)) => {
                 warn!(host = %entry.id, %why, "heartbeat contradicts the mirror; host flagged diverged")
             }
             (Some(_), None) => info!(host = %entry.id, "heartbeat agrees with the mirror again"),
             (None, None) | (Some(_), Some(_)) => {}
         }
-        let record = HeartbeatRecord {
-            heartbeat,
-            received_at: self.now(),
-            divergence,
-        };
-        let write = Write::Heartbeat {
-            host: entry.id.clone(),
-            record: Box::new(record.clone()),
-        };
-        self.writer
-            .write(write)
-            .await
-            .map_err(|e| FleetError::store("storing the heartbeat failed", e))?;
-        entry.update(|v| v.heartbeat = Some(record));
+        entry.update(|v| v.heartbeat = Some(judged.record));
+        let resync_from = judged.resync_from;
         if let Some(log_end) = resync_from {
             info!(host = %entry.id, log_end, "heartbeat shows events this control plane does not hold; asking the agent for a snapshot");
             return Err(FleetError::ResyncRequired {

@@ -14,6 +14,7 @@
 //! - a desired state changes by one path ([`Fleet::change_desired`]), whoever asks: an operator's
 //!   command or the rollout driver's step.
 
+mod backend;
 mod desired;
 mod error;
 mod hosts;
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{GroupWriter, Store, StoreError};
+use backend::Backend;
 
 pub use desired::DesiredChangeRequest;
 pub use error::FleetError;
@@ -63,8 +65,7 @@ pub struct Settings {
 
 /// The fleet as committed in its store.
 pub struct Fleet {
-    store: Arc<Store>,
-    writer: GroupWriter,
+    backend: Backend,
     hosts: Registry,
     operators: Operators,
     rollouts: Rollouts,
@@ -103,8 +104,7 @@ impl Fleet {
         };
         let (view, reader) = watch::channel(Arc::new(snapshot));
         let fleet = Arc::new(Self {
-            store,
-            writer,
+            backend: Backend::Redb { store, writer },
             hosts: Registry::load(hosts),
             operators: Operators::load(operators),
             rollouts: Rollouts::new(requests, nudge.clone(), reader),
@@ -144,20 +144,6 @@ impl Fleet {
         match last_seen {
             Some(seen) => self.now().since(seen) > window,
             None => true,
-        }
-    }
-
-    /// Runs a blocking store operation off the runtime's worker threads.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        context: &'static str,
-        operation: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, FleetError> {
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || operation(&store)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(FleetError::store(context, error)),
-            Err(join) => Err(FleetError::internal(context, &join)),
         }
     }
 }

@@ -151,28 +151,17 @@ impl Fleet {
 
     /// Appends an entry to the audit log (durably) and returns it with its number.
     pub async fn record_audit(&self, entry: AuditEntry) -> Result<AuditEntry, FleetError> {
-        self.blocking("recording an operator action failed", move |store| {
-            store.append_audit(entry)
-        })
-        .await
+        self.backend.append_audit(entry).await
     }
 
     /// The newest audit entries that match, oldest first.
     pub async fn audit(&self, filter: AuditFilter) -> Result<AuditLog, FleetError> {
-        let (entries, truncated) = self
-            .blocking("reading the audit log failed", move |store| {
-                store.audit(&filter, MAX_AUDIT_ENTRIES)
-            })
-            .await?;
+        let (entries, truncated) = self.backend.audit(filter, MAX_AUDIT_ENTRIES).await?;
         Ok(AuditLog { entries, truncated })
     }
 
     async fn store_operator(&self, record: OperatorRecord) -> Result<(), FleetError> {
-        let stored = record.clone();
-        self.blocking("storing the operator failed", move |store| {
-            store.put_operator(&stored)
-        })
-        .await?;
+        self.backend.put_operator(&record).await?;
         self.operators.write().insert(record.name.clone(), record);
         Ok(())
     }
