@@ -33,6 +33,12 @@ struct PhaseLabels {
     phase: String,
 }
 
+/// Labels of the retention metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetentionLabels {
+    kind: &'static str,
+}
+
 /// Labels of the rollout host gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RolloutHostLabels {
@@ -57,6 +63,9 @@ pub struct Metrics {
     rollouts: Family<PhaseLabels, Gauge>,
     rollout_hosts: Family<RolloutHostLabels, Gauge>,
     rollout_halts: Counter,
+    pruned: Family<RetentionLabels, Counter>,
+    pruning_last_pass: Family<RetentionLabels, Gauge>,
+    prunable: Family<RetentionLabels, Gauge>,
 }
 
 /// Counts of rollouts at one moment, for the gauges.
@@ -146,6 +155,24 @@ impl Metrics {
             "Rollouts halted because failures exceeded their budget (since the server started)",
             rollout_halts.clone(),
         );
+        let pruned = Family::<RetentionLabels, Counter>::default();
+        registry.register(
+            "retention_pruned",
+            "Records removed by retention, by kind (events, desired_history, audit)",
+            pruned.clone(),
+        );
+        let pruning_last_pass = Family::<RetentionLabels, Gauge>::default();
+        registry.register(
+            "retention_last_pass_timestamp_seconds",
+            "When the last complete retention pass of each kind ended (Unix time)",
+            pruning_last_pass.clone(),
+        );
+        let prunable = Family::<RetentionLabels, Gauge>::default();
+        registry.register(
+            "retention_dry_run_prunable",
+            "Records the last dry-run pass of each kind would have removed",
+            prunable.clone(),
+        );
         Self {
             registry,
             requests,
@@ -158,7 +185,32 @@ impl Metrics {
             rollouts,
             rollout_hosts,
             rollout_halts,
+            pruned,
+            pruning_last_pass,
+            prunable,
         }
+    }
+
+    /// Records a complete retention pass of one kind: what it removed, or in a dry run what
+    /// it would have, and when it ended.
+    pub fn retention_pass(
+        &self,
+        kind: &'static str,
+        removed: u64,
+        dry_run: bool,
+        ended_at_secs: i64,
+    ) {
+        let labels = RetentionLabels { kind };
+        if dry_run {
+            self.prunable
+                .get_or_create(&labels)
+                .set(i64::try_from(removed).unwrap_or(i64::MAX));
+        } else {
+            self.pruned.get_or_create(&labels).inc_by(removed);
+        }
+        self.pruning_last_pass
+            .get_or_create(&labels)
+            .set(ended_at_secs);
     }
 
     /// Counts a rollout that halted.

@@ -18,10 +18,12 @@ use crate::mirror::Mirror;
 
 mod audit;
 mod group;
+mod retention;
 mod rollouts;
 
 pub use audit::{AuditFilter, OperatorRecord};
 pub use group::{GroupError, GroupWriter, HEARTBEAT_SYNC_EVERY, MAX_GROUP, Write};
+pub use retention::{EXAMINE_PER_BATCH, EventCursor, EventKeep, Pruned};
 
 /// The layout version this build writes; a store with another version is refused.
 pub const SCHEMA_VERSION: u64 = 2;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetnode_wire::{
-    AddHost, DesiredChanged, HealthOverrides, HostAdded, HostDetail, HostId, HostList,
+    AddHost, DesiredChanged, HealthOverrides, HostAdded, HostDetail, HostId, HostList, Millis,
     RollbackRequest, Secret, Selector, SetTarget,
 };
 use reqwest::Method;
@@ -15,6 +15,7 @@ use super::client::{CliError, Client};
 use super::token_file::created_around;
 use super::{Cli, Command, Connection, ServeArgs, SetTargetArgs, render};
 use crate::clock::{Clock, SystemClock};
+use crate::fleet::Retention;
 use crate::server::{ServeError, ServerOptions, Transport, start};
 
 /// Runs a command; the error is what to print before exiting non-zero.
@@ -162,6 +163,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     options.limits.per_source = args.max_connections_per_source.max(1);
     options.limits.max_connections = args.max_connections.map(|n| n.max(1));
     options.clock = Arc::new(SystemClock);
+    let retention = &args.retention;
+    let duration = |millis: Millis| Duration::from_millis(millis.0);
+    options.retention = Retention {
+        events: retention.retain_events.0.map(duration),
+        desired_history: retention.retain_desired_history.0,
+        audit: retention.retain_audit.0.map(duration),
+        interval: duration(retention.retention_interval).max(Duration::from_secs(1)),
+        dry_run: retention.retention_dry_run,
+    };
     let running = start(options).await.map_err(|e| match e {
         ServeError::EmptyAdminToken => anyhow::anyhow!(
             "the admin token file {} is empty; put a long random secret in it",

@@ -165,6 +165,68 @@ pub struct ServeArgs {
     /// by default the open-file limit less a reserve for the store and logs.
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// What the store keeps.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// Options of `serve` that say what the store keeps (docs/control-plane.md, "Retention").
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// Events older than this are pruned (e.g. 90d), except each host's newest events and
+    /// those of recent rollouts; `forever` keeps them all.
+    #[arg(long, default_value = "90d", value_parser = parse_age)]
+    pub retain_events: Age,
+    /// Entries of each host's desired-state history kept beyond the state in force; `all`
+    /// keeps them all.
+    #[arg(long, default_value = "100", value_parser = parse_depth)]
+    pub retain_desired_history: Depth,
+    /// Audit entries older than this are pruned (e.g. 365d); `forever` keeps them all.
+    /// Compliance regimes often ask for several years.
+    #[arg(long, default_value = "365d", value_parser = parse_age)]
+    pub retain_audit: Age,
+    /// Time between retention passes.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub retention_interval: Millis,
+    /// Log and count what retention would prune, and prune nothing.
+    #[arg(long)]
+    pub retention_dry_run: bool,
+}
+
+/// An age limit, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Age(pub Option<Millis>);
+
+/// A depth limit, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Depth(pub Option<u64>);
+
+/// `--retain-events`, `--retain-audit`: a duration, or `forever`.
+pub fn parse_age(text: &str) -> Result<Age, String> {
+    if text == "forever" {
+        return Ok(Age(None));
+    }
+    let age = Millis::parse(text).map_err(|e| format!("{e}, or `forever`"))?;
+    if age.0 == 0 {
+        return Err(
+            "an age of 0 would prune everything at once; give a duration such as 90d, or `forever`"
+                .to_owned(),
+        );
+    }
+    Ok(Age(Some(age)))
+}
+
+/// `--retain-desired-history`: a count, or `all`.
+pub fn parse_depth(text: &str) -> Result<Depth, String> {
+    if text == "all" {
+        return Ok(Depth(None));
+    }
+    match text.parse::<u64>() {
+        Ok(depth) => Ok(Depth(Some(depth))),
+        Err(_) => Err(format!(
+            "{text:?} is not a count of entries; give a number such as 100, or `all`"
+        )),
+    }
 }
 
 /// Options of `set-target`.
@@ -287,6 +349,17 @@ pub fn parse_duration(text: &str) -> Result<Millis, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_limits_take_a_keyword_for_none() {
+        assert_eq!(parse_age("forever"), Ok(Age(None)));
+        assert_eq!(parse_age("90d"), Ok(Age(Some(Millis(90 * 86_400_000)))));
+        assert!(parse_age("0s").unwrap_err().contains("forever"));
+        assert!(parse_age("never").unwrap_err().contains("forever"));
+        assert_eq!(parse_depth("all"), Ok(Depth(None)));
+        assert_eq!(parse_depth("0"), Ok(Depth(Some(0))));
+        assert!(parse_depth("-1").unwrap_err().contains("`all`"));
+    }
 
     #[test]
     fn durations_parse_with_units() {

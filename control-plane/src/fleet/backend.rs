@@ -19,8 +19,8 @@ use super::desired::CommitError;
 use super::registry::HostEntry;
 use crate::mirror::{Applied, Comparison, Mirror, Refused};
 use crate::store::{
-    AuditFilter, DesiredChange, DesiredRecord, GroupWriter, HeartbeatRecord, HostRecord,
-    OperatorRecord, Store, StoreError, Write,
+    AuditFilter, DesiredChange, DesiredRecord, EventCursor, EventKeep, GroupWriter,
+    HeartbeatRecord, HostRecord, OperatorRecord, Pruned, Store, StoreError, Write,
 };
 
 /// What one host's desired-state change is, from its current state and the revision a change
@@ -219,6 +219,46 @@ impl Backend {
     ) -> Result<(Vec<AuditEntry>, bool), FleetError> {
         self.blocking("reading the audit log failed", move |store| {
             store.audit(&filter, limit)
+        })
+        .await
+    }
+
+    /// One batch of event pruning (see [`crate::store::Store::prune_events`]).
+    pub async fn prune_events(
+        &self,
+        keep: &EventKeep,
+        after: Option<EventCursor>,
+        dry_run: bool,
+    ) -> Result<Pruned<EventCursor>, FleetError> {
+        let keep = keep.clone();
+        self.blocking("pruning events failed", move |store| {
+            store.prune_events(&keep, after.as_ref(), dry_run)
+        })
+        .await
+    }
+
+    /// One batch of desired-history pruning.
+    pub async fn prune_desired_history(
+        &self,
+        depth: u64,
+        after: Option<String>,
+        dry_run: bool,
+    ) -> Result<Pruned<String>, FleetError> {
+        self.blocking("pruning the desired-state history failed", move |store| {
+            store.prune_desired_history(depth, after.as_deref(), dry_run)
+        })
+        .await
+    }
+
+    /// One batch of audit pruning.
+    pub async fn prune_audit(
+        &self,
+        cutoff: Timestamp,
+        after: Option<u64>,
+        dry_run: bool,
+    ) -> Result<Pruned<u64>, FleetError> {
+        self.blocking("pruning the audit log failed", move |store| {
+            store.prune_audit(cutoff, after, dry_run)
         })
         .await
     }

@@ -21,6 +21,7 @@ mod hosts;
 mod ingest;
 mod operators;
 mod registry;
+pub mod retention;
 pub mod rollouts;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ pub use ingest::Credentials;
 pub use operators::{Operators, Principal};
 pub use registry::HostEntry;
 use registry::Registry;
+pub use retention::Retention;
 pub use rollouts::{Action, RequestError, Rollouts, Snapshot};
 
 /// Missed heartbeat intervals after which a host counts as offline.

@@ -29,7 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::auth::hash_token;
 use crate::clock::{Clock, SystemClock};
-use crate::fleet::{Fleet, Settings};
+use crate::fleet::{Fleet, Retention, Settings};
 use crate::metrics::Metrics;
 use crate::store::StoreError;
 use crate::tls::{TlsError, server_config};
@@ -82,6 +82,8 @@ pub struct ServerOptions {
     pub limits: Limits,
     /// The wall clock.
     pub clock: Arc<dyn Clock>,
+    /// What the store keeps, and how often it is pruned.
+    pub retention: Retention,
 }
 
 impl ServerOptions {
@@ -102,6 +104,7 @@ impl ServerOptions {
             waiters_per_host: DEFAULT_WAITERS_PER_HOST,
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
+            retention: Retention::default(),
         }
     }
 }
@@ -207,7 +210,12 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServeError> 
         options.limits,
         shutdown.clone(),
     ));
-    let opener = tokio::spawn(open_store(app, options.store.clone(), shutdown.clone()));
+    let opener = tokio::spawn(open_store(
+        app,
+        options.store.clone(),
+        options.retention,
+        shutdown.clone(),
+    ));
     info!(%addr, store = %options.store.display(), "listening");
     Ok(RunningServer {
         addr,
@@ -255,11 +263,13 @@ impl RunningServer {
     }
 }
 
-/// Opens the store, retrying while another process holds it, then runs the rollout driver
-/// until the server stops; a failure to open stops the server with the error.
+/// Opens the store, retrying while another process holds it, then runs the rollout driver and
+/// the retention task until the server stops; a failure to open stops the server with the
+/// error.
 async fn open_store(
     app: Arc<App>,
     path: PathBuf,
+    retention: Retention,
     shutdown: CancellationToken,
 ) -> Result<(), StoreError> {
     let mut warned = false;
@@ -281,8 +291,12 @@ async fn open_store(
                 let (hosts, loaded) = fleet.loaded();
                 info!(store = %path.display(), hosts, rollouts = loaded, "store open; serving");
                 app.set_ready(fleet.clone());
-                // The opener goes on as the rollout driver until the server stops.
-                crate::fleet::rollouts::run(fleet, driver).await;
+                // The opener goes on as the rollout driver and the retention task until the
+                // server stops.
+                tokio::join!(
+                    crate::fleet::rollouts::run(fleet.clone(), driver),
+                    crate::fleet::retention::run(fleet, retention),
+                );
                 return Ok(());
             }
             Err(StoreError::Locked { .. }) if !shutdown.is_cancelled() => {
