@@ -10,26 +10,18 @@
 use std::sync::Arc;
 
 use fleetnode_wire::{
-    AgentStatus, AuditEntry, DesiredState, EventBatch, HostId, OutboundEvent, Revision, Rollout,
-    Timestamp,
+    AgentStatus, AuditEntry, DesiredState, DirectiveKind, EventBatch, HostId, OutboundEvent,
+    Revision, Timestamp,
 };
 
 use super::FleetError;
-use super::desired::CommitError;
+use super::desired::{Decision, DesiredError};
 use super::registry::HostEntry;
 use crate::mirror::{Applied, Comparison, Mirror, Refused};
 use crate::store::{
     AuditFilter, DesiredChange, DesiredRecord, EventCursor, EventKeep, GroupWriter,
     HeartbeatRecord, HostRecord, OperatorRecord, Pruned, Store, StoreError, Write,
 };
-
-/// What one host's desired-state change is, from its current state and the revision a change
-/// must carry: `Ok(None)` for no change, `Err(CommitError::Stale)` when the decision it comes
-/// from no longer holds.
-pub type Decide<'a> = dyn Fn(&HostId, &DesiredState, Revision) -> Result<Option<DesiredRecord>, CommitError>
-    + Send
-    + Sync
-    + 'a;
 
 /// A heartbeat as judged against the mirror.
 #[derive(Debug, Clone)]
@@ -136,21 +128,20 @@ impl Backend {
     }
 
     /// Decides and commits desired-state changes for `hosts` (given in id order, their write
-    /// locks held), with the rollout that decided them when one did, in one transaction.
+    /// locks held) in one transaction, with the rollout that decided them when one did.
     /// Returns the changes committed.
     pub async fn commit_desired(
         &self,
         hosts: &[Arc<HostEntry>],
-        decide: &Decide<'_>,
-        rollout: Option<&Rollout>,
-    ) -> Result<Vec<DesiredChange>, CommitError> {
+        decision: Decision<'_>,
+        now: Timestamp,
+    ) -> Result<Vec<DesiredChange>, DesiredError> {
         match self {
             Self::Redb { .. } => {
                 let mut changes = Vec::with_capacity(hosts.len());
                 for entry in hosts {
-                    if let Some(record) =
-                        decide(&entry.id, &entry.desired(), entry.next_revision())?
-                    {
+                    let (current, next) = (entry.desired(), entry.next_revision());
+                    if let Some(record) = decide(&decision, &entry.id, &current, next, now)? {
                         changes.push(DesiredChange {
                             host: entry.id.clone(),
                             record,
@@ -158,22 +149,22 @@ impl Backend {
                     }
                 }
                 let records = changes.clone();
-                let stored = match rollout.cloned() {
-                    Some(rollout) => {
+                match decision {
+                    Decision::Rollout { rollout, .. } => {
+                        let rollout = rollout.clone();
                         self.blocking("storing the rollout failed", move |store| {
                             store.commit_rollout(&rollout, &records)
                         })
-                        .await
+                        .await?;
                     }
-                    None if records.is_empty() => Ok(()),
-                    None => {
+                    Decision::Operator { .. } if records.is_empty() => {}
+                    Decision::Operator { .. } => {
                         self.blocking("storing the desired state failed", move |store| {
                             store.set_desired(&records)
                         })
-                        .await
+                        .await?;
                     }
-                };
-                stored.map_err(|_| CommitError::Failed)?;
+                }
                 Ok(changes)
             }
         }
@@ -304,4 +295,47 @@ pub fn judge(
         previous,
         resync_from,
     }
+}
+
+/// One host's change under a decision, from its current state and the revision a change must
+/// carry: `None` for no change; a rollout's directive whose revision is not that one is stale.
+pub fn decide(
+    decision: &Decision<'_>,
+    host: &HostId,
+    current: &DesiredState,
+    next: Revision,
+    now: Timestamp,
+) -> Result<Option<DesiredRecord>, DesiredError> {
+    let (desired, cause) = match decision {
+        Decision::Operator { cause, change } => match change(current, next) {
+            Some(desired) => (desired, (*cause).to_owned()),
+            None => return Ok(None),
+        },
+        Decision::Rollout {
+            rollout,
+            directives,
+        } => {
+            let Some((_, directive)) = directives.iter().find(|(id, _)| id == host) else {
+                return Ok(None);
+            };
+            if directive.revision != next {
+                return Err(DesiredError::Stale);
+            }
+            let cause = match directive.kind {
+                DirectiveKind::Activate { .. } => format!("rollout {}", rollout.id),
+                DirectiveKind::Rollback { .. } => format!("rollout {} rollback", rollout.id),
+            };
+            let desired = DesiredState {
+                revision: next,
+                directive: Some(directive.clone()),
+                paused: current.paused,
+            };
+            (desired, cause)
+        }
+    };
+    Ok(Some(DesiredRecord {
+        desired,
+        set_at: now,
+        cause,
+    }))
 }

@@ -1,11 +1,10 @@
 //! Desired states: the one path by which they change, for an operator's command and for the
 //! rollout driver's decision alike.
 //!
-//! [`Fleet::commit_desired`] takes the selected hosts' write locks in id order, works out each
-//! host's new state from its current one and the revision a change must carry (see
-//! [`super::registry::HostEntry::next_revision`]), commits every change in one transaction
-//! (with the rollout that decided them, when a rollout did), and only then publishes them,
-//! which wakes the hosts' long-polls.
+//! [`Fleet::commit_desired`] takes the selected hosts' write locks in id order, has the store
+//! work out each host's new state from its current one and the revision a change must carry
+//! and commit every change in one transaction (with the rollout that decided them, when a
+//! rollout did), and only then publishes them, which wakes the hosts' long-polls.
 
 use std::sync::Arc;
 
@@ -17,7 +16,6 @@ use tracing::{error, info};
 
 use super::registry::HostEntry;
 use super::{Fleet, FleetError};
-use crate::store::DesiredRecord;
 
 /// An operator's change of desired states, as the API takes it.
 #[derive(Debug, Clone)]
@@ -54,12 +52,54 @@ pub enum CommitError {
     Failed,
 }
 
-/// What one host's change is, given its current state and the revision a change must carry:
-/// `Ok(None)` for no change, `Err(CommitError::Stale)` when the decision no longer holds.
-type Propose<'a> = dyn Fn(&HostId, &DesiredState, Revision) -> Result<Option<DesiredState>, CommitError>
-    + Send
-    + Sync
-    + 'a;
+/// Why [`Fleet::commit_desired`] did not commit.
+pub enum DesiredError {
+    /// A rollout's decision no longer holds.
+    Stale,
+    /// The store refused or failed.
+    Fleet(FleetError),
+}
+
+impl From<FleetError> for DesiredError {
+    fn from(error: FleetError) -> Self {
+        Self::Fleet(error)
+    }
+}
+
+impl From<DesiredError> for FleetError {
+    fn from(error: DesiredError) -> Self {
+        match error {
+            DesiredError::Fleet(error) => error,
+            DesiredError::Stale => FleetError::internal(
+                "changing the desired state failed",
+                &"an operator's change was taken as a stale rollout decision",
+            ),
+        }
+    }
+}
+
+/// An operator's change of one host's desired state, from its current state and the revision
+/// a change must carry; `None` leaves the host as it is.
+pub type Change<'a> = dyn Fn(&DesiredState, Revision) -> Option<DesiredState> + Send + Sync + 'a;
+
+/// Who decided a desired-state change.
+pub enum Decision<'a> {
+    /// An operator's command.
+    Operator {
+        /// The command's name, kept in the history (`set-target`, `rollback`, ...).
+        cause: &'a str,
+        /// What it does to each host.
+        change: &'a Change<'a>,
+    },
+    /// A rollout's step: the rollout as decided and the directives it gives, committed
+    /// together.
+    Rollout {
+        /// The rollout.
+        rollout: &'a Rollout,
+        /// Its directives; each must carry its host's next revision.
+        directives: &'a [(HostId, Directive)],
+    },
+}
 
 impl Fleet {
     /// Carries out an operator's change of desired states; answers which hosts changed and the
@@ -68,7 +108,7 @@ impl Fleet {
         &self,
         request: DesiredChangeRequest,
     ) -> Result<DesiredChanged, FleetError> {
-        let (entries, cause, propose): (_, &str, Box<Propose<'_>>) = match request {
+        let (entries, cause, change): (_, &str, Box<Change<'_>>) = match request {
             DesiredChangeRequest::SetTarget { request, force } => {
                 let entries = self.select(&request.selector)?;
                 self.claim(&entries, force, &request.target).await?;
@@ -77,50 +117,41 @@ impl Fleet {
                     mode: request.mode,
                     health: request.health,
                 };
-                let propose = move |_: &HostId, current: &DesiredState, revision| {
-                    Ok(Some(directing(current, revision, kind.clone())))
+                let change = move |current: &DesiredState, revision| {
+                    Some(directing(current, revision, kind.clone()))
                 };
-                (entries, "set-target", Box::new(propose))
+                (entries, "set-target", Box::new(change))
             }
             DesiredChangeRequest::Rollback { host, request } => {
                 let entries = vec![self.active_host(&host)?];
                 let kind = DirectiveKind::Rollback { to: request.to };
-                let propose = move |_: &HostId, current: &DesiredState, revision| {
-                    Ok(Some(directing(current, revision, kind.clone())))
+                let change = move |current: &DesiredState, revision| {
+                    Some(directing(current, revision, kind.clone()))
                 };
-                (entries, "rollback", Box::new(propose))
+                (entries, "rollback", Box::new(change))
             }
             DesiredChangeRequest::Hold { host, paused } => {
                 let entries = vec![self.active_host(&host)?];
-                let propose = move |_: &HostId, current: &DesiredState, revision| {
-                    Ok((current.paused != paused).then(|| DesiredState {
+                let change = move |current: &DesiredState, revision| {
+                    (current.paused != paused).then(|| DesiredState {
                         revision,
                         directive: current.directive.clone(),
                         paused,
-                    }))
+                    })
                 };
-                (
-                    entries,
-                    if paused { "pause" } else { "resume" },
-                    Box::new(propose),
-                )
+                let cause = if paused { "pause" } else { "resume" };
+                (entries, cause, Box::new(change))
             }
         };
-        match self.commit_desired(entries, cause, &*propose, None).await {
-            Ok(hosts) => {
-                if !hosts.is_empty() {
-                    info!(cause, hosts = hosts.len(), "desired state changed");
-                }
-                Ok(DesiredChanged { hosts })
-            }
-            Err(CommitError::Stale) => Err(FleetError::internal(
-                "changing the desired state failed",
-                &"an operator's change was taken as stale",
-            )),
-            Err(CommitError::Failed) => Err(FleetError::Internal {
-                context: "storing the desired state failed",
-            }),
+        let decision = Decision::Operator {
+            cause,
+            change: &*change,
+        };
+        let hosts = self.commit_desired(entries, decision).await?;
+        if !hosts.is_empty() {
+            info!(cause, hosts = hosts.len(), "desired state changed");
         }
+        Ok(DesiredChanged { hosts })
     }
 
     /// Commits a rollout's decision: the rollout and the directives it gives, in one
@@ -129,10 +160,10 @@ impl Fleet {
     pub(super) async fn commit_rollout(
         &self,
         rollout: &Rollout,
-        directives: Vec<(HostId, Directive)>,
+        directives: &[(HostId, Directive)],
     ) -> Result<(), CommitError> {
         let mut entries = Vec::with_capacity(directives.len());
-        for (host, _) in &directives {
+        for (host, _) in directives {
             entries.push(self.hosts.get(host).ok_or(CommitError::Stale)?);
         }
         let mut ids: Vec<&HostId> = directives.iter().map(|(host, _)| host).collect();
@@ -141,59 +172,32 @@ impl Fleet {
             error!(rollout = %rollout.id, "a rollout decision gave one host two directives; not committed");
             return Err(CommitError::Failed);
         }
-        let propose = |id: &HostId, current: &DesiredState, revision: Revision| {
-            let Some((_, directive)) = directives.iter().find(|(host, _)| host == id) else {
-                return Ok(None);
-            };
-            if directive.revision != revision {
-                return Err(CommitError::Stale);
-            }
-            Ok(Some(DesiredState {
-                revision,
-                directive: Some(directive.clone()),
-                paused: current.paused,
-            }))
+        let decision = Decision::Rollout {
+            rollout,
+            directives,
         };
-        let cause = format!("rollout {}", rollout.id);
-        self.commit_desired(entries, &cause, &propose, Some(rollout))
-            .await
-            .map(drop)
+        match self.commit_desired(entries, decision).await {
+            Ok(_) => Ok(()),
+            Err(DesiredError::Stale) => Err(CommitError::Stale),
+            Err(DesiredError::Fleet(_)) => Err(CommitError::Failed),
+        }
     }
 
     /// The one path of a desired-state change (see the module's documentation).
     async fn commit_desired(
         &self,
         mut entries: Vec<Arc<HostEntry>>,
-        cause: &str,
-        propose: &Propose<'_>,
-        rollout: Option<&Rollout>,
-    ) -> Result<Vec<HostRevision>, CommitError> {
+        decision: Decision<'_>,
+    ) -> Result<Vec<HostRevision>, DesiredError> {
         entries.sort_by(|a, b| a.id.cmp(&b.id));
         entries.dedup_by(|a, b| a.id == b.id);
         let mut guards = Vec::with_capacity(entries.len());
         for entry in &entries {
             guards.push(entry.write.lock().await);
         }
-        let now = self.now();
-        let decide = |host: &HostId, current: &DesiredState, revision: Revision| {
-            let Some(desired) = propose(host, current, revision)? else {
-                return Ok(None);
-            };
-            let cause = match (&desired.directive, rollout) {
-                (Some(d), Some(_)) if matches!(d.kind, DirectiveKind::Rollback { .. }) => {
-                    format!("{cause} rollback")
-                }
-                _ => cause.to_owned(),
-            };
-            Ok(Some(DesiredRecord {
-                desired,
-                set_at: now,
-                cause,
-            }))
-        };
         let changes = self
             .backend
-            .commit_desired(&entries, &decide, rollout)
+            .commit_desired(&entries, decision, self.now())
             .await?;
         let mut changed = Vec::with_capacity(changes.len());
         for change in changes {
@@ -208,7 +212,6 @@ impl Fleet {
         drop(guards);
         Ok(changed)
     }
-
     /// Refuses a manual target for hosts a running or paused rollout owns, naming the rollout;
     /// with `force`, takes them out of their rollouts first (durably), so the rollout never acts
     /// on them again.

@@ -218,13 +218,13 @@ impl Driver {
 
     /// Commits a rollout with the directives its commands give.
     async fn commit(&self, rollout: &Rollout, commands: Vec<Command>) -> Result<(), CommitError> {
-        let directives = commands
+        let directives: Vec<_> = commands
             .into_iter()
             .map(|command| match command {
                 Command::SetDirective { host, directive } => (host, directive),
             })
             .collect();
-        self.fleet.commit_rollout(rollout, directives).await
+        self.fleet.commit_rollout(rollout, &directives).await
     }
 
     /// Logs and counts what changed in a committed decision.
