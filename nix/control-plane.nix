@@ -7,6 +7,11 @@
 # dynamic user could not read them otherwise) and the secret ones never enter
 # the store.
 #
+# The store is a redb file in stateDir by default. With `database.url` the
+# server keeps everything in PostgreSQL instead (any number of replicas may share
+# one database); with `database.createLocally` the module runs PostgreSQL on this
+# host and the server reaches it over the Unix socket with peer authentication.
+#
 # nix/units/fleetnode-cp.service is the same unit for hosts without this
 # module; keep the two in step.
 {
@@ -46,6 +51,22 @@ let
 
   stateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
 
+  db = cfg.database;
+
+  # What `--store` names: the local database over its socket, the given URL, or
+  # the redb file.
+  store =
+    if db.createLocally then
+      "postgresql:///${db.user}?host=/run/postgresql&user=${db.user}"
+    else if db.url != null then
+      db.url
+    else
+      "${cfg.stateDir}/fleetnode-cp.redb";
+
+  # A password inside the URL would land in the world-readable store and in the
+  # process's command line.
+  urlHasPassword = db.url != null && builtins.match "[a-z]+://[^/@]*:[^/@]*@.*" db.url != null;
+
   # Options the service always passes. A credential reference must reach
   # systemd unescaped, so that it expands ${CREDENTIALS_DIRECTORY}; every other
   # argument is escaped.
@@ -57,7 +78,7 @@ let
         "--listen"
         cfg.listenAddress
         "--store"
-        "${cfg.stateDir}/fleetnode-cp.redb"
+        store
       ])
       "--tls-cert"
       (credential "tls-cert")
@@ -69,6 +90,10 @@ let
     ++ lib.optionals (cfg.tls.clientCaFile != null) [
       "--client-ca"
       (credential "client-ca")
+    ]
+    ++ lib.optionals (db.passwordFile != null) [
+      "--store-password-file"
+      (credential "store-password")
     ]
     ++ lib.optional (cfg.extraArgs != [ ]) (utils.escapeSystemdExecArgs cfg.extraArgs)
   );
@@ -121,6 +146,43 @@ in
       '';
     };
 
+    database = {
+      url = lib.mkOption {
+        type = types.nullOr (types.strMatching "postgres(ql)?://.*");
+        default = null;
+        description = ''
+          PostgreSQL URL of the store (`postgres://` or `postgresql://`, as
+          libpq reads it; `sslmode=verify-full` and `sslrootcert=` for TLS to
+          the database). Every replica of the control plane names the same
+          database. Leave the password out: give it with `passwordFile`. When
+          null (and `createLocally` is off) the store is the redb file in
+          `stateDir`.
+        '';
+        example = "postgresql://fleetnode@db.example.org/fleetnode?sslmode=verify-full";
+      };
+      passwordFile = lib.mkOption {
+        type = types.nullOr secretPath;
+        default = null;
+        description = "Absolute path of a file holding the database password, outside the Nix store, as a string (not a path literal). Passed with LoadCredential=.";
+        example = "/etc/fleetnode-cp/db-password";
+      };
+      createLocally = lib.mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Run PostgreSQL on this host (`services.postgresql`) with a database
+          and a user for the control plane, reached over the Unix socket with
+          peer authentication (no password). For one control plane; replicas
+          on several machines share a database given with `url`.
+        '';
+      };
+      user = lib.mkOption {
+        type = types.strMatching "[a-z_][a-z0-9_-]*";
+        default = "fleetnode-cp";
+        description = "The service's user name; with `createLocally` also the name of the local database and of its owner, so that peer authentication over the socket matches.";
+      };
+    };
+
     openFirewall = lib.mkOption {
       type = types.bool;
       default = false;
@@ -139,18 +201,45 @@ in
       (rules.secretPathAssertion "services.fleetnode-control-plane.tls.keyFile" "/etc/fleetnode-cp/key.pem" cfg.tls.keyFile)
       (rules.secretPathAssertion "services.fleetnode-control-plane.adminTokenFile" "/etc/fleetnode-cp/admin-token" cfg.adminTokenFile)
       {
+        assertion = !(db.createLocally && db.url != null);
+        message = "services.fleetnode-control-plane.database: set either `url` (a database elsewhere) or `createLocally` (PostgreSQL on this host), not both.";
+      }
+      {
+        assertion = !urlHasPassword;
+        message = "services.fleetnode-control-plane.database.url must not contain a password (it would be copied into the world-readable Nix store and the command line); put it in a file and set database.passwordFile.";
+      }
+      {
+        assertion = db.passwordFile == null || db.url != null;
+        message = "services.fleetnode-control-plane.database.passwordFile needs database.url (a local database with createLocally uses peer authentication, without a password).";
+      }
+      {
         assertion = port >= 1 && port <= 65535;
         message = "services.fleetnode-control-plane: the port in `listenAddress` (\"${cfg.listenAddress}\") must be between 1 and 65535.";
       }
-    ];
+    ]
+    ++ lib.optional (db.passwordFile != null) (
+      rules.secretPathAssertion "services.fleetnode-control-plane.database.passwordFile" "/etc/fleetnode-cp/db-password" db.passwordFile
+    );
 
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ port ];
+
+    services.postgresql = lib.mkIf db.createLocally {
+      enable = true;
+      ensureDatabases = [ db.user ];
+      ensureUsers = [
+        {
+          name = db.user;
+          ensureDBOwnership = true;
+        }
+      ];
+    };
 
     systemd.services.fleetnode-control-plane = {
       description = "fleetnode control plane";
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
-      after = [ "network-online.target" ];
+      after = [ "network-online.target" ] ++ lib.optional db.createLocally "postgresql.service";
+      requires = lib.optional db.createLocally "postgresql.service";
 
       serviceConfig = {
         # The server does not send sd_notify readiness; it is started once
@@ -168,9 +257,12 @@ in
           "tls-key:${toString cfg.tls.keyFile}"
           "admin-token:${toString cfg.adminTokenFile}"
         ]
-        ++ lib.optional (cfg.tls.clientCaFile != null) "client-ca:${cfg.tls.clientCaFile}";
+        ++ lib.optional (cfg.tls.clientCaFile != null) "client-ca:${cfg.tls.clientCaFile}"
+        ++ lib.optional (db.passwordFile != null) "store-password:${toString db.passwordFile}";
 
         DynamicUser = true;
+        # Named, so that peer authentication to a local database matches the user.
+        User = db.user;
         StateDirectory = stateDirectory;
         StateDirectoryMode = "0700";
         UMask = "0077";
