@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use fleetnode_wire::HostId;
+use fleetnode_wire::{HostId, OperatorName};
 
 /// Why the PostgreSQL store failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,12 @@ pub enum PgError {
     DuplicateHost {
         /// The host.
         host: HostId,
+    },
+    /// An operator to add exists already (nothing was written).
+    #[error("operator {name} exists already")]
+    DuplicateOperator {
+        /// The name.
+        name: OperatorName,
     },
     /// A host named by an operation is not registered.
     #[error("host {host} is not registered")]

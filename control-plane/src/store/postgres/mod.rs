@@ -18,13 +18,16 @@
 //! each statement next to the operation that runs it. Records are stored as the JSON of the
 //! same serde types the redb store keeps.
 
+mod audit;
 mod config;
 mod desired;
 mod error;
 mod hosts;
 mod ingest;
+pub mod lease;
 pub mod migrate;
 mod notify;
+mod rollouts;
 mod store;
 mod tls;
 
@@ -32,4 +35,5 @@ pub use config::{PgConfig, PgOptions, TlsMode, redact};
 pub use desired::next_revision;
 pub use error::PgError;
 pub use ingest::{GroupOutcome, GroupWrite, HeartbeatOutcome};
+pub use lease::{Fence, LeaseState};
 pub use store::PgStore;
