@@ -13,7 +13,11 @@ use tokio_postgres::error::SqlState;
 use super::config::{PgConfig, PgOptions};
 use super::error::{PgError, describe};
 use super::migrate::migrate;
-use super::tls::MakeRustls;
+use super::tls::{MakeRustls, RustlsStream};
+
+/// A connection outside the pool, to be driven by its owner.
+pub(super) type Connection =
+    tokio_postgres::Connection<tokio_postgres::Socket, RustlsStream<tokio_postgres::Socket>>;
 
 /// Longest a caller waits for a free connection of the pool.
 const POOL_WAIT: Duration = Duration::from_secs(30);
@@ -90,21 +94,15 @@ impl PgStore {
         })
     }
 
-    /// A connection of its own, outside the pool (for LISTEN), and the task driving it.
+    /// A connection of its own, outside the pool (for LISTEN), named `application_name` in
+    /// the server's activity view; the caller drives the returned connection.
     pub(super) async fn dedicated(
         &self,
-    ) -> Result<
-        (
-            tokio_postgres::Client,
-            tokio_postgres::Connection<
-                tokio_postgres::Socket,
-                super::tls::RustlsStream<tokio_postgres::Socket>,
-            >,
-        ),
-        PgError,
-    > {
-        self.config
-            .pg
+        application_name: &str,
+    ) -> Result<(tokio_postgres::Client, Connection), PgError> {
+        let mut config = self.config.pg.clone();
+        config.application_name(application_name);
+        config
             .connect(self.tls.clone())
             .await
             .map_err(|e| self.fail("connecting", &e))
