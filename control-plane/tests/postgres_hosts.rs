@@ -63,7 +63,7 @@ async fn a_desired_change_outnumbers_what_each_host_reported_and_keeps_its_histo
     let outcome = a
         .commit_group(&[GroupWrite::Heartbeat {
             host: host("web-02"),
-            status,
+            status: Box::new(status),
             received_at: Timestamp(5),
         }])
         .await
@@ -175,7 +175,7 @@ async fn a_group_of_many_hosts_is_applied_as_the_single_server_does() {
         // Nothing queued, yet the agent says it emitted seq 6: ask for a snapshot.
         GroupWrite::Heartbeat {
             host: host("web-01"),
-            status: heartbeat(9, 6, 0),
+            status: Box::new(heartbeat(9, 6, 0)),
             received_at: Timestamp(50),
         },
         GroupWrite::Batch {

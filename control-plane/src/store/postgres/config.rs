@@ -105,7 +105,7 @@ impl PgConfig {
         }
         let (rest, extra) = take_params(url);
         let mut pg = tokio_postgres::Config::from_str(&rest)
-            .map_err(|e| invalid(format!("{}", super::error::describe(&e))))?;
+            .map_err(|e| invalid(super::error::describe(&e)))?;
         let tls = tls_mode(&extra).map_err(invalid)?;
         pg.ssl_mode(match tls {
             TlsMode::Off => SslMode::Disable,
@@ -337,7 +337,7 @@ pub fn redact(url: &str) -> String {
         let query: Vec<String> = query
             .split('&')
             .map(|piece| match piece.split_once('=') {
-                Some((key, _)) if key == "password" => "password=***".to_owned(),
+                Some(("password", _)) => "password=***".to_owned(),
                 Some(_) | None => piece.to_owned(),
             })
             .collect();

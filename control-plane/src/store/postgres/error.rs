@@ -41,6 +41,17 @@ pub enum PgError {
         /// The underlying error.
         detail: String,
     },
+    /// The TLS handshake with the server failed (its certificate was not trusted, did not
+    /// name it, or it does not serve TLS).
+    #[error(
+        "TLS with the database at {target} failed: {detail}; check sslmode and sslrootcert in the store URL against the server's certificate"
+    )]
+    TlsHandshake {
+        /// Where.
+        target: String,
+        /// rustls's or the server's explanation.
+        detail: String,
+    },
     /// The server refused the credentials.
     #[error(
         "the database at {target} refused user {user}: {detail}; check the password (--store-password-file, the URL or PGPASSFILE) and pg_hba.conf"

@@ -32,8 +32,8 @@ pub enum GroupWrite {
     Heartbeat {
         /// The host.
         host: HostId,
-        /// What it sent.
-        status: AgentStatus,
+        /// What it sent (boxed: it is most of the write's size).
+        status: Box<AgentStatus>,
         /// When it arrived (server clock).
         received_at: Timestamp,
     },
@@ -51,11 +51,11 @@ impl GroupWrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupOutcome {
     /// The batch was applied to the mirror (events stored, if any were new).
-    Applied(Applied),
+    Applied(Box<Applied>),
     /// The batch was refused whole; nothing of it was written.
     Refused(Refused),
     /// The heartbeat was stored.
-    Heartbeat(HeartbeatOutcome),
+    Heartbeat(Box<HeartbeatOutcome>),
     /// The host is not registered; nothing was written for this write.
     UnknownHost,
     /// The host is revoked; nothing was written for this write.
@@ -122,7 +122,9 @@ impl PgStore {
                         status,
                         received_at,
                         ..
-                    } => GroupOutcome::Heartbeat(take_heartbeat(row, status, *received_at)),
+                    } => {
+                        GroupOutcome::Heartbeat(Box::new(take_heartbeat(row, status, *received_at)))
+                    }
                 })
             })
             .collect::<Result<Vec<_>, PgError>>()?;
@@ -247,7 +249,7 @@ fn apply_batch(
         row.mirror = applied.mirror.clone();
         row.mirror_changed = true;
     }
-    Ok(GroupOutcome::Applied(applied))
+    Ok(GroupOutcome::Applied(Box::new(applied)))
 }
 
 /// Compares a heartbeat with the mirror as it stands and keeps it, as the single server does.

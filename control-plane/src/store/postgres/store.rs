@@ -152,6 +152,15 @@ fn fail_as(target: &str, user: &str, what: &str, error: &tokio_postgres::Error) 
             user: user.to_owned(),
             detail: "the server asks for a password and none was given".to_owned(),
         },
+        None if detail.contains("TLS") => PgError::TlsHandshake {
+            target: target.to_owned(),
+            detail,
+        },
+        // Settings tokio-postgres checks only when it connects.
+        None if detail.starts_with("invalid configuration") => PgError::InvalidUrl {
+            url: target.to_owned(),
+            detail,
+        },
         // No answer from the server: the connection failed or broke.
         None => PgError::Unreachable {
             target: target.to_owned(),
