@@ -9,14 +9,14 @@
 //! (`--store-password-file`), or the URL, or else a libpq password file (`passfile`,
 //! `PGPASSFILE`, or `~/.pgpass`), matched by host, port, database and user as libpq does.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use tokio_postgres::config::{Host, SslMode};
 
 use super::error::PgError;
+use super::password::{lookup_pgpass, read_password_file};
 
 /// How long a connection attempt may take before the host counts as unreachable, unless the
 /// URL says otherwise (`connect_timeout`).
@@ -24,8 +24,6 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle time before TCP keepalives probe a connection, so a dead database is noticed (the
 /// system default is two hours).
 const KEEPALIVES_IDLE: Duration = Duration::from_secs(15);
-/// Unix-socket directories for which libpq's password file matches the host name `localhost`.
-const DEFAULT_SOCKET_DIRS: [&str; 3] = ["/run/postgresql", "/var/run/postgresql", "/tmp"];
 
 /// How to open the store.
 #[derive(Debug, Clone, Default)]
@@ -203,90 +201,6 @@ fn tls_mode(extra: &Extra) -> Result<TlsMode, String> {
     }
 }
 
-/// The password in a file: its first line, without the line end.
-fn read_password_file(path: &Path) -> Result<Vec<u8>, PgError> {
-    let bad = |detail: String| PgError::PasswordFile {
-        path: path.to_owned(),
-        detail,
-    };
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.is_empty() {
-        return Err(bad(
-            "it is empty; write the password on its first line".into()
-        ));
-    }
-    Ok(line.to_vec())
-}
-
-/// The password for this connection in a libpq password file, if a line matches. A file that
-/// does not exist holds none; one others can read is refused, as libpq ignores it.
-fn lookup_pgpass(path: &Path, pg: &tokio_postgres::Config) -> Result<Option<Vec<u8>>, PgError> {
-    let bad = |detail: String| PgError::PasswordFile {
-        path: path.to_owned(),
-        detail,
-    };
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(bad(e.to_string())),
-    };
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(bad(format!(
-            "it may be read by group or others (mode {:o}); chmod 0600 it",
-            meta.permissions().mode() & 0o777
-        )));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let host = match pg.get_hosts().first() {
-        Some(Host::Tcp(name)) => name.clone(),
-        Some(Host::Unix(dir)) => dir.display().to_string(),
-        None => "localhost".to_owned(),
-    };
-    let local = DEFAULT_SOCKET_DIRS.contains(&host.as_str());
-    let port = pg.get_ports().first().copied().unwrap_or(5432).to_string();
-    let user = pg.get_user().unwrap_or_default();
-    let dbname = pg.get_dbname().unwrap_or(user);
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let fields = split_pgpass(line);
-        let [f_host, f_port, f_db, f_user, password] = fields.as_slice() else {
-            continue;
-        };
-        let matches = |field: &str, value: &str| field == "*" || field == value;
-        let host_ok = matches(f_host, &host) || (local && f_host == "localhost");
-        if host_ok && matches(f_port, &port) && matches(f_db, dbname) && matches(f_user, user) {
-            return Ok(Some(password.as_bytes().to_vec()));
-        }
-    }
-    Ok(None)
-}
-
-/// A password-file line's five fields, `\:` and `\\` unescaped.
-fn split_pgpass(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let (Some(next), Some(field)) = (chars.next(), fields.last_mut()) {
-                    field.push(next);
-                }
-            }
-            ':' if fields.len() < 5 => fields.push(String::new()),
-            c => {
-                if let Some(field) = fields.last_mut() {
-                    field.push(c);
-                }
-            }
-        }
-    }
-    fields
-}
-
 /// `user@host:port/dbname` for messages.
 fn target_of(pg: &tokio_postgres::Config) -> String {
     let host = match pg.get_hosts().first() {
@@ -348,6 +262,8 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn options(url: &str) -> PgOptions {

@@ -21,18 +21,7 @@ impl PgStore {
             .await
             .map_err(|e| self.fail("loading the hosts", &e))?;
         rows.into_iter()
-            .map(|row| {
-                let id: String = row.get(0);
-                let heartbeat: Option<serde_json::Value> = row.get(4);
-                Ok(StoredHost {
-                    record: from_json(|| format!("host record {id}"), row.get(1))?,
-                    desired: from_json(|| format!("desired state of {id}"), row.get(2))?,
-                    mirror: from_json(|| format!("mirror of {id}"), row.get(3))?,
-                    heartbeat: heartbeat
-                        .map(|h| from_json(|| format!("heartbeat of {id}"), h))
-                        .transpose()?,
-                })
-            })
+            .map(|row| stored(&row.get::<_, String>(0), &row, 1))
             .collect()
     }
 
@@ -46,18 +35,7 @@ impl PgStore {
             )
             .await
             .map_err(|e| self.fail(&format!("loading host {id}"), &e))?;
-        row.map(|row| {
-            let heartbeat: Option<serde_json::Value> = row.get(3);
-            Ok(StoredHost {
-                record: from_json(|| format!("host record {id}"), row.get(0))?,
-                desired: from_json(|| format!("desired state of {id}"), row.get(1))?,
-                mirror: from_json(|| format!("mirror of {id}"), row.get(2))?,
-                heartbeat: heartbeat
-                    .map(|h| from_json(|| format!("heartbeat of {id}"), h))
-                    .transpose()?,
-            })
-        })
-        .transpose()
+        row.map(|row| stored(id.as_str(), &row, 0)).transpose()
     }
 
     /// Registers a new host with its initial desired state; a host already registered under
@@ -178,6 +156,17 @@ impl PgStore {
             })
             .collect()
     }
+}
+
+/// A host read back from its record, desired state, mirror and heartbeat columns, the first
+/// at `first`.
+fn stored(id: &str, row: &tokio_postgres::Row, first: usize) -> Result<StoredHost, PgError> {
+    Ok(StoredHost {
+        record: from_json(|| format!("host record {id}"), row.get(first))?,
+        desired: from_json(|| format!("desired state of {id}"), row.get(first + 1))?,
+        mirror: from_json(|| format!("mirror of {id}"), row.get(first + 2))?,
+        heartbeat: heartbeat_of(id, row.get(first + 3))?,
+    })
 }
 
 /// A heartbeat column read back.

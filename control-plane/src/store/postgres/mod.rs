@@ -28,6 +28,7 @@ pub mod lease;
 mod listen;
 pub mod migrate;
 pub mod notify;
+mod password;
 mod rollouts;
 mod store;
 mod tls;
