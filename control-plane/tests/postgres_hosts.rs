@@ -6,7 +6,9 @@
 mod pg_support;
 
 use fleetnode_control_plane::mirror::{Mirror, Refused};
-use fleetnode_control_plane::store::postgres::{GroupOutcome, GroupWrite, PgError, PgStore};
+use fleetnode_control_plane::store::postgres::{
+    GroupOutcome, GroupWrite, PgError, PgGroupWriter, PgStore,
+};
 use fleetnode_wire::{DesiredState, Directive, DirectiveKind, HostId, Revision, Timestamp};
 use pg_support::{batch, database, event, heartbeat, host, initial, record, store};
 
@@ -295,4 +297,74 @@ async fn unknown_hosts_in_a_selection_are_named() {
         .await
         .unwrap_err();
     assert_eq!(error.to_string(), "host ghost is not registered");
+}
+
+#[tokio::test]
+async fn many_hosts_through_two_replicas_group_writers_lose_and_repeat_nothing() {
+    const HOSTS: usize = 24;
+    const BATCHES: u64 = 12;
+    let db = database();
+    let replicas = [store(&db).await, store(&db).await];
+    let ids: Vec<String> = (0..HOSTS).map(|i| format!("node-{i:02}")).collect();
+    for id in &ids {
+        replicas[0].add_host(&record(id), &initial()).await.unwrap();
+    }
+    let writers = std::sync::Arc::new([
+        PgGroupWriter::start(replicas[0].clone()),
+        PgGroupWriter::start(replicas[1].clone()),
+    ]);
+    let agents: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            let writers = writers.clone();
+            let id = host(id);
+            tokio::spawn(async move {
+                for round in 0..BATCHES {
+                    // Each batch goes to the other replica than the last, and repeats the
+                    // previous batch's last event.
+                    let writer = &writers[(n + round as usize) % 2];
+                    let seqs = (round * 3).max(1)..=round * 3 + 3;
+                    let write = GroupWrite::Batch {
+                        host: id.clone(),
+                        batch: batch(2, seqs),
+                    };
+                    let outcome = writer.write(write).await.unwrap();
+                    let GroupOutcome::Applied(applied) = outcome else {
+                        panic!("{outcome:?}")
+                    };
+                    assert_eq!(applied.acked_through, round * 3 + 3);
+                    let beat = GroupWrite::Heartbeat {
+                        host: id.clone(),
+                        status: Box::new(heartbeat(2, round * 3 + 3, 0)),
+                        received_at: Timestamp(round),
+                    };
+                    let outcome = writer.write(beat).await.unwrap();
+                    let GroupOutcome::Heartbeat(beat) = outcome else {
+                        panic!("{outcome:?}")
+                    };
+                    assert_eq!(beat.resync_from, None);
+                }
+            })
+        })
+        .collect();
+    for agent in agents {
+        agent.await.unwrap();
+    }
+    let all = batch(2, 1..=BATCHES * 3);
+    let expected = Mirror::default().apply(&all).unwrap().mirror;
+    for stored in replicas[1].load().await.unwrap() {
+        assert_eq!(stored.mirror, expected, "{}", stored.record.id);
+        let events = replicas[0]
+            .recent_events(&stored.record.id, 2, 1000)
+            .await
+            .unwrap();
+        assert_eq!(events, all.events, "{}", stored.record.id);
+    }
+    let Ok(writers) = std::sync::Arc::try_unwrap(writers) else {
+        panic!("writers still shared")
+    };
+    for writer in writers {
+        writer.close().await;
+    }
 }

@@ -126,6 +126,11 @@ pub enum PgError {
         /// The revision the decision carried.
         decided: u64,
     },
+    /// The group writer stopped (the server is shutting down).
+    #[error(
+        "the store's group writer stopped (the server is shutting down); retry against the restarted server"
+    )]
+    Stopped,
     /// A number does not fit the database's signed 64-bit integers.
     #[error("{what} {value} is too large to store (the database holds signed 64-bit integers)")]
     OutOfRange {

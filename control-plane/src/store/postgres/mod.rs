@@ -6,7 +6,8 @@
 //!   id order so two replicas cannot deadlock): an event batch is applied to the mirror read
 //!   under that lock, and the new events and mirror are written in the same transaction;
 //! - batches and heartbeats of many hosts are committed as one group, one transaction, with
-//!   multi-row statements ([`PgStore::commit_group`]);
+//!   multi-row statements ([`PgStore::commit_group`], formed from concurrent requests by
+//!   [`PgGroupWriter`]);
 //! - a desired-state change computes each host's next revision inside its transaction
 //!   ([`PgStore::change_desired`]) and notifies every replica on commit;
 //! - single-driver work runs under a lease with a fencing token, checked in the same
@@ -22,6 +23,7 @@ mod audit;
 mod config;
 mod desired;
 mod error;
+mod group;
 mod hosts;
 mod ingest;
 pub mod lease;
@@ -36,6 +38,7 @@ mod tls;
 pub use config::{PgConfig, PgOptions, TlsMode, redact};
 pub use desired::next_revision;
 pub use error::PgError;
+pub use group::{GROUPS_IN_FLIGHT, GroupError, MAX_GROUP, PgGroupWriter};
 pub use ingest::{GroupOutcome, GroupWrite, HeartbeatOutcome};
 pub use lease::{Fence, LeaseState};
 pub use listen::{LISTENER_NAME, SUBSCRIPTION_CAPACITY, Subscription};
