@@ -18,6 +18,7 @@ use crate::mirror::Mirror;
 
 mod audit;
 mod group;
+pub mod postgres;
 mod retention;
 mod rollouts;
 
