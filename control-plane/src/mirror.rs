@@ -5,8 +5,10 @@
 //! Pure functions of data; the server persists what they return.
 
 use fleetnode_state_machine::{MirrorError, State, mirror};
-use fleetnode_wire::{AgentStatus, EventBatch, OutboundEvent, Report};
+use fleetnode_wire::{AgentStatus, EventBatch, OutboundEvent, Report, Timestamp};
 use serde::{Deserialize, Serialize};
+
+use crate::store::HeartbeatRecord;
 
 /// How many superseded event streams a host remembers, so that a stray request of an agent
 /// whose store was reset cannot switch the mirror back.
@@ -68,6 +70,18 @@ pub enum Refused {
         /// The last seq held of that stream (0 for none).
         log_end: u64,
     },
+}
+
+/// A heartbeat as judged against the mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judged {
+    /// What is kept as the host's last sign of life.
+    pub record: HeartbeatRecord,
+    /// The divergence the previous heartbeat had flagged, if any.
+    pub previous: Option<String>,
+    /// Where this control plane's log of the host ends, when the heartbeat shows events it
+    /// does not hold (the agent must send a snapshot).
+    pub resync_from: Option<u64>,
 }
 
 /// How a heartbeat compares with the mirror.
@@ -177,6 +191,34 @@ impl Mirror {
         let lost = heartbeat.queue.depth == 0 && heartbeat.last_seq > log_end;
         let rewound = heartbeat.last_seq < log_end && heartbeat.at > self.state.clock;
         (lost || rewound).then_some(log_end)
+    }
+
+    /// Judges a heartbeat that arrived at `received_at` against the mirror and the host's
+    /// previous heartbeat: a contradiction flags the host diverged until a heartbeat agrees
+    /// again; one that cannot be compared keeps the flag as it was. Both stores keep what this
+    /// returns.
+    pub fn judge(
+        &self,
+        heartbeat: AgentStatus,
+        received_at: Timestamp,
+        previous: Option<&HeartbeatRecord>,
+    ) -> Judged {
+        let previous = previous.and_then(|h| h.divergence.clone());
+        let resync_from = self.needs_resync(&heartbeat);
+        let divergence = match self.compare(&heartbeat) {
+            Comparison::NotComparable => previous.clone(),
+            Comparison::Agrees => None,
+            Comparison::Disagrees(why) => Some(why),
+        };
+        Judged {
+            record: HeartbeatRecord {
+                heartbeat,
+                received_at,
+                divergence,
+            },
+            previous,
+            resync_from,
+        }
     }
 
     /// Compares a heartbeat with the mirror, once every event the agent emitted is applied.

@@ -221,7 +221,7 @@ impl Fleet {
         force: bool,
         target: &StorePath,
     ) -> Result<(), FleetError> {
-        let snapshot = self.rollouts.snapshot();
+        let snapshot = self.rollouts_now().await?;
         let owned: Vec<(&HostId, &Rollout)> = entries
             .iter()
             .filter_map(|entry| snapshot.owner_of(&entry.id).map(|r| (&entry.id, r)))

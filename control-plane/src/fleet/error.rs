@@ -11,6 +11,9 @@ use crate::store::StoreError;
 /// Why a fleet operation did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
+    /// The store cannot be reached (the database is down or cut off): nothing was done.
+    #[error("the control plane cannot reach its database ({0}); nothing was done, retry shortly")]
+    Unavailable(String),
     /// The store is not open yet (the server is starting).
     #[error("the control plane is starting: its store {0} is not open yet; retry in a moment")]
     Starting(String),

@@ -76,13 +76,13 @@ impl Fleet {
     /// One page of the hosts that are not revoked, by id, and whether more follow. The page
     /// is keyed by the previous page's last id, so hosts added or revoked between pages
     /// neither repeat nor hide others.
-    pub fn host_page(&self, page: HostPage<'_>) -> HostList {
+    pub async fn host_page(&self, page: HostPage<'_>) -> Result<HostList, FleetError> {
         let all = self.hosts.all();
         let start = match page.after {
             Some(after) => all.partition_point(|e| e.id.as_str() <= after),
             None => 0,
         };
-        let mut hosts: Vec<HostRow> = Vec::with_capacity(page.limit);
+        let mut hosts: Vec<HostId> = Vec::with_capacity(page.limit);
         let mut more = false;
         for entry in &all[start..] {
             if entry.is_revoked() {
@@ -92,16 +92,18 @@ impl Fleet {
                 more = true;
                 break;
             }
-            hosts.push(self.row(entry));
+            hosts.push(entry.id.clone());
         }
+        let hosts = self.rows(&hosts).await?;
         let next_cursor = more
             .then(|| hosts.last().map(|row| row.id.as_str().to_owned()))
             .flatten();
-        HostList { hosts, next_cursor }
+        Ok(HostList { hosts, next_cursor })
     }
 
     /// Everything known about one host, with its latest events.
     pub async fn host_detail(&self, id: &HostId) -> Result<HostDetail, FleetError> {
+        self.current(std::slice::from_ref(id)).await?;
         let entry = self.host(id)?;
         let row = self.row(&entry);
         let view = entry.view();
@@ -129,15 +131,31 @@ impl Fleet {
         })
     }
 
-    /// The summary lines of these hosts, in the order given (unknown ids left out).
-    pub fn rows<'a>(&self, ids: impl Iterator<Item = &'a HostId>) -> Vec<HostRow> {
-        ids.filter_map(|id| self.hosts.get(id))
+    /// The summary lines of these hosts as committed, in the order given (unknown ids left
+    /// out).
+    pub async fn rows(&self, ids: &[HostId]) -> Result<Vec<HostRow>, FleetError> {
+        self.current(ids).await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.hosts.get(id))
             .map(|entry| self.row(&entry))
-            .collect()
+            .collect())
+    }
+
+    /// Makes the view of these hosts current: on a shared store their mirrors and heartbeats
+    /// change on whichever replica their agents talk to, so they are read again.
+    async fn current(&self, ids: &[HostId]) -> Result<(), FleetError> {
+        if self.backend.is_shared() {
+            self.refresh_hosts(ids).await?;
+        }
+        Ok(())
     }
 
     /// The hosts by phase, offline and diverged, for the gauges (revoked hosts left out).
-    pub fn host_counts(&self) -> HostCounts {
+    pub async fn host_counts(&self) -> Result<HostCounts, FleetError> {
+        if self.backend.is_shared() {
+            self.refresh_all().await?;
+        }
         let mut counts = HostCounts::default();
         let mut by_phase = BTreeMap::<&'static str, i64>::new();
         for entry in self.hosts.all() {
@@ -151,7 +169,7 @@ impl Fleet {
             counts.diverged += i64::from(row.diverged);
         }
         counts.by_phase = by_phase.into_iter().collect();
-        counts
+        Ok(counts)
     }
 
     /// The summary line of a host (copies only what the line shows).

@@ -19,12 +19,13 @@ mod desired;
 mod error;
 mod hosts;
 mod ingest;
+mod open;
 mod operators;
 mod registry;
+mod replicas;
 pub mod retention;
 pub mod rollouts;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,13 +35,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::{GroupWriter, Store, StoreError};
+use crate::store::postgres::Subscription;
 use backend::Backend;
 
 pub use desired::DesiredChangeRequest;
 pub use error::FleetError;
 pub use hosts::{HostPage, target_of};
 pub use ingest::Credentials;
+pub use open::{OpenError, StoreLocation};
 pub use operators::{Operators, Principal};
 pub use registry::HostEntry;
 use registry::Registry;
@@ -63,7 +65,13 @@ pub struct Settings {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server stops: waiting long-polls answer, the driver ends.
     pub shutdown: CancellationToken,
+    /// On a shared store, how long the rollout driver's lease lasts unless renewed: how soon
+    /// another replica takes the rollouts over when the driving one dies.
+    pub lease_ttl: Duration,
 }
+
+/// Default of [`Settings::lease_ttl`].
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 
 /// The fleet as committed in its store.
 pub struct Fleet {
@@ -80,47 +88,11 @@ pub struct DriverStart {
     requests: mpsc::Receiver<rollouts::Request>,
     nudge: Arc<Notify>,
     view: watch::Sender<Arc<Snapshot>>,
+    /// Other replicas' changes, on a shared store.
+    subscription: Option<Subscription>,
 }
 
 impl Fleet {
-    /// Opens the redb store at `path` and loads the fleet from it (blocking: run it off the
-    /// runtime's worker threads). The rollout driver is started separately with what is
-    /// returned beside the fleet.
-    pub fn open(path: &Path, settings: Settings) -> Result<(Arc<Self>, DriverStart), StoreError> {
-        let store = Arc::new(Store::open(path)?);
-        let hosts = store.load()?;
-        let loaded = store.load_rollouts()?;
-        let operators = store.load_operators()?;
-        let writer = GroupWriter::start(store.clone()).map_err(|e| StoreError::Corrupt {
-            path: PathBuf::from(path),
-            what: "writer thread".to_owned(),
-            detail: format!("cannot start it: {e}"),
-        })?;
-        let (requests, receiver) = mpsc::channel(rollouts::REQUEST_QUEUE);
-        let nudge = Arc::new(Notify::new());
-        let snapshot = Snapshot {
-            rollouts: loaded
-                .iter()
-                .map(|rollout| (rollout.id, Arc::new(rollout.clone())))
-                .collect(),
-        };
-        let (view, reader) = watch::channel(Arc::new(snapshot));
-        let fleet = Arc::new(Self {
-            backend: Backend::Redb { store, writer },
-            hosts: Registry::load(hosts),
-            operators: Operators::load(operators),
-            rollouts: Rollouts::new(requests, nudge.clone(), reader),
-            settings,
-        });
-        let start = DriverStart {
-            loaded,
-            requests: receiver,
-            nudge,
-            view,
-        };
-        Ok((fleet, start))
-    }
-
     /// How many hosts and rollouts were loaded (for the start-up log line).
     pub fn loaded(&self) -> (usize, usize) {
         (self.hosts.len(), self.rollouts.snapshot().rollouts.len())

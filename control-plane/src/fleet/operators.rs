@@ -62,6 +62,11 @@ impl Operators {
         }
     }
 
+    /// Replaces the whole set with what the store holds (another replica changed it).
+    pub fn replace(&self, records: Vec<OperatorRecord>) {
+        *self.write() = records.into_iter().map(|r| (r.name.clone(), r)).collect();
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<OperatorName, OperatorRecord>> {
         // Every update is one insert; a panic cannot leave the map half changed.
         self.by_name.write().unwrap_or_else(|e| e.into_inner())

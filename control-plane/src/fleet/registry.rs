@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::auth::{TokenHash, parse_hash};
 use crate::mirror::Mirror;
+use crate::store::postgres::next_revision;
 use crate::store::{HeartbeatRecord, HostRecord, StoredHost};
 
 /// Every host, by id.
@@ -86,6 +87,42 @@ impl Registry {
         entry
     }
 
+    /// Makes the view of a host what the store holds (another replica changed it): a new host
+    /// is added; a known one takes the stored registration, mirror and heartbeat, and a
+    /// changed desired state is published (waking its long-polls). Call with the host's write
+    /// lock held, and the store read after it was taken, so nothing older replaces what this
+    /// process committed.
+    pub fn refresh(&self, stored: StoredHost) {
+        let Some(entry) = self.get(&stored.record.id) else {
+            self.insert(
+                stored.record,
+                stored.desired,
+                stored.mirror,
+                stored.heartbeat,
+            );
+            return;
+        };
+        let token_hash = parse_hash(&stored.record.token_sha256).unwrap_or([0; 32]);
+        let (old_hash, was_revoked) = entry.with_view(|v| (v.token_hash, v.record.revoked));
+        if old_hash != token_hash {
+            let mut tokens = lock(&self.tokens);
+            tokens.remove(&old_hash);
+            tokens.insert(token_hash, entry.id.clone());
+        }
+        let revoked = stored.record.revoked;
+        entry.update(|v| {
+            v.record = stored.record;
+            v.token_hash = token_hash;
+            v.mirror = stored.mirror;
+            v.heartbeat = stored.heartbeat;
+        });
+        if entry.desired() != stored.desired {
+            entry.publish(stored.desired);
+        } else if revoked && !was_revoked {
+            entry.wake();
+        }
+    }
+
     /// The host, if registered (revoked hosts included).
     pub fn get(&self, id: &HostId) -> Option<Arc<HostEntry>> {
         lock(&self.hosts).get(id).cloned()
@@ -146,15 +183,14 @@ impl HostEntry {
     /// the one it recorded, so the next change must outnumber that one.
     pub fn next_revision(&self) -> Revision {
         let current = self.desired().revision;
-        let reported = self.with_view(|v| {
+        self.with_view(|v| {
             let heartbeat = v
                 .heartbeat
                 .as_ref()
                 .and_then(|h| h.heartbeat.desired_revision);
             let mirrored = v.mirror.state.host.desired.as_ref().map(|d| d.revision);
-            heartbeat.max(mirrored)
-        });
-        Revision(current.max(reported.unwrap_or_default()).0 + 1)
+            next_revision(current, mirrored, heartbeat)
+        })
     }
 
     /// Publishes a new desired state: every waiting long-poll wakes.

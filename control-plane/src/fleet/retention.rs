@@ -81,7 +81,7 @@ impl Fleet {
             let keep = EventKeep {
                 cutoff: before(self.now(), age),
                 newest: MAX_RECENT_EVENTS as u64,
-                since: self.rollout_hosts_since(),
+                since: self.rollout_hosts_since().await?,
             };
             let mut after = None;
             loop {
@@ -127,8 +127,8 @@ impl Fleet {
 
     /// Per host, the start of the oldest rollout whose events stay: every running or paused
     /// rollout, and the newest [`KEEP_ROLLOUTS`].
-    fn rollout_hosts_since(&self) -> BTreeMap<HostId, Timestamp> {
-        let snapshot = self.rollouts.snapshot();
+    async fn rollout_hosts_since(&self) -> Result<BTreeMap<HostId, Timestamp>, FleetError> {
+        let snapshot = self.rollouts_now().await?;
         let mut since: BTreeMap<HostId, Timestamp> = BTreeMap::new();
         let newest = snapshot.rollouts.values().rev().take(KEEP_ROLLOUTS);
         let active = snapshot.rollouts.values().filter(|r| r.is_active());
@@ -140,7 +140,7 @@ impl Fleet {
                     .or_insert(rollout.created_at);
             }
         }
-        since
+        Ok(since)
     }
 
     fn pass_done(&self, kind: &'static str, removed: u64, dry_run: bool) {

@@ -83,10 +83,11 @@ pub async fn list_hosts(
             ));
         }
     };
-    Ok(WireJson(fleet.host_page(HostPage {
+    let page = HostPage {
         after: query.cursor.as_deref(),
         limit,
-    })))
+    };
+    Ok(WireJson(fleet.host_page(page).await?))
 }
 
 /// `GET /v1/admin/hosts/{host}`.
@@ -173,9 +174,8 @@ pub async fn metrics(
         app.authenticate(&headers)?;
     }
     let fleet = app.fleet()?;
-    let text = app
-        .metrics
-        .render(&fleet.host_counts(), &fleet.rollout_counts());
+    let (hosts, rollouts) = (fleet.host_counts().await?, fleet.rollout_counts().await?);
+    let text = app.metrics.render(&hosts, &rollouts);
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -56,6 +56,8 @@ impl ApiError {
 
 /// Seconds a client is asked to wait while the store is not open yet.
 pub const STARTING_RETRY_SECS: u64 = 1;
+/// Seconds a client is asked to wait while the database cannot be reached.
+const DATABASE_RETRY_SECS: u64 = 2;
 /// Seconds a client is asked to wait when its host has too many long-polls waiting.
 const WAITERS_RETRY_SECS: u64 = 5;
 
@@ -64,6 +66,9 @@ impl From<FleetError> for ApiError {
         let code = match &error {
             FleetError::Starting(_) => {
                 return Self::unavailable(error.to_string(), STARTING_RETRY_SECS);
+            }
+            FleetError::Unavailable(_) => {
+                return Self::unavailable(error.to_string(), DATABASE_RETRY_SECS);
             }
             FleetError::TooManyWaiters { .. } => {
                 return Self::rate_limited(error.to_string(), WAITERS_RETRY_SECS);
@@ -103,7 +108,7 @@ impl From<&RequestError> for ApiError {
             ) => ErrorCode::Invalid,
             RequestError::Store => ErrorCode::Internal,
             RequestError::Contended(_) => ErrorCode::Conflict,
-            RequestError::Stopped => {
+            RequestError::Stopped | RequestError::Elsewhere => {
                 return ApiError::unavailable(error.to_string(), STOPPING_RETRY_SECS);
             }
         };

@@ -29,9 +29,8 @@ use tracing::{error, info, warn};
 
 use crate::auth::hash_token;
 use crate::clock::{Clock, SystemClock};
-use crate::fleet::{Fleet, Retention, Settings};
+use crate::fleet::{DEFAULT_LEASE_TTL, Fleet, OpenError, Retention, Settings, StoreLocation};
 use crate::metrics::Metrics;
-use crate::store::StoreError;
 use crate::tls::{TlsError, server_config};
 
 pub use app::App;
@@ -70,8 +69,8 @@ pub struct ServerOptions {
     pub transport: Transport,
     /// The operator's admin token.
     pub admin_token: Secret,
-    /// The redb file.
-    pub store: PathBuf,
+    /// The store: a redb file, or a PostgreSQL database shared with other replicas.
+    pub store: StoreLocation,
     /// Heartbeat interval agents keep; a host is offline after three without one.
     pub heartbeat_interval: Duration,
     /// Serve `/metrics` without the admin token.
@@ -84,6 +83,9 @@ pub struct ServerOptions {
     pub clock: Arc<dyn Clock>,
     /// What the store keeps, and how often it is pruned.
     pub retention: Retention,
+    /// On a shared store, how soon another replica takes the rollouts over when the driving
+    /// one dies.
+    pub lease_ttl: Duration,
 }
 
 impl ServerOptions {
@@ -92,19 +94,20 @@ impl ServerOptions {
         listen: SocketAddr,
         transport: Transport,
         admin_token: Secret,
-        store: PathBuf,
+        store: impl Into<StoreLocation>,
     ) -> Self {
         Self {
             listen,
             transport,
             admin_token,
-            store,
+            store: store.into(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             metrics_public: false,
             waiters_per_host: DEFAULT_WAITERS_PER_HOST,
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
             retention: Retention::default(),
+            lease_ttl: DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -133,7 +136,7 @@ pub enum ServeError {
     },
     /// The store could not be opened.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] OpenError),
     /// The HTTP server failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -144,7 +147,7 @@ pub struct RunningServer {
     addr: SocketAddr,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
-    opener: JoinHandle<Result<(), StoreError>>,
+    opener: JoinHandle<Result<(), OpenError>>,
 }
 
 /// Binds the listener, starts serving (503 until the store is open) and opens the store in the
@@ -188,6 +191,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServeError> 
         clock: options.clock.clone(),
         metrics: Arc::new(Metrics::new()),
         shutdown: shutdown.clone(),
+        lease_ttl: options.lease_ttl,
     };
     let app = Arc::new(App::new(
         hash_token(options.admin_token.expose()),
@@ -200,7 +204,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServeError> 
         ),
         options.metrics_public,
         settings,
-        options.store.display().to_string(),
+        options.store.describe(),
     ));
     let router = routes::router(app.clone());
     let server = tokio::spawn(listen::serve(
@@ -216,7 +220,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServeError> 
         options.retention,
         shutdown.clone(),
     ));
-    info!(%addr, store = %options.store.display(), "listening");
+    info!(%addr, store = %options.store.describe(), "listening");
     Ok(RunningServer {
         addr,
         shutdown,
@@ -263,33 +267,22 @@ impl RunningServer {
     }
 }
 
-/// Opens the store, retrying while another process holds it, then runs the rollout driver and
-/// the retention task until the server stops; a failure to open stops the server with the
-/// error.
+/// Opens the store, retrying while another process holds the redb file, then runs the rollout
+/// driver and the retention task until the server stops; a failure to open stops the server
+/// with the error.
 async fn open_store(
     app: Arc<App>,
-    path: PathBuf,
+    location: StoreLocation,
     retention: Retention,
     shutdown: CancellationToken,
-) -> Result<(), StoreError> {
+) -> Result<(), OpenError> {
     let mut warned = false;
+    let store = location.describe();
     loop {
-        let attempt = {
-            let (path, settings) = (path.clone(), app.settings.clone());
-            tokio::task::spawn_blocking(move || Fleet::open(&path, settings)).await
-        };
-        let result = match attempt {
-            Ok(result) => result,
-            Err(join) => Err(StoreError::Corrupt {
-                path: path.clone(),
-                what: "file (opening it panicked)".to_owned(),
-                detail: join.to_string(),
-            }),
-        };
-        match result {
+        match Fleet::open(&location, app.settings.clone()).await {
             Ok((fleet, driver)) => {
                 let (hosts, loaded) = fleet.loaded();
-                info!(store = %path.display(), hosts, rollouts = loaded, "store open; serving");
+                info!(%store, hosts, rollouts = loaded, "store open; serving");
                 app.set_ready(fleet.clone());
                 // The opener goes on as the rollout driver and the retention task until the
                 // server stops.
@@ -299,9 +292,9 @@ async fn open_store(
                 );
                 return Ok(());
             }
-            Err(StoreError::Locked { .. }) if !shutdown.is_cancelled() => {
+            Err(error) if error.is_locked() && !shutdown.is_cancelled() => {
                 if !warned {
-                    warn!(store = %path.display(), "store is in use by another process; answering 503 and retrying every second");
+                    warn!(%store, "store is in use by another process; answering 503 and retrying every second");
                     warned = true;
                 }
                 tokio::select! {
@@ -309,7 +302,7 @@ async fn open_store(
                     () = shutdown.cancelled() => return Ok(()),
                 }
             }
-            Err(StoreError::Locked { .. }) => return Ok(()),
+            Err(error) if error.is_locked() => return Ok(()),
             Err(error) => {
                 error!(%error, "cannot open the store; stopping");
                 shutdown.cancel();

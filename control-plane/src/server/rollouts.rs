@@ -32,7 +32,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<WireJson<RolloutList>, ApiError> {
     app.authenticate(&headers)?;
-    Ok(WireJson(app.fleet()?.rollout_list()))
+    Ok(WireJson(app.fleet()?.rollout_list().await?))
 }
 
 /// `GET /v1/admin/rollouts/{id}`.
@@ -43,7 +43,7 @@ pub async fn show(
 ) -> Result<WireJson<RolloutStatus>, ApiError> {
     app.authenticate(&headers)?;
     let fleet = app.fleet()?;
-    Ok(WireJson(fleet.rollout(parse_id(&id)?)?))
+    Ok(WireJson(fleet.rollout(parse_id(&id)?).await?))
 }
 
 /// `POST /v1/admin/rollouts/{id}/pause`.

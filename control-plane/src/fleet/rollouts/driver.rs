@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use super::observe::{observe, registrations};
 use super::{Action, Request, RequestError, Snapshot};
 use crate::fleet::desired::CommitError;
+use crate::fleet::replicas::{self, Lease, LeaseKeeper};
 use crate::fleet::{DriverStart, Fleet};
 use crate::rollout::{Command, Event, next_deadline, plan, step};
 
@@ -28,14 +29,17 @@ const MAX_SLEEP: Duration = Duration::from_secs(5);
 /// How often a decision is taken again when hosts' desired states keep changing under it.
 const STALE_RETRIES: usize = 3;
 
-/// Runs the driver of `fleet`'s rollouts until the server shuts down.
+/// Runs the driver of `fleet`'s rollouts until the server shuts down; on a shared store, it
+/// drives only while it holds the rollout lease, and follows other replicas' changes.
 pub async fn run(fleet: Arc<Fleet>, start: DriverStart) {
     let DriverStart {
         loaded,
         mut requests,
         nudge,
         view,
+        subscription,
     } = start;
+    let follower = subscription.map(|s| tokio::spawn(replicas::follow(fleet.clone(), s)));
     let mut driver = Driver {
         watching_since: fleet.now(),
         rollouts: loaded
@@ -46,20 +50,48 @@ pub async fn run(fleet: Arc<Fleet>, start: DriverStart) {
         view,
         fleet,
     };
-    driver.reconcile().await;
+    let mut keeper = LeaseKeeper::new();
     let shutdown = driver.fleet.settings.shutdown.clone();
     loop {
+        let driving = match driver.fleet.rollout_lease(&mut keeper).await {
+            Lease::Held => true,
+            Lease::Taken => {
+                driver.reload().await;
+                true
+            }
+            Lease::Elsewhere => false,
+        };
+        if driving {
+            driver.reconcile().await;
+        }
         let wait = driver.wait();
         tokio::select! {
             () = shutdown.cancelled() => break,
             request = requests.recv() => match request {
-                Some(request) => driver.handle(request).await,
+                Some(request) if driving => driver.handle(request).await,
+                Some(request) => refuse(request),
                 None => break,
             },
             () = nudge.notified() => {}
             () = tokio::time::sleep(wait) => {}
         }
-        driver.reconcile().await;
+    }
+    driver.fleet.release_rollout_lease().await;
+    if let Some(follower) = follower {
+        // The follower ends with the server's shutdown.
+        let _ = follower.await;
+    }
+}
+
+/// Answers a request this replica cannot take: another replica drives the rollouts.
+fn refuse(request: Request) {
+    match request {
+        Request::Start { reply, .. } | Request::Act { reply, .. } => {
+            let _ = reply.send(Err(RequestError::Elsewhere));
+        }
+        Request::TakeOut { reply, .. } => {
+            let _ = reply.send(Err(RequestError::Elsewhere));
+        }
     }
 }
 
@@ -72,11 +104,32 @@ struct Driver {
 }
 
 impl Driver {
+    /// Reads every rollout again (this replica just took the lease over: another may have
+    /// moved them since it last drove).
+    async fn reload(&mut self) {
+        match self.fleet.backend.load_rollouts().await {
+            Ok(loaded) => {
+                self.rollouts = loaded
+                    .into_iter()
+                    .map(|rollout| (rollout.id, Arc::new(rollout)))
+                    .collect();
+                self.deadlines.clear();
+                self.watching_since = self.fleet.now();
+                self.publish();
+            }
+            Err(error) => {
+                warn!(%error, "cannot read the rollouts after taking the lease; deciding from what this replica last knew");
+            }
+        }
+    }
+
     /// How long to sleep: until the earliest deadline, at most [`MAX_SLEEP`].
     fn wait(&self) -> Duration {
         let now = self.fleet.now();
-        self.deadlines.values().min().map_or(MAX_SLEEP, |at| {
-            Duration::from_millis(at.since(now).0).min(MAX_SLEEP)
+        // A lease must be renewed well within its time to live.
+        let longest = MAX_SLEEP.min(self.fleet.settings.lease_ttl / 3);
+        self.deadlines.values().min().map_or(longest, |at| {
+            Duration::from_millis(at.since(now).0).min(longest)
         })
     }
 

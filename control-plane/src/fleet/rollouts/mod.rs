@@ -110,6 +110,11 @@ pub enum RequestError {
     /// The server is stopping.
     #[error("the control plane is stopping; retry when it is back")]
     Stopped,
+    /// Another replica drives the rollouts at the moment.
+    #[error(
+        "another control-plane replica drives the rollouts at the moment; retry shortly (through the load balancer, or against the replica that holds the rollout lease)"
+    )]
+    Elsewhere,
 }
 
 /// The fleet's side of the rollout driver.
@@ -182,7 +187,7 @@ impl Fleet {
     /// Starts a rollout; answers it as committed, with its hosts' lines.
     pub async fn start_rollout(&self, request: StartRollout) -> Result<RolloutStatus, FleetError> {
         let rollout = self.rollouts.start(request).await?;
-        Ok(self.rollout_status(&rollout))
+        self.rollout_status(&rollout).await
     }
 
     /// Carries out an operator's command on a rollout; answers it as committed.
@@ -192,12 +197,12 @@ impl Fleet {
         action: Action,
     ) -> Result<RolloutStatus, FleetError> {
         let rollout = self.rollouts.act(id, action).await?;
-        Ok(self.rollout_status(&rollout))
+        self.rollout_status(&rollout).await
     }
 
     /// The newest rollouts first.
-    pub fn rollout_list(&self) -> RolloutList {
-        let snapshot = self.rollouts.snapshot();
+    pub async fn rollout_list(&self) -> Result<RolloutList, FleetError> {
+        let snapshot = self.rollouts_now().await?;
         let rollouts = snapshot
             .rollouts
             .values()
@@ -205,27 +210,27 @@ impl Fleet {
             .take(MAX_LISTED_ROLLOUTS)
             .map(|rollout| RolloutSummary::of(rollout))
             .collect();
-        RolloutList { rollouts }
+        Ok(RolloutList { rollouts })
     }
 
     /// One rollout with the live line of each of its hosts.
-    pub fn rollout(&self, id: RolloutId) -> Result<RolloutStatus, FleetError> {
-        let snapshot = self.rollouts.snapshot();
+    pub async fn rollout(&self, id: RolloutId) -> Result<RolloutStatus, FleetError> {
+        let snapshot = self.rollouts_now().await?;
         let rollout = snapshot
             .rollouts
             .get(&id)
             .ok_or(RequestError::NotFound(id))?;
-        Ok(self.rollout_status(rollout))
+        self.rollout_status(rollout).await
     }
 
     /// The rollout gauges: rollouts by phase, and hosts by state for the newest rollouts.
-    pub fn rollout_counts(&self) -> RolloutCounts {
-        let snapshot = self.rollouts.snapshot();
+    pub async fn rollout_counts(&self) -> Result<RolloutCounts, FleetError> {
+        let snapshot = self.rollouts_now().await?;
         let mut by_phase = BTreeMap::<&'static str, i64>::new();
         for rollout in snapshot.rollouts.values() {
             *by_phase.entry(rollout.phase.name()).or_default() += 1;
         }
-        RolloutCounts {
+        Ok(RolloutCounts {
             by_phase: by_phase.into_iter().collect(),
             hosts: snapshot
                 .rollouts
@@ -234,13 +239,14 @@ impl Fleet {
                 .take(METRICS_ROLLOUTS)
                 .map(|rollout| (rollout.id, rollout.counts()))
                 .collect(),
-        }
+        })
     }
 
-    fn rollout_status(&self, rollout: &Rollout) -> RolloutStatus {
-        RolloutStatus {
+    async fn rollout_status(&self, rollout: &Rollout) -> Result<RolloutStatus, FleetError> {
+        let ids: Vec<HostId> = rollout.hosts.keys().cloned().collect();
+        Ok(RolloutStatus {
             rollout: rollout.clone(),
-            hosts: self.rows(rollout.hosts.keys()),
-        }
+            hosts: self.rows(&ids).await?,
+        })
     }
 }

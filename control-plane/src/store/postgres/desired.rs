@@ -13,8 +13,7 @@ use crate::store::{DesiredChange, DesiredRecord};
 /// The revision a host's next desired state carries: above its current one and above every
 /// revision the host reported knowing, in its mirror or its latest heartbeat. The two differ
 /// only when the database was restored from a backup older than what the agent received; an
-/// agent ignores a directive older than the one it recorded. (The rule of the in-memory
-/// registry's `HostEntry::next_revision`.)
+/// agent ignores a directive older than the one it recorded. The one rule of both stores.
 pub fn next_revision(
     current: Revision,
     mirrored: Option<Revision>,

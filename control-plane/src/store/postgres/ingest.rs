@@ -15,7 +15,7 @@ use fleetnode_wire::{AgentStatus, EventBatch, HostId, Revision, Timestamp};
 use super::hosts::heartbeat_of;
 use super::store::{from_json, to_i64, to_json, to_u64};
 use super::{PgError, PgStore};
-use crate::mirror::{Applied, Comparison, Mirror, Refused};
+use crate::mirror::{Applied, Mirror, Refused};
 use crate::store::HeartbeatRecord;
 
 /// One write of the agent API.
@@ -252,25 +252,18 @@ fn apply_batch(
     Ok(GroupOutcome::Applied(Box::new(applied)))
 }
 
-/// Compares a heartbeat with the mirror as it stands and keeps it, as the single server does.
+/// Judges a heartbeat against the mirror as it stands and keeps it, by the rule every store
+/// keeps ([`Mirror::judge`]).
 fn take_heartbeat(row: &mut Row, status: &AgentStatus, received_at: Timestamp) -> HeartbeatOutcome {
-    let previous = row.heartbeat.as_ref().and_then(|h| h.divergence.clone());
-    let divergence = match row.mirror.compare(status) {
-        Comparison::NotComparable => previous.clone(),
-        Comparison::Agrees => None,
-        Comparison::Disagrees(why) => Some(why),
-    };
-    let record = HeartbeatRecord {
-        heartbeat: status.clone(),
-        received_at,
-        divergence,
-    };
-    row.heartbeat = Some(record.clone());
+    let judged = row
+        .mirror
+        .judge(status.clone(), received_at, row.heartbeat.as_ref());
+    row.heartbeat = Some(judged.record.clone());
     row.heartbeat_changed = true;
     HeartbeatOutcome {
-        record,
-        previous_divergence: previous,
-        resync_from: row.mirror.needs_resync(status),
+        record: judged.record,
+        previous_divergence: judged.previous,
+        resync_from: judged.resync_from,
         desired_revision: row.revision,
     }
 }

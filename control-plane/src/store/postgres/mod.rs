@@ -31,6 +31,7 @@ mod listen;
 pub mod migrate;
 pub mod notify;
 mod password;
+mod retention;
 mod rollouts;
 mod store;
 mod tls;
