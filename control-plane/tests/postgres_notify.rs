@@ -50,10 +50,18 @@ async fn a_change_through_one_replica_wakes_the_other() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        next(&mut wakes).await,
-        Wake::Desired(vec![host("web-01"), host("web-02")])
+    let Wake::Desired(changed) = next(&mut wakes).await else {
+        panic!("a desired-state wake-up was expected");
+    };
+    assert_eq!(changed, vec![host("web-01"), host("web-02")]);
+    // What the woken replica reads for them is the new state.
+    let reread = a.hosts(&changed).await.unwrap();
+    assert!(
+        reread
+            .iter()
+            .all(|h| h.desired.paused && h.desired.revision.0 == 1)
     );
+    assert_eq!(reread.len(), 2);
 
     let mut revoked = record("web-01");
     revoked.revoked = true;
