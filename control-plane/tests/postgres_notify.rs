@@ -87,6 +87,34 @@ async fn a_change_through_one_replica_wakes_the_other() {
     b.add_host(&record("web-02"), &initial()).await.unwrap_err();
     b.add_host(&record("web-03"), &initial()).await.unwrap();
     assert_eq!(next(&mut wakes).await, Wake::Hosts(vec![host("web-03")]));
+
+    // A dropped subscription closes its connection.
+    assert_eq!(listeners(db.name()), 1);
+    drop(wakes);
+    for _ in 0..300 {
+        if listeners(db.name()) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the dropped subscription's connection is still open");
+}
+
+/// How many listening connections the database has.
+fn listeners(database: &str) -> usize {
+    shared()
+        .unwrap()
+        .psql(
+            database,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = '{LISTENER_NAME}'"
+            ),
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
