@@ -50,10 +50,18 @@ async fn a_change_through_one_replica_wakes_the_other() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        next(&mut wakes).await,
-        Wake::Desired(vec![host("web-01"), host("web-02")])
+    let Wake::Desired(changed) = next(&mut wakes).await else {
+        panic!("a desired-state wake-up was expected");
+    };
+    assert_eq!(changed, vec![host("web-01"), host("web-02")]);
+    // What the woken replica reads for them is the new state.
+    let reread = a.hosts(&changed).await.unwrap();
+    assert!(
+        reread
+            .iter()
+            .all(|h| h.desired.paused && h.desired.revision.0 == 1)
     );
+    assert_eq!(reread.len(), 2);
 
     let mut revoked = record("web-01");
     revoked.revoked = true;
@@ -79,6 +87,34 @@ async fn a_change_through_one_replica_wakes_the_other() {
     b.add_host(&record("web-02"), &initial()).await.unwrap_err();
     b.add_host(&record("web-03"), &initial()).await.unwrap();
     assert_eq!(next(&mut wakes).await, Wake::Hosts(vec![host("web-03")]));
+
+    // A dropped subscription closes its connection.
+    assert_eq!(listeners(db.name()), 1);
+    drop(wakes);
+    for _ in 0..300 {
+        if listeners(db.name()) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the dropped subscription's connection is still open");
+}
+
+/// How many listening connections the database has.
+fn listeners(database: &str) -> usize {
+    shared()
+        .unwrap()
+        .psql(
+            database,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = '{LISTENER_NAME}'"
+            ),
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]

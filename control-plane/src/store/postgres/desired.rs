@@ -116,9 +116,17 @@ impl PgStore {
             });
         }
         if locked.len() != ids.len() {
+            // Both are sorted by id: the first id without its row is the first difference.
             let missing = ids
                 .iter()
-                .find(|id| !locked.iter().any(|h| h.id.as_str() == **id));
+                .zip(
+                    locked
+                        .iter()
+                        .map(|h| h.id.as_str())
+                        .chain(std::iter::repeat("")),
+                )
+                .find(|(wanted, found)| *wanted != found)
+                .map(|(wanted, _)| *wanted);
             if let Some(host) = missing.and_then(|id| HostId::parse(id).ok()) {
                 return Err(PgError::UnknownHost { host });
             }

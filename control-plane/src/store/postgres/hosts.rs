@@ -55,6 +55,24 @@ impl PgStore {
         row.map(|row| stored(id.as_str(), &row, 0)).transpose()
     }
 
+    /// The registered hosts among `ids`, by id: what a replica re-reads for the hosts a
+    /// wake-up names.
+    pub async fn hosts(&self, ids: &[HostId]) -> Result<Vec<StoredHost>, PgError> {
+        let ids: Vec<&str> = ids.iter().map(HostId::as_str).collect();
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, record, desired, mirror, heartbeat FROM hosts
+                 WHERE id = ANY($1) ORDER BY id",
+                &[&ids],
+            )
+            .await
+            .map_err(|e| self.fail("loading hosts", &e))?;
+        rows.into_iter()
+            .map(|row| stored(&row.get::<_, String>(0), &row, 1))
+            .collect()
+    }
+
     /// Registers a new host with its initial desired state; a host already registered under
     /// this id is refused with [`PgError::DuplicateHost`] and nothing is written.
     pub async fn add_host(

@@ -80,19 +80,26 @@ impl PgStore {
     }
 }
 
-/// A listening connection: the client (kept for pings) and the task driving it.
+/// A listening connection: the client (kept for pings) and the task driving it, which ends
+/// with it.
 struct Listening {
     client: tokio_postgres::Client,
     driver: JoinHandle<()>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
 }
 
 /// Watches the listening connection, and replaces it when it is lost.
 async fn keep_listening(store: PgStore, sender: mpsc::Sender<Wake>, mut listening: Listening) {
     loop {
         watch(&mut listening).await;
-        listening.driver.abort();
+        drop(listening);
         warn!(
-            target = store.target(),
+            database = store.target(),
             "lost the notification connection to the database; reconnecting"
         );
         let mut wait = RECONNECT_FIRST;
@@ -110,7 +117,7 @@ async fn keep_listening(store: PgStore, sender: mpsc::Sender<Wake>, mut listenin
             }
         };
         info!(
-            target = store.target(),
+            database = store.target(),
             "notification connection back; every replica's changes are read again"
         );
         if sender.send(Wake::Resync).await.is_err() {

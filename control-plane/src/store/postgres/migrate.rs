@@ -4,7 +4,9 @@
 //! than this build knows is refused.
 //!
 //! Every record is the JSON (`jsonb`) of the same serde types the redb store keeps, beside the
-//! columns that are indexed, compared or locked.
+//! columns that are indexed, compared or locked. Ids and names compare byte by byte (`COLLATE
+//! "C"`), whatever the database's locale: rows are locked in that order, the order Rust sorts
+//! them in.
 
 use tokio_postgres::Client;
 
@@ -30,7 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     description: "hosts with desired state, mirror and heartbeat; desired history; events; operators; audit; rollouts; leases",
     sql: r#"
 CREATE TABLE hosts (
-    id text PRIMARY KEY,
+    id text COLLATE "C" PRIMARY KEY,
     record jsonb NOT NULL,
     token_sha256 text NOT NULL,
     revoked boolean NOT NULL,
@@ -41,20 +43,20 @@ CREATE TABLE hosts (
 );
 CREATE INDEX hosts_token ON hosts (token_sha256);
 CREATE TABLE desired_history (
-    host text NOT NULL REFERENCES hosts (id),
+    host text COLLATE "C" NOT NULL REFERENCES hosts (id),
     revision bigint NOT NULL,
     record jsonb NOT NULL,
     PRIMARY KEY (host, revision)
 );
 CREATE TABLE events (
-    host text NOT NULL,
+    host text COLLATE "C" NOT NULL,
     stream bigint NOT NULL,
     seq bigint NOT NULL,
     event jsonb NOT NULL,
     PRIMARY KEY (host, stream, seq)
 );
 CREATE TABLE operators (
-    name text PRIMARY KEY,
+    name text COLLATE "C" PRIMARY KEY,
     record jsonb NOT NULL
 );
 CREATE TABLE audit (

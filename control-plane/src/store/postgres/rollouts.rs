@@ -7,6 +7,9 @@ use fleetnode_wire::{
     DesiredState, Directive, DirectiveKind, HostId, Rollout, RolloutId, Timestamp,
 };
 
+use std::collections::BTreeMap;
+
+use super::desired::LockedHost;
 use super::lease::Fence;
 use super::store::{from_json, to_i64, to_json, to_u64};
 use super::{PgError, PgStore};
@@ -66,9 +69,10 @@ impl PgStore {
         self.check_fence(&txn, fence).await?;
         let hosts: Vec<HostId> = directives.iter().map(|(host, _)| host.clone()).collect();
         let locked = self.lock_for_desired(&txn, &hosts).await?;
+        let locked: BTreeMap<&HostId, &LockedHost> = locked.iter().map(|h| (&h.id, h)).collect();
         let mut changes = Vec::with_capacity(directives.len());
         for (host, directive) in directives {
-            let Some(current) = locked.iter().find(|h| &h.id == host) else {
+            let Some(current) = locked.get(host) else {
                 return Err(PgError::UnknownHost { host: host.clone() });
             };
             if current.next != directive.revision {
