@@ -25,23 +25,6 @@ impl PgStore {
             .collect()
     }
 
-    /// These hosts (those registered), by id.
-    pub async fn hosts(&self, ids: &[HostId]) -> Result<Vec<StoredHost>, PgError> {
-        let ids: Vec<&str> = ids.iter().map(HostId::as_str).collect();
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, record, desired, mirror, heartbeat FROM hosts
-                 WHERE id = ANY($1) ORDER BY id",
-                &[&ids],
-            )
-            .await
-            .map_err(|e| self.fail("loading hosts", &e))?;
-        rows.into_iter()
-            .map(|row| stored(&row.get::<_, String>(0), &row, 1))
-            .collect()
-    }
-
     /// One host, if registered.
     pub async fn host(&self, id: &HostId) -> Result<Option<StoredHost>, PgError> {
         let client = self.client().await?;
