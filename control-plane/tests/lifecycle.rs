@@ -95,7 +95,7 @@ async fn an_unreadable_store_stops_the_server_with_an_error_naming_the_file() {
     let path = harness.pki.dir.path().join("garbage.redb");
     std::fs::write(&path, vec![0x5a_u8; 64 * 1024]).unwrap();
     let mut options = harness.options();
-    options.store = path.clone();
+    options.store = path.clone().into();
     let server = start(options).await.unwrap();
     let error = server.wait().await.unwrap_err();
     assert!(matches!(error, ServeError::Store(_)), "{error:?}");

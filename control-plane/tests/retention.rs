@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod pg_support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,8 @@ use common::{START, closure};
 use fleetnode_control_plane::ManualClock;
 use fleetnode_control_plane::fleet::retention::PassReport;
 use fleetnode_control_plane::fleet::{
-    Credentials, DesiredChangeRequest, DriverStart, Fleet, Retention, Settings, rollouts,
+    Credentials, DesiredChangeRequest, DriverStart, Fleet, Retention, Settings, StoreLocation,
+    rollouts,
 };
 use fleetnode_control_plane::metrics::Metrics;
 use fleetnode_control_plane::store::EXAMINE_PER_BATCH;
@@ -33,11 +35,63 @@ struct Open {
     clock: Arc<ManualClock>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-    _dir: TempDir,
+    _place: Place,
 }
 
-fn open() -> Open {
-    let dir = TempDir::new().unwrap();
+/// Where a test's store lives; held only to be dropped (removed) with the test.
+#[allow(dead_code)]
+enum Place {
+    Redb(TempDir),
+    Postgres(fleetnode_fixtures::postgres::Database),
+}
+
+/// Runs a test on a redb file and on a PostgreSQL database.
+macro_rules! on_both_stores {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn redb() {
+                    super::$test(super::Store::Redb).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$test(super::Store::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
+on_both_stores!(
+    old_events_go_in_batches_but_the_newest_of_each_host_stay,
+    young_events_and_those_of_recent_rollouts_stay_however_old,
+    a_replaced_stream_goes_whole_once_old,
+    the_desired_history_keeps_its_newest_entries_and_the_state_in_force,
+    audit_entries_older_than_the_limit_go_and_younger_ones_stay,
+);
+
+/// Which store a test runs on.
+#[derive(Clone, Copy)]
+enum Store {
+    Redb,
+    Postgres,
+}
+
+async fn open(store: Store) -> Open {
+    let (place, location) = match store {
+        Store::Redb => {
+            let dir = TempDir::new().unwrap();
+            let location = StoreLocation::Redb(dir.path().join("cp.redb"));
+            (Place::Redb(dir), location)
+        }
+        Store::Postgres => {
+            let db = pg_support::database();
+            let location = StoreLocation::parse(&db.url(), None);
+            (Place::Postgres(db), location)
+        }
+    };
     let clock = Arc::new(ManualClock::new(START));
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
@@ -47,15 +101,16 @@ fn open() -> Open {
         clock: clock.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        lease_ttl: Duration::from_secs(15),
     };
-    let (fleet, driver) = Fleet::open(&dir.path().join("cp.redb"), settings).unwrap();
+    let (fleet, driver) = Fleet::open(&location, settings).await.unwrap();
     Open {
         fleet,
         driver: Some(driver),
         clock,
         metrics,
         shutdown,
-        _dir: dir,
+        _place: place,
     }
 }
 
@@ -97,9 +152,8 @@ async fn deployed(fleet: &Fleet, id: &str, stream: u64, deployments: u64) -> usi
     sim.reported.len()
 }
 
-#[tokio::test]
-async fn old_events_go_in_batches_but_the_newest_of_each_host_stay() {
-    let open = open();
+async fn old_events_go_in_batches_but_the_newest_of_each_host_stay(store: Store) {
+    let open = open(store).await;
     let fleet = &open.fleet;
     // Enough events that one pass needs several batches.
     let mut total = 0;
@@ -161,9 +215,8 @@ async fn old_events_go_in_batches_but_the_newest_of_each_host_stay() {
     assert_eq!(fleet.prune(&events).await.unwrap(), PassReport::default());
 }
 
-#[tokio::test]
-async fn young_events_and_those_of_recent_rollouts_stay_however_old() {
-    let mut open = open();
+async fn young_events_and_those_of_recent_rollouts_stay_however_old(store: Store) {
+    let mut open = open(store).await;
     let fleet = open.fleet.clone();
     let young = deployed(&fleet, "web-01", STREAM, 30).await;
     let in_rollout = deployed(&fleet, "web-02", STREAM, 30).await;
@@ -194,9 +247,8 @@ async fn young_events_and_those_of_recent_rollouts_stay_however_old() {
     driver.await.unwrap();
 }
 
-#[tokio::test]
-async fn a_replaced_stream_goes_whole_once_old() {
-    let open = open();
+async fn a_replaced_stream_goes_whole_once_old(store: Store) {
+    let open = open(store).await;
     let fleet = &open.fleet;
     let token = add(fleet, "web-01").await;
     let entry = fleet
@@ -234,9 +286,8 @@ async fn a_replaced_stream_goes_whole_once_old() {
     assert_eq!(detail.recent_events, second.reported);
 }
 
-#[tokio::test]
-async fn the_desired_history_keeps_its_newest_entries_and_the_state_in_force() {
-    let open = open();
+async fn the_desired_history_keeps_its_newest_entries_and_the_state_in_force(store: Store) {
+    let open = open(store).await;
     let fleet = &open.fleet;
     add(fleet, "web-01").await;
     let host = HostId::parse("web-01").unwrap();
@@ -266,9 +317,8 @@ async fn the_desired_history_keeps_its_newest_entries_and_the_state_in_force() {
     assert!(!detail.desired.paused);
 }
 
-#[tokio::test]
-async fn audit_entries_older_than_the_limit_go_and_younger_ones_stay() {
-    let open = open();
+async fn audit_entries_older_than_the_limit_go_and_younger_ones_stay(store: Store) {
+    let open = open(store).await;
     let fleet = &open.fleet;
     for n in 0..5 {
         fleet.record_audit(entry(&open, n)).await.unwrap();

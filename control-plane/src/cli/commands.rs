@@ -15,7 +15,7 @@ use super::client::{CliError, Client};
 use super::token_file::created_around;
 use super::{Cli, Command, Connection, ServeArgs, SetTargetArgs, render};
 use crate::clock::{Clock, SystemClock};
-use crate::fleet::Retention;
+use crate::fleet::{Retention, StoreLocation};
 use crate::server::{ServeError, ServerOptions, Transport, start};
 
 /// Runs a command; the error is what to print before exiting non-zero.
@@ -155,8 +155,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let mut options =
-        ServerOptions::new(args.listen, transport, Secret::new(&token_text), args.store);
+    let store = StoreLocation::parse(&args.store, args.store_password_file.clone());
+    if matches!(store, StoreLocation::Redb(_)) && args.store_password_file.is_some() {
+        anyhow::bail!(
+            "--store-password-file is for a PostgreSQL store, but --store {} is a redb file",
+            args.store
+        );
+    }
+    let mut options = ServerOptions::new(args.listen, transport, Secret::new(&token_text), store);
+    options.lease_ttl = Duration::from_millis(args.lease_ttl.0).max(Duration::from_secs(3));
     options.heartbeat_interval = Duration::from_millis(args.heartbeat_interval.0);
     options.metrics_public = args.metrics_public;
     options.waiters_per_host = args.waiters_per_host.max(1);

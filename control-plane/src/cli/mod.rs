@@ -142,9 +142,19 @@ pub struct ServeArgs {
     /// File holding the operator's admin token.
     #[arg(long)]
     pub admin_token_file: PathBuf,
-    /// The store (a redb file; created when missing).
+    /// The store: a redb file (created when missing), or a PostgreSQL database as a
+    /// `postgres://` or `postgresql://` URL, which any number of replicas may share
+    /// (docs/control-plane.md, "Running several replicas"). Keep a password out of the URL:
+    /// give --store-password-file, or use PGPASSFILE.
     #[arg(long, default_value = "./fleetnode-cp.redb")]
-    pub store: PathBuf,
+    pub store: String,
+    /// File holding the database password (mode 0600), for a PostgreSQL store.
+    #[arg(long)]
+    pub store_password_file: Option<PathBuf>,
+    /// With replicas on PostgreSQL: how long the rollout driver's lease lasts unless renewed,
+    /// so how soon another replica takes the rollouts over when the driving one dies.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease_ttl: Millis,
     /// Serve plain HTTP instead of TLS; only allowed on a loopback address. For demos.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
     pub insecure_http: bool,

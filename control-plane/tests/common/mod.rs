@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetnode_control_plane::fleet::StoreLocation;
 use fleetnode_control_plane::server::Limits;
 use fleetnode_control_plane::{ManualClock, RunningServer, ServerOptions, Transport, start};
 use fleetnode_fixtures::certs::{IssuedPaths, TestCa};
@@ -61,6 +62,9 @@ impl Pki {
 pub struct Harness {
     pub pki: Pki,
     pub store: PathBuf,
+    /// Where the server keeps its store: the redb file `store` unless a test chose a
+    /// database.
+    pub location: Option<StoreLocation>,
     pub clock: Arc<ManualClock>,
     pub client_ca: Option<PathBuf>,
     pub heartbeat_interval: Duration,
@@ -90,6 +94,7 @@ impl Harness {
             http: client(&pki.ca_file, None),
             pki,
             store,
+            location: None,
             clock: Arc::new(ManualClock::new(START)),
             client_ca,
             heartbeat_interval: Duration::from_secs(30),
@@ -111,12 +116,36 @@ impl Harness {
                 client_ca: self.client_ca.clone(),
             },
             Secret::new(ADMIN_TOKEN),
-            self.store.clone(),
+            self.location
+                .clone()
+                .unwrap_or_else(|| StoreLocation::Redb(self.store.clone())),
         );
         options.clock = self.clock.clone();
         options.heartbeat_interval = self.heartbeat_interval;
         options.limits = self.limits;
         options
+    }
+
+    /// A server on the PostgreSQL database at `url` (each call a replica of its own, with
+    /// its own TLS files).
+    pub async fn start_on(url: &str) -> Self {
+        let pki = Pki::new();
+        let store = pki.dir.path().join("unused.redb");
+        let mut harness = Self {
+            http: client(&pki.ca_file, None),
+            pki,
+            store,
+            location: Some(StoreLocation::parse(url, None)),
+            clock: Arc::new(ManualClock::new(START)),
+            client_ca: None,
+            heartbeat_interval: Duration::from_secs(30),
+            server: None,
+            url: String::new(),
+            limits: Limits::default(),
+        };
+        harness.boot().await;
+        harness.wait_ready().await;
+        harness
     }
 
     /// Starts the server (not waiting for the store).

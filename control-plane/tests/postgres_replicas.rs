@@ -1,0 +1,250 @@
+//! Control-plane replicas on one PostgreSQL database (a throw-away cluster of the tests' own),
+//! over real HTTPS: each serves every endpoint; a host's writes serialise in the database; a
+//! change made through one wakes long-polls on another; trust is shared; the rollout driver
+//! moves to another replica when the driving one stops.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod pg_support;
+
+use std::time::Duration;
+
+use common::{Harness, SimulatedAgent, closure, wait_for_waiters};
+use fleetnode_wire::{
+    DesiredAnswer, EventAck, HeartbeatAck, HostId, MAX_WAIT_SECS, PhaseKind, Revision,
+    RolloutStatus,
+};
+use reqwest::{Method, StatusCode};
+
+const STREAM: u64 = 9;
+
+#[tokio::test]
+async fn one_replica_serves_agents_and_operators_and_keeps_everything_across_a_restart() {
+    let db = pg_support::database();
+    let mut replica = Harness::start_on(&db.url()).await;
+    let token = replica.add_host("web-01").await;
+    let agent = replica.agent("web-01", &token);
+    let set = replica.set_target(&["web-01"], &closure("web-01", 1)).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+
+    let mut sim = SimulatedAgent::started(&closure("web-01", 0), STREAM);
+    sim.activate(1, &closure("web-01", 1));
+    for chunk in sim.reported.chunks(3) {
+        let answer = agent.events(STREAM, chunk).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        let ack: EventAck = answer.json();
+        assert_eq!(ack.acked_through, chunk.last().unwrap().seq);
+    }
+    let beat = agent.heartbeat(&sim.heartbeat()).await;
+    assert_eq!(beat.status, StatusCode::OK, "{}", beat.text);
+    let ack: HeartbeatAck = beat.json();
+    assert_eq!(ack.desired_revision, Revision(1));
+
+    replica.restart().await;
+    let detail = replica.detail("web-01").await;
+    assert_eq!(detail.mirror, sim.state.host);
+    assert_eq!(detail.row.phase, PhaseKind::Converged);
+    assert!(!detail.row.diverged, "{:?}", detail.divergence);
+    assert_eq!(detail.recent_events, sim.reported);
+    assert_eq!(detail.desired.revision, Revision(1));
+}
+
+#[tokio::test]
+async fn a_change_through_one_replica_wakes_a_long_poll_waiting_on_another() {
+    let db = pg_support::database();
+    let a = Harness::start_on(&db.url()).await;
+    let b = Harness::start_on(&db.url()).await;
+    let token = a.add_host("web-01").await;
+    let on_b = b_agent(&b, "web-01", &token).await;
+
+    let first: DesiredAnswer = on_b.desired(None, 0).await.json();
+    assert_eq!(first.desired.revision, Revision(0));
+    let poll = {
+        let on_b = on_b.clone();
+        tokio::spawn(async move { on_b.desired(Some(0), MAX_WAIT_SECS).await })
+    };
+    wait_for_waiters(&b, 1).await;
+    let set = a.set_target(&["web-01"], &closure("web-01", 1)).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+
+    // Only a change ends this poll with changed=true before its wait runs out.
+    let answer: DesiredAnswer = poll.await.unwrap().json();
+    assert!(answer.changed);
+    assert_eq!(answer.desired.revision, Revision(1));
+}
+
+#[tokio::test]
+async fn a_host_revoked_through_one_replica_is_refused_by_the_other() {
+    let db = pg_support::database();
+    let a = Harness::start_on(&db.url()).await;
+    let b = Harness::start_on(&db.url()).await;
+    let token = a.add_host("web-01").await;
+    let on_b = b_agent(&b, "web-01", &token).await;
+
+    let revoked = a
+        .admin(Method::DELETE, "/v1/admin/hosts/web-01", None)
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.text);
+    let refused = eventually(|| async {
+        let answer = on_b.desired(None, 0).await;
+        (answer.status == StatusCode::UNAUTHORIZED).then_some(answer)
+    })
+    .await;
+    assert_eq!(refused.code(), "unauthorized");
+}
+
+#[tokio::test]
+async fn batches_split_over_two_replicas_make_one_exact_mirror() {
+    let db = pg_support::database();
+    let a = Harness::start_on(&db.url()).await;
+    let b = Harness::start_on(&db.url()).await;
+    let token = a.add_host("web-01").await;
+    let on_a = a.agent("web-01", &token);
+    let on_b = b_agent(&b, "web-01", &token).await;
+
+    let mut sim = SimulatedAgent::started(&closure("web-01", 0), STREAM);
+    for revision in 1..=4 {
+        sim.activate(revision, &closure("web-01", 1 + (revision % 2) as usize));
+    }
+    let events = &sim.reported;
+    // The agent fails over mid-batch: each batch goes to one replica and again, overlapping,
+    // to the other.
+    let mut start = 0;
+    while start < events.len() {
+        let end = (start + 4).min(events.len());
+        let first: EventAck = on_a.events(STREAM, &events[start..end]).await.json();
+        assert_eq!(first.acked_through, events[end - 1].seq);
+        let again_from = start.saturating_sub(2);
+        let second: EventAck = on_b.events(STREAM, &events[again_from..end]).await.json();
+        assert_eq!(second.acked_through, events[end - 1].seq);
+        start = end;
+    }
+    for replica in [&a, &b] {
+        let detail = replica.detail("web-01").await;
+        assert_eq!(detail.mirror, sim.state.host);
+        assert!(!detail.row.diverged, "{:?}", detail.divergence);
+    }
+    let store = pg_support::store(&db).await;
+    let stored = store
+        .recent_events(&HostId::parse("web-01").unwrap(), STREAM, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(&stored, events, "every event once, in order");
+}
+
+#[tokio::test]
+async fn the_rollouts_move_to_another_replica_when_the_driving_one_stops() {
+    let db = pg_support::database();
+    let mut a = Harness::start_on(&db.url()).await;
+    let mut b = Harness::start_on(&db.url()).await;
+    let mut tokens = Vec::new();
+    for id in ["web-01", "web-02"] {
+        tokens.push(a.add_host(id).await);
+    }
+    let request = serde_json::json!({
+        "release": { "hosts": {
+            "web-01": closure("web-01", 1).to_string(),
+            "web-02": closure("web-02", 1).to_string(),
+        } },
+        "waves": [ { "by": "count", "count": 1 }, { "by": "percent", "percent": 100 } ],
+        "bake_ms": 0,
+    });
+    // Whichever replica drives takes the start; the other says so.
+    let (driving, answer) = eventually(|| async {
+        for (index, replica) in [&a, &b].into_iter().enumerate() {
+            let answer = replica
+                .admin(
+                    Method::POST,
+                    "/v1/admin/rollouts",
+                    Some(request.to_string()),
+                )
+                .await;
+            if answer.status == StatusCode::CREATED {
+                return Some((index, answer));
+            }
+            assert_eq!(
+                answer.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{}",
+                answer.text
+            );
+        }
+        None
+    })
+    .await;
+    let started: RolloutStatus = answer.json();
+    let canary = started.rollout.waves[0].hosts[0].clone();
+    let second = started.rollout.waves[1].hosts[0].clone();
+
+    // The driving replica stops; the other takes the lease and goes on with the rollout.
+    let (survivor, stopped) = if driving == 0 {
+        a.stop().await;
+        (&b, "a")
+    } else {
+        b.stop().await;
+        (&a, "b")
+    };
+    let index = |host: &HostId| if host.as_str() == "web-01" { 0 } else { 1 };
+    converge(survivor, &canary, &tokens[index(&canary)]).await;
+    let moved = eventually(|| async {
+        let detail = survivor.detail(second.as_str()).await;
+        (detail.desired.revision == Revision(1)).then_some(detail)
+    })
+    .await;
+    assert!(
+        moved.desired.directive.is_some(),
+        "replica {stopped} stopped"
+    );
+
+    // Each host got its directive once.
+    let store = pg_support::store(&db).await;
+    for host in [&canary, &second] {
+        let history = store.desired_history(host).await.unwrap();
+        assert_eq!(history.len(), 1, "{host}: {history:?}");
+    }
+}
+
+/// The agent of `host` talking to replica `b`, once `b` knows the host (added through another
+/// replica, it arrives by notification).
+async fn b_agent(b: &Harness, host: &str, token: &str) -> common::Agent {
+    let agent = b.agent(host, token);
+    eventually(|| async {
+        let answer = agent.desired(None, 0).await;
+        (answer.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    agent
+}
+
+/// Reports the host through `replica` as converged on its directive.
+async fn converge(replica: &Harness, host: &HostId, token: &str) {
+    let agent = replica.agent(host.as_str(), token);
+    let answer: DesiredAnswer = eventually(|| async {
+        let answer: DesiredAnswer = agent.desired(Some(0), 0).await.json();
+        answer.changed.then_some(answer)
+    })
+    .await;
+    let mut sim = SimulatedAgent::started(&closure(host.as_str(), 0), STREAM);
+    sim.answer(answer.desired.directive.unwrap());
+    let ack = agent.events(STREAM, &sim.reported).await;
+    assert_eq!(ack.status, StatusCode::OK, "{}", ack.text);
+    let beat = agent.heartbeat(&sim.heartbeat()).await;
+    assert_eq!(beat.status, StatusCode::OK, "{}", beat.text);
+}
+
+/// What `probe` gives once it gives something, asked every 50 ms for up to 30 s (changes
+/// between replicas travel by notification; nothing here measures how fast).
+async fn eventually<T, F, Fut>(mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..600 {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the replicas never agreed");
+}
