@@ -120,6 +120,34 @@ impl Fleet {
         }
     }
 
+    /// Runs `work` on this replica only if no other replica runs the same task (the lease
+    /// `name`, held for at most `ttl`, so a replica that dies mid-task holds it no longer);
+    /// `None` when another does. On a store this process alone writes, it always runs.
+    pub(super) async fn exclusively<T>(
+        &self,
+        name: &str,
+        ttl: std::time::Duration,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let Backend::Postgres(backend) = &self.backend else {
+            return Some(work.await);
+        };
+        let holder = LeaseKeeper::new().holder;
+        let fence = match backend.store.acquire_lease(name, &holder, ttl).await {
+            Ok(Some(fence)) => fence,
+            Ok(None) => return None,
+            Err(error) => {
+                warn!(%error, lease = name, "cannot take the lease; skipping this run");
+                return None;
+            }
+        };
+        let done = work.await;
+        if let Err(error) = backend.store.release_lease(&fence).await {
+            warn!(%error, lease = name, "cannot give the lease up; it expires by itself");
+        }
+        Some(done)
+    }
+
     /// Gives the rollout lease up (the server stops), so another replica takes the rollouts
     /// over at once instead of when the lease expires.
     pub(super) async fn release_rollout_lease(&self) {

@@ -31,6 +31,8 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 /// age (besides every running or paused rollout): what an operator investigating recent
 /// releases reads.
 pub const KEEP_ROLLOUTS: usize = 10;
+/// The lease of the retention pass, with replicas.
+const RETENTION_LEASE: &str = "retention";
 /// Time after start before the first pass, so a restarting server serves first.
 const FIRST_PASS_DELAY: Duration = Duration::from_secs(60);
 
@@ -174,11 +176,14 @@ pub async fn run(fleet: Arc<Fleet>, policy: Retention) {
             () = tokio::time::sleep(wait) => {}
         }
         wait = policy.interval;
+        // With replicas, one runs each pass; the lease lasts an interval, so a replica that
+        // dies mid-pass leaves the next pass to another.
+        let pass = fleet.exclusively(RETENTION_LEASE, policy.interval, fleet.prune(&policy));
         let pass = tokio::select! {
             () = shutdown.cancelled() => return,
-            pass = fleet.prune(&policy) => pass,
+            pass = pass => pass,
         };
-        if let Err(error) = pass {
+        if let Some(Err(error)) = pass {
             warn!(%error, "retention pass failed; trying again at the next interval");
         }
     }
