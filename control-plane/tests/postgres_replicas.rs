@@ -134,10 +134,22 @@ async fn batches_split_over_two_replicas_make_one_exact_mirror() {
 }
 
 #[tokio::test]
-async fn the_rollouts_move_to_another_replica_when_the_driving_one_stops() {
+async fn rollout_commands_reach_the_driving_replica_and_the_rollouts_move_when_it_stops() {
     let db = pg_support::database();
     let mut a = Harness::start_on(&db.url()).await;
-    let mut b = Harness::start_on(&db.url()).await;
+    // A holds the rollout lease before B starts: B never drives while A lives.
+    eventually(|| async {
+        let held = fleetnode_fixtures::postgres::shared()
+            .unwrap()
+            .psql(
+                db.name(),
+                "SELECT count(*) FROM leases WHERE name = 'rollouts' AND holder IS NOT NULL",
+            )
+            .unwrap();
+        (held.trim() == "1").then_some(())
+    })
+    .await;
+    let b = Harness::start_on(&db.url()).await;
     let mut tokens = Vec::new();
     for id in ["web-01", "web-02"] {
         tokens.push(a.add_host(id).await);
@@ -150,52 +162,44 @@ async fn the_rollouts_move_to_another_replica_when_the_driving_one_stops() {
         "waves": [ { "by": "count", "count": 1 }, { "by": "percent", "percent": 100 } ],
         "bake_ms": 0,
     });
-    // Whichever replica drives takes the start; the other says so.
-    let (driving, answer) = eventually(|| async {
-        for (index, replica) in [&a, &b].into_iter().enumerate() {
-            let answer = replica
-                .admin(
-                    Method::POST,
-                    "/v1/admin/rollouts",
-                    Some(request.to_string()),
-                )
-                .await;
-            if answer.status == StatusCode::CREATED {
-                return Some((index, answer));
-            }
-            assert_eq!(
-                answer.status,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "{}",
-                answer.text
-            );
-        }
-        None
-    })
-    .await;
+    // A drives (it took the lease first); commands sent to B are forwarded to it.
+    let answer = b
+        .admin(
+            Method::POST,
+            "/v1/admin/rollouts",
+            Some(request.to_string()),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
     let started: RolloutStatus = answer.json();
+    let id = started.rollout.id;
+    for action in ["pause", "resume"] {
+        let answer = b
+            .admin(
+                Method::POST,
+                &format!("/v1/admin/rollouts/{id}/{action}"),
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{action}: {}", answer.text);
+    }
+    let unknown = b
+        .admin(Method::POST, "/v1/admin/rollouts/99/pause", None)
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
     let canary = started.rollout.waves[0].hosts[0].clone();
     let second = started.rollout.waves[1].hosts[0].clone();
 
-    // The driving replica stops; the other takes the lease and goes on with the rollout.
-    let (survivor, stopped) = if driving == 0 {
-        a.stop().await;
-        (&b, "a")
-    } else {
-        b.stop().await;
-        (&a, "b")
-    };
-    let index = |host: &HostId| if host.as_str() == "web-01" { 0 } else { 1 };
-    converge(survivor, &canary, &tokens[index(&canary)]).await;
+    // A stops; B takes the lease over and goes on with the rollout.
+    a.stop().await;
+    let index = |host: &HostId| usize::from(host.as_str() != "web-01");
+    converge(&b, &canary, &tokens[index(&canary)]).await;
     let moved = eventually(|| async {
-        let detail = survivor.detail(second.as_str()).await;
+        let detail = b.detail(second.as_str()).await;
         (detail.desired.revision == Revision(1)).then_some(detail)
     })
     .await;
-    assert!(
-        moved.desired.directive.is_some(),
-        "replica {stopped} stopped"
-    );
+    assert!(moved.desired.directive.is_some());
 
     // Each host got its directive once.
     let store = pg_support::store(&db).await;

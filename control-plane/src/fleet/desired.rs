@@ -242,8 +242,7 @@ impl Fleet {
             });
         }
         let hosts = owned.iter().map(|(host, _)| (*host).clone()).collect();
-        self.rollouts
-            .take_out(hosts, format!("set-target --force {target}"))
+        self.take_out(hosts, format!("set-target --force {target}"))
             .await?;
         Ok(())
     }

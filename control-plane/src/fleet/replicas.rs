@@ -232,6 +232,8 @@ pub async fn follow(fleet: Arc<Fleet>, mut subscription: Subscription) {
                 .load_operators()
                 .await
                 .map(|records| fleet.operators.replace(records)),
+            // The driving replica's driver looks for forwarded commands when nudged below.
+            Wake::Requests => Ok(()),
             Wake::Resync => {
                 info!("reading every host and operator again after missed notifications");
                 fleet.refresh_all().await

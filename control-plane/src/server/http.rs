@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use super::body::BodyError;
+use crate::fleet::rollouts::Refusal;
 use crate::fleet::{FleetError, RequestError};
 use crate::rollout::StartError;
 
@@ -108,9 +109,18 @@ impl From<&RequestError> for ApiError {
             ) => ErrorCode::Invalid,
             RequestError::Store => ErrorCode::Internal,
             RequestError::Contended(_) => ErrorCode::Conflict,
-            RequestError::Stopped | RequestError::Elsewhere => {
+            RequestError::Stopped | RequestError::Elsewhere | RequestError::Unanswered => {
                 return ApiError::unavailable(error.to_string(), STOPPING_RETRY_SECS);
             }
+            RequestError::Forwarded { kind, .. } => match kind {
+                Refusal::NotFound => ErrorCode::NotFound,
+                Refusal::Conflict => ErrorCode::Conflict,
+                Refusal::Invalid => ErrorCode::Invalid,
+                Refusal::Internal => ErrorCode::Internal,
+                Refusal::Unavailable => {
+                    return ApiError::unavailable(error.to_string(), STOPPING_RETRY_SECS);
+                }
+            },
         };
         ApiError::new(code, error.to_string())
     }

@@ -16,8 +16,10 @@ use fleetnode_wire::{HostId, Rollout, RolloutId, RolloutPhase, StartRollout, Tim
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::forward::{self, Answer, Refusal};
 use super::observe::{observe, registrations};
 use super::{Action, Request, RequestError, Snapshot};
+use crate::fleet::backend::Backend;
 use crate::fleet::desired::CommitError;
 use crate::fleet::replicas::{self, Lease, LeaseKeeper};
 use crate::fleet::{DriverStart, Fleet};
@@ -62,6 +64,7 @@ pub async fn run(fleet: Arc<Fleet>, start: DriverStart) {
             Lease::Elsewhere => false,
         };
         if driving {
+            driver.serve_forwarded().await;
             driver.reconcile().await;
         }
         let wait = driver.wait();
@@ -80,6 +83,16 @@ pub async fn run(fleet: Arc<Fleet>, start: DriverStart) {
     if let Some(follower) = follower {
         // The follower ends with the server's shutdown.
         let _ = follower.await;
+    }
+}
+
+/// The rollout machine's event for an operator's command.
+fn event_of(action: Action) -> Event {
+    match action {
+        Action::Pause => Event::PauseRequested,
+        Action::Resume => Event::ResumeRequested,
+        Action::Abort => Event::AbortRequested,
+        Action::Rollback => Event::RollbackRequested,
     }
 }
 
@@ -104,6 +117,62 @@ struct Driver {
 }
 
 impl Driver {
+    /// Carries out the rollout commands other replicas forwarded (this replica drives), each
+    /// at most once, and answers them.
+    async fn serve_forwarded(&mut self) {
+        let Backend::Postgres(backend) = &self.fleet.backend else {
+            return;
+        };
+        let store = backend.store.clone();
+        let taken = match store.take_requests().await {
+            Ok(taken) => taken,
+            Err(error) => {
+                warn!(%error, "cannot read forwarded rollout commands; trying again at the next turn");
+                return;
+            }
+        };
+        for (id, request) in &taken {
+            let answer = match serde_json::from_value::<forward::Command>(request.clone()) {
+                Ok(command) => Answer::of(self.carry_out(command).await),
+                Err(error) => Answer::Refused {
+                    kind: Refusal::Invalid,
+                    message: format!("the forwarded command does not read: {error}"),
+                },
+            };
+            let answered = match serde_json::to_value(&answer) {
+                Ok(answer) => store
+                    .answer_request(*id, &answer)
+                    .await
+                    .err()
+                    .map(|e| e.to_string()),
+                Err(error) => Some(error.to_string()),
+            };
+            if let Some(error) = answered {
+                warn!(%error, request = id, "cannot answer a forwarded rollout command");
+            }
+        }
+        if !taken.is_empty() {
+            self.publish();
+        }
+    }
+
+    async fn carry_out(&mut self, command: forward::Command) -> Result<Answer, RequestError> {
+        match command {
+            forward::Command::Start(request) => {
+                let rollout = self.start(request).await?;
+                Ok(Answer::Rollout(Box::new((*rollout).clone())))
+            }
+            forward::Command::Act { id, action } => {
+                let rollout = self.decide(id, Some(event_of(action)), true).await?;
+                Ok(Answer::Rollout(Box::new((*rollout).clone())))
+            }
+            forward::Command::TakeOut { hosts, why } => {
+                self.take_out(hosts, why).await?;
+                Ok(Answer::TakenOut)
+            }
+        }
+    }
+
     /// Reads every rollout again (this replica just took the lease over: another may have
     /// moved them since it last drove).
     async fn reload(&mut self) {
@@ -155,13 +224,7 @@ impl Driver {
                 let _ = reply.send(self.start(*request).await);
             }
             Request::Act { id, action, reply } => {
-                let event = match action {
-                    Action::Pause => Event::PauseRequested,
-                    Action::Resume => Event::ResumeRequested,
-                    Action::Abort => Event::AbortRequested,
-                    Action::Rollback => Event::RollbackRequested,
-                };
-                let _ = reply.send(self.decide(id, Some(event), true).await);
+                let _ = reply.send(self.decide(id, Some(event_of(action)), true).await);
             }
             Request::TakeOut { hosts, why, reply } => {
                 let _ = reply.send(self.take_out(hosts, why).await);

@@ -4,6 +4,7 @@
 //! decision.
 
 mod driver;
+mod forward;
 mod observe;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use crate::metrics::{METRICS_ROLLOUTS, RolloutCounts};
 use crate::rollout::{RolloutError, StartError};
 
 pub use driver::run;
+pub use forward::Refusal;
 
 /// Operator requests waiting for the driver. Requests are rare (an operator's commands) and
 /// small; when the queue is full a handler waits for room, so nothing is dropped, and the
@@ -46,7 +48,8 @@ impl Snapshot {
 }
 
 /// An operator's command on one rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Hold it.
     Pause,
@@ -110,11 +113,25 @@ pub enum RequestError {
     /// The server is stopping.
     #[error("the control plane is stopping; retry when it is back")]
     Stopped,
-    /// Another replica drives the rollouts at the moment.
+    /// No replica took the command to carry it out (none drives the rollouts at the moment);
+    /// it was withdrawn and never runs.
     #[error(
-        "another control-plane replica drives the rollouts at the moment; retry shortly (through the load balancer, or against the replica that holds the rollout lease)"
+        "no control-plane replica drives the rollouts at the moment (the driving one stopped and the lease has not expired yet); nothing was done, retry shortly"
     )]
     Elsewhere,
+    /// The driving replica took the command but did not answer.
+    #[error(
+        "the replica driving the rollouts took the command but did not answer (it may have stopped while carrying it out); check `fleetnode-cp rollout list` before retrying"
+    )]
+    Unanswered,
+    /// The driving replica refused the command or failed.
+    #[error("{message}")]
+    Forwarded {
+        /// How.
+        kind: forward::Refusal,
+        /// Its message.
+        message: String,
+    },
 }
 
 /// The fleet's side of the rollout driver.
@@ -186,7 +203,13 @@ impl Rollouts {
 impl Fleet {
     /// Starts a rollout; answers it as committed, with its hosts' lines.
     pub async fn start_rollout(&self, request: StartRollout) -> Result<RolloutStatus, FleetError> {
-        let rollout = self.rollouts.start(request).await?;
+        let rollout = match self.rollouts.start(request.clone()).await {
+            Err(RequestError::Elsewhere) => {
+                let answer = self.forward(forward::Command::Start(request)).await?;
+                Arc::new(forward::rollout(answer)?)
+            }
+            other => other?,
+        };
         self.rollout_status(&rollout).await
     }
 
@@ -196,8 +219,28 @@ impl Fleet {
         id: RolloutId,
         action: Action,
     ) -> Result<RolloutStatus, FleetError> {
-        let rollout = self.rollouts.act(id, action).await?;
+        let rollout = match self.rollouts.act(id, action).await {
+            Err(RequestError::Elsewhere) => {
+                let answer = self.forward(forward::Command::Act { id, action }).await?;
+                Arc::new(forward::rollout(answer)?)
+            }
+            other => other?,
+        };
         self.rollout_status(&rollout).await
+    }
+
+    /// Takes hosts out of the rollouts that own them (durably), so those never act on them
+    /// again.
+    pub(crate) async fn take_out(&self, hosts: Vec<HostId>, why: String) -> Result<(), FleetError> {
+        match self.rollouts.take_out(hosts.clone(), why.clone()).await {
+            Err(RequestError::Elsewhere) => {
+                let answer = self
+                    .forward(forward::Command::TakeOut { hosts, why })
+                    .await?;
+                Ok(forward::taken_out(answer)?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// The newest rollouts first.

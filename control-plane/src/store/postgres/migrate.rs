@@ -27,10 +27,11 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first. Append only: a released migration never changes.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "hosts with desired state, mirror and heartbeat; desired history; events; operators; audit; rollouts; leases",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "hosts with desired state, mirror and heartbeat; desired history; events; operators; audit; rollouts; leases",
+        sql: r#"
 CREATE TABLE hosts (
     id text COLLATE "C" PRIMARY KEY,
     record jsonb NOT NULL,
@@ -83,7 +84,22 @@ CREATE TABLE leases (
     token bigint NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "rollout commands forwarded to the replica that drives the rollouts",
+        sql: r#"
+CREATE TABLE rollout_requests (
+    id bigserial PRIMARY KEY,
+    request jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    taken_at timestamptz,
+    answer jsonb,
+    answered_at timestamptz
+);
+"#,
+    },
+];
 
 /// The newest schema version this build knows.
 pub fn latest() -> i64 {

@@ -25,6 +25,8 @@ pub enum Wake {
     Hosts(Vec<HostId>),
     /// These operators were added or changed (revoked).
     Operators(Vec<OperatorName>),
+    /// A rollout command waits for the replica that drives the rollouts.
+    Requests,
     /// Notifications may have been missed (the connection was lost, or the subscriber fell
     /// behind): re-read everything.
     Resync,
@@ -36,6 +38,7 @@ pub(super) enum Kind {
     Desired,
     Hosts,
     Operators,
+    Requests,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             Self::Desired => 'd',
             Self::Hosts => 'h',
             Self::Operators => 'o',
+            Self::Requests => 'q',
         }
     }
 }
@@ -104,6 +108,7 @@ pub(super) fn parse(payload: &str) -> Option<Wake> {
             .map(|n| OperatorName::parse(n).ok())
             .collect::<Option<_>>()
             .map(Wake::Operators),
+        "q" => Some(Wake::Requests),
         _ => None,
     }
 }
