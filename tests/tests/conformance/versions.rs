@@ -17,7 +17,11 @@ fn every_request_is_versioned_and_an_answer_without_the_header_is_read() {
     let s = w.server.lock();
     assert!(!s.seen("desired").is_empty());
     for seen in &s.seen {
-        assert_eq!(seen.version.as_deref(), Some("1.0"), "{seen:?}");
+        assert_eq!(
+            seen.version.as_deref(),
+            Some(fleetnode_wire::protocol_version().as_str()),
+            "{seen:?}"
+        );
         assert_eq!(
             seen.authorization.as_deref(),
             Some(format!("Bearer {TOKEN}").as_str()),
