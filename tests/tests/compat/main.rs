@@ -11,4 +11,5 @@ mod frozen;
 mod accepted;
 mod first_documents;
 mod meaning;
+mod self_upgrade;
 mod skew;
