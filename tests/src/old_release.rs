@@ -5,7 +5,8 @@
 //! binaries) from a `git worktree` of it, once per commit, into a cache directory outside the
 //! repository, and hands back their paths; later runs find them there. The cache:
 //!
-//! - `$FLEETNODE_RELEASE_CACHE` when set, else `/var/cache/fleetnode-releases`;
+//! - `$FLEETNODE_RELEASE_CACHE` when set, else `/var/cache/fleetnode-releases` (as root),
+//!   else `~/.cache/fleetnode-releases`;
 //! - `<cache>/<commit>/bin/` holds the two binaries, written last, so a build that was
 //!   interrupted is built again;
 //! - `<cache>/target/` is the cargo target directory of every release build (the next
@@ -85,9 +86,23 @@ pub fn latest() -> Result<ReleaseRecord> {
 /// The latest release's binaries, built on first use and cached.
 pub fn binaries() -> Result<ReleaseBinaries> {
     let release = latest()?;
-    let cache = std::env::var_os(CACHE_VARIABLE)
-        .map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
-    build_cached(&repository(), &cache, release)
+    build_cached(&repository(), &cache_dir(), release)
+}
+
+/// `$FLEETNODE_RELEASE_CACHE`; else [`DEFAULT_CACHE`] when it can be created (as root);
+/// else `~/.cache/fleetnode-releases` for a user without root.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(CACHE_VARIABLE) {
+        return PathBuf::from(dir);
+    }
+    let system = PathBuf::from(DEFAULT_CACHE);
+    if std::fs::create_dir_all(&system).is_ok() {
+        return system;
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => Path::new(&home).join(".cache/fleetnode-releases"),
+        None => system,
+    }
 }
 
 /// Builds `release` from `repo` into `cache` unless it is there already.
@@ -102,7 +117,8 @@ pub fn build_cached(repo: &Path, cache: &Path, release: ReleaseRecord) -> Result
         return Ok(found);
     }
     std::fs::create_dir_all(cache).map_err(HarnessError::io(format!(
-        "create the release cache {}",
+        "create the release cache {} (set {CACHE_VARIABLE} to a writable directory outside \
+         the repository)",
         cache.display()
     )))?;
     let lock = std::fs::File::create(cache.join("lock"))
