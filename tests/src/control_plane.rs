@@ -154,6 +154,12 @@ impl ControlPlane {
             .is_some_and(|process| process.exit_status().is_none())
     }
 
+    /// From the next start on, runs (and uses the command line of) `binary`: the control plane
+    /// upgraded (or downgraded) in place, on the same port and store.
+    pub fn replace_binary(&mut self, binary: PathBuf) {
+        self.binary = binary;
+    }
+
     /// Starts the server again on the same port and store, and waits until it answers.
     pub fn start_again(&mut self) -> Result<()> {
         if self.is_running() {

@@ -1,6 +1,7 @@
 //! The latest release against the tree: its agent against the current control plane, and the
 //! current agent against its control plane, each through a deployment, a failed deployment
-//! rolled back and an operator rollback, with nothing lost and the mirror exact.
+//! rolled back and an operator rollback, with nothing lost and the mirror exact; and the
+//! release's control plane replaced by the tree's on the same store while its agent runs.
 //!
 //! The release's binaries are built from its commit (`tests/compat/releases.toml`) once and
 //! cached outside the repository (`fleetnode_tests::old_release`); the first run builds them
@@ -121,8 +122,12 @@ fn scenario(options: Options) -> Result<()> {
         &h,
     )?;
 
-    // Nothing lost, the mirror exact: every event the agent emitted is in the control plane's
-    // log, in order, and replaying it gives the mirror.
+    exact(&mut h)
+}
+
+/// Nothing lost, the mirror exact: every event the agent emitted is in the control plane's log,
+/// once and in order, nothing was dead-lettered, and replaying the log gives the mirror.
+fn exact(h: &mut Harness) -> Result<()> {
     let status = h.agent_status()?;
     let last_seq = status["last_seq"].as_u64().unwrap_or(0);
     let detail = h.wait_for("every event delivered", |d| {
@@ -132,39 +137,39 @@ fn scenario(options: Options) -> Result<()> {
     expect(
         status["queue"]["depth"] == 0,
         "the agent's queue is empty",
-        &h,
+        h,
     )?;
     expect(
         status["queue"]["dead_letters"] == 0,
         "nothing dead-lettered",
-        &h,
+        h,
     )?;
     expect(
         status["last_seq"].as_u64() == Some(detail.mirror.seq),
         "the mirror at the agent's last seq",
-        &h,
+        h,
     )?;
     expect(
         status["phase"] == detail.mirror.phase.name(),
         "the same phase on both sides",
-        &h,
+        h,
     )?;
     let seqs: Vec<u64> = detail.recent_events.iter().map(|e| e.seq).collect();
     let expected: Vec<u64> = (1..=detail.mirror.seq).collect();
     expect(
         seqs == expected,
         "the control plane holds every seq from 1, once",
-        &h,
+        h,
     )?;
     let mut replayed = State::default();
     for event in &detail.recent_events {
         mirror::apply(&mut replayed, event)
-            .map_err(|e| unexpected(&format!("event {} applies: {e}", event.seq), &h))?;
+            .map_err(|e| unexpected(&format!("event {} applies: {e}", event.seq), h))?;
     }
     expect(
         replayed.host == detail.mirror,
         "replaying the log gives the mirror",
-        &h,
+        h,
     )?;
     Ok(())
 }
@@ -181,5 +186,53 @@ fn unexpected(what: &str, h: &Harness) -> HarnessError {
     HarnessError::Unexpected {
         what: format!("expected: {what}"),
         report: h.report(None),
+    }
+}
+
+#[test]
+fn the_control_plane_upgraded_in_place_keeps_its_store_and_its_hosts() {
+    let release = old_release::binaries().unwrap_or_else(|e| panic!("{e}"));
+    let tree = fleetnode_tests::binaries::locate(fleetnode_tests::binaries::CONTROL_PLANE)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let upgraded = || -> Result<()> {
+        // The whole fleet on the release, as before an upgrade.
+        let mut h = Harness::start_with(Options {
+            agent_binary: Some(release.agent.clone()),
+            control_plane_binary: Some(release.control_plane.clone()),
+            ..Options::default()
+        })?;
+        let gen1 = h.initial().clone();
+        let gen2 = h.add_closure("nixos-system-web-01-gen-2", Health::Healthy)?;
+        let deployed = h.set_target(&gen2, &["--soak", "2s"])?;
+        h.wait_settled(deployed, "converged")?;
+
+        // The control plane is replaced by the tree's, on the same store, while the agent runs.
+        h.cp.stop()?;
+        h.cp.replace_binary(tree.clone());
+        h.cp.start_again()?;
+        let gen3 = h.add_closure("nixos-system-web-01-gen-3", Health::Healthy)?;
+        let deployed = h.set_target(&gen3, &["--soak", "2s"])?;
+        expect(deployed.0 > 1, "the revision goes on from the store's", &h)?;
+        h.wait_settled(deployed, "converged")?;
+        let rollback = h.rollback()?;
+        let detail = h.wait_settled(rollback, "reverted")?;
+        expect(
+            detail.row.current == Some(gen2.clone()),
+            "back on gen-2",
+            &h,
+        )?;
+        expect(h.root().current() == Some(gen2), "gen-2 live", &h)?;
+        expect(
+            detail.mirror.known_good.contains(&gen1),
+            "the history kept",
+            &h,
+        )?;
+        exact(&mut h)
+    };
+    if let Err(error) = upgraded() {
+        panic!(
+            "release {} upgraded in place: {error}",
+            release.release.version
+        );
     }
 }
