@@ -1,5 +1,6 @@
 //! The current control plane, the real `fleetnode-cp` over HTTPS, accepts every frozen agent
-//! message and operator request of every supported version, sent with that version's header.
+//! message and operator request of every supported version, sent with that version's header,
+//! and answers every frozen route (`routes.json`: the requests without a body) as it did.
 //!
 //! Accepted means the control plane understood the message: a success, or a `409
 //! resync_required` that is about its log of the host's events (a frozen event whose seq does
@@ -38,8 +39,10 @@ impl Api {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.url))
-            .bearer_auth(token)
             .header(PROTOCOL_HEADER, version);
+        if !token.is_empty() {
+            request = request.bearer_auth(token);
+        }
         if !body.is_null() {
             request = request.json(body);
         }
@@ -89,8 +92,9 @@ fn the_current_control_plane_accepts_every_frozen_agent_message_and_operator_req
         .unwrap();
     let failures = runtime.block_on(async {
         let mut failures = Vec::new();
-        let token = operator_requests(&api, &mut failures).await;
-        agent_messages(&api, &token, &mut failures).await;
+        let registered = operator_requests(&api, &mut failures).await;
+        agent_messages(&api, &registered.token, &mut failures).await;
+        routes(&api, &registered, &mut failures).await;
         failures
     });
     assert!(
@@ -102,10 +106,11 @@ fn the_current_control_plane_accepts_every_frozen_agent_message_and_operator_req
 }
 
 /// Sends every frozen operator request; returns the token of the host the frozen `add-host`
-/// registered.
-async fn operator_requests(api: &Api, failures: &mut Vec<String>) -> String {
+/// registered and the rollout the frozen `start-rollout` started.
+async fn operator_requests(api: &Api, failures: &mut Vec<String>) -> Registered {
     let requests = of("operator-request");
     let mut token = None;
+    let mut rollout = None;
     // The frozen releases name web-02 and start with a wave of the `canary` tag.
     let canary = api
         .admin(
@@ -155,13 +160,73 @@ async fn operator_requests(api: &Api, failures: &mut Vec<String>) -> String {
             failures,
         );
         // A rollout owns its hosts: end it so that the next frozen request can start another.
+        // The frozen start-rollout's stays running for the routes that act on a rollout.
         if let Ok(status) = serde_json::from_value::<RolloutStatus>(answer.body) {
-            let path = format!("/v1/admin/rollouts/{}/abort", status.rollout.id.0);
+            let id = status.rollout.id.0;
+            if example.stem == "start-rollout" {
+                rollout = Some(id);
+                continue;
+            }
+            let path = format!("/v1/admin/rollouts/{id}/abort");
             let aborted = api.admin(Method::POST, &path, &Value::Null).await;
             assert_eq!(aborted.status, 200, "{path}: {}", aborted.text);
         }
     }
-    token.expect("the frozen add-host registered web-01")
+    Registered {
+        token: token.expect("the frozen add-host registered web-01"),
+        rollout: rollout.expect("the frozen start-rollout started a rollout"),
+    }
+}
+
+/// What the frozen operator requests made.
+struct Registered {
+    /// web-01's token.
+    token: String,
+    /// The rollout the frozen start-rollout started, still running.
+    rollout: u64,
+}
+
+/// Calls every route of every frozen version's `routes.json` (requests without a body) in
+/// order, as the identity it names, and expects the status it names.
+async fn routes(api: &Api, registered: &Registered, failures: &mut Vec<String>) {
+    let mut versions: Vec<_> = std::fs::read_dir(crate::frozen::root())
+        .unwrap()
+        .map(|entry| entry.unwrap().path().join("routes.json"))
+        .filter(|file| file.is_file())
+        .collect();
+    versions.sort();
+    assert!(!versions.is_empty(), "no frozen routes.json");
+    for file in versions {
+        let version = file
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy();
+        let version = version.trim_start_matches("protocol-").to_owned();
+        let routes: Vec<Value> = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        for route in routes {
+            let method: Method = route["method"].as_str().unwrap().parse().unwrap();
+            let path = route["path"]
+                .as_str()
+                .unwrap()
+                .replace("{rollout}", &registered.rollout.to_string());
+            let token = match route["as"].as_str().unwrap() {
+                "host" => registered.token.clone(),
+                "admin" => api.admin.clone(),
+                _ => String::new(),
+            };
+            let answer = api
+                .send(method.clone(), &path, &token, &version, &Value::Null)
+                .await;
+            if Some(u64::from(answer.status)) != route["status"].as_u64() {
+                failures.push(format!(
+                    "{version} {method} {path}: {} {}, expected {}",
+                    answer.status, answer.text, route["status"]
+                ));
+            }
+        }
+    }
 }
 
 /// Sends every frozen agent message as web-01, each report as the only event of a batch of a
