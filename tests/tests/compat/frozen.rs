@@ -238,3 +238,68 @@ fn the_difference_check_sees_a_renamed_a_lost_and_a_changed_field() {
         ]
     );
 }
+
+/// FNV-1a, 64 bits: enough to see that a file changed (this guards against edits, not attacks).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Every file under `dir`, relative to it, sorted.
+fn files_under(dir: &Path, prefix: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let relative = prefix.join(path.file_name().unwrap());
+        if path.is_dir() {
+            files_under(&path, &relative, out);
+        } else {
+            out.push(relative);
+        }
+    }
+}
+
+#[test]
+fn no_frozen_file_was_edited_added_or_removed_since_its_release() {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(root())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_dir())
+        .collect();
+    versions.sort();
+    assert!(!versions.is_empty());
+    for version in versions {
+        let listed = std::fs::read_to_string(version.join("FROZEN"))
+            .unwrap_or_else(|e| panic!("{}/FROZEN: {e}", version.display()));
+        let mut expected: Vec<(String, String)> = listed
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .map(|line| {
+                let (hash, file) = line.split_once("  ").expect("<hash>  <file>");
+                (file.to_owned(), hash.to_owned())
+            })
+            .collect();
+        expected.sort();
+        let mut files = Vec::new();
+        files_under(&version, Path::new(""), &mut files);
+        files.retain(|file| file != Path::new("FROZEN"));
+        files.sort();
+        let found: Vec<(String, String)> = files
+            .iter()
+            .map(|file| {
+                let bytes = std::fs::read(version.join(file)).unwrap();
+                (
+                    file.display().to_string(),
+                    format!("{:016x}", fnv1a(&bytes)),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            expected,
+            "{}: frozen files differ from what was released (FROZEN lists them); a released \
+             example is never edited, added or removed",
+            version.display()
+        );
+    }
+}
