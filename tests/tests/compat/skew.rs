@@ -1,7 +1,8 @@
 //! The latest release against the tree: its agent against the current control plane, and the
 //! current agent against its control plane, each through a deployment, a failed deployment
 //! rolled back and an operator rollback, with nothing lost and the mirror exact; and the
-//! release's control plane replaced by the tree's on the same store while its agent runs.
+//! release's control plane replaced by the tree's on the same store while its agent runs; and
+//! each release's operator command line against the other's server.
 //!
 //! The release's binaries are built from its commit (`tests/compat/releases.toml`) once and
 //! cached outside the repository (`fleetnode_tests::old_release`); the first run builds them
@@ -234,5 +235,58 @@ fn the_control_plane_upgraded_in_place_keeps_its_store_and_its_hosts() {
             "release {} upgraded in place: {error}",
             release.release.version
         );
+    }
+}
+
+#[test]
+fn the_current_operator_cli_works_with_the_latest_releases_control_plane_and_the_reverse() {
+    let release = old_release::binaries().unwrap_or_else(|e| panic!("{e}"));
+    let tree = fleetnode_tests::binaries::locate(fleetnode_tests::binaries::CONTROL_PLANE)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (server, cli, which) in [
+        (
+            Some(release.control_plane.clone()),
+            tree.clone(),
+            "the tree's CLI, the release's server",
+        ),
+        (
+            None,
+            release.control_plane.clone(),
+            "the release's CLI, the tree's server",
+        ),
+    ] {
+        let operated = || -> Result<()> {
+            let mut h = Harness::start_with(Options {
+                control_plane_binary: server,
+                ..Options::default()
+            })?;
+            // Only the command line changes: the running server stays.
+            h.cp.replace_binary(cli);
+            let gen1 = h.initial().clone();
+            let gen2 = h.add_closure("nixos-system-web-01-gen-2", Health::Healthy)?;
+            let deployed = h.set_target(&gen2, &["--soak", "2s"])?;
+            h.wait_settled(deployed, "converged")?;
+            h.pause()?;
+            h.resume()?;
+            let rollback = h.rollback()?;
+            let detail = h.wait_settled(rollback, "reverted")?;
+            expect(
+                detail.row.current == Some(gen1),
+                "rolled back to generation 1",
+                &h,
+            )?;
+            let hosts = h.cp(&["hosts"])?;
+            expect(hosts.stdout.contains("web-01"), "the host listed", &h)?;
+            let audit = h.cp(&["audit", "--host", "web-01"])?;
+            expect(
+                audit.stdout.contains("rollback"),
+                "the rollback audited",
+                &h,
+            )?;
+            exact(&mut h)
+        };
+        if let Err(error) = operated() {
+            panic!("{which}: {error}");
+        }
     }
 }
