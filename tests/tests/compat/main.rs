@@ -11,5 +11,6 @@ mod frozen;
 mod accepted;
 mod first_documents;
 mod meaning;
+mod releases;
 mod self_upgrade;
 mod skew;
