@@ -120,10 +120,8 @@ impl Fleet {
     /// Starts the control plane and every agent; returns once every host reported in, idle.
     pub fn start(options: FleetOptions) -> Result<Self> {
         let cp_binary = binaries::locate(binaries::CONTROL_PLANE)?;
-        let agent_binary = match options.agent_binary.clone() {
-            Some(binary) => binary,
-            None => binaries::locate(binaries::AGENT)?,
-        };
+        let agent_binary =
+            binaries::explicit_or_located(options.agent_binary.clone(), binaries::AGENT)?;
         let mut work = tempfile::Builder::new()
             .prefix("fleetnode-fleet-")
             .tempdir()

@@ -104,14 +104,12 @@ impl Harness {
     /// Sets everything up and starts the control plane and the agent; returns once the host
     /// reported in and rests, idle, on generation 1.
     pub fn start_with(options: Options) -> Result<Self> {
-        let cp_binary = match options.control_plane_binary.clone() {
-            Some(binary) => binary,
-            None => binaries::locate(binaries::CONTROL_PLANE)?,
-        };
-        let agent_binary = match options.agent_binary.clone() {
-            Some(binary) => binary,
-            None => binaries::locate(binaries::AGENT)?,
-        };
+        let cp_binary = binaries::explicit_or_located(
+            options.control_plane_binary.clone(),
+            binaries::CONTROL_PLANE,
+        )?;
+        let agent_binary =
+            binaries::explicit_or_located(options.agent_binary.clone(), binaries::AGENT)?;
         let mut work = tempfile::Builder::new()
             .prefix("fleetnode-e2e-")
             .tempdir()
