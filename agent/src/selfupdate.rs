@@ -14,8 +14,17 @@
 //!   elsewhere, or when
 //!   `<root>/run/current-system/sw/bin/fleetnode-agent` exists and resolves to another binary
 //!   than the one running. A path that cannot be resolved counts as unchanged.
+//!
+//! Paths inside a generation are resolved as the host sees them: an absolute link target (such
+//! as `/nix/store/…`) is read under the configured root, so an agent given another root (a test
+//! root, a mounted image) compares the binaries of that root, not of the machine it runs on.
 
-use std::path::{Path, PathBuf};
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
+
+/// Most symbolic links followed while resolving one path (the kernel's own limit).
+const MAX_LINK_HOPS: usize = 40;
 
 /// The agent's unit inside a system generation.
 pub const UNIT_PATH: &str = "run/current-system/etc/systemd/system/fleetnode-agent.service";
@@ -35,14 +44,14 @@ impl Running {
     pub fn capture(root: &Path) -> Self {
         Self {
             root: root.to_owned(),
-            unit: std::fs::canonicalize(root.join(UNIT_PATH)).ok(),
+            unit: resolve_in_root(root, Path::new(UNIT_PATH)),
             exe: std::fs::canonicalize("/proc/self/exe").ok(),
         }
     }
 
     /// Why the agent should restart now, if it should.
     pub fn changed(&self) -> Option<String> {
-        let unit = std::fs::canonicalize(self.root.join(UNIT_PATH)).ok();
+        let unit = resolve_in_root(&self.root, Path::new(UNIT_PATH));
         if let (Some(before), Some(now)) = (&self.unit, &unit)
             && before != now
         {
@@ -52,7 +61,7 @@ impl Running {
                 before.display()
             ));
         }
-        let binary = std::fs::canonicalize(self.root.join(BINARY_PATH)).ok();
+        let binary = resolve_in_root(&self.root, Path::new(BINARY_PATH));
         if let (Some(running), Some(now)) = (&self.exe, &binary)
             && running != now
         {
@@ -75,6 +84,50 @@ impl Running {
     }
 }
 
+/// Where `path` (relative to `root`) leads once every symbolic link is followed the way the host
+/// sees it: an absolute target starts again at `root`, and `..` never leaves it. `None` when a
+/// part is missing or the links loop.
+fn resolve_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
+    let mut resolved = root.to_owned();
+    let mut pending: VecDeque<OsString> = parts(path).collect();
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            if resolved != root {
+                resolved.pop();
+            }
+            continue;
+        }
+        let next = resolved.join(&part);
+        let meta = std::fs::symlink_metadata(&next).ok()?;
+        if !meta.file_type().is_symlink() {
+            resolved = next;
+            continue;
+        }
+        hops += 1;
+        if hops > MAX_LINK_HOPS {
+            return None;
+        }
+        let target = std::fs::read_link(&next).ok()?;
+        if target.is_absolute() {
+            resolved = root.to_owned();
+        }
+        for (i, part) in parts(&target).enumerate() {
+            pending.insert(i, part);
+        }
+    }
+    Some(resolved)
+}
+
+/// The normal and `..` parts of `path` (its root and `.` parts left out).
+fn parts(path: &Path) -> impl Iterator<Item = OsString> + '_ {
+    path.components().filter_map(|c| match c {
+        Component::Normal(part) => Some(part.to_owned()),
+        Component::ParentDir => Some(OsString::from("..")),
+        Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,11 +148,12 @@ mod tests {
         }
         std::fs::create_dir_all(root.path().join("run")).unwrap();
         let link = root.path().join("run/current-system");
-        std::os::unix::fs::symlink(&gen_a, &link).unwrap();
+        // As on a host: the link names the generation by its absolute path on the host.
+        std::os::unix::fs::symlink("/gen-a", &link).unwrap();
         let running = Running::capture(root.path());
         assert_eq!(running.changed(), None);
         std::fs::remove_file(&link).unwrap();
-        std::os::unix::fs::symlink(&gen_b, &link).unwrap();
+        std::os::unix::fs::symlink("/gen-b", &link).unwrap();
         let why = running.changed().unwrap();
         assert!(why.contains("fleetnode-agent.service"), "{why}");
     }
@@ -109,5 +163,36 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let running = Running::capture(root.path());
         assert_eq!(running.changed(), None);
+    }
+
+    #[test]
+    fn absolute_links_resolve_under_the_root_and_dot_dot_stays_inside_it() {
+        let root = tempfile::tempdir().unwrap();
+        let store = root.path().join("nix/store/aaa-agent/bin");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::write(store.join("fleetnode-agent"), "agent").unwrap();
+        let generation = root.path().join("nix/store/bbb-system/sw/bin");
+        std::fs::create_dir_all(&generation).unwrap();
+        std::os::unix::fs::symlink(
+            "/nix/store/aaa-agent/bin/fleetnode-agent",
+            generation.join("fleetnode-agent"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.path().join("run")).unwrap();
+        std::os::unix::fs::symlink(
+            "/nix/store/bbb-system",
+            root.path().join("run/current-system"),
+        )
+        .unwrap();
+        assert_eq!(
+            resolve_in_root(root.path(), Path::new(BINARY_PATH)),
+            Some(store.join("fleetnode-agent"))
+        );
+        std::os::unix::fs::symlink("../../../../..", root.path().join("run/up")).unwrap();
+        assert_eq!(
+            resolve_in_root(root.path(), Path::new("run/up/nix")),
+            Some(root.path().join("nix"))
+        );
+        assert_eq!(resolve_in_root(root.path(), Path::new("run/missing")), None);
     }
 }

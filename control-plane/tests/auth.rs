@@ -6,7 +6,7 @@ mod common;
 
 use common::{ADMIN_TOKEN, Harness, Pki, client};
 use fleetnode_fixtures::certs::TestCa;
-use fleetnode_wire::{DesiredAnswer, PROTOCOL_HEADER};
+use fleetnode_wire::{DesiredAnswer, PROTOCOL_HEADER, protocol_version};
 use reqwest::{Method, StatusCode};
 
 #[tokio::test]
@@ -133,7 +133,7 @@ async fn the_operator_api_needs_the_admin_token() {
         .await
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
-    assert_eq!(health.headers()[PROTOCOL_HEADER], "1.0");
+    assert_eq!(health.headers()[PROTOCOL_HEADER], protocol_version());
 }
 
 #[tokio::test]
@@ -153,7 +153,7 @@ async fn the_agent_api_requires_a_compatible_protocol_version() {
         }
         let answer = common::Answer::from(request.send().await.unwrap()).await;
         assert_eq!(answer.status, status, "{header:?}: {}", answer.text);
-        assert_eq!(answer.headers[PROTOCOL_HEADER], "1.0");
+        assert_eq!(answer.headers[PROTOCOL_HEADER], protocol_version());
         if status == StatusCode::UPGRADE_REQUIRED {
             assert_eq!(answer.code(), "protocol_version_unsupported");
         }

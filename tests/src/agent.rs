@@ -99,6 +99,8 @@ pub struct Agent {
     log: PathBuf,
     log_filter: String,
     process: Option<Process>,
+    service: Option<PathBuf>,
+    restarts: u32,
 }
 
 impl Agent {
@@ -120,6 +122,8 @@ impl Agent {
             log,
             log_filter: "info".to_owned(),
             process: None,
+            service: None,
+            restarts: 0,
         };
         agent.check_config()?;
         Ok(agent)
@@ -145,8 +149,31 @@ impl Agent {
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .env_remove("CREDENTIALS_DIRECTORY");
+        if self.service.is_some() {
+            // What tells the agent it runs as the systemd service (see `run_as_service`).
+            command.env("INVOCATION_ID", "0123456789abcdef0123456789abcdef");
+        }
         self.process = Some(Process::spawn("fleetnode-agent", command, &self.log)?);
         Ok(())
+    }
+
+    /// From the next start on, runs the agent as its systemd service would run on the fake
+    /// root `root`: `INVOCATION_ID` is set, so after a commit the agent exits to restart into
+    /// the agent the live generation carries; and when it exits cleanly, [`Agent::check_running`]
+    /// starts it again, as `Restart=always` does, from the binary the live generation carries
+    /// (`<root>/run/current-system/sw/bin/fleetnode-agent`) when there is one, else the same.
+    pub fn run_as_service(&mut self, root: &Path) {
+        self.service = Some(root.to_owned());
+    }
+
+    /// The binary the agent runs (or ran last).
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// How often the agent exited cleanly and was started again as a service.
+    pub fn service_restarts(&self) -> u32 {
+        self.restarts
     }
 
     /// Sets `RUST_LOG` for the next start (`trace` logs everything).
@@ -183,10 +210,24 @@ impl Agent {
     }
 
     /// An error when the agent was started and has exited since.
+    ///
+    /// Run as a service ([`Agent::run_as_service`]), an agent that exited cleanly is started
+    /// again instead.
     pub fn check_running(&mut self) -> Result<()> {
-        match self.process.as_mut() {
-            Some(process) => process.check_running(),
-            None => Ok(()),
+        let Some(process) = self.process.as_mut() else {
+            return Ok(());
+        };
+        let exited_cleanly = process.exit_status().is_some_and(|status| status.success());
+        match &self.service {
+            Some(root) if exited_cleanly => {
+                if let Some(binary) = carried_agent(root) {
+                    self.binary = binary;
+                }
+                self.process = None;
+                self.restarts += 1;
+                self.start()
+            }
+            _ => process.check_running(),
         }
     }
 
@@ -250,6 +291,28 @@ impl Agent {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         })
     }
+}
+
+/// The agent binary the live generation of the fake root `root` carries
+/// (`run/current-system/sw/bin/fleetnode-agent`), its links followed as the host sees them:
+/// an absolute target is read under `root`.
+fn carried_agent(root: &Path) -> Option<PathBuf> {
+    let mut path = root.to_owned();
+    for part in ["run", "current-system", "sw", "bin", "fleetnode-agent"] {
+        path.push(part);
+        // A generation's links are few and never loop; 8 is plenty.
+        for _ in 0..8 {
+            let Ok(target) = std::fs::read_link(&path) else {
+                break;
+            };
+            path = if target.is_absolute() {
+                root.join(target.strip_prefix("/").ok()?)
+            } else {
+                path.parent()?.join(target)
+            };
+        }
+    }
+    path.is_file().then_some(path)
 }
 
 /// The agent's TOML configuration for a host on `root`.

@@ -32,6 +32,11 @@ pub fn locate(name: &'static str) -> Result<PathBuf> {
         .ok_or(HarnessError::MissingBinary { name, searched })
 }
 
+/// `explicit` when given (another release's binary, say), else [`locate`]`(name)`.
+pub fn explicit_or_located(explicit: Option<PathBuf>, name: &'static str) -> Result<PathBuf> {
+    explicit.map_or_else(|| locate(name), Ok)
+}
+
 fn search_dirs() -> Result<Vec<PathBuf>> {
     if let Some(dir) = std::env::var_os(BIN_DIR_VARIABLE) {
         return Ok(vec![PathBuf::from(dir)]);

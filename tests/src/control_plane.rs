@@ -94,6 +94,39 @@ impl ControlPlane {
         }
     }
 
+    /// A control plane of its own in `dir` (certificates, admin token, store, log), with no
+    /// host registered: for tests that speak HTTP to it themselves.
+    pub fn start_alone(binary: PathBuf, dir: &Path) -> Result<Self> {
+        let files = crate::harness::server_files(dir)?;
+        Self::start(binary, files, "30s")
+    }
+
+    /// An HTTPS client that trusts this server's certificate authority.
+    pub fn https_client(&self) -> Result<reqwest::Client> {
+        let setup = |message: String| HarnessError::Setup {
+            what: "an HTTPS client of the control plane".into(),
+            message,
+        };
+        let roots = fleetnode_tls::read_roots(&self.files.ca).map_err(|e| setup(e.to_string()))?;
+        let tls = rustls::ClientConfig::builder_with_provider(fleetnode_tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| setup(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| setup(e.to_string()))
+    }
+
+    /// The admin token operators authenticate with.
+    pub fn admin_token(&self) -> Result<String> {
+        let file = &self.files.admin_token;
+        std::fs::read_to_string(file)
+            .map(|token| token.trim().to_owned())
+            .map_err(HarnessError::io(format!("read {}", file.display())))
+    }
+
     /// The URL agents and operators use.
     pub fn url(&self) -> String {
         format!("https://localhost:{}", self.port)
@@ -119,6 +152,12 @@ impl ControlPlane {
         self.process
             .as_mut()
             .is_some_and(|process| process.exit_status().is_none())
+    }
+
+    /// From the next start on, runs (and uses the command line of) `binary`: the control plane
+    /// upgraded (or downgraded) in place, on the same port and store.
+    pub fn replace_binary(&mut self, binary: PathBuf) {
+        self.binary = binary;
     }
 
     /// Starts the server again on the same port and store, and waits until it answers.

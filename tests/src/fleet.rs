@@ -43,6 +43,11 @@ pub struct FleetOptions {
     pub keep: bool,
     /// Safety net of the waits.
     pub deadline: Duration,
+    /// The agent binary every host starts with, instead of the tree's (an older release's).
+    pub agent_binary: Option<PathBuf>,
+    /// Run every agent as its systemd service would run ([`Agent::run_as_service`]): it
+    /// restarts into the agent a committed generation carries.
+    pub agents_as_services: bool,
 }
 
 impl FleetOptions {
@@ -66,6 +71,8 @@ impl FleetOptions {
             },
             keep: false,
             deadline: DEFAULT_DEADLINE,
+            agent_binary: None,
+            agents_as_services: false,
         }
     }
 }
@@ -113,7 +120,8 @@ impl Fleet {
     /// Starts the control plane and every agent; returns once every host reported in, idle.
     pub fn start(options: FleetOptions) -> Result<Self> {
         let cp_binary = binaries::locate(binaries::CONTROL_PLANE)?;
-        let agent_binary = binaries::locate(binaries::AGENT)?;
+        let agent_binary =
+            binaries::explicit_or_located(options.agent_binary.clone(), binaries::AGENT)?;
         let mut work = tempfile::Builder::new()
             .prefix("fleetnode-fleet-")
             .tempdir()
@@ -170,13 +178,16 @@ impl Fleet {
         let added = cp.cli(&args)?;
         let probe = dir.join(format!("{}-probe", spec.id));
         let setup = agent_setup(cp, &root, &spec.id, token_file, probe, &options.timings)?;
-        let agent = Agent::configure(
+        let mut agent = Agent::configure(
             agent_binary.to_owned(),
             &root,
             &setup,
             dir.join(format!("{}.toml", spec.id)),
             dir.join(format!("{}.log", spec.id)),
         )?;
+        if options.agents_as_services {
+            agent.run_as_service(root.root());
+        }
         let shown = vec![
             added.shown,
             format!("fleetnode-agent run --config {}", agent.config().display()),

@@ -53,6 +53,10 @@ pub struct Options {
     pub refuse_report: Option<&'static str>,
     /// `RUST_LOG` of the control plane and the agent.
     pub log_filter: String,
+    /// The agent binary to run instead of the tree's (an older release's, for instance).
+    pub agent_binary: Option<PathBuf>,
+    /// The control plane binary to run (and whose CLI to use) instead of the tree's.
+    pub control_plane_binary: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -65,6 +69,8 @@ impl Default for Options {
             deadline: DEFAULT_DEADLINE,
             refuse_report: None,
             log_filter: "info".into(),
+            agent_binary: None,
+            control_plane_binary: None,
         }
     }
 }
@@ -98,8 +104,12 @@ impl Harness {
     /// Sets everything up and starts the control plane and the agent; returns once the host
     /// reported in and rests, idle, on generation 1.
     pub fn start_with(options: Options) -> Result<Self> {
-        let cp_binary = binaries::locate(binaries::CONTROL_PLANE)?;
-        let agent_binary = binaries::locate(binaries::AGENT)?;
+        let cp_binary = binaries::explicit_or_located(
+            options.control_plane_binary.clone(),
+            binaries::CONTROL_PLANE,
+        )?;
+        let agent_binary =
+            binaries::explicit_or_located(options.agent_binary.clone(), binaries::AGENT)?;
         let mut work = tempfile::Builder::new()
             .prefix("fleetnode-e2e-")
             .tempdir()

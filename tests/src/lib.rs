@@ -27,6 +27,7 @@ pub mod fleet;
 pub mod harness;
 pub mod load;
 pub mod narrate;
+pub mod old_release;
 pub mod process;
 pub mod proxy;
 pub mod real_host;

@@ -8,6 +8,9 @@ use fleetnode_state_machine::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod status_wire;
+pub use status_wire::MissingStatusTime;
+
 /// Most events in one batch.
 pub const MAX_BATCH_EVENTS: usize = 256;
 /// Most tags on a host.
@@ -56,7 +59,15 @@ pub struct EventAck {
 
 /// The agent's status: what `fleetnode-agent status` shows, what the local admin socket serves
 /// and what every heartbeat (`POST /v1/agent/hosts/{host}/heartbeat`) carries.
+///
+/// On the wire it also carries `sent_at` and `queue.oldest_age_ms`, the names the first 1.0
+/// documents gave `at` and the queue's age (protocol 1.1), and it is read from either name
+/// (docs/protocol.md, "Heartbeat").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    try_from = "status_wire::StatusOnWire",
+    into = "status_wire::StatusOnWire"
+)]
 pub struct AgentStatus {
     /// The agent's version.
     pub agent_version: String,

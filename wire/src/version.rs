@@ -5,7 +5,7 @@ pub const PROTOCOL_HEADER: &str = "fleetnode-protocol";
 /// Major version: a difference means the peers cannot talk.
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// Minor version: additions only; any minor of the same major interoperates.
-pub const PROTOCOL_MINOR: u32 = 0;
+pub const PROTOCOL_MINOR: u32 = 1;
 
 /// The header value this build speaks.
 pub fn protocol_version() -> String {

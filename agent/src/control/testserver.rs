@@ -213,7 +213,9 @@ fn check(server: &TestServer, headers: &HeaderMap) {
     if let Some(auth) = headers.get("authorization") {
         r.tokens.insert(auth.to_str().unwrap().to_owned());
     }
-    if headers.get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()) != Some("1.0") {
+    if headers.get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok())
+        != Some(fleetnode_wire::protocol_version().as_str())
+    {
         r.missing_protocol_header = true;
     }
 }

@@ -10,5 +10,6 @@ mod server;
 mod world;
 
 mod delivery;
+mod frozen_answers;
 mod polling;
 mod versions;
