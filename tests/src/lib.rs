@@ -10,7 +10,8 @@
 //! net ([`Harness::wait_for`]): nothing here measures or asserts time.
 //!
 //! A [`Fleet`] is the same for several hosts, each its own agent on its own fake root, for
-//! rollouts.
+//! rollouts. [`replicas::Replicas`] is one host whose agent lists several control-plane
+//! addresses, served in turn by control planes sharing one store.
 //!
 //! Every child process is killed when its handle is dropped, so a failing test leaves nothing
 //! running behind it. When a wait fails, the error carries the last state seen and the tails of
@@ -31,6 +32,7 @@ pub mod process;
 pub mod proxy;
 pub mod real_host;
 pub mod release;
+pub mod replicas;
 pub mod tls_server;
 
 pub use error::HarnessError;

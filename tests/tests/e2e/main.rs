@@ -18,6 +18,7 @@ mod happy_path;
 mod kill_agent_mid_switch;
 mod pause;
 mod probe_failure;
+mod replica_failover;
 mod resync;
 mod rollout_halt;
 mod rollout_offline;
