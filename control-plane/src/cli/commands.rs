@@ -15,7 +15,7 @@ use super::client::{CliError, Client};
 use super::token_file::created_around;
 use super::{Cli, Command, Connection, ServeArgs, SetTargetArgs, render};
 use crate::clock::{Clock, SystemClock};
-use crate::server::{ServeError, ServerOptions, Transport, start};
+use crate::server::{ServeError, ServerOptions, Transport, TrustedProxies, start};
 
 /// Runs a command; the error is what to print before exiting non-zero.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -161,6 +161,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     options.waiters_per_host = args.waiters_per_host.max(1);
     options.limits.per_source = args.max_connections_per_source.max(1);
     options.limits.max_connections = args.max_connections.map(|n| n.max(1));
+    options.trusted_proxies = TrustedProxies::new(args.trusted_proxies.clone());
     options.clock = Arc::new(SystemClock);
     let running = start(options).await.map_err(|e| match e {
         ServeError::EmptyAdminToken => anyhow::anyhow!(
