@@ -53,8 +53,11 @@ pub struct AgentSetup {
     pub host: String,
     /// `control_plane_url`: one URL is written as a string, several as a list.
     pub urls: Vec<String>,
-    /// `token_file`.
+    /// `token_file` (left out of the configuration when `client_identity` is set).
     pub token_file: PathBuf,
+    /// `tls.cert_file` and `tls.key_file`: with them the agent authenticates by its client
+    /// certificate alone (mutual TLS), without a token.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
     /// `tls.ca_file`.
     pub ca_file: PathBuf,
     /// `admin.listen` (metrics).
@@ -82,6 +85,7 @@ pub fn agent_setup(
         host: host.to_owned(),
         urls: vec![cp.url()],
         token_file,
+        client_identity: None,
         ca_file: cp.files().ca.clone(),
         admin: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
         socket: probe.with_file_name(format!("{host}-admin.sock")),
@@ -289,13 +293,19 @@ pub fn render_config(root: &FakeRoot, setup: &AgentSetup) -> Result<String> {
     };
     config.insert("control_plane_url".into(), url);
     config.insert("host_id".into(), text(&setup.host));
-    config.insert("token_file".into(), path(&setup.token_file));
+    let mut tls = vec![("ca_file", path(&setup.ca_file))];
+    match &setup.client_identity {
+        Some((cert, key)) => {
+            tls.push(("cert_file", path(cert)));
+            tls.push(("key_file", path(key)));
+        }
+        None => {
+            config.insert("token_file".into(), path(&setup.token_file));
+        }
+    }
     config.insert("state_dir".into(), path(&root.state_dir()));
     config.insert("log_format".into(), text("text"));
-    config.insert(
-        "tls".into(),
-        section(vec![("ca_file", path(&setup.ca_file))]),
-    );
+    config.insert("tls".into(), section(tls));
     config.insert(
         "activation".into(),
         section(vec![

@@ -21,10 +21,12 @@
 //! --workspace` builds them, otherwise run `cargo build --workspace --bins` first.
 
 pub mod agent;
+pub mod balanced;
 pub mod binaries;
 pub mod control_plane;
 pub mod error;
 pub mod fleet;
+pub mod haproxy;
 pub mod harness;
 pub mod load;
 pub mod narrate;

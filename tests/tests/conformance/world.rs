@@ -60,6 +60,7 @@ impl World {
             host: "web-01".into(),
             urls: vec![format!("https://localhost:{}", server.addr.port())],
             token_file,
+            client_identity: None,
             ca_file,
             admin: format!("127.0.0.1:{}", free_port().unwrap())
                 .parse()

@@ -15,6 +15,7 @@ mod activation_failure;
 mod control_plane_down;
 mod control_plane_rollback;
 mod happy_path;
+mod haproxy;
 mod kill_agent_mid_switch;
 mod pause;
 mod probe_failure;

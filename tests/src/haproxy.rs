@@ -1,0 +1,160 @@
+//! Debian's `haproxy` as a child process: a TCP-mode balancer in front of control planes,
+//! writing a PROXY protocol v2 header on every connection it opens to them (`send-proxy-v2`),
+//! from a chosen loopback source address, with TLS health checks of `/healthz`. The harness
+//! writes its configuration to a temporary directory and runs it in the foreground (`-db`),
+//! after `haproxy -c` has checked the file.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::control_plane::free_port;
+use crate::process::{POLL, Process, write_file};
+use crate::{HarnessError, Result};
+
+/// How long haproxy may take to listen after it was started.
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+/// Where Debian installs the binary (`/usr/sbin` is not on every user's `PATH`).
+const DEBIAN_PATH: &str = "/usr/sbin/haproxy";
+
+/// What the balancer forwards to.
+#[derive(Debug, Clone)]
+pub struct BalancerSetup {
+    /// The control planes, in order; all take traffic, each checked on its own.
+    pub servers: Vec<SocketAddr>,
+    /// The address the balancer connects to the servers from (what `--trusted-proxy` names).
+    pub source: Ipv4Addr,
+    /// The CA the health checks verify the servers' certificates with.
+    pub ca_file: PathBuf,
+}
+
+/// A running `haproxy -db`; dropping it kills it.
+#[derive(Debug)]
+pub struct Haproxy {
+    port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    _process: Process,
+}
+
+impl Haproxy {
+    /// Writes the configuration into `dir`, checks it and starts haproxy on a free loopback
+    /// port; returns once it listens. Fails saying which package to install when haproxy is
+    /// missing.
+    pub fn start(dir: &Path, setup: &BalancerSetup) -> Result<Self> {
+        let binary = locate()?;
+        let port = free_port()?;
+        let config = dir.join("haproxy.cfg");
+        write_file(&config, &render(port, setup), 0o644)?;
+        let check = Command::new(&binary)
+            .arg("-c")
+            .arg("-f")
+            .arg(&config)
+            .output()
+            .map_err(HarnessError::io("run `haproxy -c`"))?;
+        if !check.status.success() {
+            return Err(HarnessError::Command {
+                command: format!("haproxy -c -f {}", config.display()),
+                status: check.status.to_string(),
+                stdout: String::from_utf8_lossy(&check.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&check.stderr).into_owned(),
+            });
+        }
+        let log = dir.join("haproxy.log");
+        let mut command = Command::new(&binary);
+        command.arg("-db").arg("-f").arg(&config);
+        let mut process = Process::spawn("haproxy", command, &log)?;
+        let started = Instant::now();
+        loop {
+            process.check_running()?;
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            if started.elapsed() > READY_DEADLINE {
+                return Err(HarnessError::Timeout {
+                    what: format!("haproxy to listen on 127.0.0.1:{port}"),
+                    report: crate::process::log_tail(&log, 30),
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+        Ok(Self {
+            port,
+            config,
+            log,
+            _process: process,
+        })
+    }
+
+    /// The URL agents use: the balancer's frontend (the servers' certificate names localhost).
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    /// The frontend's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The generated configuration file.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// haproxy's own output (its log goes to stdout).
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+}
+
+/// The haproxy binary, or an error saying how to install it.
+fn locate() -> Result<PathBuf> {
+    if Path::new(DEBIAN_PATH).is_file() {
+        return Ok(PathBuf::from(DEBIAN_PATH));
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("haproxy"))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| HarnessError::Setup {
+            what: "the load balancer".into(),
+            message: "haproxy is not installed: install Debian's package with `apt-get install -y haproxy` (`.ci/run` does)".into(),
+        })
+}
+
+/// The configuration: TCP mode, one frontend on `port`, every server with `send-proxy-v2`
+/// from `setup.source`, checked over TLS on `/healthz` (503 until its store is open).
+fn render(port: u16, setup: &BalancerSetup) -> String {
+    let mut servers = String::new();
+    for (index, server) in setup.servers.iter().enumerate() {
+        servers.push_str(&format!("    server cp-{index} {server}\n"));
+    }
+    format!(
+        "# Generated by fleetnode-tests.\n\
+         global\n\
+         \x20   log stdout format raw local0 info\n\
+         \n\
+         defaults\n\
+         \x20   mode tcp\n\
+         \x20   log global\n\
+         \x20   option tcplog\n\
+         \x20   timeout connect 5s\n\
+         \x20   timeout client 330s\n\
+         \x20   timeout server 330s\n\
+         \n\
+         frontend fleetnode\n\
+         \x20   bind 127.0.0.1:{port}\n\
+         \x20   default_backend fleetnode-cp\n\
+         \n\
+         backend fleetnode-cp\n\
+         \x20   balance leastconn\n\
+         \x20   option httpchk GET /healthz\n\
+         \x20   http-check expect status 200\n\
+         \x20   default-server send-proxy-v2 source {source} check inter 500ms fall 1 rise 1 check-ssl verify required ca-file {ca} check-sni localhost\n\
+         {servers}",
+        source = setup.source,
+        ca = setup.ca_file.display(),
+    )
+}
