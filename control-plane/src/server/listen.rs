@@ -76,7 +76,8 @@ pub struct Limits {
     /// Longest a client may take to send a request's head, counted from the end of the
     /// previous response (so it also closes idle keep-alive connections).
     pub header_read: Duration,
-    /// Longest a TLS handshake may take.
+    /// Longest a TLS handshake may take; from a trusted proxy, the PROXY header and the
+    /// handshake together.
     pub tls_handshake: Duration,
     /// Longest a client may take to send a request body, from the end of its head (bodies are
     /// at most 1 MiB, so the default asks for about 35 KB/s at worst); a slower one is answered
