@@ -94,3 +94,54 @@ fn one_address_never_moves() {
     assert!(!e.failed(e.current().0, &RequestError::Network("refused".into())));
     assert_eq!(current(&e), "https://a");
 }
+
+/// Two scripted control planes behind one client: a 503 from the first moves every later
+/// request to the second; a 4xx from the second keeps the client there.
+#[tokio::test]
+async fn the_client_sends_every_request_to_the_address_in_use() {
+    use fleetnode_wire::ErrorCode;
+
+    use crate::control::testserver::{Failure, TestServer};
+
+    let first = TestServer::start().await;
+    let second = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let text = format!(
+        "control_plane_url = [\"http://{}\", \"http://{}\"]\nhost_id = \"web-01\"\ntoken_file = \"{}\"\nallow_insecure_http = true\n",
+        first.addr,
+        second.addr,
+        token.display()
+    );
+    let config = Config::parse(&text).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let client = crate::control::Client::new(&config, metrics.clone()).unwrap();
+    let unavailable = Failure {
+        status: 503,
+        code: ErrorCode::Unavailable,
+        retry_after: Some(1),
+    };
+    first.lock().fail_desired.push_back(unavailable);
+
+    let refused = client.desired(None, 0).await.unwrap_err();
+    assert!(refused.to_string().contains("503"), "{refused}");
+    client.desired(None, 0).await.unwrap();
+    assert_eq!(first.lock().polls.len(), 1);
+    assert_eq!(second.lock().polls.len(), 1);
+
+    second.lock().fail_desired.push_back(Failure {
+        status: 409,
+        code: ErrorCode::Conflict,
+        retry_after: None,
+    });
+    client.desired(None, 0).await.unwrap_err();
+    client.desired(None, 0).await.unwrap();
+    assert_eq!(first.lock().polls.len(), 1, "a 409 moved the client");
+    assert_eq!(second.lock().polls.len(), 3);
+    assert!(
+        metrics
+            .render()
+            .contains("fleetnode_agent_control_plane_moves_total 1")
+    );
+}
