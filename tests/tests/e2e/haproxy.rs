@@ -51,7 +51,7 @@ impl Prober {
     }
 
     /// From `from` to 127.0.0.1:`port`: `prelude` raw, then TLS and `GET /healthz` on a
-    /// connection kept alive; the connection and the answer's head, or the handshake's error.
+    /// connection kept alive; the connection and the whole answer, or the handshake's error.
     fn healthz(
         &self,
         from: Ipv4Addr,
@@ -75,9 +75,17 @@ impl Prober {
             tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
                 .await
                 .unwrap();
-            let mut answer = vec![0u8; 4096];
-            let read = tls.read(&mut answer).await.map_err(|e| e.to_string())?;
-            answer.truncate(read);
+            // The whole answer: `ok` from /healthz, or an error body, which ends in `}`; a
+            // refused connection is closed after it.
+            let mut answer = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !(answer.ends_with(b"ok\n") || answer.ends_with(b"}")) {
+                let read = tls.read(&mut chunk).await.map_err(|e| e.to_string())?;
+                if read == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&chunk[..read]);
+            }
             Ok((tls, String::from_utf8_lossy(&answer).into_owned()))
         })
     }
