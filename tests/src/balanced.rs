@@ -7,9 +7,10 @@
 //! agents (`--client-ca`) and limit each source to a few connections. haproxy
 //! ([`crate::haproxy`]) listens on 127.0.0.1, connects to the servers from [`BALANCER`] with a
 //! PROXY protocol v2 header, and checks each server's `/healthz` over TLS, so the standby takes
-//! no traffic until it serves. Every agent's only URL is haproxy's; it authenticates with its
-//! client certificate alone (no token), which only works if the TLS session runs end to end
-//! from the agent to `fleetnode-cp`.
+//! no traffic until it serves. Every agent's only URL is its edge relay in front of haproxy, so
+//! the balancer sees each host at an address of its own ([`FIRST_HOST_ADDRESS`] onwards); it
+//! authenticates with its client certificate alone (no token), which only works if the TLS
+//! session runs end to end from the agent to `fleetnode-cp`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,9 @@ use crate::{HarnessError, Result};
 
 /// The address haproxy connects to the control planes from: the one they trust.
 pub const BALANCER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// The address the first host's connections reach the balancer from; the next host's is the
+/// next address, and so on.
+pub const FIRST_HOST_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 10);
 /// Log lines shown in a failure report.
 const REPORT_LOG_LINES: usize = 30;
 
@@ -40,6 +44,8 @@ pub struct BalancedHost {
     pub agent: Agent,
     /// Its id.
     pub id: String,
+    /// The address its connections reach the balancer from (through its edge relay).
+    pub address: Ipv4Addr,
     root: FakeRoot,
 }
 
@@ -121,10 +127,11 @@ impl Balanced {
                     .collect(),
                 source: BALANCER,
                 ca_file: files.ca.clone(),
+                edges: (0..hosts.len()).map(host_address).collect(),
             },
         )?;
         let mut members = Vec::with_capacity(hosts.len());
-        for id in hosts {
+        for (index, id) in hosts.iter().enumerate() {
             let token_file = dir.join(format!("{id}.token"));
             servers[0].cli(&[
                 "add-host",
@@ -142,7 +149,10 @@ impl Balanced {
             root.set_current(&initial);
             let probe = dir.join(format!("{id}-probe"));
             let mut setup = agent_setup(&servers[0], &root, id, token_file, probe, &timings)?;
-            setup.urls = vec![haproxy.url()];
+            setup.urls = vec![haproxy.edge_url(index).ok_or_else(|| HarnessError::Setup {
+                what: "the agents' addresses".into(),
+                message: format!("haproxy has no edge for host {index}"),
+            })?];
             setup.client_identity = Some((identity.cert, identity.key));
             let agent = Agent::configure(
                 agent_binary.clone(),
@@ -154,6 +164,7 @@ impl Balanced {
             members.push(BalancedHost {
                 agent,
                 id: (*id).to_owned(),
+                address: host_address(index),
                 root,
             });
         }
@@ -285,6 +296,17 @@ impl Balanced {
         section("haproxy".into(), self.haproxy.log());
         out
     }
+}
+
+/// The address host number `index` reaches the balancer from.
+fn host_address(index: usize) -> Ipv4Addr {
+    let [a, b, c, d] = FIRST_HOST_ADDRESS.octets();
+    Ipv4Addr::new(
+        a,
+        b,
+        c,
+        d.saturating_add(u8::try_from(index).unwrap_or(u8::MAX)),
+    )
 }
 
 fn cert_error(error: fleetnode_fixtures::certs::CertError) -> HarnessError {

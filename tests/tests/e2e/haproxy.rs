@@ -1,7 +1,7 @@
 //! Debian's `haproxy` in TCP mode, `send-proxy-v2`, in front of two real control planes, with
-//! real agents authenticating by client certificate through it: the fleet converges, the
-//! servers see the clients' own addresses (never the balancer's) and apply the per-source
-//! limit to them, a PROXY header from an address that is not the balancer is refused, and when
+//! real agents authenticating by client certificate through it, each reaching the balancer from
+//! an address of its own: the fleet converges, the servers see each client's own address (never
+//! the balancer's) and apply the per-source limit to it, a PROXY header from an address that is not the balancer is refused, and when
 //! the serving control plane dies the standby takes over behind the same address.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,9 +18,9 @@ use tokio_rustls::client::TlsStream;
 
 use crate::common::run;
 
-/// Connections one source may hold on each control plane in this test: above what the two
-/// agents and the operator commands hold together from 127.0.0.1, far below the default.
-const PER_SOURCE: usize = 12;
+/// Connections one source may hold on each control plane in this test: above what one agent
+/// holds (its long-poll, and its heartbeats and events), far below the default.
+const PER_SOURCE: usize = 6;
 /// Where the test's own probing connections come from: neither the agents' 127.0.0.1 nor the
 /// balancer's address.
 const PROBE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
@@ -129,20 +129,23 @@ fn agents_behind_haproxy_are_seen_and_limited_as_themselves() {
             assert_eq!(host.root().current().as_ref(), Some(path));
         }
 
-        // The server saw the agents' own address (127.0.0.1) through the balancer (127.0.0.2):
-        // the operator commands go to it directly, so every forwarded client is an agent.
+        // The server saw each agent at its own address, forwarded by the balancer.
         let forwarded = lines_with(b.servers[0].log(), "a trusted proxy forwarded a connection");
-        assert!(
-            forwarded
-                .iter()
-                .any(|line| line.contains("peer=127.0.0.1:") && line.contains(&balancer)),
-            "no agent connection forwarded by the balancer:\n{forwarded:#?}\n{}",
-            b.report()
-        );
+        for host in &b.hosts {
+            assert!(
+                forwarded.iter().any(|line| {
+                    line.contains(&format!("peer={}:", host.address)) && line.contains(&balancer)
+                }),
+                "no connection of {} ({}) forwarded by the balancer:\n{forwarded:#?}\n{}",
+                host.id,
+                host.address,
+                b.report()
+            );
+        }
 
         // The limit applies to each client, not to the balancer. The probe holds its
         // PER_SOURCE connections through the balancer; the balancer then carries more than
-        // PER_SOURCE (the agents' too), and a further client is still served.
+        // PER_SOURCE (the agents' long-polls too), and a further client is still served.
         let prober = Prober::new(&b.server_ca());
         let port = b.haproxy.port();
         let mut held = Vec::new();
@@ -204,12 +207,14 @@ fn agents_behind_haproxy_are_seen_and_limited_as_themselves() {
             })?;
         }
         let forwarded = lines_with(b.servers[1].log(), "a trusted proxy forwarded a connection");
-        assert!(
-            forwarded
-                .iter()
-                .any(|line| line.contains("peer=127.0.0.1:") && line.contains(&balancer)),
-            "{forwarded:#?}"
-        );
+        for host in &b.hosts {
+            assert!(
+                forwarded.iter().any(|line| {
+                    line.contains(&format!("peer={}:", host.address)) && line.contains(&balancer)
+                }),
+                "{forwarded:#?}"
+            );
+        }
         Ok(())
     })
 }
