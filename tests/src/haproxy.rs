@@ -134,11 +134,15 @@ impl Haproxy {
 
 /// The haproxy binary, or an error saying how to install it.
 fn locate() -> Result<PathBuf> {
-    if Path::new(DEBIAN_PATH).is_file() {
-        return Ok(PathBuf::from(DEBIAN_PATH));
+    locate_in(Path::new(DEBIAN_PATH), std::env::var_os("PATH"))
+}
+
+/// `debian` when it exists, else `haproxy` in one of the directories of `path`.
+fn locate_in(debian: &Path, path: Option<std::ffi::OsString>) -> Result<PathBuf> {
+    if debian.is_file() {
+        return Ok(debian.to_owned());
     }
-    std::env::var_os("PATH")
-        .into_iter()
+    path.into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
         .map(|dir| dir.join("haproxy"))
         .find(|candidate| candidate.is_file())
@@ -191,4 +195,31 @@ fn render(port: u16, edge_ports: &[u16], setup: &BalancerSetup) -> String {
         source = setup.source,
         ca = setup.ca_file.display(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::locate_in;
+
+    #[test]
+    fn a_missing_haproxy_names_the_package_to_install() {
+        let empty = tempfile::tempdir().unwrap();
+        let error = locate_in(
+            &empty.path().join("sbin/haproxy"),
+            Some(empty.path().as_os_str().to_owned()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("apt-get install -y haproxy"), "{error}");
+    }
+
+    #[test]
+    fn haproxy_is_found_on_the_path_too() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("haproxy"), "").unwrap();
+        let found = locate_in(Path::new("/nonexistent/haproxy"), Some(dir.path().into())).unwrap();
+        assert_eq!(found, dir.path().join("haproxy"));
+    }
 }

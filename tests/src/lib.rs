@@ -11,7 +11,8 @@
 //!
 //! A [`Fleet`] is the same for several hosts, each its own agent on its own fake root, for
 //! rollouts. [`replicas::Replicas`] is one host whose agent lists several control-plane
-//! addresses, served in turn by control planes sharing one store.
+//! addresses, served in turn by control planes sharing one store; [`balanced::Balanced`] puts
+//! Debian's `haproxy` in front of such control planes, with agents on mutual TLS behind it.
 //!
 //! Every child process is killed when its handle is dropped, so a failing test leaves nothing
 //! running behind it. When a wait fails, the error carries the last state seen and the tails of
