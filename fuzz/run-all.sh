@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 seconds="${1:-30}"
 export RUSTC_BOOTSTRAP=1
-targets=(wire_agent wire_ingest wire_operator agent_config systemctl_show path_info)
+targets=(wire_agent wire_ingest wire_operator agent_config systemctl_show path_info proxy_header)
 read -r -a flags <<<"${FUZZ_BUILD_FLAGS:-}"
 cargo fuzz build "${flags[@]}"
 status=0

@@ -95,6 +95,9 @@ let
       "--store-password-file"
       (credential "store-password")
     ]
+    ++ lib.optional (cfg.trustedProxies != [ ]) (
+      utils.escapeSystemdExecArgs (lib.concatMap (net: [ "--trusted-proxy" net ]) cfg.trustedProxies)
+    )
     ++ lib.optional (cfg.extraArgs != [ ]) (utils.escapeSystemdExecArgs cfg.extraArgs)
   );
 in
@@ -187,6 +190,25 @@ in
       type = types.bool;
       default = false;
       description = "Whether to open the TCP port of `listenAddress` in the firewall.";
+    };
+
+    trustedProxies = lib.mkOption {
+      # The server parses each value strictly at start (and refuses host bits
+      # past the prefix); the type keeps out what is plainly not an address.
+      type = types.listOf (
+        types.strMatching "[0-9A-Fa-f:.]+(/[0-9]{1,3})?" // {
+          description = "IP address or network in CIDR notation";
+        }
+      );
+      default = [ ];
+      example = [ "10.0.0.10" "10.0.1.0/24" ];
+      description = ''
+        Load balancers whose connections begin with a PROXY protocol v2 header
+        naming the client (HAProxy's `send-proxy-v2`), passed as
+        `--trusted-proxy`: the header is required from them and never read from
+        anyone else. See "Running behind a load balancer" in
+        docs/control-plane.md.
+      '';
     };
 
     extraArgs = lib.mkOption {

@@ -21,6 +21,8 @@
 
 let
   cfg = config.services.fleetnode-agent;
+  # One URL or several: the agent's file takes either form; the checks look at each.
+  controlPlaneUrls = lib.toList cfg.controlPlaneUrl;
   format = pkgs.formats.toml { };
   types = lib.types;
 
@@ -127,9 +129,17 @@ in
     package = lib.mkPackageOption pkgs "fleetnode" { };
 
     controlPlaneUrl = lib.mkOption {
-      type = types.str;
-      description = "Base URL of the control plane. Must use https:// unless `allowInsecureHttp` is set.";
-      example = "https://cp.example.org:8443";
+      type = types.either types.str (types.nonEmptyListOf types.str);
+      description = ''
+        Base URL of the control plane, or a list of them (replicas, or load
+        balancers in front of them): the agent uses one at a time and moves to
+        the next when it does not answer. Each must use https:// unless
+        `allowInsecureHttp` is set.
+      '';
+      example = [
+        "https://cp-1.example.org:8443"
+        "https://cp-2.example.org:8443"
+      ];
     };
 
     hostId = lib.mkOption {
@@ -363,10 +373,12 @@ in
         assertion = (cfg.tls.certFile == null) == (cfg.tls.keyFile == null);
         message = "services.fleetnode-agent: `tls.certFile` and `tls.keyFile` must be set together.";
       }
-      {
-        assertion = lib.hasPrefix "https://" cfg.controlPlaneUrl || (cfg.allowInsecureHttp && lib.hasPrefix "http://" cfg.controlPlaneUrl);
-        message = "services.fleetnode-agent: `controlPlaneUrl` must start with https:// (http:// only with `allowInsecureHttp`, for tests); got \"${cfg.controlPlaneUrl}\".";
-      }
+    ]
+    ++ map (url: {
+      assertion = lib.hasPrefix "https://" url || (cfg.allowInsecureHttp && lib.hasPrefix "http://" url);
+      message = "services.fleetnode-agent: `controlPlaneUrl` must start with https:// (http:// only with `allowInsecureHttp`, for tests); got \"${url}\".";
+    }) controlPlaneUrls
+    ++ [
       (rules.secretPathAssertion "services.fleetnode-agent.tokenFile" "/etc/fleetnode/token" cfg.tokenFile)
       (rules.secretPathAssertion "services.fleetnode-agent.tls.keyFile" "/etc/fleetnode/host.key" cfg.tls.keyFile)
       (rules.hostIdAssertion {

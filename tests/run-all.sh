@@ -3,6 +3,7 @@
 # CI's test step. First makes sure the Debian packages the tests need are installed:
 #   debootstrap, systemd-container  the real-host tier (a Debian container with systemd)
 #   postgresql                      the control plane's PostgreSQL store (a throw-away cluster)
+#   haproxy                         the load-balancer test (HAProxy in front of control planes)
 # As root it installs what is missing (apt-get update first); otherwise it names what is
 # missing and stops. Arguments are passed on to `cargo test`.
 set -euo pipefail
@@ -20,6 +21,7 @@ missing=()
 command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
 command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 have_postgresql || missing+=(postgresql)
+command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
 
 if ((${#missing[@]} > 0)); then
     if [[ $(id -u) -ne 0 ]]; then

@@ -151,7 +151,7 @@ fn run(path: &Path, log_format: Option<Format>) -> ExitCode {
             config.state_dir.clone(),
         ));
         tracing::info!(version = env!("CARGO_PKG_VERSION"), host = %config.host_id,
-            control_plane = %config.control_plane_url, "fleetnode-agent starting");
+            control_plane = %config.control_plane, "fleetnode-agent starting");
         match agent::run(config, system, cancel, systemd::watchdog_period()).await {
             Ok(Exit::Stopped) => {
                 tracing::info!("stopped");
@@ -200,7 +200,7 @@ fn check_config(path: &Path) -> ExitCode {
                 .collect();
             println!("{}: valid", path.display());
             println!("  host:          {}", c.host_id);
-            println!("  control plane: {}", c.control_plane_url);
+            println!("  control plane: {}", c.control_plane);
             println!("  state dir:     {}", c.state_dir.display());
             println!("  mode:          {}", c.policy.default_mode);
             println!("  soak:          {}", c.policy.health.soak_ms);

@@ -56,6 +56,10 @@ pub struct Metrics {
     pub store_errors: Counter,
     /// Answers of the control plane that break the protocol, by kind.
     pub protocol_errors: Family<Labels1, Counter>,
+    /// Moves from one control-plane address to the next after it did not answer.
+    pub control_plane_moves: Counter,
+    /// 1 for the control-plane address in use, 0 for the other configured ones.
+    pub control_plane_current: Family<Labels1, Gauge>,
 }
 
 impl Default for Metrics {
@@ -88,6 +92,8 @@ impl Metrics {
             worker_restarts: Family::default(),
             store_errors: Counter::default(),
             protocol_errors: Family::default(),
+            control_plane_moves: Counter::default(),
+            control_plane_current: Family::default(),
         };
         let build = Family::<Labels1, Gauge>::default();
         build
@@ -167,6 +173,16 @@ impl Metrics {
             "protocol_errors",
             "Answers of the control plane that break the protocol, by kind",
             m.protocol_errors.clone(),
+        );
+        registry.register(
+            "control_plane_moves",
+            "Moves to the next control-plane address after one did not answer",
+            m.control_plane_moves.clone(),
+        );
+        registry.register(
+            "control_plane_current",
+            "Control-plane address in use (1 = current)",
+            m.control_plane_current.clone(),
         );
         Self { registry, ..m }
     }

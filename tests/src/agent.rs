@@ -51,10 +51,13 @@ impl Default for Timings {
 pub struct AgentSetup {
     /// `host_id`.
     pub host: String,
-    /// `control_plane_url`.
-    pub url: String,
-    /// `token_file`.
+    /// `control_plane_url`: one URL is written as a string, several as a list.
+    pub urls: Vec<String>,
+    /// `token_file` (left out of the configuration when `client_identity` is set).
     pub token_file: PathBuf,
+    /// `tls.cert_file` and `tls.key_file`: with them the agent authenticates by its client
+    /// certificate alone (mutual TLS), without a token.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
     /// `tls.ca_file`.
     pub ca_file: PathBuf,
     /// `admin.listen` (metrics).
@@ -80,8 +83,9 @@ pub fn agent_setup(
     write_file(&probe, &probe_script(root.root())?, 0o755)?;
     Ok(AgentSetup {
         host: host.to_owned(),
-        url: cp.url(),
+        urls: vec![cp.url()],
         token_file,
+        client_identity: None,
         ca_file: cp.files().ca.clone(),
         admin: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
         socket: probe.with_file_name(format!("{host}-admin.sock")),
@@ -255,6 +259,22 @@ impl Agent {
         })
     }
 
+    /// The agent's Prometheus metrics, from its loopback listener.
+    pub fn metrics(&self) -> Result<String> {
+        use std::io::{Read as _, Write as _};
+        let what = format!("read the agent's metrics at {}", self.admin);
+        let mut stream =
+            std::net::TcpStream::connect(self.admin).map_err(HarnessError::io(what.clone()))?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .map_err(HarnessError::io(what.clone()))?;
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .map_err(HarnessError::io(what))?;
+        Ok(answer)
+    }
+
     /// The configuration file.
     pub fn config(&self) -> &Path {
         &self.config
@@ -330,15 +350,25 @@ pub fn render_config(root: &FakeRoot, setup: &AgentSetup) -> Result<String> {
     let system = root.system_config();
     let timings = &setup.timings;
     let mut config = Table::new();
-    config.insert("control_plane_url".into(), text(&setup.url));
+    let url = match setup.urls.as_slice() {
+        [one] => text(one),
+        many => Value::Array(many.iter().map(|url| text(url)).collect()),
+    };
+    config.insert("control_plane_url".into(), url);
     config.insert("host_id".into(), text(&setup.host));
-    config.insert("token_file".into(), path(&setup.token_file));
+    let mut tls = vec![("ca_file", path(&setup.ca_file))];
+    match &setup.client_identity {
+        Some((cert, key)) => {
+            tls.push(("cert_file", path(cert)));
+            tls.push(("key_file", path(key)));
+        }
+        None => {
+            config.insert("token_file".into(), path(&setup.token_file));
+        }
+    }
     config.insert("state_dir".into(), path(&root.state_dir()));
     config.insert("log_format".into(), text("text"));
-    config.insert(
-        "tls".into(),
-        section(vec![("ca_file", path(&setup.ca_file))]),
-    );
+    config.insert("tls".into(), section(tls));
     config.insert(
         "activation".into(),
         section(vec![

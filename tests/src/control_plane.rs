@@ -45,6 +45,16 @@ pub struct CliOutput {
     pub stderr: String,
 }
 
+/// What a start waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The server answers operators: it listens and its store is open.
+    Serving,
+    /// The server accepts connections; its store may still be held by another process (it
+    /// then answers 503 until it gets the store).
+    Listening,
+}
+
 /// A `fleetnode-cp serve` process and the means to talk to it.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -52,6 +62,8 @@ pub struct ControlPlane {
     files: ServerFiles,
     heartbeat_interval: String,
     log_filter: String,
+    extra_args: Vec<String>,
+    readiness: Readiness,
     port: u16,
     process: Option<Process>,
 }
@@ -69,11 +81,33 @@ impl ControlPlane {
         heartbeat_interval: &str,
         log_filter: &str,
     ) -> Result<Self> {
+        Self::start_with(
+            binary,
+            files,
+            heartbeat_interval,
+            log_filter,
+            &[],
+            Readiness::Serving,
+        )
+    }
+
+    /// [`ControlPlane::start_logging`] with `extra_args` after the harness's own `serve`
+    /// options, waiting for `readiness`.
+    pub fn start_with(
+        binary: PathBuf,
+        files: ServerFiles,
+        heartbeat_interval: &str,
+        log_filter: &str,
+        extra_args: &[&str],
+        readiness: Readiness,
+    ) -> Result<Self> {
         let mut server = Self {
             binary,
             files,
             heartbeat_interval: heartbeat_interval.to_owned(),
             log_filter: log_filter.to_owned(),
+            extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
+            readiness,
             port: 0,
             process: None,
         };
@@ -180,10 +214,14 @@ impl ControlPlane {
             .arg(&self.files.store)
             .arg("--heartbeat-interval")
             .arg(&self.heartbeat_interval)
+            .args(&self.extra_args)
             .env("RUST_LOG", &self.log_filter);
         let what = format!("fleetnode-cp serve on port {}", self.port);
         self.process = Some(Process::spawn(&what, command, &self.files.log)?);
-        self.wait_ready()
+        match self.readiness {
+            Readiness::Serving => self.wait_ready(),
+            Readiness::Listening => self.wait_listening(),
+        }
     }
 
     /// The server's command line, as an operator would type it.
@@ -214,6 +252,14 @@ impl ControlPlane {
     pub fn stop(&mut self) -> Result<()> {
         if let Some(mut process) = self.process.take() {
             process.terminate(STOP_GRACE)?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs the server: no shutdown, no answer to anything in flight (a crashed machine).
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut process) = self.process.take() {
+            process.kill()?;
         }
         Ok(())
     }
@@ -296,6 +342,32 @@ impl ControlPlane {
             what: format!("the control plane at {} to answer", self.url()),
             report: format!(
                 "last answer: {last_error}\ncontrol plane log ({}):\n{}",
+                self.files.log.display(),
+                self.log_tail(30)
+            ),
+        })
+    }
+}
+
+impl ControlPlane {
+    /// Waits until the server accepts TCP connections on its port.
+    fn wait_listening(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let mut last_error = String::new();
+        while started.elapsed() < READY_DEADLINE {
+            if let Some(process) = self.process.as_mut() {
+                process.check_running()?;
+            }
+            match std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                Ok(_) => return Ok(()),
+                Err(e) => last_error = e.to_string(),
+            }
+            std::thread::sleep(POLL);
+        }
+        Err(HarnessError::Timeout {
+            what: format!("the control plane at {} to listen", self.url()),
+            report: format!(
+                "last error: {last_error}\ncontrol plane log ({}):\n{}",
                 self.files.log.display(),
                 self.log_tail(30)
             ),

@@ -147,7 +147,7 @@ impl Harness {
         let proxy = match options.refuse_report {
             Some(report) => {
                 let proxy = RefusingProxy::start(&cp, report)?;
-                setup.url = proxy.url();
+                setup.urls = vec![proxy.url()];
                 Some(proxy)
             }
             None => None,

@@ -10,7 +10,9 @@
 //! net ([`Harness::wait_for`]): nothing here measures or asserts time.
 //!
 //! A [`Fleet`] is the same for several hosts, each its own agent on its own fake root, for
-//! rollouts.
+//! rollouts. [`replicas::Replicas`] is one host whose agent lists several control-plane
+//! addresses, served in turn by control planes sharing one store; [`balanced::Balanced`] puts
+//! Debian's `haproxy` in front of such control planes, with agents on mutual TLS behind it.
 //!
 //! Every child process is killed when its handle is dropped, so a failing test leaves nothing
 //! running behind it. When a wait fails, the error carries the last state seen and the tails of
@@ -20,10 +22,12 @@
 //! --workspace` builds them, otherwise run `cargo build --workspace --bins` first.
 
 pub mod agent;
+pub mod balanced;
 pub mod binaries;
 pub mod control_plane;
 pub mod error;
 pub mod fleet;
+pub mod haproxy;
 pub mod harness;
 pub mod load;
 pub mod narrate;
@@ -32,6 +36,7 @@ pub mod process;
 pub mod proxy;
 pub mod real_host;
 pub mod release;
+pub mod replicas;
 pub mod tls_server;
 
 pub use error::HarnessError;

@@ -8,6 +8,7 @@
 mod probe;
 mod raw;
 mod sections;
+mod urls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,8 +18,9 @@ use fleetnode_wire::HostId;
 
 pub use raw::{
     RawActivation, RawAdmin, RawConfig, RawHealth, RawHeartbeat, RawProbe, RawReboot, RawSystem,
-    RawTls,
+    RawTls, UrlList,
 };
+pub use urls::{ControlPlaneUrls, MAX_CONTROL_PLANE_URLS};
 
 /// Parses a duration written for humans (`500ms`, `30s`, `5m`, `1h`, `1d`; a bare number is
 /// seconds).
@@ -87,8 +89,9 @@ pub enum LogFormat {
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Control plane base URL (validated: https, or http on loopback when allowed).
-    pub control_plane_url: String,
+    /// Control plane base URLs, at least one (validated: https, or http on loopback when
+    /// allowed); the agent uses one at a time and moves to the next when it fails.
+    pub control_plane: ControlPlaneUrls,
     /// This host.
     pub host_id: HostId,
     /// Host token source (absent only with a client certificate).
@@ -235,7 +238,7 @@ impl Config {
             .map(|(name, raw)| probe::probe(name, raw))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            control_plane_url: sections::control_plane_url(raw)?,
+            control_plane: urls::control_plane_urls(raw)?,
             host_id: sections::host_id(raw)?,
             token,
             state_dir: raw

@@ -10,8 +10,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// `https://` URL of the control plane.
-    pub control_plane_url: Option<String>,
+    /// `https://` URL of the control plane, or a list of them (replicas, tried in order).
+    pub control_plane_url: Option<UrlList>,
     /// This host's id (a DNS label).
     pub host_id: Option<String>,
     /// Name of a systemd credential holding the host token (under `$CREDENTIALS_DIRECTORY`).
@@ -49,6 +49,50 @@ pub struct RawConfig {
     /// Health probes by name.
     #[serde(default)]
     pub probes: BTreeMap<String, RawProbe>,
+}
+
+/// `control_plane_url` as written: one URL, or a list of URLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlList {
+    /// The entries, in the order written.
+    pub entries: Vec<String>,
+    /// Whether it was written as a list (errors then name the entry by its index).
+    pub is_list: bool,
+}
+
+impl<'de> Deserialize<'de> for UrlList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UrlListVisitor)
+    }
+}
+
+/// Reads a string or an array of strings, with a message naming both forms otherwise.
+struct UrlListVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UrlListVisitor {
+    type Value = UrlList;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a URL string or a list of URL strings")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<UrlList, E> {
+        Ok(UrlList {
+            entries: vec![value.to_owned()],
+            is_list: false,
+        })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UrlList, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = seq.next_element::<String>()? {
+            entries.push(entry);
+        }
+        Ok(UrlList {
+            entries,
+            is_list: true,
+        })
+    }
 }
 
 /// `[tls]`.

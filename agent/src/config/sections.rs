@@ -65,48 +65,6 @@ fn secret_source(
     }
 }
 
-/// Checks the control plane URL: `https://host[:port][/path]`, or `http://` to a loopback
-/// address when explicitly allowed.
-pub(super) fn control_plane_url(raw: &RawConfig) -> Result<String, ConfigError> {
-    let key = "control_plane_url";
-    let url = raw
-        .control_plane_url
-        .as_deref()
-        .ok_or_else(|| invalid(key, "missing; set it to the control plane's https:// URL"))?;
-    let url = url.trim_end_matches('/');
-    if let Some(rest) = url.strip_prefix("https://") {
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(invalid(key, "has no host name"));
-        }
-        return Ok(url.to_owned());
-    }
-    if let Some(rest) = url.strip_prefix("http://") {
-        if !raw.allow_insecure_http {
-            return Err(invalid(
-                key,
-                "plain http:// is refused; use https:// (allow_insecure_http = true exists for loopback tests only)",
-            ));
-        }
-        let authority = rest.split('/').next().unwrap_or_default();
-        let host = authority
-            .rsplit_once(':')
-            .map_or(authority, |(host, _)| host)
-            .trim_matches(|c| c == '[' || c == ']');
-        let loopback = host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            return Err(invalid(
-                key,
-                "allow_insecure_http only permits loopback addresses (127.0.0.1, ::1, localhost)",
-            ));
-        }
-        return Ok(url.to_owned());
-    }
-    Err(invalid(key, "must start with https://"))
-}
-
 /// `host_id`: this host's DNS-label id.
 pub(super) fn host_id(raw: &RawConfig) -> Result<HostId, ConfigError> {
     raw.host_id

@@ -203,3 +203,91 @@ fn durations_parse() {
     assert!(parse_duration("5w").is_err());
     assert!(parse_duration("99999999999999999h").is_err());
 }
+
+#[test]
+fn one_url_or_a_list_of_urls() {
+    let tail = "host_id = \"a\"\ntoken_file = \"/t\"\n";
+    let one = Config::parse(&format!("control_plane_url = \"https://cp:8443/\"\n{tail}")).unwrap();
+    assert_eq!(one.control_plane.as_slice(), ["https://cp:8443"]);
+    let list = Config::parse(&format!(
+        "control_plane_url = [\"https://cp-1:8443\", \"https://cp-2:8443/fleet/\"]\n{tail}"
+    ))
+    .unwrap();
+    assert_eq!(
+        list.control_plane.as_slice(),
+        ["https://cp-1:8443", "https://cp-2:8443/fleet"]
+    );
+    assert_eq!(list.control_plane.first(), "https://cp-1:8443");
+    assert_eq!(
+        list.control_plane.to_string(),
+        "https://cp-1:8443, https://cp-2:8443/fleet"
+    );
+    let single = Config::parse(&format!("control_plane_url = [\"https://cp\"]\n{tail}")).unwrap();
+    assert_eq!(single.control_plane.as_slice(), ["https://cp"]);
+}
+
+#[test]
+fn each_listed_url_is_checked_and_named() {
+    let tail = "host_id = \"a\"\ntoken_file = \"/t\"\n";
+    let cases = [
+        (
+            "[\"https://cp-1\", \"http://cp-2\"]",
+            "control_plane_url[1]: \"http://cp-2\" uses plain http://",
+        ),
+        (
+            "[\"cp-1:8443\"]",
+            "control_plane_url[0]: \"cp-1:8443\" must start with https://",
+        ),
+        (
+            "[\"https://cp-1\", \"https://cp-2\", \"https:///x\"]",
+            "control_plane_url[2]: \"https:///x\" has no host name",
+        ),
+        (
+            "[\"https://cp-1\", \"https://cp-1/\"]",
+            "control_plane_url[1]: \"https://cp-1/\" repeats control_plane_url[0]",
+        ),
+        ("[]", "control_plane_url: the list is empty"),
+        (
+            "\"ftp://cp\"",
+            "control_plane_url: \"ftp://cp\" must start with https://",
+        ),
+    ];
+    for (value, expected) in cases {
+        let message = err(&format!("control_plane_url = {value}\n{tail}"));
+        assert!(message.starts_with(expected), "{value}: {message}");
+    }
+    let many = (0..=MAX_CONTROL_PLANE_URLS)
+        .map(|i| format!("\"https://cp-{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let message = err(&format!("control_plane_url = [{many}]\n{tail}"));
+    assert!(message.contains("at most 16"), "{message}");
+    // Not a string nor a list of strings: the parser says which forms it takes.
+    for (value, expected) in [
+        ("8443", "expected a URL string or a list of URL strings"),
+        (
+            "{ url = \"https://cp\" }",
+            "expected a URL string or a list of URL strings",
+        ),
+        ("[8443]", "invalid type: integer `8443`, expected a string"),
+    ] {
+        let message = err(&format!("control_plane_url = {value}\n{tail}"));
+        assert!(message.contains("control_plane_url"), "{value}: {message}");
+        assert!(message.contains(expected), "{value}: {message}");
+    }
+}
+
+#[test]
+fn insecure_http_applies_to_every_listed_url() {
+    let text = "control_plane_url = [\"http://127.0.0.1:8080\", \"http://[::1]:8080\", \"http://localhost:9\"]\nhost_id = \"a\"\ntoken_file = \"/t\"\nallow_insecure_http = true";
+    assert_eq!(
+        Config::parse(text).unwrap().control_plane.as_slice().len(),
+        3
+    );
+    let text = text.replace("localhost", "10.0.0.1");
+    let message = err(&text);
+    assert!(
+        message.starts_with("control_plane_url[2]: \"http://10.0.0.1:9\" is not on loopback"),
+        "{message}"
+    );
+}

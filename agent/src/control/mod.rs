@@ -5,7 +5,9 @@
 //! and reads at most [`fleetnode_wire::MAX_BODY_BYTES`] of the response, incrementally. Every
 //! answer is parsed with [`fleetnode_wire::decode`] into validated types.
 
+mod answer;
 pub mod drainer;
+pub mod endpoints;
 pub mod heartbeat;
 pub mod longpoll;
 pub mod tls;
@@ -16,11 +18,13 @@ use std::time::Duration;
 use fleetnode_state_machine::Revision;
 use fleetnode_wire::{
     AgentStatus, DesiredAnswer, ErrorBody, EventAck, EventBatch, HeartbeatAck, HostId,
-    MAX_BODY_BYTES, PROTOCOL_HEADER, RetryClass, Secret, Validate, VersionError, check_version,
-    classify, decode, protocol_version,
+    PROTOCOL_HEADER, RetryClass, Secret, Validate, classify, decode, protocol_version,
 };
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use serde::de::DeserializeOwned;
+
+use answer::{check_answer_version, network_error, read_capped};
+use endpoints::{Endpoints, InUse};
 
 use crate::backoff::Backoff;
 use crate::config::Config;
@@ -192,7 +196,7 @@ pub fn retry_plan(error: &RequestError, backoff: &mut Backoff) -> Retry {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    endpoints: Arc<Endpoints>,
     host: HostId,
     token: Option<Secret>,
     metrics: Arc<Metrics>,
@@ -239,7 +243,7 @@ impl Client {
             .map_err(|e| ClientError::Http(e.to_string()))?;
         Ok(Self {
             http,
-            base: config.control_plane_url.clone(),
+            endpoints: Arc::new(Endpoints::new(&config.control_plane, metrics.clone())),
             host: config.host_id.clone(),
             token,
             metrics,
@@ -254,8 +258,13 @@ impl Client {
             .inc();
     }
 
-    fn url(&self, what: &str) -> String {
-        format!("{}/v1/agent/hosts/{}/{what}", self.base, self.host)
+    /// The address in use, and the URL of `what` there.
+    fn url(&self, what: &str) -> (InUse, String) {
+        let (in_use, base) = self.endpoints.current();
+        (
+            in_use,
+            format!("{base}/v1/agent/hosts/{}/{what}", self.host),
+        )
     }
 
     /// `GET desired?known=<rev>&wait=<secs>`.
@@ -264,37 +273,47 @@ impl Client {
         known: Option<Revision>,
         wait_secs: u64,
     ) -> Result<DesiredAnswer, RequestError> {
-        let mut request = self.http.get(self.url("desired"));
+        let (in_use, url) = self.url("desired");
+        let mut request = self.http.get(url);
         if let Some(known) = known {
             request = request.query(&[("known", known.0)]);
         }
         let request = request
             .query(&[("wait", wait_secs)])
             .timeout(LONGPOLL_TIMEOUT.max(Duration::from_secs(wait_secs + 15)));
-        self.send("desired", request).await
+        self.send(in_use, "desired", request).await
     }
 
     /// `POST events`.
     pub async fn post_events(&self, batch: &EventBatch) -> Result<EventAck, RequestError> {
-        let request = self
-            .http
-            .post(self.url("events"))
-            .json(batch)
-            .timeout(REQUEST_TIMEOUT);
-        self.send("events", request).await
+        let (in_use, url) = self.url("events");
+        let request = self.http.post(url).json(batch).timeout(REQUEST_TIMEOUT);
+        self.send(in_use, "events", request).await
     }
 
     /// `POST heartbeat`.
     pub async fn heartbeat(&self, heartbeat: &AgentStatus) -> Result<HeartbeatAck, RequestError> {
-        let request = self
-            .http
-            .post(self.url("heartbeat"))
-            .json(heartbeat)
-            .timeout(REQUEST_TIMEOUT);
-        self.send("heartbeat", request).await
+        let (in_use, url) = self.url("heartbeat");
+        let request = self.http.post(url).json(heartbeat).timeout(REQUEST_TIMEOUT);
+        self.send(in_use, "heartbeat", request).await
     }
 
+    /// Sends `request` to the address `in_use`; a failure that says the address did not
+    /// answer moves the client to the next address ([`Endpoints::failed`]).
     async fn send<T: DeserializeOwned + Validate>(
+        &self,
+        in_use: InUse,
+        endpoint: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, RequestError> {
+        let result = self.exchange(endpoint, request).await;
+        if let Err(error) = &result {
+            self.endpoints.failed(in_use, error);
+        }
+        result
+    }
+
+    async fn exchange<T: DeserializeOwned + Validate>(
         &self,
         endpoint: &'static str,
         request: reqwest::RequestBuilder,
@@ -336,86 +355,6 @@ impl Client {
             retry_after,
         })
     }
-}
-
-/// An answer without the version header is read (a proxy may have made it); one with another
-/// major version, or a header that is not `<major>.<minor>`, is not.
-fn check_answer_version(headers: &reqwest::header::HeaderMap) -> Result<(), RequestError> {
-    let Some(value) = headers.get(PROTOCOL_HEADER) else {
-        return Ok(());
-    };
-    let text = value.to_str().unwrap_or("(not text)");
-    match check_version(Some(text)) {
-        Ok(()) | Err(VersionError::Missing) => Ok(()),
-        Err(e @ (VersionError::Malformed(_) | VersionError::Unsupported { .. })) => {
-            Err(RequestError::OtherVersion(e.to_string()))
-        }
-    }
-}
-
-/// Reads a body chunk by chunk, stopping at the cap.
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, RequestError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
-    {
-        return Err(RequestError::BadAnswer(format!(
-            "the answer is larger than {MAX_BODY_BYTES} bytes"
-        )));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| network_error(&e))? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(RequestError::BadAnswer(format!(
-                "the answer is larger than {MAX_BODY_BYTES} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A failed exchange as a [`RequestError`]: [`RequestError::Tls`] when rustls refused the
-/// handshake (its error sits somewhere in the chain of causes), else
-/// [`RequestError::Network`].
-fn network_error(error: &reqwest::Error) -> RequestError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(cause) = source {
-        if is_tls(cause) {
-            return RequestError::Tls(describe(error));
-        }
-        source = cause.source();
-    }
-    RequestError::Network(describe(error))
-}
-
-/// Whether `error` is a rustls error, possibly wrapped in I/O errors (which show their inner
-/// error but skip it as a source, so the chain of sources alone misses it).
-fn is_tls(mut error: &(dyn std::error::Error + 'static)) -> bool {
-    loop {
-        if error.is::<rustls::Error>() {
-            return true;
-        }
-        match error
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            Some(inner) => error = inner,
-            None => return false,
-        }
-    }
-}
-
-/// A reqwest error with its causes, which carry the useful part (TLS, DNS, refused).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

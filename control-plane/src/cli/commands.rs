@@ -16,7 +16,7 @@ use super::token_file::created_around;
 use super::{Cli, Command, Connection, ServeArgs, SetTargetArgs, render};
 use crate::clock::{Clock, SystemClock};
 use crate::fleet::{Retention, StoreLocation};
-use crate::server::{ServeError, ServerOptions, Transport, start};
+use crate::server::{ServeError, ServerOptions, Transport, TrustedProxies, start};
 
 /// Runs a command; the error is what to print before exiting non-zero.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -169,6 +169,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     options.waiters_per_host = args.waiters_per_host.max(1);
     options.limits.per_source = args.max_connections_per_source.max(1);
     options.limits.max_connections = args.max_connections.map(|n| n.max(1));
+    options.trusted_proxies = TrustedProxies::new(args.trusted_proxies.clone());
     options.clock = Arc::new(SystemClock);
     let retention = &args.retention;
     let duration = |millis: Millis| Duration::from_millis(millis.0);

@@ -175,6 +175,12 @@ pub struct ServeArgs {
     /// by default the open-file limit less a reserve for the store and logs.
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// A load balancer (an address, or a network such as 10.0.0.0/24; repeatable) whose
+    /// connections begin with a PROXY protocol v2 header naming the client (HAProxy:
+    /// `send-proxy-v2`). The header is required from these addresses and never read from any
+    /// other; the client it names is the one the per-source limit and the logs use.
+    #[arg(long = "trusted-proxy", value_name = "IP or CIDR")]
+    pub trusted_proxies: Vec<crate::server::listen::TrustedNet>,
     /// What the store keeps.
     #[command(flatten)]
     pub retention: RetentionArgs,

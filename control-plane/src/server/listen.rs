@@ -7,6 +7,14 @@
 //! address holds at most [`Limits::per_source`] connections (more are answered 429 saying so,
 //! then closed), and the whole server at most [`Limits::max_connections`] (beyond, it stops
 //! accepting until one closes, so the process never runs out of file descriptors).
+//!
+//! Behind a load balancer every connection comes from the balancer. A connection from a
+//! `--trusted-proxy` address must begin with a PROXY protocol v2 header ([`proxy_header`]),
+//! read before the TLS handshake and within the same timeout; the client it names is the
+//! connection's source for the per-source limit and the logs (a LOCAL header, a balancer's
+//! health check, leaves the balancer as the source). A bad or missing header closes the
+//! connection. From any other address no header is read: its bytes go to TLS as always, so a
+//! header sent by an untrusted peer fails the handshake.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,17 +28,24 @@ use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::body::TimedBody;
 use super::http::ApiError;
+
+pub mod proxy_header;
+pub mod trusted;
+
+use proxy_header::{HeaderError, PREFIX_LEN, ProxyHeader};
+pub use trusted::{TrustedNet, TrustedNetError, TrustedProxies};
 
 /// Default of [`Limits::per_source`]: an agent holds two connections (its long-poll, and one
 /// for heartbeats and events) and a restarting agent briefly a few more; an operator's CLI one.
@@ -61,7 +76,8 @@ pub struct Limits {
     /// Longest a client may take to send a request's head, counted from the end of the
     /// previous response (so it also closes idle keep-alive connections).
     pub header_read: Duration,
-    /// Longest a TLS handshake may take.
+    /// Longest a TLS handshake may take; from a trusted proxy, the PROXY header and the
+    /// handshake together.
     pub tls_handshake: Duration,
     /// Longest a client may take to send a request body, from the end of its head (bodies are
     /// at most 1 MiB, so the default asks for about 35 KB/s at worst); a slower one is answered
@@ -86,14 +102,19 @@ impl Default for Limits {
 pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 
 /// Accepts and serves connections until `shutdown`, then waits up to [`SHUTDOWN_GRACE`] for
-/// the connections to finish their requests.
+/// the connections to finish their requests. Connections from `trusted` balancers carry a
+/// PROXY protocol v2 header naming their client.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,
     limits: Limits,
+    trusted: TrustedProxies,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    if !trusted.is_empty() {
+        info!(%trusted, "connections from these load balancers must begin with a PROXY protocol v2 header");
+    }
     let slots = Arc::new(Semaphore::new(max_connections(&limits)));
     let sources = Arc::new(Sources::default());
     let tracker = TaskTracker::new();
@@ -116,13 +137,14 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
-        let connection = Connection {
-            source: sources.enter(peer.ip(), limits.per_source),
-            peer,
-            _slot: permit,
-        };
-        tracker.spawn(connection.run(
+        let accepted = Accepted {
             stream,
+            peer,
+            balancer: trusted.trusts(peer.ip()),
+            slot: permit,
+        };
+        tracker.spawn(accepted.admit(
+            sources.clone(),
             tls.clone(),
             router.clone(),
             limits,
@@ -149,10 +171,95 @@ fn max_connections(limits: &Limits) -> usize {
     })
 }
 
+/// A connection just accepted, its client not yet known when it comes from a balancer.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// The peer is a trusted balancer: a PROXY header must come first.
+    balancer: bool,
+    slot: OwnedSemaphorePermit,
+}
+
+impl Accepted {
+    /// Learns the client (from the PROXY header when the peer is a balancer), counts the
+    /// connection against the client's limit and serves it. The header and the TLS handshake
+    /// share one deadline, [`Limits::tls_handshake`] from now.
+    async fn admit(
+        mut self,
+        sources: Arc<Sources>,
+        tls: Option<TlsAcceptor>,
+        router: Router,
+        limits: Limits,
+        shutdown: CancellationToken,
+    ) {
+        let deadline = Instant::now() + limits.tls_handshake;
+        let client = if self.balancer {
+            let read = tokio::time::timeout_at(deadline, read_proxy_header(&mut self.stream));
+            match read.await {
+                Ok(Ok(ProxyHeader::Proxied { source, .. })) => source,
+                Ok(Ok(ProxyHeader::Local)) => self.peer,
+                Ok(Err(ReadError::Header(error))) => {
+                    warn!(balancer = %self.peer, %error, "refused a connection from a trusted proxy: its PROXY header is not acceptable");
+                    return;
+                }
+                Ok(Err(ReadError::Io(error))) => {
+                    debug!(balancer = %self.peer, %error, "a trusted proxy's connection ended before its PROXY header");
+                    return;
+                }
+                Err(_) => {
+                    debug!(balancer = %self.peer, timeout = ?limits.tls_handshake, "a trusted proxy's PROXY header did not arrive in time");
+                    return;
+                }
+            }
+        } else {
+            self.peer
+        };
+        if self.balancer {
+            debug!(peer = %client, balancer = %self.peer, "a trusted proxy forwarded a connection");
+        }
+        let connection = Connection {
+            source: sources.enter(client.ip().to_canonical(), limits.per_source),
+            peer: client,
+            balancer: self.balancer.then_some(self.peer),
+            _slot: self.slot,
+        };
+        connection
+            .run(self.stream, tls, router, limits, deadline, shutdown)
+            .await;
+    }
+}
+
+/// Why no PROXY header was read.
+enum ReadError {
+    /// The connection failed or ended first.
+    Io(std::io::Error),
+    /// The bytes are not an acceptable header.
+    Header(HeaderError),
+}
+
+/// Reads one PROXY v2 header and not a byte more: the prefix, then the length it announces.
+async fn read_proxy_header(stream: &mut TcpStream) -> Result<ProxyHeader, ReadError> {
+    let mut prefix = [0u8; PREFIX_LEN];
+    stream
+        .read_exact(&mut prefix)
+        .await
+        .map_err(ReadError::Io)?;
+    let len = proxy_header::payload_len(&prefix).map_err(ReadError::Header)?;
+    let mut payload = vec![0u8; len];
+    stream
+        .read_exact(&mut payload)
+        .await
+        .map_err(ReadError::Io)?;
+    proxy_header::parse_payload(&prefix, &payload).map_err(ReadError::Header)
+}
+
 /// One accepted connection and what it holds.
 struct Connection {
     source: SourceSlot,
+    /// The client: the peer, or the client a trusted balancer named.
     peer: SocketAddr,
+    /// The balancer the connection came through, if any.
+    balancer: Option<SocketAddr>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -163,6 +270,7 @@ impl Connection {
         tls: Option<TlsAcceptor>,
         router: Router,
         limits: Limits,
+        deadline: Instant,
         shutdown: CancellationToken,
     ) {
         // Answers are small and written whole; do not let Nagle hold them back.
@@ -171,15 +279,14 @@ impl Connection {
             self.http(stream, None, router, limits, shutdown).await;
             return;
         };
-        let stream = match tokio::time::timeout(limits.tls_handshake, acceptor.accept(stream)).await
-        {
+        let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
-                debug!(peer = %self.peer, %error, "TLS handshake failed");
+                debug!(peer = %self.peer, balancer = ?self.balancer, %error, "TLS handshake failed");
                 return;
             }
             Err(_) => {
-                debug!(peer = %self.peer, timeout = ?limits.tls_handshake, "TLS handshake timed out");
+                debug!(peer = %self.peer, balancer = ?self.balancer, timeout = ?limits.tls_handshake, "TLS handshake timed out");
                 return;
             }
         };
@@ -202,7 +309,7 @@ impl Connection {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let refusal = self.source.refusal(self.peer.ip(), limits.per_source);
+        let refusal = self.source.refusal(limits.per_source);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = if request.body().is_end_stream() {
                 request.map(Body::new)
@@ -240,7 +347,7 @@ impl Connection {
         };
         if let Err(error) = result {
             // Timeouts and resets are the client's business; they are logged for debugging.
-            debug!(peer = %self.peer, %error, "connection ended with an error");
+            debug!(peer = %self.peer, balancer = ?self.balancer, %error, "connection ended with an error");
         }
     }
 }
@@ -278,7 +385,8 @@ struct SourceSlot {
 
 impl SourceSlot {
     /// The answer to every request of a connection over its source's limit.
-    fn refusal(&self, ip: IpAddr, limit: usize) -> Option<ApiError> {
+    fn refusal(&self, limit: usize) -> Option<ApiError> {
+        let ip = self.ip;
         self.over_limit.then(|| {
             ApiError::rate_limited(
                 format!(

@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::tls::{TlsError, server_config};
 
 pub use app::App;
-pub use listen::Limits;
+pub use listen::{Limits, TrustedProxies};
 
 /// Default heartbeat interval agents are expected to keep; three missed make a host offline.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
@@ -79,6 +79,8 @@ pub struct ServerOptions {
     pub waiters_per_host: usize,
     /// What one client and the whole server may hold.
     pub limits: Limits,
+    /// Load balancers whose connections carry a PROXY protocol v2 header naming the client.
+    pub trusted_proxies: TrustedProxies,
     /// The wall clock.
     pub clock: Arc<dyn Clock>,
     /// What the store keeps, and how often it is pruned.
@@ -105,6 +107,7 @@ impl ServerOptions {
             metrics_public: false,
             waiters_per_host: DEFAULT_WAITERS_PER_HOST,
             limits: Limits::default(),
+            trusted_proxies: TrustedProxies::default(),
             clock: Arc::new(SystemClock),
             retention: Retention::default(),
             lease_ttl: DEFAULT_LEASE_TTL,
@@ -212,6 +215,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServeError> 
         acceptor,
         router,
         options.limits,
+        options.trusted_proxies.clone(),
         shutdown.clone(),
     ));
     let opener = tokio::spawn(open_store(

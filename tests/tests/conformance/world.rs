@@ -58,8 +58,9 @@ impl World {
         write_file(&probe, "#!/bin/sh\necho ok\n", 0o755).unwrap();
         let setup = AgentSetup {
             host: "web-01".into(),
-            url: format!("https://localhost:{}", server.addr.port()),
+            urls: vec![format!("https://localhost:{}", server.addr.port())],
             token_file,
+            client_identity: None,
             ca_file,
             admin: format!("127.0.0.1:{}", free_port().unwrap())
                 .parse()
