@@ -17,7 +17,8 @@ use fleetnode_wire::{
 };
 use reqwest::{Method, StatusCode};
 
-const STREAM: u64 = 9;
+/// Above i64::MAX, as half of all agents' random stream ids are.
+const STREAM: u64 = 0x8000_0000_0000_0009;
 
 #[tokio::test]
 async fn one_replica_serves_agents_and_operators_and_keeps_everything_across_a_restart() {

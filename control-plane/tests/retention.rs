@@ -27,7 +27,8 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 const DAY: u64 = 86_400_000;
-const STREAM: u64 = 5;
+/// Above i64::MAX, as half of all agents' random stream ids are.
+const STREAM: u64 = u64::MAX - 40;
 
 struct Open {
     fleet: Arc<Fleet>,

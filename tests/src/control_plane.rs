@@ -28,7 +28,7 @@ pub struct ServerFiles {
     pub ca: PathBuf,
     /// The operators' admin token.
     pub admin_token: PathBuf,
-    /// The redb store.
+    /// The store: a redb file, or a PostgreSQL URL (passed to `--store` as it is).
     pub store: PathBuf,
     /// Where its output goes.
     pub log: PathBuf,

@@ -430,7 +430,7 @@ impl Harness {
 }
 
 /// Writes the PKI, the admin token, and names the store and log of a control plane in `dir`.
-pub(crate) fn server_files(dir: &Path) -> Result<ServerFiles> {
+pub fn server_files(dir: &Path) -> Result<ServerFiles> {
     let pki = dir.join("pki");
     std::fs::create_dir_all(&pki).map_err(HarnessError::io(format!("create {}", pki.display())))?;
     let certs = || -> std::result::Result<_, fleetnode_fixtures::certs::CertError> {

@@ -1,5 +1,6 @@
-//! Several `fleetnode-cp serve` processes on one redb store, and one host whose agent lists
-//! their addresses in `control_plane_url`.
+//! Several `fleetnode-cp serve` processes on one store (a redb file, or a PostgreSQL database
+//! they all serve from), and one host whose agent lists their addresses in
+//! `control_plane_url`.
 //!
 //! redb lets one process hold a store at a time, so of servers started on the same store the
 //! first serves and the others stand by: they listen and answer every request 503 (with
@@ -57,6 +58,27 @@ impl Replicas {
     /// by), registers `web-01`, and starts its agent with the URLs of `order`; returns once the
     /// host reported in, idle.
     pub fn start(servers: usize, order: &[Address]) -> Result<Self> {
+        Self::start_with(servers, order, None, &[])
+    }
+
+    /// Starts `servers` replicas on the PostgreSQL database at `url`, every one serving, with
+    /// `extra_args` for each `serve`; registers `web-01` and starts its agent with the URLs of
+    /// `order`.
+    pub fn start_on_database(
+        servers: usize,
+        order: &[Address],
+        url: &str,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        Self::start_with(servers, order, Some(url), extra_args)
+    }
+
+    fn start_with(
+        servers: usize,
+        order: &[Address],
+        database: Option<&str>,
+        extra_args: &[&str],
+    ) -> Result<Self> {
         let cp_binary = binaries::locate(binaries::CONTROL_PLANE)?;
         let agent_binary = binaries::locate(binaries::AGENT)?;
         let work = tempfile::Builder::new()
@@ -75,7 +97,10 @@ impl Replicas {
         for index in 0..servers {
             let mut files = files.clone();
             files.log = dir.join(format!("control-plane-{index}.log"));
-            let readiness = if index == 0 {
+            if let Some(url) = database {
+                files.store = url.into();
+            }
+            let readiness = if index == 0 || database.is_some() {
                 Readiness::Serving
             } else {
                 Readiness::Listening
@@ -85,7 +110,7 @@ impl Replicas {
                 files,
                 &timings.heartbeat,
                 "info",
-                &[],
+                extra_args,
                 readiness,
             )?);
         }
@@ -221,6 +246,27 @@ impl Replicas {
             std::thread::sleep(POLL);
         }
         Err(self.timeout(what, &last))
+    }
+
+    /// Polls `rollout status ID` (from whichever server serves) until it shows `phase`;
+    /// returns what it printed.
+    pub fn wait_for_rollout(&mut self, id: u64, phase: &str) -> Result<String> {
+        let started = Instant::now();
+        let mut last = String::from("(nothing read yet)");
+        let id = id.to_string();
+        while started.elapsed() < DEFAULT_DEADLINE {
+            self.agent.check_running()?;
+            match self
+                .serving()
+                .and_then(|s| s.cli(&["rollout", "status", &id]))
+            {
+                Ok(output) if output.stdout.contains(phase) => return Ok(output.stdout),
+                Ok(output) => last = output.stdout,
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(POLL);
+        }
+        Err(self.timeout(&format!("rollout {id} {phase}"), &last))
     }
 
     /// Polls the agent's own status (its admin socket) until `done` holds.

@@ -99,6 +99,12 @@ impl Fleet {
             }
             StoreLocation::Postgres(options) => {
                 let store = PgStore::connect(options).await?;
+                tracing::info!(
+                    database = store.target(),
+                    migrations_applied = store.migrations_applied(),
+                    schema_version = crate::store::postgres::migrate::latest(),
+                    "database schema up to date"
+                );
                 // Subscribed before loading: every change committed after the load began is
                 // heard.
                 let subscription = store.subscribe().await?;

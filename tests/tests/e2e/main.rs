@@ -18,6 +18,7 @@ mod happy_path;
 mod haproxy;
 mod kill_agent_mid_switch;
 mod pause;
+mod postgres_faults;
 mod probe_failure;
 mod replica_failover;
 mod resync;

@@ -4,7 +4,7 @@
 use fleetnode_wire::{DesiredState, HostId, OutboundEvent};
 
 use super::notify::{self, Kind};
-use super::store::{from_json, to_i64, to_json};
+use super::store::{from_json, stream_key, to_i64, to_json};
 use super::{PgError, PgStore};
 use crate::mirror::Mirror;
 use crate::store::{DesiredRecord, HeartbeatRecord, HostRecord, StoredHost};
@@ -142,7 +142,7 @@ impl PgStore {
                      SELECT seq, event FROM events WHERE host = $1 AND stream = $2
                      ORDER BY seq DESC LIMIT $3
                  ) AS newest ORDER BY seq",
-                &[&host.as_str(), &to_i64("stream", stream)?, &limit],
+                &[&host.as_str(), &stream_key(stream), &limit],
             )
             .await
             .map_err(|e| self.fail(&format!("reading the events of {host}"), &e))?;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use fleetnode_wire::{AgentStatus, EventBatch, HostId, Revision, Timestamp};
 
 use super::hosts::heartbeat_of;
-use super::store::{from_json, to_i64, to_json, to_u64};
+use super::store::{from_json, stream_key, to_i64, to_json, to_u64};
 use super::{PgError, PgStore};
 use crate::mirror::{Applied, Mirror, Refused};
 use crate::store::HeartbeatRecord;
@@ -239,7 +239,7 @@ fn apply_batch(
         Err(refused) => return Ok(GroupOutcome::Refused(refused)),
     };
     if applied.mirror != row.mirror {
-        let stream = to_i64("event stream", batch.stream)?;
+        let stream = stream_key(batch.stream);
         for event in &applied.stored {
             events.hosts.push(host.as_str().to_owned());
             events.streams.push(stream);

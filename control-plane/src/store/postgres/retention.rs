@@ -4,7 +4,7 @@
 
 use fleetnode_wire::Timestamp;
 
-use super::store::{to_i64, to_u64};
+use super::store::{stream_key, stream_of, to_i64, to_u64};
 use super::{PgError, PgStore};
 use crate::store::{EXAMINE_PER_BATCH, EventCursor, EventKeep, Pruned};
 
@@ -24,10 +24,11 @@ impl PgStore {
         let (host, stream, seq) = match after {
             Some((host, stream, seq)) => (
                 host.clone(),
-                to_i64("event stream", *stream)?,
+                stream_key(*stream),
                 to_i64("event seq", *seq)?,
             ),
-            None => (String::new(), -1, -1),
+            // Every host id sorts after the empty one.
+            None => (String::new(), i64::MIN, i64::MIN),
         };
         let (kept_hosts, kept_since): (Vec<&str>, Vec<i64>) = keep
             .since
@@ -49,7 +50,9 @@ impl PgStore {
                      LEFT JOIN unnest($6::text[], $7::int8[]) AS k (host, since)
                          ON k.host = x.host
                      WHERE x.at < $5
-                       AND NOT coalesce((h.mirror->>'stream')::bigint = x.stream
+                       AND NOT coalesce((h.mirror->>'stream')::numeric
+                               = x.stream::numeric + CASE WHEN x.stream < 0
+                                   THEN 18446744073709551616 ELSE 0 END
                            AND x.seq > (h.mirror #>> '{state,host,seq}')::bigint - $8, false)
                        AND NOT coalesce(x.at >= k.since, false)
                  ), deleted AS (
@@ -82,7 +85,9 @@ impl PgStore {
             let stream: Option<i64> = row.get(3);
             let seq: Option<i64> = row.get(4);
             match (host, stream, seq) {
-                (Some(host), Some(stream), Some(seq)) => Some((host, to_u64(stream), to_u64(seq))),
+                (Some(host), Some(stream), Some(seq)) => {
+                    Some((host, stream_of(stream), to_u64(seq)))
+                }
                 _ => None,
             }
         } else {

@@ -208,6 +208,18 @@ pub(super) fn to_i64(what: &str, value: u64) -> Result<i64, PgError> {
     })
 }
 
+/// An event stream id as the database's `bigint`: stream ids are random 64-bit numbers, so
+/// they are stored bit for bit (half of them read as negative there); only equality and a
+/// stable order matter to the database.
+pub(super) fn stream_key(stream: u64) -> i64 {
+    i64::from_ne_bytes(stream.to_ne_bytes())
+}
+
+/// A stored stream id read back (see [`stream_key`]).
+pub(super) fn stream_of(key: i64) -> u64 {
+    u64::from_ne_bytes(key.to_ne_bytes())
+}
+
 /// A `bigint` read back as a count or id (never negative as written).
 pub(super) fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
