@@ -1,8 +1,9 @@
 //! Control planes behind Debian's `haproxy`, and agents that reach them through it with mutual
 //! TLS passing through.
 //!
-//! Two `fleetnode-cp serve` processes share one redb store: the first serves, the second stands
-//! by answering 503 until the store is free ([`crate::replicas`] says why). Both trust
+//! Two `fleetnode-cp serve` processes share one store: on a redb file the first serves and the
+//! second stands by answering 503 until the file is free ([`crate::replicas`] says why); on a
+//! PostgreSQL database both serve, as replicas. Both trust
 //! [`BALANCER`] as their load balancer (`--trusted-proxy`), require client certificates from
 //! agents (`--client-ca`) and limit each source to a few connections. haproxy
 //! ([`crate::haproxy`]) listens on 127.0.0.1, connects to the servers from [`BALANCER`] with a
@@ -76,6 +77,16 @@ impl Balanced {
     /// in front of them, and an agent for each of `hosts`; returns once every host reported
     /// in, idle.
     pub fn start(hosts: &[&str], per_source: usize) -> Result<Self> {
+        Self::start_with(hosts, per_source, None)
+    }
+
+    /// As [`Balanced::start`], with both control planes serving from the PostgreSQL database
+    /// at `url` (replicas, not a standby).
+    pub fn start_on_database(hosts: &[&str], per_source: usize, url: &str) -> Result<Self> {
+        Self::start_with(hosts, per_source, Some(url))
+    }
+
+    fn start_with(hosts: &[&str], per_source: usize, database: Option<&str>) -> Result<Self> {
         let cp_binary = binaries::locate(binaries::CONTROL_PLANE)?;
         let agent_binary = binaries::locate(binaries::AGENT)?;
         let work = tempfile::Builder::new()
@@ -83,7 +94,10 @@ impl Balanced {
             .tempdir()
             .map_err(HarnessError::io("create a work directory"))?;
         let dir = work.path().to_owned();
-        let files = server_files(&dir)?;
+        let mut files = server_files(&dir)?;
+        if let Some(url) = database {
+            files.store = url.into();
+        }
         let agents_dir = dir.join("agents-pki");
         std::fs::create_dir_all(&agents_dir)
             .map_err(HarnessError::io(format!("create {}", agents_dir.display())))?;
@@ -103,10 +117,12 @@ impl Balanced {
             per_source_arg.as_str(),
         ];
         let mut servers = Vec::new();
-        for (index, readiness) in [Readiness::Serving, Readiness::Listening]
-            .into_iter()
-            .enumerate()
-        {
+        let second = if database.is_some() {
+            Readiness::Serving
+        } else {
+            Readiness::Listening
+        };
+        for (index, readiness) in [Readiness::Serving, second].into_iter().enumerate() {
             let mut files = files.clone();
             files.log = dir.join(format!("control-plane-{index}.log"));
             servers.push(ControlPlane::start_with(

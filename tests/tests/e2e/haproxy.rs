@@ -218,3 +218,54 @@ fn agents_behind_haproxy_are_seen_and_limited_as_themselves() {
         Ok(())
     })
 }
+
+#[test]
+fn replicas_on_postgres_behind_haproxy_share_the_fleet_and_survive_one_killed() {
+    run(|| {
+        let db = fleetnode_fixtures::postgres::shared()
+            .unwrap()
+            .database()
+            .unwrap();
+        let mut b = Balanced::start_on_database(&["web-01", "web-02"], PER_SOURCE, &db.url())?;
+        let balancer = format!("balancer={BALANCER}:");
+        let gen2 = b.add_closure("nixos-system-gen-2")?;
+        b.set_targets(&gen2, &["--soak", "1s"])?;
+        for (id, path) in &gen2 {
+            b.wait_for(id, "converged on generation 2", |d| {
+                d.row.phase.name() == "converged" && d.row.current.as_ref() == Some(path)
+            })?;
+        }
+        // haproxy spreads the agents' connections over both replicas, each seeing the agents
+        // themselves.
+        for server in &b.servers {
+            let forwarded = lines_with(server.log(), "a trusted proxy forwarded a connection");
+            assert!(
+                forwarded.iter().any(|line| line.contains(&balancer)),
+                "replica {} served nothing through the balancer\n{}",
+                server.port(),
+                b.report()
+            );
+        }
+
+        // One replica dies; the other already serves the same fleet, and the agents deploy
+        // through the same address.
+        b.servers[0].kill()?;
+        let gen3 = b.add_closure("nixos-system-gen-3")?;
+        let started = std::time::Instant::now();
+        while let Err(error) = b.set_targets(&gen3, &["--soak", "1s"]) {
+            assert!(
+                started.elapsed() < DEFAULT_DEADLINE,
+                "the remaining replica never took the command: {error}\n{}",
+                b.report()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        for (id, path) in &gen3 {
+            let detail = b.wait_for(id, "converged on generation 3 through the survivor", |d| {
+                d.row.phase.name() == "converged" && d.row.current.as_ref() == Some(path)
+            })?;
+            assert_eq!(detail.divergence, None, "{}", b.report());
+        }
+        Ok(())
+    })
+}

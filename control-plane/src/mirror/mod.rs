@@ -2,13 +2,16 @@
 //! machine, the check of a heartbeat against it, and when to ask the agent for a snapshot
 //! (`docs/protocol.md`, "Resync").
 //!
-//! Pure functions of data; the server persists what they return.
+//! Pure functions of data; the server persists what they return. A heartbeat's judgement
+//! against the mirror is in [`heartbeat`].
+
+mod heartbeat;
+
+pub use heartbeat::{Comparison, Judged};
 
 use fleetnode_state_machine::{MirrorError, State, mirror};
-use fleetnode_wire::{AgentStatus, EventBatch, OutboundEvent, Report, Timestamp};
+use fleetnode_wire::{EventBatch, OutboundEvent, Report};
 use serde::{Deserialize, Serialize};
-
-use crate::store::HeartbeatRecord;
 
 /// How many superseded event streams a host remembers, so that a stray request of an agent
 /// whose store was reset cannot switch the mirror back.
@@ -70,29 +73,6 @@ pub enum Refused {
         /// The last seq held of that stream (0 for none).
         log_end: u64,
     },
-}
-
-/// A heartbeat as judged against the mirror.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Judged {
-    /// What is kept as the host's last sign of life.
-    pub record: HeartbeatRecord,
-    /// The divergence the previous heartbeat had flagged, if any.
-    pub previous: Option<String>,
-    /// Where this control plane's log of the host ends, when the heartbeat shows events it
-    /// does not hold (the agent must send a snapshot).
-    pub resync_from: Option<u64>,
-}
-
-/// How a heartbeat compares with the mirror.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Comparison {
-    /// Events are still on their way (or from another stream): nothing can be said.
-    NotComparable,
-    /// Everything is delivered and the heartbeat matches the mirror.
-    Agrees,
-    /// Everything is delivered and the heartbeat contradicts the mirror: why.
-    Disagrees(String),
 }
 
 impl Mirror {
@@ -175,105 +155,12 @@ impl Mirror {
             diverged,
         })
     }
-
-    /// Whether a heartbeat shows that the agent must send a snapshot, and the log end to tell it:
-    /// its queue is empty yet it emitted events this mirror never received, or it went back in
-    /// its own history (a `last_seq` below the mirror's, sent after the newest event applied).
-    pub fn needs_resync(&self, heartbeat: &AgentStatus) -> Option<u64> {
-        if self.retired_streams.contains(&heartbeat.stream) && self.stream != Some(heartbeat.stream)
-        {
-            return None;
-        }
-        let log_end = match self.stream {
-            Some(current) if current == heartbeat.stream => self.state.host.seq,
-            Some(_) | None => 0,
-        };
-        let lost = heartbeat.queue.depth == 0 && heartbeat.last_seq > log_end;
-        let rewound = heartbeat.last_seq < log_end && heartbeat.at > self.state.clock;
-        (lost || rewound).then_some(log_end)
-    }
-
-    /// Judges a heartbeat that arrived at `received_at` against the mirror and the host's
-    /// previous heartbeat: a contradiction flags the host diverged until a heartbeat agrees
-    /// again; one that cannot be compared keeps the flag as it was. Both stores keep what this
-    /// returns.
-    pub fn judge(
-        &self,
-        heartbeat: AgentStatus,
-        received_at: Timestamp,
-        previous: Option<&HeartbeatRecord>,
-    ) -> Judged {
-        let previous = previous.and_then(|h| h.divergence.clone());
-        let resync_from = self.needs_resync(&heartbeat);
-        let divergence = match self.compare(&heartbeat) {
-            Comparison::NotComparable => previous.clone(),
-            Comparison::Agrees => None,
-            Comparison::Disagrees(why) => Some(why),
-        };
-        Judged {
-            record: HeartbeatRecord {
-                heartbeat,
-                received_at,
-                divergence,
-            },
-            previous,
-            resync_from,
-        }
-    }
-
-    /// Compares a heartbeat with the mirror, once every event the agent emitted is applied.
-    pub fn compare(&self, heartbeat: &AgentStatus) -> Comparison {
-        let host = &self.state.host;
-        if self.stream != Some(heartbeat.stream) || heartbeat.last_seq != host.seq {
-            return Comparison::NotComparable;
-        }
-        let mut differences = Vec::new();
-        if heartbeat.phase != host.phase.kind() {
-            differences.push(format!(
-                "phase: the agent reports {:?}, its events say {:?}",
-                heartbeat.phase.name(),
-                host.phase.name()
-            ));
-        }
-        if heartbeat.handled_revision != host.handled {
-            differences.push(format!(
-                "handled revision: the agent reports {}, its events say {}",
-                show(heartbeat.handled_revision.as_ref()),
-                show(host.handled.as_ref())
-            ));
-        }
-        if heartbeat.paused != host.paused {
-            differences.push(format!(
-                "paused: the agent reports {}, its events say {}",
-                heartbeat.paused, host.paused
-            ));
-        }
-        if heartbeat.system.current != host.system.current {
-            differences.push(format!(
-                "current system: the agent reports {}, its events say {}",
-                show(heartbeat.system.current.as_ref()),
-                show(host.system.current.as_ref())
-            ));
-        }
-        if differences.is_empty() {
-            return Comparison::Agrees;
-        }
-        Comparison::Disagrees(format!(
-            "the heartbeat contradicts the mirror with every event up to seq {} applied: {}",
-            host.seq,
-            differences.join("; ")
-        ))
-    }
-}
-
-fn show<T: std::fmt::Display>(value: Option<&T>) -> String {
-    value.map_or_else(|| "none".to_owned(), ToString::to_string)
 }
 
 #[cfg(test)]
 mod tests {
     use fleetnode_state_machine::{Report, SystemView};
-    use fleetnode_wire::{OutboundEvent, Timestamp};
+    use fleetnode_wire::{AgentStatus, OutboundEvent, Timestamp};
 
     use super::*;
 
