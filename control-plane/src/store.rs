@@ -17,12 +17,15 @@ use serde::{Deserialize, Serialize};
 use crate::mirror::Mirror;
 
 mod audit;
+pub mod copy;
+mod export;
 mod group;
 pub mod postgres;
 mod retention;
 mod rollouts;
 
 pub use audit::{AuditFilter, OperatorRecord};
+pub use export::{StoreCounts, StoredEvent};
 pub use group::{GroupError, GroupWriter, HEARTBEAT_SYNC_EVERY, MAX_GROUP, Write};
 pub use retention::{EXAMINE_PER_BATCH, EventCursor, EventKeep, Pruned};
 

@@ -90,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Operators(command) => Ok(super::operators::run(command).await?),
         Command::Rollout { command } => Ok(super::rollout::run(command).await?),
+        Command::Store { command } => super::store::run(command).await,
     }
 }
 

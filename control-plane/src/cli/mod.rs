@@ -7,6 +7,7 @@ mod operators;
 mod render;
 mod rollout;
 mod rollout_view;
+mod store;
 mod time;
 mod token_file;
 mod watch;
@@ -119,6 +120,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: rollout::RolloutCommand,
+    },
+    /// Work on a store directly (no server running on it): copy a redb store to PostgreSQL.
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        command: store::StoreCommand,
     },
 }
 

@@ -21,6 +21,7 @@
 
 mod audit;
 mod config;
+mod copy;
 mod desired;
 mod error;
 mod group;
@@ -38,6 +39,7 @@ mod store;
 mod tls;
 
 pub use config::{PgConfig, PgOptions, TlsMode, redact};
+pub use copy::CopyInto;
 pub use desired::next_revision;
 pub use error::PgError;
 pub use group::{GROUPS_IN_FLIGHT, GroupError, MAX_GROUP, PgGroupWriter};
