@@ -24,6 +24,7 @@ async fn the_url_chooses_tls_and_verify_full_checks_the_certificate_and_name() {
     let cluster = Cluster::start(&ClusterOptions {
         loopback: true,
         tls: Some((server.cert, server.key)),
+        ..ClusterOptions::default()
     })
     .unwrap();
     let db = cluster.database().unwrap();

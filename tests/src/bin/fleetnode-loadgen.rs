@@ -1,7 +1,8 @@
 //! `fleetnode-loadgen`: many simulated agents against one real `fleetnode-cp` (the binary next
 //! to this one), over TLS from one process. Build both in release mode:
 //! `cargo build --release -p fleetnode-control-plane -p fleetnode-tests --bin fleetnode-cp --bin fleetnode-loadgen`,
-//! then `./target/release/fleetnode-loadgen --hosts 19000`. `docs/performance.md` has the figures.
+//! then `./target/release/fleetnode-loadgen --hosts 19000` (add `--postgres` for a PostgreSQL
+//! store). `docs/performance.md` has the figures.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,10 @@ struct Args {
     /// Where the control plane's files go (default: a temporary directory, removed after).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Store on PostgreSQL instead of a redb file: a throw-away cluster of Debian's
+    /// `postgresql` is started for the run (in a temporary directory, `fsync` on).
+    #[arg(long)]
+    postgres: bool,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         senders: args.senders.max(1),
         threads: args.threads.max(1),
         work_dir: args.work_dir,
+        postgres: args.postgres,
     };
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,

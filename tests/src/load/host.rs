@@ -150,6 +150,11 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// Events acknowledged as durable.
     pub events_acked: AtomicU64,
+    /// Batches acknowledged as durable, and the bytes of their bodies (what the ingestion
+    /// baseline appends).
+    pub batches_acked: AtomicU64,
+    /// See `batches_acked`.
+    pub batch_bytes_acked: AtomicU64,
 }
 
 /// One full-fleet dispatch: the revision every host must see, when it was set, and when each
@@ -337,10 +342,14 @@ pub async fn deliver(host: &Host, shared: &Shared, batches: usize, size: usize) 
                 Some(ack) if ack.acked_through >= last => {
                     host.acknowledged(batch.events.len());
                     latencies.push(started.elapsed());
-                    shared
-                        .counters
+                    let counters = &shared.counters;
+                    counters
                         .events_acked
                         .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                    counters.batches_acked.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .batch_bytes_acked
+                        .fetch_add(body.len() as u64, Ordering::Relaxed);
                     link = Some(current);
                     break;
                 }

@@ -1,13 +1,16 @@
 //! `fleetnode-loadgen`: many simulated agents against one real `fleetnode-cp`, from one
 //! process, over real TLS, speaking the agent protocol (see [`host`]).
 //!
-//! A run starts a control plane (the `fleetnode-cp` binary next to this one) on a fresh store,
-//! registers the hosts, connects every host's long-poll and starts its heartbeats, then
-//! measures in phases: the fleet at rest (server memory per waiting connection, heartbeats per
-//! second, server CPU), full-fleet dispatches (a target set for all; the time until every host
-//! has it) and event ingestion (batches acknowledged only once durable). Every figure is
-//! printed with the options that produced it; `docs/performance.md` has the results.
+//! A run starts a control plane (the `fleetnode-cp` binary next to this one) on a fresh store
+//! (a redb file, or with [`Options::postgres`] a database of a throw-away PostgreSQL cluster
+//! with `fsync` on), registers the hosts, connects every host's long-poll and starts its
+//! heartbeats, then measures in phases: the fleet at rest (server memory per waiting
+//! connection, heartbeats per second, server CPU), full-fleet dispatches (a target set for all;
+//! the time until every host has it) and event ingestion (batches acknowledged only once
+//! durable), the latter beside its baseline measured in the same run (see [`baseline`]). Every
+//! figure is printed with the options that produced it; `docs/performance.md` has the results.
 
+mod baseline;
 mod host;
 pub mod link;
 pub mod measure;
@@ -46,6 +49,9 @@ pub struct Options {
     pub threads: usize,
     /// Where the control plane's files go (a fresh temporary directory when `None`).
     pub work_dir: Option<std::path::PathBuf>,
+    /// Store on PostgreSQL (a throw-away cluster started for the run, `fsync` on) instead of
+    /// a redb file.
+    pub postgres: bool,
 }
 
 /// How long every host may take to get its first long-poll answer.
@@ -68,11 +74,16 @@ pub fn run(options: &Options) -> Result<()> {
 async fn drive(options: &Options) -> Result<()> {
     let server = setup::Server::start(options).await?;
     println!(
-        "fleetnode-loadgen: {} hosts, heartbeat every {:?}, against {} (pid {})",
+        "fleetnode-loadgen: {} hosts, heartbeat every {:?}, against {} (pid {}) on {}",
         options.hosts,
         options.heartbeat,
         server.url(),
-        server.pid()
+        server.pid(),
+        if options.postgres {
+            "PostgreSQL (fsync on)"
+        } else {
+            "redb"
+        }
     );
     let started = Instant::now();
     let hosts = server.operator().register("load", options.hosts).await?;
@@ -293,6 +304,8 @@ async fn ingestion(
     let slots = Arc::new(tokio::sync::Semaphore::new(options.senders.max(1)));
     let before = server.sample()?;
     let acked_before = shared.counters.events_acked.load(Ordering::Relaxed);
+    let batches_before = shared.counters.batches_acked.load(Ordering::Relaxed);
+    let bytes_before = shared.counters.batch_bytes_acked.load(Ordering::Relaxed);
     let started = Instant::now();
     let mut senders = JoinSet::new();
     for host in hosts {
@@ -328,6 +341,20 @@ async fn ingestion(
         ms(quantile(&latencies, 0.5)),
         ms(quantile(&latencies, 0.99)),
         after.cores_since(&before) * 100.0
+    );
+    let batches = shared.counters.batches_acked.load(Ordering::Relaxed) - batches_before;
+    let bytes = shared.counters.batch_bytes_acked.load(Ordering::Relaxed) - bytes_before;
+    let batch_bytes = usize::try_from(bytes / batches.max(1)).unwrap_or(usize::MAX);
+    let senders = options.senders.min(hosts.len()).max(1);
+    let base = baseline::group_append(server.work_dir(), senders, batches, batch_bytes).await?;
+    let events_per_batch = events as f64 / batches.max(1) as f64;
+    let base_rate = base.batches as f64 * events_per_batch / base.took.as_secs_f64();
+    let server_rate = events as f64 / took.as_secs_f64();
+    println!(
+        "baseline: the same {batches} batches of {batch_bytes} bytes appended with write + fdatasync in groups, {senders} senders: {base_rate:.0} events/s in {:.2} s ({:.1} batches per fdatasync); server / baseline = {:.2}",
+        base.took.as_secs_f64(),
+        base.batches as f64 / base.syncs.max(1) as f64,
+        server_rate / base_rate.max(f64::MIN_POSITIVE)
     );
     Ok(())
 }

@@ -2,8 +2,10 @@
 //! registered through the operator API, and the operator's side of a dispatch.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use fleetnode_fixtures::postgres::{Cluster, ClusterOptions};
 use fleetnode_wire::{DesiredChanged, HostAdded, decode, encode};
 use hyper::{Method, StatusCode};
 use rustls::pki_types::ServerName;
@@ -22,9 +24,12 @@ const REGISTRATION_CONNECTIONS: usize = 16;
 
 /// The running control plane and the operator's means to drive it.
 pub struct Server {
-    _dir: Option<TempDir>,
     control_plane: ControlPlane,
     operator: Operator,
+    /// The database cluster of a PostgreSQL store; dropped (stopped) after the server.
+    _cluster: Option<Cluster>,
+    root: PathBuf,
+    _dir: Option<TempDir>,
 }
 
 /// The operator's side of a control plane: where it is and the admin token.
@@ -48,8 +53,16 @@ impl Server {
         };
         std::fs::create_dir_all(&root)
             .map_err(HarnessError::io(format!("create {}", root.display())))?;
-        let files = crate::harness::server_files(&root)?;
+        let mut files = crate::harness::server_files(&root)?;
         let _ = std::fs::remove_file(&files.store);
+        let cluster = if options.postgres {
+            let (cluster, url) = tokio::task::block_in_place(durable_database)?;
+            // `--store` takes the URL where it takes a path.
+            files.store = PathBuf::from(url);
+            Some(cluster)
+        } else {
+            None
+        };
         let heartbeat = format!("{}s", options.heartbeat.as_secs().max(1));
         let control_plane = tokio::task::block_in_place(|| {
             ControlPlane::start(
@@ -60,10 +73,17 @@ impl Server {
         })?;
         let operator = Operator::of(&control_plane)?;
         Ok(Self {
-            _dir: dir,
             control_plane,
             operator,
+            _cluster: cluster,
+            root,
+            _dir: dir,
         })
+    }
+
+    /// The directory of the server's files (and of a redb store).
+    pub fn work_dir(&self) -> &Path {
+        &self.root
     }
 
     /// The operator's side.
@@ -246,4 +266,21 @@ fn setup_error(what: &str, error: impl std::fmt::Display) -> HarnessError {
         what: what.to_owned(),
         message: error.to_string(),
     }
+}
+
+/// A throw-away PostgreSQL cluster (Debian's binaries, a Unix socket in a temporary directory)
+/// with `fsync` and full-page writes on, as a production database has them, and an empty
+/// database on it.
+fn durable_database() -> Result<(Cluster, String)> {
+    let fail = |e: fleetnode_fixtures::postgres::PgError| HarnessError::Setup {
+        what: "the PostgreSQL cluster for the store".into(),
+        message: e.to_string(),
+    };
+    let cluster = Cluster::start(&ClusterOptions {
+        durable: true,
+        ..ClusterOptions::default()
+    })
+    .map_err(fail)?;
+    let url = cluster.database().map_err(fail)?.url();
+    Ok((cluster, url))
 }
