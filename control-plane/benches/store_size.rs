@@ -18,11 +18,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fleetnode_control_plane::ManualClock;
 use fleetnode_control_plane::fleet::{
     Credentials, DesiredChangeRequest, Fleet, Settings, StoreLocation,
 };
 use fleetnode_control_plane::metrics::Metrics;
-use fleetnode_control_plane::ManualClock;
 use fleetnode_fixtures::postgres::{Cluster, ClusterOptions};
 use fleetnode_fixtures::simulated::SimulatedAgent;
 use fleetnode_wire::{AddHost, EventBatch, HostId, SetTarget, StorePath, Timestamp};

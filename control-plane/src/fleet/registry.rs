@@ -93,31 +93,49 @@ impl Registry {
     /// lock held, and the store read after it was taken, so nothing older replaces what this
     /// process committed.
     pub fn refresh(&self, stored: StoredHost) {
-        let Some(entry) = self.get(&stored.record.id) else {
-            self.insert(
-                stored.record,
-                stored.desired,
-                stored.mirror,
-                stored.heartbeat,
-            );
+        self.refresh_parts(
+            stored.record,
+            stored.desired,
+            Some((stored.mirror, stored.heartbeat)),
+        );
+    }
+
+    /// As [`Registry::refresh`], with the registration and desired state only (what a
+    /// notification of another replica's change needs: agents authenticate against the one
+    /// and long-polls wait on the other); the mirror and heartbeat stay as they were.
+    pub fn refresh_registration(&self, record: HostRecord, desired: DesiredState) {
+        self.refresh_parts(record, desired, None);
+    }
+
+    fn refresh_parts(
+        &self,
+        record: HostRecord,
+        desired: DesiredState,
+        reported: Option<(Mirror, Option<HeartbeatRecord>)>,
+    ) {
+        let Some(entry) = self.get(&record.id) else {
+            let (mirror, heartbeat) = reported.unwrap_or_default();
+            self.insert(record, desired, mirror, heartbeat);
             return;
         };
-        let token_hash = parse_hash(&stored.record.token_sha256).unwrap_or([0; 32]);
+        let token_hash = parse_hash(&record.token_sha256).unwrap_or([0; 32]);
         let (old_hash, was_revoked) = entry.with_view(|v| (v.token_hash, v.record.revoked));
         if old_hash != token_hash {
             let mut tokens = lock(&self.tokens);
             tokens.remove(&old_hash);
             tokens.insert(token_hash, entry.id.clone());
         }
-        let revoked = stored.record.revoked;
+        let revoked = record.revoked;
         entry.update(|v| {
-            v.record = stored.record;
+            v.record = record;
             v.token_hash = token_hash;
-            v.mirror = stored.mirror;
-            v.heartbeat = stored.heartbeat;
+            if let Some((mirror, heartbeat)) = reported {
+                v.mirror = mirror;
+                v.heartbeat = heartbeat;
+            }
         });
-        if entry.desired() != stored.desired {
-            entry.publish(stored.desired);
+        if entry.desired() != desired {
+            entry.publish(desired);
         } else if revoked && !was_revoked {
             entry.wake();
         }

@@ -178,6 +178,22 @@ impl Fleet {
         Ok(())
     }
 
+    /// Reads these hosts' registrations and desired states again (another replica changed
+    /// them): what authenticating agents and waking long-polls need, without the mirrors.
+    async fn refresh_registrations(&self, ids: &[HostId]) -> Result<(), FleetError> {
+        let mut entries: Vec<_> = ids.iter().filter_map(|id| self.hosts.get(id)).collect();
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        entries.dedup_by(|a, b| a.id == b.id);
+        let mut guards = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            guards.push(entry.write.lock().await);
+        }
+        for (record, desired) in self.backend.registrations(ids).await? {
+            self.hosts.refresh_registration(record, desired);
+        }
+        Ok(())
+    }
+
     /// Reads every host and operator again.
     pub async fn refresh_all(&self) -> Result<(), FleetError> {
         let ids: Vec<HostId> = self
@@ -226,7 +242,7 @@ pub async fn follow(fleet: Arc<Fleet>, mut subscription: Subscription) {
             },
         };
         let refreshed = match &wake {
-            Wake::Desired(hosts) | Wake::Hosts(hosts) => fleet.refresh_hosts(hosts).await,
+            Wake::Desired(hosts) | Wake::Hosts(hosts) => fleet.refresh_registrations(hosts).await,
             Wake::Operators(_) => fleet
                 .backend
                 .load_operators()

@@ -173,6 +173,14 @@ impl Backend {
         either!(self, store => store.hosts_by_id(ids).await)
     }
 
+    /// The registrations and desired states of these hosts, as committed.
+    pub async fn registrations(
+        &self,
+        ids: &[HostId],
+    ) -> Result<Vec<(HostRecord, DesiredState)>, FleetError> {
+        either!(self, store => store.registrations(ids).await)
+    }
+
     /// Every host, as committed.
     pub async fn hosts(&self) -> Result<Vec<StoredHost>, FleetError> {
         either!(self, store => store.hosts().await)

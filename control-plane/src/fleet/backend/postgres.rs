@@ -245,6 +245,17 @@ impl PgBackend {
             .map_err(|e| failed("reading hosts failed", e))
     }
 
+    /// These hosts' registrations and desired states as committed.
+    pub async fn registrations(
+        &self,
+        ids: &[HostId],
+    ) -> Result<Vec<(HostRecord, DesiredState)>, FleetError> {
+        self.store
+            .registrations(ids)
+            .await
+            .map_err(|e| failed("reading hosts failed", e))
+    }
+
     /// Every host as committed.
     pub async fn hosts(&self) -> Result<Vec<StoredHost>, FleetError> {
         self.store

@@ -231,6 +231,19 @@ impl RedbBackend {
             .collect())
     }
 
+    /// The registrations and desired states of these hosts.
+    pub async fn registrations(
+        &self,
+        ids: &[HostId],
+    ) -> Result<Vec<(HostRecord, DesiredState)>, FleetError> {
+        Ok(self
+            .hosts_by_id(ids)
+            .await?
+            .into_iter()
+            .map(|host| (host.record, host.desired))
+            .collect())
+    }
+
     /// Every host.
     pub async fn hosts(&self) -> Result<Vec<StoredHost>, FleetError> {
         self.blocking("reading the hosts failed", |store| store.load())

@@ -25,6 +25,32 @@ impl PgStore {
             .collect()
     }
 
+    /// The registrations and desired states of these hosts (those registered), by id: what a
+    /// replica re-reads when another one changed them, without their mirrors.
+    pub async fn registrations(
+        &self,
+        ids: &[HostId],
+    ) -> Result<Vec<(HostRecord, DesiredState)>, PgError> {
+        let ids: Vec<&str> = ids.iter().map(HostId::as_str).collect();
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, record, desired FROM hosts WHERE id = ANY($1) ORDER BY id",
+                &[&ids],
+            )
+            .await
+            .map_err(|e| self.fail("loading host registrations", &e))?;
+        rows.into_iter()
+            .map(|row| {
+                let id: String = row.get(0);
+                Ok((
+                    from_json(|| format!("host record {id}"), row.get(1))?,
+                    from_json(|| format!("desired state of {id}"), row.get(2))?,
+                ))
+            })
+            .collect()
+    }
+
     /// One host, if registered.
     pub async fn host(&self, id: &HostId) -> Result<Option<StoredHost>, PgError> {
         let client = self.client().await?;
