@@ -49,6 +49,15 @@ async fn one_replica_serves_agents_and_operators_and_keeps_everything_across_a_r
     assert!(!detail.row.diverged, "{:?}", detail.divergence);
     assert_eq!(detail.recent_events, sim.reported);
     assert_eq!(detail.desired.revision, Revision(1));
+    let metrics = replica.admin(Method::GET, "/metrics", None).await;
+    assert_eq!(metrics.status, StatusCode::OK, "{}", metrics.text);
+    assert!(
+        metrics
+            .text
+            .contains("fleetnode_cp_hosts{phase=\"converged\"} 1"),
+        "{}",
+        metrics.text
+    );
 }
 
 #[tokio::test]

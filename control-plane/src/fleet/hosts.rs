@@ -9,7 +9,7 @@ use fleetnode_wire::{
 };
 use tracing::info;
 
-use super::registry::HostEntry;
+use super::registry::{HostEntry, HostView};
 use super::{Fleet, FleetError};
 use crate::auth::{hash_token, hex, new_host_token};
 use crate::metrics::HostCounts;
@@ -153,20 +153,33 @@ impl Fleet {
 
     /// The hosts by phase, offline and diverged, for the gauges (revoked hosts left out).
     pub async fn host_counts(&self) -> Result<HostCounts, FleetError> {
-        if self.backend.is_shared() {
-            self.refresh_all().await?;
-        }
         let mut counts = HostCounts::default();
         let mut by_phase = BTreeMap::<&'static str, i64>::new();
-        for entry in self.hosts.all() {
-            if entry.is_revoked() {
-                continue;
+        let mut count = |view: &HostView, phase: &'static str| {
+            if view.record.revoked {
+                return;
             }
-            let row = self.row(&entry);
-            let phase = entry.with_view(|v| v.mirror.state.host.phase.name());
             *by_phase.entry(phase).or_default() += 1;
-            counts.offline += i64::from(row.offline);
-            counts.diverged += i64::from(row.diverged);
+            let last_seen = view.heartbeat.as_ref().map(|h| h.received_at);
+            counts.offline += i64::from(self.is_offline(last_seen));
+            counts.diverged += i64::from(diverged(view));
+        };
+        if self.backend.is_shared() {
+            // Read as committed, without touching this replica's view or its locks.
+            for host in self.backend.hosts().await? {
+                let phase = host.mirror.state.host.phase.name();
+                let view = HostView {
+                    token_hash: [0; 32],
+                    record: host.record,
+                    mirror: host.mirror,
+                    heartbeat: host.heartbeat,
+                };
+                count(&view, phase);
+            }
+        } else {
+            for entry in self.hosts.all() {
+                entry.with_view(|view| count(view, view.mirror.state.host.phase.name()));
+            }
         }
         counts.by_phase = by_phase.into_iter().collect();
         Ok(counts)
@@ -177,17 +190,13 @@ impl Fleet {
         let desired = entry.desired();
         let (id, tags, phase, current, last_seen, diverged, revoked) = entry.with_view(|view| {
             let host = &view.mirror.state.host;
-            let heartbeat_divergence = view
-                .heartbeat
-                .as_ref()
-                .is_some_and(|h| h.divergence.is_some());
             (
                 view.record.id.clone(),
                 view.record.tags.clone(),
                 host.phase.kind(),
                 host.system.current.clone(),
                 view.heartbeat.as_ref().map(|h| h.received_at),
-                view.mirror.divergence.is_some() || heartbeat_divergence,
+                diverged(view),
                 view.record.revoked,
             )
         });
@@ -264,6 +273,15 @@ impl Fleet {
             }
         }
     }
+}
+
+/// True when the host's reports or its heartbeat contradict its mirror.
+fn diverged(view: &HostView) -> bool {
+    view.mirror.divergence.is_some()
+        || view
+            .heartbeat
+            .as_ref()
+            .is_some_and(|h| h.divergence.is_some())
 }
 
 /// The closure a directive puts in place, if it names one.
