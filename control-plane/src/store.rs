@@ -9,7 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
-use fleetnode_wire::{AgentStatus, DesiredState, HostId, OutboundEvent, Tag, Timestamp};
+use fleetnode_wire::{
+    AgentStatus, DesiredState, Directive, DirectiveKind, HostId, OutboundEvent, RolloutId, Tag,
+    Timestamp,
+};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -68,6 +71,32 @@ pub struct DesiredRecord {
     pub set_at: Timestamp,
     /// The operator command that set it (`set-target`, `rollback`, `pause`, `resume`).
     pub cause: String,
+}
+
+impl DesiredRecord {
+    /// The record of rollout `rollout`'s `directive` for a host whose desired state is
+    /// `current`: the directive takes effect, the host's hold stays, and the cause names the
+    /// rollout (and whether it sends the host back). Both stores write what this returns.
+    pub fn of_rollout(
+        rollout: RolloutId,
+        directive: &Directive,
+        current: &DesiredState,
+        now: Timestamp,
+    ) -> Self {
+        let cause = match directive.kind {
+            DirectiveKind::Activate { .. } => format!("rollout {rollout}"),
+            DirectiveKind::Rollback { .. } => format!("rollout {rollout} rollback"),
+        };
+        Self {
+            desired: DesiredState {
+                revision: directive.revision,
+                directive: Some(directive.clone()),
+                paused: current.paused,
+            },
+            set_at: now,
+            cause,
+        }
+    }
 }
 
 /// The latest heartbeat of a host.

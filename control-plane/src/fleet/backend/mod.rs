@@ -15,8 +15,8 @@ mod redb;
 use std::sync::Arc;
 
 use fleetnode_wire::{
-    AgentStatus, AuditEntry, DesiredState, DirectiveKind, EventBatch, HostId, OutboundEvent,
-    Revision, Rollout, Timestamp,
+    AgentStatus, AuditEntry, DesiredState, EventBatch, HostId, OutboundEvent, Revision, Rollout,
+    Timestamp,
 };
 
 use super::FleetError;
@@ -206,11 +206,14 @@ pub fn decide(
     next: Revision,
     now: Timestamp,
 ) -> Result<Option<DesiredRecord>, DesiredError> {
-    let (desired, cause) = match decision {
-        Decision::Operator { cause, change } => match change(current, next) {
-            Some(desired) => (desired, (*cause).to_owned()),
-            None => return Ok(None),
-        },
+    match decision {
+        Decision::Operator { cause, change } => {
+            Ok(change(current, next).map(|desired| DesiredRecord {
+                desired,
+                set_at: now,
+                cause: (*cause).to_owned(),
+            }))
+        }
         Decision::Rollout {
             rollout,
             directives,
@@ -221,21 +224,9 @@ pub fn decide(
             if directive.revision != next {
                 return Err(DesiredError::Stale);
             }
-            let cause = match directive.kind {
-                DirectiveKind::Activate { .. } => format!("rollout {}", rollout.id),
-                DirectiveKind::Rollback { .. } => format!("rollout {} rollback", rollout.id),
-            };
-            let desired = DesiredState {
-                revision: next,
-                directive: Some(directive.clone()),
-                paused: current.paused,
-            };
-            (desired, cause)
+            Ok(Some(DesiredRecord::of_rollout(
+                rollout.id, directive, current, now,
+            )))
         }
-    };
-    Ok(Some(DesiredRecord {
-        desired,
-        set_at: now,
-        cause,
-    }))
+    }
 }

@@ -3,9 +3,7 @@
 //! directives it gave never disagree, and a replica that lost the driver's lease writes
 //! nothing.
 
-use fleetnode_wire::{
-    DesiredState, Directive, DirectiveKind, HostId, Rollout, RolloutId, Timestamp,
-};
+use fleetnode_wire::{Directive, HostId, Rollout, RolloutId, Timestamp};
 
 use std::collections::BTreeMap;
 
@@ -82,22 +80,9 @@ impl PgStore {
                     decided: directive.revision.0,
                 });
             }
-            let cause = match directive.kind {
-                DirectiveKind::Activate { .. } => format!("rollout {}", rollout.id),
-                DirectiveKind::Rollback { .. } => format!("rollout {} rollback", rollout.id),
-            };
-            let desired = DesiredState {
-                revision: directive.revision,
-                directive: Some(directive.clone()),
-                paused: current.desired.paused,
-            };
             changes.push(DesiredChange {
                 host: host.clone(),
-                record: DesiredRecord {
-                    desired,
-                    set_at: now,
-                    cause,
-                },
+                record: DesiredRecord::of_rollout(rollout.id, directive, &current.desired, now),
             });
         }
         self.write_desired(&txn, &changes).await?;
