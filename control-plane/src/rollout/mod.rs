@@ -12,6 +12,7 @@ mod judge;
 mod machine;
 mod operator;
 pub mod plan;
+pub mod window;
 
 pub use machine::{
     Command, Deadline, Event, HostObservation, Observations, RolloutError, next_deadline, step,
