@@ -1,12 +1,16 @@
-//! Maintenance windows, rule by rule: the text operators write, the edges of a window, windows
+//! Maintenance windows, rule by rule, and in the rollout state machine: the text operators write, the edges of a window, windows
 //! across midnight and around the week, and the two nights a year daylight saving moves the
 //! clocks (Europe/Berlin in 2026: 29 March, 02:00 CET becomes 03:00 CEST; 25 October, 03:00
 //! CEST becomes 02:00 CET).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod rollout_support;
+
 use fleetnode_control_plane::rollout::window::{Availability, Window, WindowError, availability};
-use fleetnode_wire::Timestamp;
+use fleetnode_control_plane::rollout::{Deadline, Event, next_deadline, step};
+use fleetnode_wire::{HostState, RolloutPhase, Timestamp};
+use rollout_support::*;
 
 /// The instant of a UTC wall-clock time.
 fn utc(year: i16, month: i8, day: i8, hour: i8, minute: i8) -> Timestamp {
@@ -229,4 +233,95 @@ fn a_host_is_open_in_any_of_its_windows_and_always_without_one() {
         },
         "the earliest opening of its windows"
     );
+}
+
+/// START is Tuesday 14 November 2023, 22:13:20 UTC; the window below opens 1 h 46 min 40 s
+/// later, at midnight.
+const OPENS_IN: u64 = 6_400_000;
+
+#[test]
+fn a_wave_gives_a_host_the_release_only_inside_its_window() {
+    let mut world = World::new(&[Fate::Converge(1_000); 2], 0);
+    let waiting = host(2);
+    world.hosts.get_mut(&waiting).unwrap().windows = vec![window("Wed 00:00-01:00 UTC")];
+    let opens = START.plus(fleetnode_wire::Millis(OPENS_IN));
+
+    // The host without a window gets the release at once; the other waits, saying until when.
+    // (The offline deadline is longer than the wait, so the next deadline is the window's.)
+    let mut setup = setup(vec![percent(100)]);
+    setup.offline_deadline = 3 * OPENS_IN;
+    let rollout = setup.start(&world);
+    let (rollout, commands) = observe_step(&rollout, &mut world);
+    assert_eq!(assigned(&commands), ["web-01"]);
+    let progress = &rollout.hosts[&waiting];
+    assert_eq!(progress.state, HostState::Pending);
+    assert_eq!(progress.window_opens_at, Some(opens));
+
+    // The first host converges and the wave still waits for the second: nothing completes,
+    // nothing is sent, and the machine asks to be looked at when the window opens.
+    world.advance(2_000);
+    let (rollout, commands) = observe_step(&rollout, &mut world);
+    assert!(commands.is_empty(), "{commands:?}");
+    assert!(
+        matches!(rollout.phase, RolloutPhase::Running(_)),
+        "{:?}",
+        rollout.phase
+    );
+    assert_eq!(
+        next_deadline(&rollout, &world.observe()),
+        Some((
+            opens,
+            Deadline::WindowOpens {
+                host: waiting.clone()
+            }
+        ))
+    );
+    world.advance(OPENS_IN - 2_001);
+    let (rollout, commands) = observe_step(&rollout, &mut world);
+    assert!(
+        commands.is_empty(),
+        "a millisecond before the window: {commands:?}"
+    );
+
+    // At the opening it gets the release, and the wait is over.
+    world.advance(1);
+    let (rollout, commands) = observe_step(&rollout, &mut world);
+    assert_eq!(assigned(&commands), ["web-02"]);
+    assert_eq!(rollout.hosts[&waiting].window_opens_at, None);
+    assert!(matches!(
+        rollout.hosts[&waiting].state,
+        HostState::InFlight { .. }
+    ));
+    let rollout = run_until_settled(rollout, &mut world, 500, 100);
+    assert!(
+        matches!(rollout.phase, RolloutPhase::Completed(_)),
+        "{:?}",
+        rollout.phase
+    );
+}
+
+#[test]
+fn a_rollout_that_stops_running_forgets_its_window_waits() {
+    let mut world = World::new(&[Fate::Converge(1_000); 2], 0);
+    world.hosts.get_mut(&host(2)).unwrap().windows = vec![window("Wed 00:00-01:00 UTC")];
+    let rollout = setup(vec![percent(100)]).start(&world);
+    let (rollout, _) = observe_step(&rollout, &mut world);
+    assert!(rollout.hosts[&host(2)].window_opens_at.is_some());
+
+    let (paused, _) = step(&rollout, Event::PauseRequested, world.now).unwrap();
+    assert_eq!(paused.hosts[&host(2)].window_opens_at, None);
+    assert!(
+        !matches!(
+            next_deadline(&paused, &world.observe()),
+            Some((_, Deadline::WindowOpens { .. }))
+        ),
+        "a paused rollout waits for no window"
+    );
+    // Resumed, the wait is worked out again at the next observation.
+    let (resumed, _) = step(&paused, Event::ResumeRequested, world.now).unwrap();
+    let (resumed, commands) = observe_step(&resumed, &mut world);
+    assert!(assigned(&commands).is_empty());
+    assert!(resumed.hosts[&host(2)].window_opens_at.is_some());
+    let (aborted, _) = step(&resumed, Event::AbortRequested, world.now).unwrap();
+    assert_eq!(aborted.hosts[&host(2)].window_opens_at, None);
 }

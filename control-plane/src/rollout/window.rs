@@ -15,9 +15,10 @@
 //!
 //! Pure: no clock; every question takes the instant it is asked about.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
-use fleetnode_wire::Timestamp;
+use fleetnode_wire::{Tag, Timestamp};
 use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
 
@@ -201,6 +202,89 @@ impl Eq for Window {}
 impl fmt::Display for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.spec)
+    }
+}
+
+/// The windows of every tag that has some, as the control plane was configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagWindows {
+    by_tag: BTreeMap<Tag, Vec<Window>>,
+}
+
+/// Why a windows file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagWindowsError {
+    /// Not TOML of the documented shape.
+    #[error("not a maintenance windows file: {0}")]
+    Shape(String),
+    /// A key that is not a tag.
+    #[error("`{tag}` is not a host tag: {reason}")]
+    Tag {
+        /// The key as written.
+        tag: String,
+        /// Why it is not a tag.
+        reason: String,
+    },
+    /// A window that does not parse.
+    #[error(transparent)]
+    Window(#[from] WindowError),
+}
+
+/// The file's shape: `[windows]` with one list of windows per tag.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagWindowsFile {
+    #[serde(default)]
+    windows: BTreeMap<String, Vec<String>>,
+}
+
+impl TagWindows {
+    /// Reads the TOML text of a windows file:
+    ///
+    /// ```toml
+    /// [windows]
+    /// web = ["Sat 02:00-04:00 Europe/Berlin", "Wed 22:00-23:00 Europe/Berlin"]
+    /// db = ["Sun 03:00-05:00 UTC"]
+    /// ```
+    pub fn from_toml(text: &str) -> Result<Self, TagWindowsError> {
+        let file: TagWindowsFile =
+            toml::from_str(text).map_err(|e| TagWindowsError::Shape(e.to_string()))?;
+        let mut by_tag = BTreeMap::new();
+        for (name, specs) in file.windows {
+            let tag = Tag::parse(&name).map_err(|e| TagWindowsError::Tag {
+                tag: name.clone(),
+                reason: e.to_string(),
+            })?;
+            let windows = specs
+                .iter()
+                .map(|spec| Window::parse(spec))
+                .collect::<Result<Vec<_>, _>>()?;
+            if !windows.is_empty() {
+                by_tag.insert(tag, windows);
+            }
+        }
+        Ok(Self { by_tag })
+    }
+
+    /// The windows of a host with these tags: every window of every one of its tags.
+    pub fn for_tags(&self, tags: &[Tag]) -> Vec<Window> {
+        tags.iter()
+            .filter_map(|tag| self.by_tag.get(tag))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Every tag with windows, with its windows.
+    pub fn iter(&self) -> impl Iterator<Item = (&Tag, &[Window])> {
+        self.by_tag
+            .iter()
+            .map(|(tag, windows)| (tag, windows.as_slice()))
+    }
+
+    /// Whether no tag has a window.
+    pub fn is_empty(&self) -> bool {
+        self.by_tag.is_empty()
     }
 }
 

@@ -31,6 +31,7 @@ use crate::auth::hash_token;
 use crate::clock::{Clock, SystemClock};
 use crate::fleet::{DEFAULT_LEASE_TTL, Fleet, OpenError, Retention, Settings, StoreLocation};
 use crate::metrics::Metrics;
+use crate::rollout::window::TagWindows;
 use crate::tls::{TlsError, server_config};
 
 pub use app::App;
@@ -88,6 +89,8 @@ pub struct ServerOptions {
     /// On a shared store, how soon another replica takes the rollouts over when the driving
     /// one dies.
     pub lease_ttl: Duration,
+    /// The maintenance windows of tags: rollouts switch a host only inside one of its tags'.
+    pub windows: Arc<TagWindows>,
 }
 
 impl ServerOptions {
@@ -111,6 +114,7 @@ impl ServerOptions {
             clock: Arc::new(SystemClock),
             retention: Retention::default(),
             lease_ttl: DEFAULT_LEASE_TTL,
+            windows: Arc::default(),
         }
     }
 }
@@ -195,6 +199,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServeError> 
         metrics: Arc::new(Metrics::new()),
         shutdown: shutdown.clone(),
         lease_ttl: options.lease_ttl,
+        windows: options.windows.clone(),
     };
     let app = Arc::new(App::new(
         hash_token(options.admin_token.expose()),
