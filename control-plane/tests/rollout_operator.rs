@@ -1,5 +1,5 @@
-//! The operator's commands on a rollout: pause and resume, abort, roll back, take a host out,
-//! and a host given another directive behind the rollout's back.
+//! The operator's commands on a rollout: pause and resume, abort, roll back, approve a wave,
+//! take a host out, and a host given another directive behind the rollout's back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,7 +7,7 @@ mod rollout_support;
 
 use fleetnode_control_plane::rollout::{Command, Event, RolloutError, step};
 use fleetnode_state_machine::{Directive, DirectiveKind, Revision};
-use fleetnode_wire::{HostRollback, HostState, RolloutId, RolloutPhase};
+use fleetnode_wire::{ApprovalPolicy, HostRollback, HostState, RolloutId, RolloutPhase};
 use rollout_support::*;
 
 #[test]
@@ -109,4 +109,74 @@ fn hosts_leave_a_rollout_when_taken_out_or_given_another_directive() {
     assert!(matches!(rollout.phase, RolloutPhase::Completed(_)));
     assert_eq!(rollout.counts().taken_out, 2);
     assert_eq!(rollout.failures(), 0);
+}
+
+#[test]
+fn with_approval_required_every_wave_waits_for_the_operator() {
+    let mut world = World::new(&[Fate::Converge(0); 3], 0);
+    let mut gated = setup(vec![count(1), percent(100)]);
+    gated.bake = 0;
+    gated.approval = ApprovalPolicy::Always;
+    let rollout = gated.start(&world);
+
+    // Nothing is given before the first approval, however often the rollout is observed.
+    let refused = |rollout| step(rollout, Event::ApproveRequested, START);
+    let (rollout, commands) = observe_step(&rollout, &mut world);
+    assert!(commands.is_empty());
+    assert_eq!(rollout.awaiting_approval, Some(START));
+    world.advance(1_000);
+    let (rollout, commands) = observe_step(&rollout, &mut world);
+    assert!(commands.is_empty());
+    assert_eq!(
+        rollout.awaiting_approval,
+        Some(START),
+        "waiting since it began to"
+    );
+
+    // The approval lets wave 1 start, and only wave 1.
+    let (approved, commands) = step(&rollout, Event::ApproveRequested, world.now).unwrap();
+    assert!(commands.is_empty(), "an approval gives nothing by itself");
+    assert_eq!(approved.approved_wave, Some(0));
+    assert_eq!(approved.awaiting_approval, None);
+    let (rollout, commands) = observe_step(&approved, &mut world);
+    assert_eq!(assigned(&commands), ["web-01"]);
+    assert!(matches!(
+        refused(&rollout).unwrap_err(),
+        RolloutError::NotAwaitingApproval { .. }
+    ));
+    world.advance(100);
+    let (rollout, commands) = observe_step(&rollout, &mut world);
+    assert!(commands.is_empty(), "wave 2 waits: {commands:?}");
+    assert!(rollout.awaiting_approval.is_some());
+    assert!(matches!(state(&rollout, 1), HostState::Converged { .. }));
+
+    // Paused, it waits for nothing and an approval is refused; resumed, it waits again.
+    let (paused, _) = step(&rollout, Event::PauseRequested, world.now).unwrap();
+    assert_eq!(paused.awaiting_approval, None);
+    assert!(matches!(
+        refused(&paused).unwrap_err(),
+        RolloutError::NotAwaitingApproval {
+            phase: "paused",
+            ..
+        }
+    ));
+    let (resumed, _) = step(&paused, Event::ResumeRequested, world.now).unwrap();
+    let (rollout, commands) = observe_step(&resumed, &mut world);
+    assert!(commands.is_empty());
+    let (rollout, _) = step(&rollout, Event::ApproveRequested, world.now).unwrap();
+    let (rollout, commands) = observe_step(&rollout, &mut world);
+    assert_eq!(assigned(&commands), ["web-02", "web-03"]);
+    let rollout = run_until_settled(rollout, &mut world, 100, 50);
+    assert!(
+        matches!(rollout.phase, RolloutPhase::Completed(_)),
+        "{:?}",
+        rollout.phase
+    );
+    assert!(matches!(
+        refused(&rollout).unwrap_err(),
+        RolloutError::NotAwaitingApproval {
+            phase: "completed",
+            ..
+        }
+    ));
 }

@@ -100,6 +100,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         budget,
                         on_halt,
                         offline_deadline,
+                        approval: fleetnode_wire::ApprovalPolicy::Never,
                     },
                     actions,
                 }

@@ -471,3 +471,104 @@ async fn a_wave_waits_for_its_hosts_maintenance_window_and_says_so() {
     carry_out(agent, sim).await;
     wait_for(&harness, 1, |s| in_flight(s).len() == 2).await;
 }
+
+#[tokio::test]
+async fn a_rollout_requiring_approval_waits_before_each_wave_and_the_approval_is_audited() {
+    let harness = Harness::start().await;
+    let mut agents = fleet(&harness).await;
+    let dir = harness.pki.dir.path();
+    let token_file = dir.join("admin-token");
+    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
+    let manifest = dir.join("release.json");
+    let hosts: serde_json::Map<String, serde_json::Value> = HOSTS
+        .iter()
+        .map(|h| ((*h).to_owned(), serde_json::json!(closure(h, 1))))
+        .collect();
+    std::fs::write(&manifest, serde_json::json!({ "hosts": hosts }).to_string()).unwrap();
+    let cli = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(BIN);
+        command
+            .args(args)
+            .arg("--url")
+            .arg(&harness.url)
+            .arg("--ca-file")
+            .arg(&harness.pki.ca_file)
+            .arg("--admin-token-file")
+            .arg(&token_file);
+        command
+    };
+    let out = cli(&["rollout", "approve", "1"]).output().await.unwrap();
+    assert!(!out.status.success(), "no rollout yet");
+
+    let out = cli(&[
+        "rollout",
+        "start",
+        manifest.to_str().unwrap(),
+        "--waves",
+        "1,100%",
+        "--bake",
+        "0s",
+        "--require-approval",
+        "always",
+    ])
+    .output()
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("wave 1 of 2 waits for approval") && text.contains("rollout approve 1"),
+        "{text}"
+    );
+    assert!(in_flight(&status(&harness, 1).await).is_empty());
+
+    let out = cli(&["rollout", "approve", "1"]).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(in_flight(&status(&harness, 1).await), ["web-01"]);
+    let out = cli(&["rollout", "approve", "1"]).output().await.unwrap();
+    assert!(!out.status.success());
+    let refusal = String::from_utf8_lossy(&out.stderr);
+    assert!(refusal.contains("waits for no approval"), "{refusal}");
+
+    // The second wave waits in turn once the first is done.
+    let (agent, sim) = &mut agents[0];
+    carry_out(agent, sim).await;
+    let waiting = wait_for(&harness, 1, |s| s.rollout.awaiting_approval.is_some()).await;
+    assert!(in_flight(&waiting).is_empty());
+    let out = cli(&["rollout", "approve", "1"]).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(in_flight(&status(&harness, 1).await), ["web-02", "web-03"]);
+
+    let log: fleetnode_wire::AuditLog = harness
+        .admin(Method::GET, "/v1/admin/audit", None)
+        .await
+        .json();
+    let approvals: Vec<(&str, &str)> = log
+        .entries
+        .iter()
+        .filter(|e| e.action == "rollout-approve")
+        .map(|e| (e.who.as_str(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        approvals,
+        [
+            ("admin", "not_found"),
+            ("admin", "ok"),
+            ("admin", "conflict"),
+            ("admin", "ok")
+        ],
+        "{log:#?}"
+    );
+}

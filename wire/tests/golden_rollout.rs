@@ -83,6 +83,9 @@ fn rollout(phase: RolloutPhase, hosts: BTreeMap<HostId, HostProgress>) -> Rollou
         rollback: None,
         created_at: at(0),
         clock: at(700),
+        require_approval: ApprovalPolicy::Never,
+        approved_wave: None,
+        awaiting_approval: None,
     }
 }
 
@@ -143,6 +146,48 @@ fn start_rollout() {
             max_failures: FailureBudget::Percent { percent: 5 },
             on_halt: OnHalt::Rollback,
             offline_deadline_ms: Millis(300_000),
+            require_approval: ApprovalPolicy::Never,
+        },
+    );
+}
+
+#[test]
+fn start_rollout_requiring_approval() {
+    check(
+        "start-rollout-with-approval",
+        StartRollout {
+            release: release(2),
+            waves: vec![
+                WaveSpec::Count { count: 1 },
+                WaveSpec::Percent { percent: 100 },
+            ],
+            bake_ms: Millis(600_000),
+            max_failures: FailureBudget::Count { count: 0 },
+            on_halt: OnHalt::Stop,
+            offline_deadline_ms: Millis(300_000),
+            require_approval: ApprovalPolicy::Always,
+        },
+    );
+}
+
+#[test]
+fn rollout_status_waiting_for_approval() {
+    let hosts = BTreeMap::from([
+        (host(1), progress(0, HostState::Pending, None)),
+        (host(2), progress(1, HostState::Pending, None)),
+    ]);
+    let phase = RolloutPhase::Running(Progress {
+        wave: 0,
+        baking_until: None,
+    });
+    let mut waiting = rollout(phase, hosts);
+    waiting.require_approval = ApprovalPolicy::Always;
+    waiting.awaiting_approval = Some(at(30));
+    check(
+        "rollout-status-waiting-for-approval",
+        RolloutStatus {
+            rollout: waiting,
+            hosts: vec![row(1, PhaseKind::Idle, closure(HASH_OLD, 1))],
         },
     );
 }

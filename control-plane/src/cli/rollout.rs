@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use fleetnode_wire::{
-    DEFAULT_BAKE, DEFAULT_OFFLINE_DEADLINE, FailureBudget, Millis, OnHalt, ReleaseManifest,
-    RolloutId, RolloutList, RolloutStatus, StartRollout, Validate, WaveSpec,
+    ApprovalPolicy, DEFAULT_BAKE, DEFAULT_OFFLINE_DEADLINE, FailureBudget, Millis, OnHalt,
+    ReleaseManifest, RolloutId, RolloutList, RolloutStatus, StartRollout, Validate, WaveSpec,
 };
 use reqwest::Method;
 
@@ -47,6 +47,8 @@ pub enum RolloutCommand {
     Abort(OneRollout),
     /// Stop a rollout and send every host it moved back to the generation it ran before.
     Rollback(OneRollout),
+    /// Let the wave a rollout waits on start (rollouts started with `--require-approval`).
+    Approve(OneRollout),
 }
 
 /// A command on one rollout.
@@ -85,6 +87,10 @@ pub struct StartArgs {
     /// failed [default: 10m].
     #[arg(long, value_parser = parse_duration)]
     pub offline_deadline: Option<Millis>,
+    /// `always`: every wave, the first included, waits for `rollout approve ID` before it
+    /// starts [default: never].
+    #[arg(long, value_parser = ApprovalPolicy::parse, value_name = "always|never")]
+    pub require_approval: Option<ApprovalPolicy>,
     /// Follow the rollout after starting it, as `rollout status --watch` does.
     #[arg(long)]
     pub watch: bool,
@@ -160,6 +166,7 @@ pub async fn run(command: RolloutCommand) -> Result<(), CliError> {
         RolloutCommand::Resume(one) => act(one, "/resume").await,
         RolloutCommand::Abort(one) => act(one, "/abort").await,
         RolloutCommand::Rollback(one) => act(one, "/rollback").await,
+        RolloutCommand::Approve(one) => act(one, "/approve").await,
     }
 }
 
@@ -172,6 +179,7 @@ async fn start(args: StartArgs) -> Result<(), CliError> {
         max_failures: args.max_failures.unwrap_or_default(),
         on_halt: args.on_halt.map(Into::into).unwrap_or_default(),
         offline_deadline_ms: args.offline_deadline.unwrap_or(DEFAULT_OFFLINE_DEADLINE),
+        require_approval: args.require_approval.unwrap_or_default(),
     };
     request
         .validate()

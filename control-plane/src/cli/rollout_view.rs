@@ -180,6 +180,14 @@ pub fn changes(
 pub fn phase_line(rollout: &Rollout, now: Timestamp) -> String {
     let of = |wave: usize| format!("wave {} of {}", wave + 1, rollout.waves.len());
     match &rollout.phase {
+        RolloutPhase::Running(p) if rollout.awaiting_approval.is_some() => format!(
+            "running, {} waits for approval since {}; `fleetnode-cp rollout approve {}` starts it",
+            of(p.wave),
+            rollout
+                .awaiting_approval
+                .map_or_else(String::new, |at| ago(at, now)),
+            rollout.id
+        ),
         RolloutPhase::Running(p) => match p.baking_until {
             None => match window_wait(rollout, p.wave) {
                 Some((hosts, opens)) => format!(

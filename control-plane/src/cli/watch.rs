@@ -186,6 +186,7 @@ mod tests {
             max_failures: FailureBudget::default(),
             on_halt: OnHalt::Stop,
             offline_deadline_ms: Millis(60_000),
+            require_approval: Default::default(),
         };
         let registered: BTreeMap<HostId, Registration> = ids
             .iter()

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use fleetnode_state_machine::Phase;
 use fleetnode_wire::{
-    Directive, DirectiveKind, Ended, HostId, HostState, OnHalt, Progress, Revision, RollbackCause,
-    RollbackOrder, Rollout, RolloutId, RolloutPhase, StorePath, Timestamp,
+    ApprovalPolicy, Directive, DirectiveKind, Ended, HostId, HostState, OnHalt, Progress, Revision,
+    RollbackCause, RollbackOrder, Rollout, RolloutId, RolloutPhase, StorePath, Timestamp,
 };
 
 use super::judge;
@@ -62,6 +62,8 @@ pub enum Event {
     AbortRequested,
     /// The operator asked to send every host the rollout moved back to what it ran before.
     RollbackRequested,
+    /// The operator let the wave the rollout waits on start.
+    ApproveRequested,
     /// The operator gave one of the rollout's hosts a directive of their own (`set-target
     /// --force`): it leaves the rollout.
     HostTakenOut {
@@ -137,6 +139,14 @@ pub enum RolloutError {
         /// The rollout.
         id: RolloutId,
     },
+    /// An approval for a rollout that waits for none.
+    #[error("rollout {id} is {phase} and waits for no approval; nothing to approve")]
+    NotAwaitingApproval {
+        /// The rollout.
+        id: RolloutId,
+        /// Its phase.
+        phase: &'static str,
+    },
     /// A host the rollout does not own.
     #[error("host {host} is not part of running rollout {id}")]
     NotOwned {
@@ -167,6 +177,7 @@ pub fn step(
         Event::ResumeRequested => tx.resume()?,
         Event::AbortRequested => tx.abort()?,
         Event::RollbackRequested => tx.rollback()?,
+        Event::ApproveRequested => tx.approve()?,
         Event::HostTakenOut { host, why } => tx.take_out(&host, why)?,
     }
     tx.end_waits();
@@ -249,6 +260,9 @@ impl Tx {
             let RolloutPhase::Running(progress) = self.rollout.phase else {
                 return;
             };
+            if self.awaits_approval(progress.wave) {
+                return;
+            }
             self.assign_wave(progress.wave, observations);
             let wave = &self.rollout.waves[progress.wave];
             let settled = wave.hosts.iter().all(|host| {
@@ -336,15 +350,40 @@ impl Tx {
         }
     }
 
-    /// Forgets the window waits of a rollout that no longer runs: no wave will give those
-    /// hosts anything until it runs again, when the waits are worked out afresh.
+    /// Forgets the waits of a rollout that no longer runs (for windows and for an approval):
+    /// no wave gives anything until it runs again, when the waits are worked out afresh.
     fn end_waits(&mut self) {
         if matches!(self.rollout.phase, RolloutPhase::Running(_)) {
             return;
         }
+        self.rollout.awaiting_approval = None;
         for progress in self.rollout.hosts.values_mut() {
             progress.window_opens_at = None;
         }
+    }
+
+    /// Whether `wave` must wait for an operator's approval before it starts, noting since when
+    /// it waits. A wave that has started (any host given the release) or has no host never
+    /// waits.
+    fn awaits_approval(&mut self, wave: usize) -> bool {
+        let policy_asks = match self.rollout.require_approval {
+            ApprovalPolicy::Never => false,
+            ApprovalPolicy::Always => true,
+        };
+        let hosts = &self.rollout.waves[wave].hosts;
+        let started = hosts.iter().any(|host| {
+            self.rollout
+                .hosts
+                .get(host)
+                .is_some_and(|p| p.state != HostState::Pending)
+        });
+        let approved = self.rollout.approved_wave.is_some_and(|w| w >= wave);
+        if !policy_asks || approved || started || hosts.is_empty() {
+            self.rollout.awaiting_approval = None;
+            return false;
+        }
+        self.rollout.awaiting_approval.get_or_insert(self.now);
+        true
     }
 
     /// Marks every host the rollout moved to be sent back where it was.

@@ -1,4 +1,5 @@
-//! The operator's requests on a rollout: pause, resume, abort, roll back, take a host out.
+//! The operator's requests on a rollout: pause, resume, abort, roll back, approve a wave, take
+//! a host out.
 
 use fleetnode_wire::{
     Ended, HostId, HostState, PausedProgress, Progress, RollbackCause, RolloutPhase,
@@ -62,6 +63,21 @@ impl Tx {
         }
         self.order_rollback(RollbackCause::Operator);
         Ok(())
+    }
+
+    /// Lets the wave the running rollout waits on start; refused when it waits for none.
+    pub(super) fn approve(&mut self) -> Result<(), RolloutError> {
+        match self.rollout.phase {
+            RolloutPhase::Running(p) if self.rollout.awaiting_approval.is_some() => {
+                self.rollout.approved_wave = Some(p.wave);
+                self.rollout.awaiting_approval = None;
+                Ok(())
+            }
+            _ => Err(RolloutError::NotAwaitingApproval {
+                id: self.rollout.id,
+                phase: self.rollout.phase.name(),
+            }),
+        }
     }
 
     pub(super) fn take_out(&mut self, host: &HostId, why: String) -> Result<(), RolloutError> {

@@ -143,6 +143,9 @@ pub fn start(
         rollback: None,
         created_at: now,
         clock: now,
+        require_approval: request.require_approval,
+        approved_wave: None,
+        awaiting_approval: None,
     })
 }
 

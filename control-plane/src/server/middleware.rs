@@ -141,6 +141,7 @@ pub fn action(method: &Method, matched: Option<&str>) -> Option<&'static str> {
         ("POST", "/v1/admin/rollouts/{id}/resume") => "rollout-resume",
         ("POST", "/v1/admin/rollouts/{id}/abort") => "rollout-abort",
         ("POST", "/v1/admin/rollouts/{id}/rollback") => "rollout-rollback",
+        ("POST", "/v1/admin/rollouts/{id}/approve") => "rollout-approve",
         ("POST", "/v1/admin/operators") => "add-operator",
         ("DELETE", "/v1/admin/operators/{name}") => "revoke-operator",
         (_, path) if path.starts_with("/v1/admin/") => "other-admin-request",

@@ -1,4 +1,4 @@
-//! The operator API of rollouts: start, list, status, pause, resume, abort, rollback.
+//! The operator API of rollouts: start, list, status, pause, resume, abort, rollback, approve.
 //! `docs/protocol.md` lists the endpoints.
 
 use std::sync::Arc;
@@ -80,6 +80,15 @@ pub async fn rollback(
     headers: HeaderMap,
 ) -> Result<WireJson<RolloutStatus>, ApiError> {
     act(app, id, headers, Action::Rollback).await
+}
+
+/// `POST /v1/admin/rollouts/{id}/approve`.
+pub async fn approve(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<WireJson<RolloutStatus>, ApiError> {
+    act(app, id, headers, Action::Approve).await
 }
 
 async fn act(

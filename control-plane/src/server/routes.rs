@@ -41,6 +41,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/rollouts/{id}/resume", post(rollouts::resume))
         .route("/v1/admin/rollouts/{id}/abort", post(rollouts::abort))
         .route("/v1/admin/rollouts/{id}/rollback", post(rollouts::rollback))
+        .route("/v1/admin/rollouts/{id}/approve", post(rollouts::approve))
         .route(
             "/v1/admin/operators",
             post(operators::add_operator).get(operators::list_operators),

@@ -15,8 +15,8 @@ use fleetnode_state_machine::{
     Timestamp,
 };
 use fleetnode_wire::{
-    FailureBudget, HostId, HostState, Millis, OnHalt, ReleaseManifest, Rollout, RolloutId,
-    StartRollout, Tag, WaveSpec,
+    ApprovalPolicy, FailureBudget, HostId, HostState, Millis, OnHalt, ReleaseManifest, Rollout,
+    RolloutId, StartRollout, Tag, WaveSpec,
 };
 
 pub const START: Timestamp = Timestamp(1_700_000_000_000);
@@ -270,6 +270,7 @@ pub struct Setup {
     pub budget: FailureBudget,
     pub on_halt: OnHalt,
     pub offline_deadline: u64,
+    pub approval: ApprovalPolicy,
 }
 
 impl Setup {
@@ -281,6 +282,7 @@ impl Setup {
             max_failures: self.budget,
             on_halt: self.on_halt,
             offline_deadline_ms: Millis(self.offline_deadline),
+            require_approval: self.approval,
         }
     }
 
@@ -345,6 +347,7 @@ pub fn setup(waves: Vec<WaveSpec>) -> Setup {
         budget: FailureBudget::default(),
         on_halt: OnHalt::Stop,
         offline_deadline: 30_000,
+        approval: ApprovalPolicy::Never,
     }
 }
 

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 pub use manifest::{MAX_RELEASE_HOSTS, ManifestError, ReleaseManifest};
 pub use spec::{
-    DEFAULT_BAKE, DEFAULT_OFFLINE_DEADLINE, FailureBudget, MAX_ROLLOUT_SPAN, MAX_WAVES, OnHalt,
-    RolloutId, StartRollout, WaveSpec,
+    ApprovalPolicy, DEFAULT_BAKE, DEFAULT_OFFLINE_DEADLINE, FailureBudget, MAX_ROLLOUT_SPAN,
+    MAX_WAVES, OnHalt, RolloutId, StartRollout, WaveSpec,
 };
 pub use state::{
     Ended, FailureKind, Halted, HostCounts, HostProgress, HostRollback, HostState, PausedProgress,

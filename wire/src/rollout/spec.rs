@@ -206,6 +206,44 @@ impl fmt::Display for OnHalt {
     }
 }
 
+/// Which waves wait for an operator's approval before they start (added in protocol 1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApprovalPolicy {
+    /// None: each wave starts when the previous one is done.
+    #[default]
+    Never,
+    /// Every wave, the first included: each starts only after `rollout approve`.
+    Always,
+}
+
+impl ApprovalPolicy {
+    /// Whether this is the default, which is left out of the JSON.
+    pub fn is_never(&self) -> bool {
+        *self == Self::Never
+    }
+
+    /// Reads `never` or `always`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "never" => Ok(Self::Never),
+            "always" => Ok(Self::Always),
+            other => Err(format!(
+                "approval policy {other:?} is not one of `always` (every wave waits for `rollout approve`) or `never`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ApprovalPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Never => "never",
+            Self::Always => "always",
+        })
+    }
+}
+
 /// Body of `POST /v1/admin/rollouts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StartRollout {
@@ -227,6 +265,9 @@ pub struct StartRollout {
     /// failed.
     #[serde(default = "default_offline_deadline")]
     pub offline_deadline_ms: Millis,
+    /// Which waves wait for an operator's approval (absent: none; added in protocol 1.1).
+    #[serde(default, skip_serializing_if = "ApprovalPolicy::is_never")]
+    pub require_approval: ApprovalPolicy,
 }
 
 fn default_bake() -> Millis {

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::manifest::ReleaseManifest;
-use super::spec::{FailureBudget, OnHalt, RolloutId, WaveSpec};
+use super::spec::{ApprovalPolicy, FailureBudget, OnHalt, RolloutId, WaveSpec};
 use crate::ids::HostId;
 
 /// A rollout of a release over the fleet, in waves.
@@ -42,6 +42,15 @@ pub struct Rollout {
     pub created_at: Timestamp,
     /// The latest time the state machine saw; time never runs backwards inside it.
     pub clock: Timestamp,
+    /// Which waves wait for an operator's approval (absent: none; added in protocol 1.1).
+    #[serde(default, skip_serializing_if = "ApprovalPolicy::is_never")]
+    pub require_approval: ApprovalPolicy,
+    /// The latest wave an operator approved (absent: none yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_wave: Option<usize>,
+    /// While the current wave waits for an approval before it starts: since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_approval: Option<Timestamp>,
 }
 
 /// One wave: what the operator asked for and the hosts that gave.

@@ -93,6 +93,7 @@ fn event_of(action: Action) -> Event {
         Action::Resume => Event::ResumeRequested,
         Action::Abort => Event::AbortRequested,
         Action::Rollback => Event::RollbackRequested,
+        Action::Approve => Event::ApproveRequested,
     }
 }
 

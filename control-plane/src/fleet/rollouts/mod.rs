@@ -59,6 +59,8 @@ pub enum Action {
     Abort,
     /// Send its hosts back where they were (and stop it).
     Rollback,
+    /// Let the wave it waits on start.
+    Approve,
 }
 
 /// A request to the driver, with where its answer goes.
