@@ -19,8 +19,9 @@ fn an_ack_below_the_batch_drops_nothing_and_one_beyond_the_agent_is_never_applie
     });
     assert_eq!(batches[0][0], 1);
     assert_eq!(batches[1][0], 1, "an ack of 0 dropped events: {batches:?}");
-    // 1000 is beyond every seq the agent has: refused, and a snapshot above it follows.
-    assert_eq!(batches[2], vec![1_001], "{batches:?}");
+    // 1000 is beyond every seq the agent has: refused, and a snapshot above it follows (an
+    // event the agent recorded meanwhile may ride in the same batch, after it).
+    assert_eq!(batches[2].first(), Some(&1_001), "{batches:?}");
     w.wait_for("everything delivered", |s| {
         let (_, h) = s.heartbeats.last()?;
         (h.queue.depth == 0 && h.last_seq == s.acked()).then_some(())
