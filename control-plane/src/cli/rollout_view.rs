@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use fleetnode_wire::{
-    HostCounts, HostId, HostProgress, HostRollback, HostRow, HostState, RollbackCause, Rollout,
-    RolloutList, RolloutPhase, RolloutStatus, Timestamp, WaveSpec,
+    HostCounts, HostId, HostOutcome, HostProgress, HostRollback, HostRow, HostState, RollbackCause,
+    Rollout, RolloutList, RolloutPhase, RolloutStatus, Timestamp, WaveSpec,
 };
 
 use super::render::{short, table};
@@ -53,6 +53,9 @@ pub fn status(status: &RolloutStatus, now: Timestamp) -> String {
         );
     }
     let _ = writeln!(out, "  {}  {}", bar(&counts), summary(&counts));
+    if rollout.is_settled() {
+        let _ = writeln!(out, "  outcome: {}", outcome_summary(rollout));
+    }
     out.push('\n');
     let mut lines = vec![[
         "WAVE".to_owned(),
@@ -84,7 +87,7 @@ pub fn status(status: &RolloutStatus, now: Timestamp) -> String {
             lines.push([
                 label.clone(),
                 host.to_string(),
-                state_text(progress),
+                state_text(progress, rollout.is_settled()),
                 live_text(rows.get(host).copied()),
                 short(rollout.release.closure(host)),
                 since(progress, now),
@@ -168,7 +171,7 @@ pub fn changes(
                 "[{stamp}] {} (wave {}): {}, now {}{note}",
                 row.id,
                 progress.wave + 1,
-                state_text(progress),
+                state_text(progress, rollout.is_settled()),
                 live_text(Some(row))
             ));
         }
@@ -254,6 +257,16 @@ fn summary(counts: &HostCounts) -> String {
     parts.join(", ")
 }
 
+/// Every host's outcome of a rollout that is over, counted: "3 converged, 1 failed and left".
+pub fn outcome_summary(rollout: &Rollout) -> String {
+    let outcomes = rollout.outcomes();
+    HostOutcome::ALL
+        .iter()
+        .filter_map(|outcome| outcomes.get(outcome).map(|n| format!("{n} {outcome}")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn total(counts: &HostCounts) -> u64 {
     counts.pending + counts.in_flight + counts.converged + counts.failed + counts.taken_out
 }
@@ -270,7 +283,10 @@ fn window_wait(rollout: &Rollout, wave: usize) -> Option<(usize, Timestamp)> {
     Some((opens.len(), *first))
 }
 
-fn state_text(progress: &HostProgress) -> String {
+fn state_text(progress: &HostProgress, settled: bool) -> String {
+    if settled {
+        return progress.outcome(false).name().to_owned();
+    }
     let base = match (&progress.state, progress.window_opens_at) {
         (HostState::Failed { kind, .. }, _) => format!("FAILED ({})", kind.name()),
         (HostState::Pending, Some(_)) => "waiting for window".to_owned(),

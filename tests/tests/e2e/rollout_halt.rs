@@ -2,7 +2,7 @@
 //! rollout halts, and no other host ever receives the release.
 
 use fleetnode_tests::{Fleet, FleetOptions, Shape};
-use fleetnode_wire::{FailureKind, HostState, RolloutPhase};
+use fleetnode_wire::{FailureKind, HostOutcome, HostState, RolloutPhase};
 
 use crate::common::run;
 use crate::rollout_common::{activations_of, commands_mentioning, progress};
@@ -73,6 +73,24 @@ fn a_broken_canary_halts_the_rollout_and_the_rest_never_receive_it() {
         assert!(
             stderr.contains("halted in wave 1: web-01 reverted"),
             "{stderr}"
+        );
+        // What happened to each host, said as it was: the canary's agent took it back, the
+        // others were never given the release.
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains("outcome: 1 failed and rolled back, 4 never reached"),
+            "{stdout}"
+        );
+        let outcomes = done.rollout.outcomes();
+        assert_eq!(
+            outcomes.get(&HostOutcome::FailedRolledBack),
+            Some(&1),
+            "{report}"
+        );
+        assert_eq!(
+            outcomes.get(&HostOutcome::NeverReached),
+            Some(&4),
+            "{report}"
         );
         Ok(())
     })

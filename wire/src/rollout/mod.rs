@@ -5,6 +5,7 @@
 //! behaviour.
 
 mod manifest;
+mod outcome;
 mod spec;
 mod state;
 
@@ -13,6 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use manifest::{MAX_RELEASE_HOSTS, ManifestError, ReleaseManifest};
+pub use outcome::HostOutcome;
 pub use spec::{
     ApprovalPolicy, DEFAULT_BAKE, DEFAULT_OFFLINE_DEADLINE, FailureBudget, MAX_ROLLOUT_SPAN,
     MAX_WAVES, OnHalt, RolloutId, StartRollout, WaveSpec,
