@@ -8,7 +8,7 @@ mod render;
 mod rollout;
 mod rollout_view;
 mod store;
-mod time;
+pub(crate) mod time;
 mod token_file;
 mod watch;
 
@@ -162,6 +162,10 @@ pub struct ServeArgs {
     /// so how soon another replica takes the rollouts over when the driving one dies.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_ttl: Millis,
+    /// How long a session of the operator's web console (/console/) lasts after sign-in;
+    /// signing out, or revoking the operator, ends it sooner.
+    #[arg(long, default_value = "8h", value_parser = parse_duration)]
+    pub console_session_lifetime: Millis,
     /// Serve plain HTTP instead of TLS; only allowed on a loopback address. For demos.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
     pub insecure_http: bool,

@@ -10,10 +10,12 @@
 
 mod judge;
 mod machine;
+mod manifest;
 mod operator;
 pub mod plan;
 
 pub use machine::{
     Command, Deadline, Event, HostObservation, Observations, RolloutError, next_deadline, step,
 };
+pub use manifest::{ManifestError, parse_manifest};
 pub use plan::{Registration, StartError};

@@ -1,4 +1,5 @@
-//! The HTTPS server: agent API, operator API, `/metrics` and `/healthz`.
+//! The HTTPS server: agent API, operator API, the operator's console, `/metrics` and
+//! `/healthz`.
 //!
 //! [`start`] binds the listener first and answers at once; the store is opened in the
 //! background (an integrity check of a large file takes a while), and until it is open every
@@ -34,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::tls::{TlsError, server_config};
 
 pub use app::App;
+pub(crate) use http::ApiError;
 pub use listen::{Limits, TrustedProxies};
 
 /// Default heartbeat interval agents are expected to keep; three missed make a host offline.
@@ -88,6 +90,8 @@ pub struct ServerOptions {
     /// On a shared store, how soon another replica takes the rollouts over when the driving
     /// one dies.
     pub lease_ttl: Duration,
+    /// How long a console session lasts after sign-in.
+    pub console_session_lifetime: Duration,
 }
 
 impl ServerOptions {
@@ -111,6 +115,7 @@ impl ServerOptions {
             clock: Arc::new(SystemClock),
             retention: Retention::default(),
             lease_ttl: DEFAULT_LEASE_TTL,
+            console_session_lifetime: crate::console::DEFAULT_SESSION_LIFETIME,
         }
     }
 }
@@ -208,6 +213,11 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServeError> 
         options.metrics_public,
         settings,
         options.store.describe(),
+        crate::console::Console::new(
+            options.console_session_lifetime,
+            options.clock.clone(),
+            matches!(options.transport, Transport::InsecureHttp),
+        ),
     ));
     let router = routes::router(app.clone());
     let server = tokio::spawn(listen::serve(
