@@ -6,123 +6,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod console_support;
 
 use std::time::Duration;
 
 use common::{ADMIN_TOKEN, Answer, Harness, SimulatedAgent, closure};
-use fleetnode_wire::{AuditLog, ProbeId, ProbeMode, ProbeSummary};
+use console_support::{Browser, add_operator, audit, location, next_event};
+use fleetnode_wire::{ProbeId, ProbeMode, ProbeSummary};
 use reqwest::{Method, StatusCode, header};
 
 const HOSTILE: &str = "<script>alert(1)</script>\"><img src=x onerror=alert(1)>";
-
-/// A browser's side of the console: no automatic redirects, the session cookie kept by hand.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    cookie: Option<String>,
-}
-
-impl Browser {
-    fn new(harness: &Harness) -> Self {
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(common::tls_config(&harness.pki.ca_file, None))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        Self {
-            http,
-            base: harness.url.clone(),
-            cookie: None,
-        }
-    }
-
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(cookie) = &self.cookie {
-            request = request.header(header::COOKIE, cookie);
-        }
-        request
-    }
-
-    async fn get(&self, path: &str) -> Answer {
-        Answer::from(self.request(Method::GET, path).send().await.unwrap()).await
-    }
-
-    /// A form post from `origin` (the console's own when `None`).
-    async fn post(&self, path: &str, fields: &[(&str, &str)], origin: Option<&str>) -> Answer {
-        let body: Vec<String> = fields
-            .iter()
-            .map(|(k, v)| format!("{k}={}", encode(v)))
-            .collect();
-        let request = self
-            .request(Method::POST, path)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ORIGIN, origin.unwrap_or(&self.base))
-            .body(body.join("&"));
-        Answer::from(request.send().await.unwrap()).await
-    }
-
-    async fn login(&mut self, token: &str) -> Answer {
-        let answer = self
-            .post(
-                "/console/login",
-                &[("token", token), ("next", "/console/")],
-                None,
-            )
-            .await;
-        if let Some(set) = answer.headers.get(header::SET_COOKIE) {
-            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
-            self.cookie = Some(pair);
-        }
-        answer
-    }
-
-    /// The CSRF token in a page's forms.
-    async fn csrf(&self) -> String {
-        let page = self.get("/console/rollouts").await;
-        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
-        let at = page.text.find("name=\"csrf\" value=\"").unwrap() + 19;
-        page.text[at..at + 64].to_owned()
-    }
-}
-
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                char::from(b).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
-fn location(answer: &Answer) -> &str {
-    answer
-        .headers
-        .get(header::LOCATION)
-        .unwrap()
-        .to_str()
-        .unwrap()
-}
-
-async fn audit(harness: &Harness) -> AuditLog {
-    harness
-        .admin(Method::GET, "/v1/admin/audit", None)
-        .await
-        .json()
-}
-
-async fn add_operator(harness: &Harness, name: &str) -> String {
-    let body = serde_json::json!({ "name": name }).to_string();
-    let answer = harness
-        .admin(Method::POST, "/v1/admin/operators", Some(body))
-        .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
-    let value: serde_json::Value = answer.json();
-    value["token"].as_str().unwrap().to_owned()
-}
 
 #[tokio::test]
 async fn sign_in_sets_a_strict_cookie_and_sign_out_ends_the_session() {
@@ -293,23 +186,6 @@ async fn a_revoked_operators_session_ends_at_once_and_its_stream_says_so() {
     assert!(location(&page).contains("ended=revoked"), "{page:?}");
     let stream = browser.get("/console/events").await;
     assert_eq!(stream.status, StatusCode::UNAUTHORIZED);
-}
-
-/// The next server-sent event (up to its blank line).
-async fn next_event(stream: &mut reqwest::Response) -> String {
-    let mut text = String::new();
-    while !text.contains("\n\n") {
-        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.chunk())
-            .await
-            .expect("no event for 30 s")
-            .unwrap()
-            .expect("the stream ended");
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-        if text.starts_with(':') && text.contains("\n\n") {
-            text.clear();
-        }
-    }
-    text
 }
 
 #[tokio::test]
