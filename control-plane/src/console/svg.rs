@@ -251,3 +251,45 @@ fn seconds(ms: u64) -> String {
         s => format!("{}m", s / 60),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use askama::Template;
+
+    /// The charts as the pages write them.
+    #[derive(Template)]
+    #[template(
+        source = "{% import \"console/chart.html\" as chart %}{% call chart::svg(c) %}{% endcall %}",
+        ext = "html"
+    )]
+    struct Drawn {
+        c: Chart,
+    }
+
+    #[test]
+    fn every_text_of_a_chart_is_escaped() {
+        let hostile = "<script>alert(1)</script>\"><img src=x onerror=alert(1)>";
+        let mut chart = empty("test-chart", hostile, 1);
+        chart.bars.push(Bar {
+            x: 1,
+            y: 1,
+            w: 1,
+            h: 1,
+            class: "bar-failed",
+            title: hostile.to_owned(),
+        });
+        chart.labels.push(label(1, 1, hostile.to_owned(), "start"));
+        let svg = Drawn { c: chart }.render().unwrap();
+        assert!(!svg.contains("<script") && !svg.contains("<img"), "{svg}");
+        assert!(
+            !svg.contains("alert(1)>"),
+            "no tag is closed by the text: {svg}"
+        );
+        assert!(
+            !svg.contains("\">\"") && !svg.contains("\"><img"),
+            "no attribute is closed by it: {svg}"
+        );
+        assert_eq!(svg.matches("&#60;script&#62;").count(), 4, "{svg}");
+    }
+}
