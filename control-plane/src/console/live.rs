@@ -116,7 +116,7 @@ async fn next_notice(mut live: Live) -> Option<(Result<Event, Infallible>, Live)
         let mut kinds: Vec<&str> = now.since(&live.seen).iter().map(|k| k.name()).collect();
         live.seen = now;
         if kinds.is_empty() && polled && live.shared {
-            kinds = vec!["hosts", "rollouts"];
+            kinds = vec!["hosts", "rollouts", "audit"];
         }
         if kinds.is_empty() {
             continue;
