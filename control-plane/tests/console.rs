@@ -101,7 +101,21 @@ async fn sign_in_sets_a_strict_cookie_and_sign_out_ends_the_session() {
     assert!(script.text.contains("EventSource"));
     assert!(browser.get("/console/assets/0000/console.js").await.status == StatusCode::NOT_FOUND);
 
+    // A session ends by itself after its lifetime.
+    let mut other = Browser::new(&harness);
+    other.login(ADMIN_TOKEN).await;
+    assert_eq!(other.get("/console/audit").await.status, StatusCode::OK);
+    harness
+        .clock
+        .advance(fleetnode_wire::Millis(8 * 3600 * 1000 + 1));
+    assert_eq!(
+        other.get("/console/audit").await.status,
+        StatusCode::SEE_OTHER,
+        "expired"
+    );
+
     // Sign-out needs the form's token, then ends the session on the server.
+    browser.login(ADMIN_TOKEN).await;
     let csrf = browser.csrf().await;
     let refused = browser.post("/console/logout", &[], None).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
@@ -128,7 +142,7 @@ async fn sign_in_sets_a_strict_cookie_and_sign_out_ends_the_session() {
         .iter()
         .filter(|e| e.action == "console-login")
         .collect();
-    assert_eq!(logins.len(), 2, "{logins:?}");
+    assert_eq!(logins.len(), 4, "{logins:?}");
     assert_eq!(
         (logins[0].who.as_str(), logins[0].status),
         ("unauthenticated", 403)
