@@ -240,6 +240,19 @@ async fn forms_need_the_csrf_token_and_the_consoles_origin_and_actions_are_audit
         .await
         .unwrap();
     assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
+    let null_alone = browser
+        .post(
+            "/console/hosts/web-01/pause",
+            &[("csrf", &csrf)],
+            Some("null"),
+        )
+        .await;
+    assert_eq!(
+        null_alone.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        null_alone.text
+    );
     assert!(
         !harness.detail("web-01").await.desired.paused,
         "nothing refused took effect"

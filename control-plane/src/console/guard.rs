@@ -80,8 +80,9 @@ pub fn in_standing(app: &App, session: &Session) -> bool {
 }
 
 /// Refuses a request that does not come from the console's own origin: its `Origin` must be
-/// this server's (scheme and `Host`), or, without one, `Sec-Fetch-Site` must say
-/// `same-origin`. A request with neither is refused: every browser sends one on a form post.
+/// this server's (scheme and `Host`), or, without one (or with `null`), `Sec-Fetch-Site` must
+/// say `same-origin`. A request with neither is refused: every browser sends one on a form
+/// post. A `Sec-Fetch-Site` other than `same-origin` is refused whatever the `Origin`.
 pub fn same_origin(app: &App, headers: &HeaderMap) -> Result<(), ConsoleError> {
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let site = text(header::HeaderName::from_static("sec-fetch-site"));
@@ -92,7 +93,9 @@ pub fn same_origin(app: &App, headers: &HeaderMap) -> Result<(), ConsoleError> {
             "the request came from another site (Sec-Fetch-Site: {site}); the console takes actions only from its own pages"
         )));
     }
-    let Some(origin) = text(header::ORIGIN) else {
+    // A browser sends `Origin: null` on a form post from a page whose referrer policy is
+    // `no-referrer` (the console's own): then `Sec-Fetch-Site` decides.
+    let Some(origin) = text(header::ORIGIN).filter(|origin| *origin != "null") else {
         return match site {
             Some(_) => Ok(()),
             None => Err(ConsoleError::Forbidden(
