@@ -162,27 +162,32 @@ pub fn describe(directive: Option<&Directive>, paused: bool) -> String {
         DirectiveKind::Rollback { to: Some(to) } => format!("roll back to {to:#}"),
         DirectiveKind::Rollback { to: None } => "roll back its latest deployment".to_owned(),
     };
-    format!("revision {}: {what}{hold}", directive.revision)
+    format!("{}: {what}{hold}", directive.revision)
 }
 
-/// Where a rollback without a named generation sends the host, as the mirror knows it: where
-/// its latest work started, or else its newest known-good generation other than the running
-/// one (the agent's own rule).
+/// Where the console sends a host it rolls back, as the mirror knows it: where its latest work
+/// started, or else its newest known-good generation; never the generation it runs (that
+/// would change nothing).
 pub fn undo_target(mirror: &fleetnode_state_machine::Host) -> Option<StorePath> {
-    mirror.undo_to.clone().or_else(|| {
-        mirror
-            .known_good
-            .iter()
-            .rev()
-            .find(|g| Some(*g) != mirror.system.current.as_ref())
-            .cloned()
-    })
+    let running = mirror.system.current.as_ref();
+    mirror
+        .undo_to
+        .clone()
+        .filter(|to| Some(to) != running)
+        .or_else(|| {
+            mirror
+                .known_good
+                .iter()
+                .rev()
+                .find(|g| Some(*g) != mirror.system.current.as_ref())
+                .cloned()
+        })
 }
 
 /// The rollback target in words.
 pub fn rollback_target(to: Option<&StorePath>) -> String {
     to.as_ref().map_or_else(
-        || "the generation before its latest deployment (the agent decides; no known-good generation is mirrored yet)".to_owned(),
+        || "the generation before its latest deployment, as its agent knows it (no known-good generation other than the running one is mirrored)".to_owned(),
         |to| format!("{to}"),
     )
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, State};
-use fleetnode_wire::{HostId, HostRow, HostState, Rollout, RolloutPhase, Timestamp};
+use fleetnode_wire::{
+    HostId, HostRollback, HostRow, HostState, RollbackCause, Rollout, RolloutPhase, Timestamp,
+};
 
 use super::actions::parse_rollout;
 use super::guard::{PageResult, Signed};
@@ -105,7 +107,8 @@ pub async fn show(
         .hosts
         .iter()
         .map(|(host, progress)| {
-            let (state, detail) = state_of(&progress.state, now);
+            let (state, mut detail) = state_of(&progress.state, now);
+            detail.push_str(&way_back(progress.rollback.as_ref()));
             let row = rows.get(host);
             HostLine {
                 id: host.to_string(),
@@ -168,12 +171,37 @@ fn summary(rollout: &Rollout, now: Timestamp) -> String {
             ago(e.at, now)
         ),
     };
+    let back = rollout.rollback.as_ref().map_or_else(String::new, |order| {
+        let counts = rollout.counts();
+        let by = match order.by {
+            RollbackCause::Halt => "by the halt",
+            RollbackCause::Operator => "by an operator",
+        };
+        format!(
+            "; hosts ordered back {by} {}: {} back, {} on the way",
+            ago(order.at, now),
+            counts.rolled_back,
+            counts.rolling_back
+        )
+    });
     format!(
-        "{at}; {} hosts; started {}; on halt: {}",
+        "{at}; {} hosts; started {}; on halt: {}{back}",
         rollout.hosts.len(),
         ago(rollout.created_at, now),
         rollout.on_halt
     )
+}
+
+/// A host's way back, when the rollout's hosts were ordered back.
+fn way_back(rollback: Option<&HostRollback>) -> String {
+    match rollback {
+        None => String::new(),
+        Some(HostRollback::Wanted { .. }) => "; to be sent back".to_owned(),
+        Some(HostRollback::Sent { revision, .. }) => format!("; sent back ({revision})"),
+        Some(HostRollback::Done { .. }) => "; back where it was".to_owned(),
+        Some(HostRollback::Skipped { why }) => format!("; not sent back: {why}"),
+        Some(HostRollback::Failed { why, .. }) => format!("; the way back failed: {why}"),
+    }
 }
 
 /// The actions a rollout in this phase takes (path segment, label).

@@ -7,11 +7,11 @@ use fleetnode_wire::{HostState, Rollout};
 use crate::fleet::FleetSummary;
 
 /// Width of every chart, in SVG units (the page scales it).
-const WIDTH: u32 = 640;
+const WIDTH: u32 = 720;
 /// Height of one bar and its gap.
 const ROW: u32 = 22;
 /// Where bars start (room for their labels on the left).
-const LEFT: u32 = 230;
+const LEFT: u32 = 320;
 /// Most closures drawn one by one in the fleet's picture; the rest are summed.
 const MAX_CLOSURES: usize = 8;
 /// Columns of the convergence histogram.
@@ -167,7 +167,8 @@ pub fn convergence(rollout: &Rollout) -> Chart {
         })
         .collect();
     let slowest = took.iter().copied().max().unwrap_or(0).max(1);
-    let span = slowest.div_ceil(BUCKETS as u64).max(1);
+    // Whole seconds: the labels speak in seconds.
+    let span = slowest.div_ceil(BUCKETS as u64).div_ceil(1000).max(1) * 1000;
     let mut buckets = [0usize; BUCKETS];
     for ms in &took {
         let index = usize::try_from(ms / span)
@@ -185,6 +186,16 @@ pub fn convergence(rollout: &Rollout) -> Chart {
         bars: Vec::new(),
         labels: Vec::new(),
     };
+    if took.is_empty() {
+        chart.height = 30;
+        chart.labels.push(label(
+            20,
+            0,
+            "no host has converged yet".to_owned(),
+            "start",
+        ));
+        return chart;
+    }
     let column = (WIDTH - 40) / u32::try_from(BUCKETS).unwrap_or(10);
     for (index, n) in buckets.iter().enumerate() {
         let h = u32::try_from(n * 110 / tallest).unwrap_or(110);
