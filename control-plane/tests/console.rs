@@ -145,8 +145,9 @@ async fn sign_in_sets_a_strict_cookie_and_sign_out_ends_the_session() {
     assert_eq!(logins.len(), 4, "{logins:?}");
     assert_eq!(
         (logins[0].who.as_str(), logins[0].status),
-        ("unauthenticated", 403)
+        ("unauthenticated", 401)
     );
+    assert_eq!(logins[0].outcome, "unauthorized");
     assert_eq!(
         (logins[1].who.as_str(), logins[1].outcome.as_str()),
         ("admin", "ok")

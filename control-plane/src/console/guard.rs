@@ -151,6 +151,8 @@ pub enum ConsoleError {
     Fleet(ApiError),
     /// Not from the console's own pages, or without the session's CSRF token.
     Forbidden(String),
+    /// A sign-in with a token that is not valid.
+    Unauthorized(String),
     /// The request itself was wrong (a malformed form or path).
     Invalid(String),
     /// The server cannot take it now.
@@ -180,6 +182,7 @@ impl IntoResponse for ConsoleError {
                 (status, api.0.message)
             }
             Self::Forbidden(message) => (StatusCode::FORBIDDEN, message),
+            Self::Unauthorized(message) => (StatusCode::UNAUTHORIZED, message),
             Self::Invalid(message) => (StatusCode::BAD_REQUEST, message),
             Self::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
         };
@@ -197,6 +200,7 @@ impl ConsoleError {
         match self {
             Self::Fleet(api) => (api.0.code.status(), api.0.code.as_str().to_owned()),
             Self::Forbidden(_) => (403, "forbidden".to_owned()),
+            Self::Unauthorized(_) => (401, "unauthorized".to_owned()),
             Self::Invalid(_) => (400, "invalid".to_owned()),
             Self::Unavailable(_) => (503, "unavailable".to_owned()),
         }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, State};
-use fleetnode_wire::{AuditEntry, Directive, DirectiveKind, HostId, StorePath};
+use fleetnode_wire::{
+    AgentStatus, AuditEntry, Directive, DirectiveKind, HostId, OutboundEvent, StorePath,
+};
 
 use super::guard::{ConsoleError, PageResult, Signed};
 use super::view::{Chrome, age, full, render, short};
@@ -113,36 +115,42 @@ pub async fn show(
         agent: heartbeat.map_or_else(|| "-".to_owned(), |h| h.agent_version.clone()),
         queue: heartbeat.map_or_else(|| "-".to_owned(), |h| h.queue.depth.to_string()),
         output_tail,
-        probes: heartbeat
-            .map(|h| {
-                h.probes
-                    .iter()
-                    .map(|p| ProbeLine {
-                        name: p.probe.to_string(),
-                        mode: format!("{:?}", p.mode).to_lowercase(),
-                        result: match p.passing {
-                            Some(true) => "passing",
-                            Some(false) => "failing",
-                            None => "no result yet",
-                        },
-                        detail: p.detail.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        probes: heartbeat.map(probe_lines).unwrap_or_default(),
         history: history_lines(&history, &audit.entries),
-        events: detail
-            .recent_events
-            .iter()
-            .rev()
-            .map(|e| EventLine {
-                seq: e.seq,
-                at: e.at.to_string(),
-                text: e.report.to_string(),
-            })
-            .collect(),
+        events: event_lines(&detail.recent_events),
     };
     Ok(render(&page))
+}
+
+/// The latest heartbeat's probe results.
+fn probe_lines(heartbeat: &AgentStatus) -> Vec<ProbeLine> {
+    heartbeat
+        .probes
+        .iter()
+        .map(|p| ProbeLine {
+            name: p.probe.to_string(),
+            mode: format!("{:?}", p.mode).to_lowercase(),
+            result: match p.passing {
+                Some(true) => "passing",
+                Some(false) => "failing",
+                None => "no result yet",
+            },
+            detail: p.detail.clone(),
+        })
+        .collect()
+}
+
+/// The events, newest first.
+fn event_lines(events: &[OutboundEvent]) -> Vec<EventLine> {
+    events
+        .iter()
+        .rev()
+        .map(|e| EventLine {
+            seq: e.seq,
+            at: e.at.to_string(),
+            text: e.report.to_string(),
+        })
+        .collect()
 }
 
 /// A host id from a console path.

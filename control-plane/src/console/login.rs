@@ -85,7 +85,7 @@ pub async fn submit(
         hosts: Vec::new(),
     };
     let Some(principal) = app.principal_of(login.token.trim()) else {
-        let refused: Result<(), ConsoleError> = Err(ConsoleError::Forbidden(String::new()));
+        let refused: Result<(), ConsoleError> = Err(ConsoleError::Unauthorized(String::new()));
         record(&app, UNAUTHENTICATED, named(), &refused).await;
         let page = LoginPage {
             css: assets::css_path(),
