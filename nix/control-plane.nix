@@ -98,8 +98,20 @@ let
     ++ lib.optional (cfg.trustedProxies != [ ]) (
       utils.escapeSystemdExecArgs (lib.concatMap (net: [ "--trusted-proxy" net ]) cfg.trustedProxies)
     )
+    ++ lib.optionals (cfg.maintenanceWindows != { }) [
+      (utils.escapeSystemdExecArgs [
+        "--maintenance-windows"
+        windowsFile
+      ])
+    ]
     ++ lib.optional (cfg.extraArgs != [ ]) (utils.escapeSystemdExecArgs cfg.extraArgs)
   );
+
+  # The maintenance windows per tag, as the server reads them (docs/control-plane.md,
+  # "Maintenance windows"). Not a secret: it may live in the store.
+  windowsFile = (pkgs.formats.toml { }).generate "fleetnode-cp-maintenance-windows.toml" {
+    windows = cfg.maintenanceWindows;
+  };
 in
 {
   options.services.fleetnode-control-plane = {
@@ -211,6 +223,30 @@ in
       '';
     };
 
+    maintenanceWindows = lib.mkOption {
+      # The server parses every window strictly at start and refuses to run on
+      # one it cannot read; the type keeps out what is plainly not a window.
+      type = types.attrsOf (
+        types.listOf (
+          types.strMatching "[A-Za-z,-]+ [0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2} [A-Za-z0-9_+/-]+" // {
+            description = "maintenance window `DAYS HH:MM-HH:MM ZONE`";
+          }
+        )
+      );
+      default = { };
+      example = {
+        web = [ "Sat 02:00-04:00 Europe/Berlin" ];
+        db = [ "Sun 03:00-05:00 UTC" "Wed 22:00-23:00 UTC" ];
+      };
+      description = ''
+        Maintenance windows per host tag: a rollout switches a host only inside
+        one of its tags' windows, and a host whose tags have none at any time.
+        Each window is `DAYS HH:MM-HH:MM ZONE` with an IANA time zone (see
+        "Maintenance windows" in docs/control-plane.md). Give every replica the
+        same windows.
+      '';
+    };
+
     extraArgs = lib.mkOption {
       type = types.listOf types.str;
       default = [ ];
@@ -262,6 +298,9 @@ in
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ] ++ lib.optional db.createLocally "postgresql.service";
       requires = lib.optional db.createLocally "postgresql.service";
+
+      # Time zones of maintenance windows come from this database.
+      environment.TZDIR = "${pkgs.tzdata}/share/zoneinfo";
 
       serviceConfig = {
         # The server does not send sd_notify readiness; it is started once

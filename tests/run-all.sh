@@ -4,6 +4,7 @@
 #   debootstrap, systemd-container  the real-host tier (a Debian container with systemd)
 #   postgresql                      the control plane's PostgreSQL store (a throw-away cluster)
 #   haproxy                         the load-balancer test (HAProxy in front of control planes)
+#   chromium, chromium-driver       the console's tests (a headless browser through WebDriver)
 # As root it installs what is missing (apt-get update first); otherwise it names what is
 # missing and stops. Arguments are passed on to `cargo test`.
 set -euo pipefail
@@ -22,6 +23,8 @@ command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || miss
 command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 have_postgresql || missing+=(postgresql)
 command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 
 if ((${#missing[@]} > 0)); then
     if [[ $(id -u) -ne 0 ]]; then

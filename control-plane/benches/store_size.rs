@@ -74,6 +74,7 @@ async fn open(location: &StoreLocation, clock: Arc<ManualClock>) -> Arc<Fleet> {
         metrics: Arc::new(Metrics::new()),
         shutdown: CancellationToken::new(),
         lease_ttl: Duration::from_secs(15),
+        windows: Default::default(),
     };
     Fleet::open(location, settings).await.unwrap().0
 }
@@ -202,6 +203,7 @@ async fn main() {
                 metrics: Arc::new(Metrics::new()),
                 shutdown: CancellationToken::new(),
                 lease_ttl: Duration::from_secs(15),
+                windows: Default::default(),
             };
             drop(fleet);
             Fleet::open(&StoreLocation::parse(&db.url(), None), settings)

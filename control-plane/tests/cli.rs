@@ -272,6 +272,65 @@ async fn serve_refuses_an_unreadable_store_and_plain_http_off_loopback() {
 }
 
 #[tokio::test]
+async fn serve_refuses_a_maintenance_windows_file_it_cannot_use_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
+    let cases = [
+        (
+            "missing.toml",
+            None,
+            "cannot read the maintenance windows file",
+        ),
+        (
+            "shape.toml",
+            Some("windows = 3\n"),
+            "not a maintenance windows file",
+        ),
+        (
+            "tag.toml",
+            Some("[windows]\n\"Web Servers\" = []\n"),
+            "is not a host tag",
+        ),
+        (
+            "zone.toml",
+            Some("[windows]\nweb = [\"Sat 02:00-04:00 Europe/Atlantis\"]\n"),
+            "unknown time zone `Europe/Atlantis`",
+        ),
+        (
+            "days.toml",
+            Some("[windows]\nweb = [\"Caturday 02:00-04:00 UTC\"]\n"),
+            "is not a day list",
+        ),
+    ];
+    for (name, contents, expected) in cases {
+        let file = dir.path().join(name);
+        if let Some(contents) = contents {
+            std::fs::write(&file, contents).unwrap();
+        }
+        let out = tokio::process::Command::new(BIN)
+            .args(["serve", "--insecure-http", "--listen", "127.0.0.1:0"])
+            .arg("--admin-token-file")
+            .arg(&token_file)
+            .arg("--store")
+            .arg(dir.path().join("cp.redb"))
+            .arg("--maintenance-windows")
+            .arg(&file)
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "{name}");
+        let text = stderr(&out);
+        assert!(
+            text.contains(expected) && text.contains(name),
+            "{name}: {text}"
+        );
+        assert!(!text.contains("panicked"), "{text}");
+    }
+    assert!(!dir.path().join("cp.redb").exists(), "nothing was opened");
+}
+
+#[tokio::test]
 async fn the_host_list_comes_in_pages_and_the_cli_follows_them() {
     let harness = Harness::start().await;
     for id in ["a-01", "a-02", "a-03", "a-04", "a-05"] {

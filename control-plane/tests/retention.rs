@@ -103,6 +103,7 @@ async fn open(store: Store) -> Open {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         lease_ttl: Duration::from_secs(15),
+        windows: Default::default(),
     };
     let (fleet, driver) = Fleet::open(&location, settings).await.unwrap();
     Open {

@@ -1,17 +1,21 @@
 //! Rollouts over the operator API of a real server (TLS, redb): waves given in order as the
 //! hosts' reported events come in, manual targets refused on owned hosts, a restart that
-//! resumes the rollout, a release naming an unknown host refused whole, the metrics, and the
-//! command line.
+//! resumes the rollout, a release naming an unknown host refused whole, the metrics, the
+//! command line, and a wave that waits for a host's maintenance window.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{ADMIN_TOKEN, Harness, SimulatedAgent, closure};
+use fleetnode_control_plane::rollout::window::TagWindows;
+use fleetnode_control_plane::server::start;
 use fleetnode_wire::{
-    DesiredAnswer, DirectiveKind, HostState, RolloutList, RolloutPhase, RolloutStatus,
+    DesiredAnswer, DirectiveKind, HostId, HostState, Millis, RolloutList, RolloutPhase,
+    RolloutStatus,
 };
 use reqwest::{Method, StatusCode};
 
@@ -388,4 +392,82 @@ async fn the_command_line_starts_follows_and_steers_a_rollout() {
         error.contains("nope.json") && error.contains("/tmp/x"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_wave_waits_for_its_hosts_maintenance_window_and_says_so() {
+    // START is a Tuesday, 22:13:20 UTC; the canary's window opens at midnight.
+    const OPENS_IN: u64 = 6_400_000;
+    let mut harness = Harness::start().await;
+    harness.stop().await;
+    let mut options = harness.options();
+    options.windows =
+        Arc::new(TagWindows::from_toml("[windows]\ncanary = [\"Wed 00:00-01:00 UTC\"]\n").unwrap());
+    let server = start(options).await.unwrap();
+    harness.url = format!("https://localhost:{}", server.local_addr().port());
+    harness.server = Some(server);
+    harness.wait_ready().await;
+    let mut agents = fleet(&harness).await;
+
+    let answer = harness
+        .admin(
+            Method::POST,
+            "/v1/admin/rollouts",
+            Some(start_body(serde_json::json!([
+                {"by": "tag", "tag": "canary"},
+                {"by": "percent", "percent": 100}
+            ]))),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let started: RolloutStatus = answer.json();
+    let opens = common::START.plus(Millis(OPENS_IN));
+    assert!(
+        in_flight(&started).is_empty(),
+        "{:?}",
+        started.rollout.hosts
+    );
+    let canary = &started.rollout.hosts[&HostId::parse(HOSTS[0]).unwrap()];
+    assert_eq!(canary.window_opens_at, Some(opens));
+    let answer: DesiredAnswer = agents[0].0.desired(None, 0).await.json();
+    assert!(
+        answer.desired.directive.is_none(),
+        "no directive before the window"
+    );
+
+    // The command line says what the rollout waits for.
+    let dir = harness.pki.dir.path();
+    let token_file = dir.join("admin-token");
+    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["rollout", "status", "1", "--url", &harness.url])
+        .arg("--ca-file")
+        .arg(&harness.pki.ca_file)
+        .arg("--admin-token-file")
+        .arg(&token_file)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("1 waiting for a maintenance window, the next opens 2023-11-15 00:00:00Z"),
+        "{text}"
+    );
+    assert!(text.contains("waiting for window"), "{text}");
+
+    // At the opening, the canary gets the release; the rollout then goes on as usual.
+    harness.clock.advance(Millis(OPENS_IN));
+    let opened = wait_for(&harness, 1, |s| in_flight(s) == ["web-01"]).await;
+    assert_eq!(
+        opened.rollout.hosts[&HostId::parse(HOSTS[0]).unwrap()].window_opens_at,
+        None
+    );
+    let (agent, sim) = &mut agents[0];
+    carry_out(agent, sim).await;
+    wait_for(&harness, 1, |s| in_flight(s).len() == 2).await;
 }

@@ -69,6 +69,16 @@ pub enum HarnessError {
         /// The end of its log.
         tail: String,
     },
+    /// The browser refused or failed a WebDriver command.
+    #[error("the browser could not {what}: {code}: {message}")]
+    Browser {
+        /// What the test asked of the browser.
+        what: String,
+        /// The WebDriver error code (`no such element`, ...), or what went wrong on the way.
+        code: String,
+        /// chromedriver's message.
+        message: String,
+    },
     /// A state was not reached before the deadline.
     #[error("timed out waiting for {what}\n{report}")]
     Timeout {

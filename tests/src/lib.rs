@@ -24,6 +24,7 @@
 pub mod agent;
 pub mod balanced;
 pub mod binaries;
+pub mod browser;
 pub mod control_plane;
 pub mod error;
 pub mod fleet;

@@ -64,6 +64,7 @@ fn progress(wave: usize, state: HostState, rollback: Option<HostRollback>) -> Ho
         state,
         previous: Some(closure(HASH_OLD, wave + 1)),
         rollback,
+        window_opens_at: None,
     }
 }
 
@@ -175,6 +176,27 @@ fn rollout_status_baking() {
         RolloutStatus {
             rollout: rollout(phase, hosts),
             hosts: vec![row(1, PhaseKind::Converged, closure(HASH_NEW, 1))],
+        },
+    );
+}
+
+#[test]
+fn rollout_status_waiting_for_a_window() {
+    let mut waiting = progress(0, HostState::Pending, None);
+    waiting.previous = None;
+    waiting.window_opens_at = Some(at(7_200));
+    let mut later = progress(1, HostState::Pending, None);
+    later.previous = None;
+    let hosts = BTreeMap::from([(host(1), waiting), (host(2), later)]);
+    let phase = RolloutPhase::Running(Progress {
+        wave: 0,
+        baking_until: None,
+    });
+    check(
+        "rollout-status-waiting-for-window",
+        RolloutStatus {
+            rollout: rollout(phase, hosts),
+            hosts: vec![row(1, PhaseKind::Converged, closure(HASH_OLD, 1))],
         },
     );
 }

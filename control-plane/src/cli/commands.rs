@@ -16,6 +16,7 @@ use super::token_file::created_around;
 use super::{Cli, Command, Connection, ServeArgs, SetTargetArgs, render};
 use crate::clock::{Clock, SystemClock};
 use crate::fleet::{Retention, StoreLocation};
+use crate::rollout::window::TagWindows;
 use crate::server::{ServeError, ServerOptions, Transport, TrustedProxies, start};
 
 /// Runs a command; the error is what to print before exiting non-zero.
@@ -174,6 +175,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     options.limits.max_connections = args.max_connections.map(|n| n.max(1));
     options.trusted_proxies = TrustedProxies::new(args.trusted_proxies.clone());
     options.clock = Arc::new(SystemClock);
+    if let Some(file) = &args.maintenance_windows {
+        options.windows = Arc::new(read_windows(file)?);
+    }
     let retention = &args.retention;
     let duration = |millis: Millis| Duration::from_millis(millis.0);
     options.retention = Retention {
@@ -319,4 +323,19 @@ fn print_json_or<T: serde::Serialize>(
 
 pub(super) fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+/// The maintenance windows file given to `serve`, or an error naming the file and what is wrong
+/// in it.
+fn read_windows(file: &Path) -> anyhow::Result<TagWindows> {
+    let shown = file.display();
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read the maintenance windows file {shown}: {e}"))?;
+    let windows = TagWindows::from_toml(&text)
+        .map_err(|e| anyhow::anyhow!("the maintenance windows file {shown} is refused: {e}"))?;
+    for (tag, windows) in windows.iter() {
+        let list: Vec<String> = windows.iter().map(ToString::to_string).collect();
+        info!(%tag, windows = %list.join("; "), "maintenance windows");
+    }
+    Ok(windows)
 }

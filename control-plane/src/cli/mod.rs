@@ -166,6 +166,11 @@ pub struct ServeArgs {
     /// signing out, or revoking the operator, ends it sooner.
     #[arg(long, default_value = "8h", value_parser = parse_duration)]
     pub console_session_lifetime: Millis,
+    /// TOML file of maintenance windows per host tag (`[windows]` then `web = ["Sat
+    /// 02:00-04:00 Europe/Berlin"]`): a rollout switches a host only inside one of its tags'
+    /// windows; a host whose tags have none is always open. Read at start.
+    #[arg(long, value_name = "FILE")]
+    pub maintenance_windows: Option<PathBuf>,
     /// Serve plain HTTP instead of TLS; only allowed on a loopback address. For demos.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
     pub insecure_http: bool,

@@ -26,7 +26,7 @@ pub enum RolloutCommand {
         #[arg(value_parser = parse_id)]
         id: Option<RolloutId>,
         /// Keep showing it, redrawn in place on a terminal, until nothing it started still
-        /// moves; exits non-zero unless it completed.
+        /// moves; exits non-zero unless it completed with every host converged.
         #[arg(long)]
         watch: bool,
         /// How to reach the server.

@@ -10,7 +10,7 @@ use fleetnode_wire::{
 };
 
 use super::render::{short, table};
-use super::time::ago;
+use super::time::{ago, ahead};
 
 /// Width of the progress bar, in characters.
 const BAR_WIDTH: usize = 40;
@@ -88,7 +88,7 @@ pub fn status(status: &RolloutStatus, now: Timestamp) -> String {
                 live_text(rows.get(host).copied()),
                 short(rollout.release.closure(host)),
                 since(progress, now),
-                note(progress),
+                note(progress, now),
             ]);
         }
     }
@@ -158,7 +158,7 @@ pub fn changes(
             .get(&row.id)
             .is_none_or(|r| r.phase != row.phase || r.offline != row.offline);
         if moved || live {
-            let note = note(progress);
+            let note = note(progress, now);
             let note = if note.is_empty() {
                 note
             } else {
@@ -181,7 +181,14 @@ pub fn phase_line(rollout: &Rollout, now: Timestamp) -> String {
     let of = |wave: usize| format!("wave {} of {}", wave + 1, rollout.waves.len());
     match &rollout.phase {
         RolloutPhase::Running(p) => match p.baking_until {
-            None => format!("running, {} rolling out", of(p.wave)),
+            None => match window_wait(rollout, p.wave) {
+                Some((hosts, opens)) => format!(
+                    "running, {} rolling out; {hosts} waiting for a maintenance window, the next opens {opens} ({})",
+                    of(p.wave),
+                    ahead(opens, now)
+                ),
+                None => format!("running, {} rolling out", of(p.wave)),
+            },
             Some(until) => format!(
                 "running, {} converged; baking until {until} ({}s left)",
                 of(p.wave),
@@ -243,10 +250,23 @@ fn total(counts: &HostCounts) -> u64 {
     counts.pending + counts.in_flight + counts.converged + counts.failed + counts.taken_out
 }
 
+/// How many hosts of `wave` wait for a maintenance window, and the earliest opening.
+fn window_wait(rollout: &Rollout, wave: usize) -> Option<(usize, Timestamp)> {
+    let opens: Vec<Timestamp> = rollout
+        .hosts
+        .values()
+        .filter(|p| p.wave == wave && p.state == HostState::Pending)
+        .filter_map(|p| p.window_opens_at)
+        .collect();
+    let first = opens.iter().min()?;
+    Some((opens.len(), *first))
+}
+
 fn state_text(progress: &HostProgress) -> String {
-    let base = match &progress.state {
-        HostState::Failed { kind, .. } => format!("FAILED ({})", kind.name()),
-        other => other.name().to_owned(),
+    let base = match (&progress.state, progress.window_opens_at) {
+        (HostState::Failed { kind, .. }, _) => format!("FAILED ({})", kind.name()),
+        (HostState::Pending, Some(_)) => "waiting for window".to_owned(),
+        (other, _) => other.name().to_owned(),
     };
     match &progress.rollback {
         Some(HostRollback::Wanted { .. } | HostRollback::Sent { .. }) => {
@@ -277,13 +297,14 @@ fn since(progress: &HostProgress, now: Timestamp) -> String {
     at.map_or_else(|| "-".to_owned(), |at| ago(at, now))
 }
 
-fn note(progress: &HostProgress) -> String {
+fn note(progress: &HostProgress, now: Timestamp) -> String {
     let state = match &progress.state {
         HostState::Failed { detail, .. } => detail.clone(),
         HostState::TakenOut { why, .. } => why.clone(),
-        HostState::Pending | HostState::InFlight { .. } | HostState::Converged { .. } => {
-            String::new()
-        }
+        HostState::Pending => progress.window_opens_at.map_or_else(String::new, |at| {
+            format!("its window opens {at} ({})", ahead(at, now))
+        }),
+        HostState::InFlight { .. } | HostState::Converged { .. } => String::new(),
     };
     let back = match &progress.rollback {
         Some(HostRollback::Skipped { why } | HostRollback::Failed { why, .. }) => why.clone(),

@@ -1,8 +1,8 @@
 //! `rollout status --watch`: the rollout's table redrawn in place about once a second on a
 //! terminal; elsewhere (a pipe, a CI log) one plain line per change; with `--json` one compact
 //! JSON document per change. It rides through a control plane restart, and stops once nothing
-//! the rollout started still moves: exit 0 when it completed, non-zero otherwise, so a CI job
-//! can gate on it.
+//! the rollout started still moves: exit 0 when it completed with every host converged,
+//! non-zero otherwise, so a CI job can gate on it.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;
@@ -104,7 +104,8 @@ fn redraw(previous: usize, text: &str) -> usize {
     lines
 }
 
-/// How the watch ends: success only for a rollout that completed and was not rolled back.
+/// How the watch ends: success only for a rollout that completed with every one of its hosts
+/// converged and was not rolled back.
 fn outcome(rollout: &Rollout) -> Result<(), CliError> {
     let id = rollout.id;
     let counts = rollout.counts();
@@ -126,8 +127,16 @@ fn outcome(rollout: &Rollout) -> Result<(), CliError> {
             )
         }
     };
+    let all_converged = usize::try_from(counts.converged).is_ok_and(|n| n == rollout.hosts.len());
     match &rollout.phase {
-        RolloutPhase::Completed(_) if rollout.rollback.is_none() => Ok(()),
+        RolloutPhase::Completed(_) if rollout.rollback.is_none() && all_converged => Ok(()),
+        RolloutPhase::Completed(_) if rollout.rollback.is_none() => Err(CliError::Ended(format!(
+            "rollout {id} completed, but only {} of its {} hosts converged: {} failed within the budget, {} taken out",
+            counts.converged,
+            rollout.hosts.len(),
+            counts.failed,
+            counts.taken_out
+        ))),
         RolloutPhase::Completed(_) => Err(CliError::Ended(format!("rollout {id} completed{back}"))),
         RolloutPhase::Halted(h) => Err(CliError::Ended(format!(
             "rollout {id} halted in wave {}: {}{back}",
@@ -139,5 +148,97 @@ fn outcome(rollout: &Rollout) -> Result<(), CliError> {
             e.wave + 1
         ))),
         RolloutPhase::Running(_) | RolloutPhase::Paused(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use fleetnode_wire::{
+        Ended, FailureBudget, FailureKind, HostId, HostState, Millis, OnHalt, ReleaseManifest,
+        Revision, StartRollout, StorePath, Timestamp, WaveSpec,
+    };
+
+    use super::*;
+    use crate::rollout::{Registration, plan};
+
+    /// A completed rollout of three hosts, each in the state given.
+    fn completed(states: [HostState; 3]) -> Rollout {
+        let ids: Vec<HostId> = (1..=3)
+            .map(|n| HostId::parse(&format!("web-0{n}")).unwrap())
+            .collect();
+        let release = ReleaseManifest {
+            hosts: ids
+                .iter()
+                .map(|id| {
+                    let path = format!("/nix/store/{}-nixos-system-{id}", "a".repeat(32));
+                    (id.clone(), StorePath::parse(&path).unwrap())
+                })
+                .collect(),
+            mode: None,
+            health: Default::default(),
+        };
+        let request = StartRollout {
+            release,
+            waves: vec![WaveSpec::Percent { percent: 100 }],
+            bake_ms: Millis(0),
+            max_failures: FailureBudget::default(),
+            on_halt: OnHalt::Stop,
+            offline_deadline_ms: Millis(60_000),
+        };
+        let registered: BTreeMap<HostId, Registration> = ids
+            .iter()
+            .map(|id| {
+                (
+                    id.clone(),
+                    Registration {
+                        tags: Vec::new(),
+                        revoked: false,
+                    },
+                )
+            })
+            .collect();
+        let now = Timestamp(1_000);
+        let mut rollout =
+            plan::start(&request, RolloutId(7), &registered, &BTreeMap::new(), now).unwrap();
+        for (progress, state) in rollout.hosts.values_mut().zip(states) {
+            progress.state = state;
+        }
+        rollout.phase = RolloutPhase::Completed(Ended { wave: 0, at: now });
+        rollout
+    }
+
+    fn converged() -> HostState {
+        HostState::Converged {
+            revision: Revision(1),
+            assigned_at: Timestamp(1),
+            at: Timestamp(2),
+        }
+    }
+
+    #[test]
+    fn only_a_rollout_whose_every_host_converged_is_a_success() {
+        assert!(outcome(&completed([converged(), converged(), converged()])).is_ok());
+
+        let failed = HostState::Failed {
+            revision: Revision(1),
+            assigned_at: Timestamp(1),
+            at: Timestamp(2),
+            kind: FailureKind::Failed,
+            detail: "switch failed".into(),
+        };
+        let taken = HostState::TakenOut {
+            at: Timestamp(2),
+            why: "revoked".into(),
+        };
+        let error = outcome(&completed([converged(), failed, taken])).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("only 1 of its 3 hosts converged")
+                && message.contains("1 failed within the budget")
+                && message.contains("1 taken out"),
+            "{message}"
+        );
     }
 }

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::rollout::window::TagWindows;
 use crate::store::postgres::Subscription;
 use backend::Backend;
 
@@ -72,6 +73,8 @@ pub struct Settings {
     /// On a shared store, how long the rollout driver's lease lasts unless renewed: how soon
     /// another replica takes the rollouts over when the driving one dies.
     pub lease_ttl: Duration,
+    /// The maintenance windows of tags, which the rollout driver observes with each host.
+    pub windows: Arc<TagWindows>,
 }
 
 /// Default of [`Settings::lease_ttl`].

@@ -15,6 +15,7 @@ use fleetnode_wire::{
 };
 
 use super::judge;
+use super::window::{self, Availability, Window};
 
 /// What the control plane has of one host right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,9 @@ pub struct HostObservation {
     pub current: Option<StorePath>,
     /// When its latest heartbeat arrived.
     pub last_seen: Option<Timestamp>,
+    /// The maintenance windows of its tags: a wave gives it the release only inside one of
+    /// them (none: at any time).
+    pub windows: Vec<Window>,
 }
 
 /// Everything a rollout decides from: its hosts as the control plane has them now.
@@ -92,6 +96,11 @@ pub enum Deadline {
     },
     /// A host of the current wave reaches the offline deadline without a heartbeat.
     HostSilent {
+        /// The host.
+        host: HostId,
+    },
+    /// A maintenance window opens for a host of the current wave that waits for it.
+    WindowOpens {
         /// The host.
         host: HostId,
     },
@@ -160,6 +169,7 @@ pub fn step(
         Event::RollbackRequested => tx.rollback()?,
         Event::HostTakenOut { host, why } => tx.take_out(&host, why)?,
     }
+    tx.end_waits();
     Ok((tx.rollout, tx.commands))
 }
 
@@ -178,6 +188,9 @@ pub fn next_deadline(
         candidates.push((until, Deadline::BakeEnds { wave }));
     }
     for (host, progress) in &rollout.hosts {
+        if let Some(at) = progress.window_opens_at {
+            candidates.push((at, Deadline::WindowOpens { host: host.clone() }));
+        }
         if !judge::is_watched(rollout, progress) {
             continue;
         }
@@ -296,6 +309,13 @@ impl Tx {
                 continue;
             }
             let Some(observed) = observed else { continue };
+            if let Availability::Closed { opens_at } =
+                window::availability(&observed.windows, self.now)
+            {
+                progress.window_opens_at = opens_at;
+                continue;
+            }
+            progress.window_opens_at = None;
             let revision = observed.next_revision;
             progress.previous = observed.current.clone();
             progress.state = HostState::InFlight {
@@ -313,6 +333,17 @@ impl Tx {
                     },
                 },
             });
+        }
+    }
+
+    /// Forgets the window waits of a rollout that no longer runs: no wave will give those
+    /// hosts anything until it runs again, when the waits are worked out afresh.
+    fn end_waits(&mut self) {
+        if matches!(self.rollout.phase, RolloutPhase::Running(_)) {
+            return;
+        }
+        for progress in self.rollout.hosts.values_mut() {
+            progress.window_opens_at = None;
         }
     }
 

@@ -13,6 +13,7 @@ mod machine;
 mod manifest;
 mod operator;
 pub mod plan;
+pub mod window;
 
 pub use machine::{
     Command, Deadline, Event, HostObservation, Observations, RolloutError, next_deadline, step,

@@ -121,6 +121,7 @@ pub fn start(
                 state: HostState::Pending,
                 previous: None,
                 rollback: None,
+                window_opens_at: None,
             };
             hosts.insert(host.clone(), progress);
         }

@@ -32,6 +32,7 @@ use crate::auth::hash_token;
 use crate::clock::{Clock, SystemClock};
 use crate::fleet::{DEFAULT_LEASE_TTL, Fleet, OpenError, Retention, Settings, StoreLocation};
 use crate::metrics::Metrics;
+use crate::rollout::window::TagWindows;
 use crate::tls::{TlsError, server_config};
 
 pub use app::App;
@@ -92,6 +93,8 @@ pub struct ServerOptions {
     pub lease_ttl: Duration,
     /// How long a console session lasts after sign-in.
     pub console_session_lifetime: Duration,
+    /// The maintenance windows of tags: rollouts switch a host only inside one of its tags'.
+    pub windows: Arc<TagWindows>,
 }
 
 impl ServerOptions {
@@ -116,6 +119,7 @@ impl ServerOptions {
             retention: Retention::default(),
             lease_ttl: DEFAULT_LEASE_TTL,
             console_session_lifetime: crate::console::DEFAULT_SESSION_LIFETIME,
+            windows: Arc::default(),
         }
     }
 }
@@ -200,6 +204,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServeError> 
         metrics: Arc::new(Metrics::new()),
         shutdown: shutdown.clone(),
         lease_ttl: options.lease_ttl,
+        windows: options.windows.clone(),
     };
     let app = Arc::new(App::new(
         hash_token(options.admin_token.expose()),

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use fleetnode_control_plane::rollout::window::Window;
 use fleetnode_control_plane::rollout::{
     Command, Event, HostObservation, Observations, Registration, plan, step,
 };
@@ -51,6 +52,8 @@ pub struct SimHost {
     pub silent: bool,
     /// When the host came to rest on each directive revision.
     pub resolved: BTreeMap<Revision, Timestamp>,
+    /// Its maintenance windows (none: always open).
+    pub windows: Vec<Window>,
 }
 
 /// The fleet.
@@ -95,6 +98,7 @@ impl World {
                     fate: *fate,
                     silent: false,
                     resolved: BTreeMap::new(),
+                    windows: Vec::new(),
                 };
                 (id, sim)
             })
@@ -146,6 +150,7 @@ impl World {
                     phase: h.phase.clone(),
                     current: h.current.clone(),
                     last_seen: h.last_seen,
+                    windows: h.windows.clone(),
                 };
                 (id.clone(), observation)
             })

@@ -319,7 +319,7 @@ fn start(
 }
 
 /// `fleetnode-cp rollout status <id> --watch`, on the demo's own output, until it settles;
-/// true when it exited 0 (the rollout completed and was not rolled back).
+/// true when it exited 0 (the rollout completed with every host converged, not rolled back).
 fn watch(fleet: &Fleet, id: RolloutId) -> Result<bool> {
     let id = id.to_string();
     println!("$ fleetnode-cp rollout status {id} --watch");

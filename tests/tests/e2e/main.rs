@@ -12,6 +12,7 @@ mod common;
 mod rollout_common;
 
 mod activation_failure;
+mod browser;
 mod control_plane_down;
 mod control_plane_rollback;
 mod happy_path;

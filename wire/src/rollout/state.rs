@@ -145,6 +145,10 @@ pub struct HostProgress {
     /// Its way back, once the rollout's hosts were ordered back.
     #[serde(default)]
     pub rollback: Option<HostRollback>,
+    /// While its wave runs and it is still pending: it waits for one of its maintenance
+    /// windows, which opens then (absent when it waits for none; added in protocol 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_opens_at: Option<Timestamp>,
 }
 
 /// How far a host got with the release.

@@ -305,7 +305,12 @@ impl Driver {
                 next = stepped;
                 commands.extend(more);
             }
-            let observations = observe(&self.fleet.hosts, &next, self.watching_since);
+            let observations = observe(
+                &self.fleet.hosts,
+                &self.fleet.settings.windows,
+                &next,
+                self.watching_since,
+            );
             let (stepped, more) = step(&next, Event::Observed(observations.clone()), now)?;
             next = stepped;
             commands.extend(more);

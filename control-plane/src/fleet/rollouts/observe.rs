@@ -6,10 +6,17 @@ use std::collections::BTreeMap;
 use fleetnode_wire::{HostId, ReleaseManifest, Rollout, Timestamp};
 
 use crate::fleet::registry::Registry;
+use crate::rollout::window::TagWindows;
 use crate::rollout::{HostObservation, Observations, Registration};
 
-/// The hosts of `rollout` as the registry has them now.
-pub fn observe(registry: &Registry, rollout: &Rollout, watching_since: Timestamp) -> Observations {
+/// The hosts of `rollout` as the registry has them now, each with its tags' maintenance
+/// windows.
+pub fn observe(
+    registry: &Registry,
+    windows: &TagWindows,
+    rollout: &Rollout,
+    watching_since: Timestamp,
+) -> Observations {
     let mut hosts = BTreeMap::new();
     for id in rollout.hosts.keys() {
         let Some(entry) = registry.get(id) else {
@@ -27,6 +34,7 @@ pub fn observe(registry: &Registry, rollout: &Rollout, watching_since: Timestamp
                 phase: host.phase.clone(),
                 current: host.system.current.clone(),
                 last_seen: view.heartbeat.as_ref().map(|h| h.received_at),
+                windows: windows.for_tags(&view.record.tags),
             }
         });
         hosts.insert(id.clone(), observation);
