@@ -18,6 +18,9 @@
   }
 
   function refresh() {
+    if (leaving) {
+      return;
+    }
     if (busy) {
       again = true;
       return;
@@ -56,6 +59,13 @@
 
   var source = new EventSource("/console/events");
   var opened = false;
+  // A form being submitted leaves the page (signing out ends the session, whose stream then
+  // says so): stop following, so no reload races the form's own navigation.
+  var leaving = false;
+  document.addEventListener("submit", function () {
+    leaving = true;
+    source.close();
+  }, true);
   source.addEventListener("hello", function () {
     show("on");
     // After a reconnect, read once: changes may have happened while the stream was down.
@@ -72,9 +82,14 @@
   });
   source.addEventListener("ended", function () {
     source.close();
-    window.location.reload();
+    if (!leaving) {
+      window.location.reload();
+    }
   });
   source.addEventListener("error", function () {
+    if (leaving) {
+      return;
+    }
     if (source.readyState === EventSource.CLOSED) {
       // Refused (the session is gone, e.g. after a restart): the reload goes to sign-in.
       show("off");
