@@ -374,8 +374,18 @@ async fn a_rollout_from_an_uploaded_manifest_and_hostile_text_from_a_host_render
         closure("web-01", 1),
         closure("web-02", 1)
     );
-    let preview = upload(&browser, &csrf, "deploy.json", &manifest, "tag:canary,100%").await;
+    // The file's name is the operator's text, shown on the preview: escaped too.
+    let name = "<script>alert(1)</script><img src=x onerror=alert(1)>.json";
+    let preview = upload(&browser, &csrf, name, &manifest, "tag:canary,100%").await;
     assert_eq!(preview.status, StatusCode::OK, "{}", preview.text);
+    assert!(!preview.text.contains("<script>alert") && !preview.text.contains("<img src=x"));
+    assert!(
+        preview
+            .text
+            .contains("&#60;script&#62;alert(1)&#60;/script&#62;&#60;img"),
+        "{}",
+        preview.text
+    );
     let wave = |n: usize, host: &str| {
         let at = preview.text.find(&format!("data-wave=\"{n}\"")).unwrap();
         preview.text[at..]
