@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod console;
 pub mod fleet;
 pub mod metrics;
 pub mod mirror;

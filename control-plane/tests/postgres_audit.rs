@@ -90,6 +90,7 @@ async fn replicas_append_to_one_log_without_gaps_and_read_it_filtered() {
     let web01 = AuditFilter {
         host: Some(host("web-01")),
         since: None,
+        who: None,
     };
     let (entries, truncated) = replicas[1].audit(&web01, 100).await.unwrap();
     assert_eq!(entries.len(), 7, "{entries:?}");
@@ -104,6 +105,7 @@ async fn replicas_append_to_one_log_without_gaps_and_read_it_filtered() {
     let since = AuditFilter {
         host: None,
         since: Some(cutoff),
+        who: None,
     };
     let (entries, _) = replicas[0].audit(&since, 100).await.unwrap();
     assert!(entries.iter().all(|e| e.at >= cutoff));
@@ -111,4 +113,14 @@ async fn replicas_append_to_one_log_without_gaps_and_read_it_filtered() {
         entries.len(),
         mine.iter().filter(|e| e.at >= cutoff).count()
     );
+
+    // By principal: every entry is alice's, none bob's.
+    let by = |who: &str| AuditFilter {
+        who: Some(who.to_owned()),
+        ..AuditFilter::default()
+    };
+    let (alice, _) = replicas[1].audit(&by("alice"), 100).await.unwrap();
+    assert_eq!(alice.len(), 20);
+    let (bob, _) = replicas[1].audit(&by("bob"), 100).await.unwrap();
+    assert!(bob.is_empty(), "{bob:?}");
 }

@@ -167,6 +167,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut options = ServerOptions::new(args.listen, transport, Secret::new(&token_text), store);
     options.lease_ttl = Duration::from_millis(args.lease_ttl.0).max(Duration::from_secs(3));
     options.heartbeat_interval = Duration::from_millis(args.heartbeat_interval.0);
+    options.console_session_lifetime =
+        Duration::from_millis(args.console_session_lifetime.0).max(Duration::from_secs(60));
     options.metrics_public = args.metrics_public;
     options.waiters_per_host = args.waiters_per_host.max(1);
     options.limits.per_source = args.max_connections_per_source.max(1);

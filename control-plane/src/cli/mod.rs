@@ -8,7 +8,7 @@ mod render;
 mod rollout;
 mod rollout_view;
 mod store;
-mod time;
+pub(crate) mod time;
 mod token_file;
 mod watch;
 
@@ -162,6 +162,10 @@ pub struct ServeArgs {
     /// so how soon another replica takes the rollouts over when the driving one dies.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_ttl: Millis,
+    /// How long a session of the operator's web console (/console/) lasts after sign-in;
+    /// signing out, or revoking the operator, ends it sooner.
+    #[arg(long, default_value = "8h", value_parser = parse_duration)]
+    pub console_session_lifetime: Millis,
     /// TOML file of maintenance windows per host tag (`[windows]` then `web = ["Sat
     /// 02:00-04:00 Europe/Berlin"]`): a rollout switches a host only inside one of its tags'
     /// windows; a host whose tags have none is always open. Read at start.

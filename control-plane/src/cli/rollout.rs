@@ -235,14 +235,7 @@ pub fn read_manifest(file: &Path) -> Result<ReleaseManifest, CliError> {
     } else {
         file.display().to_string()
     };
-    let invalid = |e: &dyn std::fmt::Display| {
-        CliError::Usage(format!(
-            "the release manifest {name} is not valid: {e}; it maps each host to its closure: {{\"hosts\": {{\"web-01\": \"/nix/store/…\"}}}}"
-        ))
-    };
-    let manifest: ReleaseManifest = serde_json::from_str(&text).map_err(|e| invalid(&e))?;
-    manifest.validate().map_err(|e| invalid(&e))?;
-    Ok(manifest)
+    crate::rollout::parse_manifest(&text, &name).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 /// The API path of a rollout, with `suffix`.

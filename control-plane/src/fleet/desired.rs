@@ -210,6 +210,9 @@ impl Fleet {
             }
         }
         drop(guards);
+        if !changed.is_empty() {
+            self.changed(super::ChangeKind::Hosts);
+        }
         Ok(changed)
     }
     /// Refuses a manual target for hosts a running or paused rollout owns, naming the rollout;

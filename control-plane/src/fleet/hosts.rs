@@ -10,7 +10,7 @@ use fleetnode_wire::{
 use tracing::info;
 
 use super::registry::{HostEntry, HostView};
-use super::{Fleet, FleetError};
+use super::{ChangeKind, Fleet, FleetError};
 use crate::auth::{hash_token, hex, new_host_token};
 use crate::metrics::HostCounts;
 use crate::mirror::Mirror;
@@ -51,6 +51,7 @@ impl Fleet {
         };
         self.backend.add_host(&record, &desired).await?;
         self.hosts.insert(record, desired, Mirror::default(), None);
+        self.changed(ChangeKind::Hosts);
         info!(host = %request.id, "host added");
         Ok(Secret::new(&token))
     }
@@ -69,6 +70,7 @@ impl Fleet {
         self.backend.put_host(&record).await?;
         entry.update(|v| v.record = record);
         entry.wake();
+        self.changed(ChangeKind::Hosts);
         info!(host = %id, "host revoked");
         Ok(())
     }

@@ -143,6 +143,7 @@ impl Fleet {
             entry.update(|v| v.mirror = applied.mirror.clone());
             self.settings.metrics.events_ingested(applied.stored.len());
             self.rollouts.nudge();
+            self.changed(super::ChangeKind::Hosts);
         }
         for snapshot in applied
             .stored

@@ -15,6 +15,7 @@
 //!   command or the rollout driver's step.
 
 mod backend;
+mod changes;
 mod desired;
 mod error;
 mod hosts;
@@ -25,6 +26,7 @@ mod registry;
 mod replicas;
 pub mod retention;
 pub mod rollouts;
+mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +41,7 @@ use crate::rollout::window::TagWindows;
 use crate::store::postgres::Subscription;
 use backend::Backend;
 
+pub use changes::{ChangeCount, ChangeKind};
 pub use desired::DesiredChangeRequest;
 pub use error::FleetError;
 pub use hosts::{HostPage, target_of};
@@ -49,6 +52,7 @@ pub use registry::HostEntry;
 use registry::Registry;
 pub use retention::Retention;
 pub use rollouts::{Action, RequestError, Rollouts, Snapshot};
+pub use views::{FleetSummary, HostFilter};
 
 /// Missed heartbeat intervals after which a host counts as offline.
 pub const OFFLINE_AFTER_INTERVALS: u64 = 3;
@@ -83,6 +87,7 @@ pub struct Fleet {
     operators: Operators,
     rollouts: Rollouts,
     settings: Settings,
+    changes: changes::Changes,
 }
 
 /// What the rollout driver starts from once the fleet is open (see [`rollouts::run`]).

@@ -168,6 +168,7 @@ fn assemble(
         operators: Operators::load(operators),
         rollouts: Rollouts::new(requests, nudge.clone(), reader),
         settings,
+        changes: super::changes::Changes::default(),
     });
     let start = DriverStart {
         loaded,

@@ -76,6 +76,13 @@ impl Operators {
         self.by_name.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// True while `name` is a known operator that is not revoked.
+    pub fn is_active(&self, name: &OperatorName) -> bool {
+        self.read()
+            .get(name)
+            .is_some_and(|record| record.revoked_at.is_none())
+    }
+
     /// The operator whose token has this digest, unless revoked. Every record is compared, in
     /// constant time each.
     fn find(&self, digest: &TokenHash) -> Option<OperatorName> {
@@ -156,7 +163,9 @@ impl Fleet {
 
     /// Appends an entry to the audit log (durably) and returns it with its number.
     pub async fn record_audit(&self, entry: AuditEntry) -> Result<AuditEntry, FleetError> {
-        self.backend.append_audit(entry).await
+        let entry = self.backend.append_audit(entry).await?;
+        self.changed(super::ChangeKind::Audit);
+        Ok(entry)
     }
 
     /// The newest audit entries that match, oldest first.

@@ -269,6 +269,7 @@ pub async fn follow(fleet: Arc<Fleet>, mut subscription: Subscription) {
             }
         }
         fleet.rollouts.nudge();
+        fleet.changed(super::ChangeKind::Hosts);
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod judge;
 mod machine;
+mod manifest;
 mod operator;
 pub mod plan;
 pub mod window;
@@ -17,4 +18,5 @@ pub mod window;
 pub use machine::{
     Command, Deadline, Event, HostObservation, Observations, RolloutError, next_deadline, step,
 };
+pub use manifest::{ManifestError, parse_manifest};
 pub use plan::{Registration, StartError};

@@ -21,21 +21,25 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// What the fleet is opened with.
     pub settings: Settings,
+    /// The operator's console: its sessions and live streams.
+    pub console: crate::console::Console,
     store_path: String,
 }
 
 impl App {
     /// The state of a server: the admin token's digest, whether agents present client
-    /// certificates, whether `/metrics` is public, what the fleet is opened with, and the
-    /// store's name for the 503 answered until it is open.
+    /// certificates, whether `/metrics` is public, what the fleet is opened with, the
+    /// store's name for the 503 answered until it is open, and the console.
     pub fn new(
         admin_hash: TokenHash,
         client_certs: bool,
         metrics_public: bool,
         settings: Settings,
         store_path: String,
+        console: crate::console::Console,
     ) -> Self {
         Self {
+            console,
             fleet: OnceLock::new(),
             admin_hash,
             client_certs,
@@ -75,18 +79,23 @@ impl App {
                 "missing admin token: send Authorization: Bearer <the token in the server's --admin-token-file, or an operator token from fleetnode-cp add-operator>",
             ));
         };
+        self.principal_of(token).ok_or_else(|| {
+            ApiError::unauthorized(
+                "the admin token was refused: use the token in the server's --admin-token-file, or an operator token (from fleetnode-cp add-operator) that is not revoked",
+            )
+        })
+    }
+
+    /// The principal of a token: the admin token, or (once the store is open) a named
+    /// operator's that is not revoked.
+    pub fn principal_of(&self, token: &str) -> Option<Principal> {
         let digest = hash_token(token);
         if digests_equal(&digest, &self.admin_hash) {
-            return Ok(Principal::Admin);
+            return Some(Principal::Admin);
         }
         self.fleet
             .get()
             .and_then(|fleet| fleet.operator(&digest))
             .map(Principal::Operator)
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "the admin token was refused: use the token in the server's --admin-token-file, or an operator token (from fleetnode-cp add-operator) that is not revoked",
-                )
-            })
     }
 }

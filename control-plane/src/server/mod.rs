@@ -1,4 +1,5 @@
-//! The HTTPS server: agent API, operator API, `/metrics` and `/healthz`.
+//! The HTTPS server: agent API, operator API, the operator's console, `/metrics` and
+//! `/healthz`.
 //!
 //! [`start`] binds the listener first and answers at once; the store is opened in the
 //! background (an integrity check of a large file takes a while), and until it is open every
@@ -35,6 +36,7 @@ use crate::rollout::window::TagWindows;
 use crate::tls::{TlsError, server_config};
 
 pub use app::App;
+pub(crate) use http::ApiError;
 pub use listen::{Limits, TrustedProxies};
 
 /// Default heartbeat interval agents are expected to keep; three missed make a host offline.
@@ -89,6 +91,8 @@ pub struct ServerOptions {
     /// On a shared store, how soon another replica takes the rollouts over when the driving
     /// one dies.
     pub lease_ttl: Duration,
+    /// How long a console session lasts after sign-in.
+    pub console_session_lifetime: Duration,
     /// The maintenance windows of tags: rollouts switch a host only inside one of its tags'.
     pub windows: Arc<TagWindows>,
 }
@@ -114,6 +118,7 @@ impl ServerOptions {
             clock: Arc::new(SystemClock),
             retention: Retention::default(),
             lease_ttl: DEFAULT_LEASE_TTL,
+            console_session_lifetime: crate::console::DEFAULT_SESSION_LIFETIME,
             windows: Arc::default(),
         }
     }
@@ -213,6 +218,11 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServeError> 
         options.metrics_public,
         settings,
         options.store.describe(),
+        crate::console::Console::new(
+            options.console_session_lifetime,
+            options.clock.clone(),
+            matches!(options.transport, Transport::InsecureHttp),
+        ),
     ));
     let router = routes::router(app.clone());
     let server = tokio::spawn(listen::serve(

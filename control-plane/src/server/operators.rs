@@ -79,6 +79,7 @@ pub async fn audit(
     let filter = AuditFilter {
         host,
         since: query.since.map(Timestamp),
+        who: None,
     };
     Ok(WireJson(fleet.audit(filter).await?))
 }

@@ -54,6 +54,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route_layer(from_fn_with_state(app.clone(), middleware::record));
     agent
         .merge(operator)
+        .merge(crate::console::router())
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(from_fn_with_state(app.clone(), middleware::frame))

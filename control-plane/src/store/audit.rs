@@ -36,6 +36,8 @@ pub struct AuditFilter {
     pub host: Option<HostId>,
     /// Only entries at or after this time.
     pub since: Option<Timestamp>,
+    /// Only entries by this principal (an operator's name, `admin`, `unauthenticated`).
+    pub who: Option<String>,
 }
 
 impl Store {
@@ -103,6 +105,7 @@ impl Store {
                 .host
                 .as_ref()
                 .is_some_and(|h| !entry.hosts.contains(h))
+                || filter.who.as_ref().is_some_and(|who| entry.who != *who)
             {
                 continue;
             }

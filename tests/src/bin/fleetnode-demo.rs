@@ -32,12 +32,16 @@ struct Args {
     /// Keep the work directory (logs, configurations, store, manifests) and the fake roots.
     #[arg(long)]
     keep: bool,
+    /// After the story, keep the fleet running so you can click through it in the web
+    /// console, until Ctrl-C.
+    #[arg(long)]
+    console: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let started = Instant::now();
-    match run(args.keep, started) {
+    match run(&args, started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("\nfleetnode-demo failed:\n{error}");
@@ -46,7 +50,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(keep: bool, started: Instant) -> Result<()> {
+fn run(args: &Args, started: Instant) -> Result<()> {
+    let keep = args.keep;
     println!(
         "fleetnode demo: one control plane, four hosts (web-01 is the canary), rollouts in waves"
     );
@@ -66,12 +71,57 @@ fn run(keep: bool, started: Instant) -> Result<()> {
         fleet.cp.shown_connection().replace(&work, "$WORK")
     );
     show(&fleet, &["hosts"])?;
+    let console = console_login(&fleet)?;
 
     let gen2 = healthy_waves(&mut fleet, &work)?;
     broken_canary(&mut fleet, &work, &gen2)?;
     let restarted = restart_mid_rollout(&mut fleet, &work)?;
     operator_rollback(&mut fleet, restarted, &gen2)?;
-    finish(fleet, keep, started)
+    let console = args.console.then_some(console);
+    finish(fleet, keep, console.as_deref(), started)
+}
+
+/// The web console's address and a sign-in token: a named operator added for the demo, so
+/// the audit log shows what you do there under its own name.
+fn console_login(fleet: &Fleet) -> Result<String> {
+    let token_file = fleet.work_dir().join("console-operator.token");
+    let token_path = token_file.display().to_string();
+    fleet.cp(&["add-operator", "newcomer", "--token-file", &token_path])?;
+    let token = std::fs::read_to_string(&token_file).map_err(fleetnode_tests::HarnessError::io(
+        format!("read {token_path}"),
+    ))?;
+    let login = token.trim().to_owned();
+    print_console(fleet, &login);
+    println!("   (run with --console to keep the fleet running after the story)");
+    Ok(login)
+}
+
+fn print_console(fleet: &Fleet, token: &str) {
+    println!("   web console: {}/console/", fleet.cp.url());
+    println!("   sign in with the operator token {token}");
+    println!(
+        "   (its certificate is the demo's own, signed by {}: let the browser accept it)",
+        fleet.work_dir().join("pki").join("ca.pem").display()
+    );
+}
+
+/// Blocks until SIGINT (Ctrl-C) or SIGTERM.
+fn wait_for_interrupt() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(fleetnode_tests::HarnessError::io(
+            "start a runtime to wait for Ctrl-C",
+        ))?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(fleetnode_tests::HarnessError::io("wait for SIGTERM"))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        Ok(())
+    })
 }
 
 /// A healthy release goes out in three waves.
@@ -218,10 +268,16 @@ fn operator_rollback(fleet: &mut Fleet, id: RolloutId, gen2: &Release) -> Result
     Ok(())
 }
 
-fn finish(fleet: Fleet, keep: bool, started: Instant) -> Result<()> {
+fn finish(fleet: Fleet, keep: bool, console: Option<&str>, started: Instant) -> Result<()> {
     heading("6. The fleet");
     show(&fleet, &["hosts"])?;
     show(&fleet, &["rollout", "list"])?;
+    if let Some(token) = console {
+        heading("7. The web console");
+        print_console(&fleet, token);
+        println!("   the fleet keeps running for you to click through; Ctrl-C stops it");
+        wait_for_interrupt()?;
+    }
     let cp_log = fleet.cp.log().to_owned();
     if keep {
         let (work, roots) = fleet.keep_files();

@@ -13,6 +13,7 @@ mod rollout_common;
 
 mod activation_failure;
 mod browser;
+mod console;
 mod control_plane_down;
 mod control_plane_rollback;
 mod happy_path;

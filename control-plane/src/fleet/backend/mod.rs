@@ -118,6 +118,11 @@ impl Backend {
         either!(self, store => store.recent_events(host, stream, limit).await)
     }
 
+    /// A host's desired-state history, oldest first.
+    pub async fn desired_history(&self, host: &HostId) -> Result<Vec<DesiredRecord>, FleetError> {
+        either!(self, store => store.desired_history(host).await)
+    }
+
     /// Adds or replaces an operator.
     pub async fn put_operator(&self, record: &OperatorRecord) -> Result<(), FleetError> {
         either!(self, store => store.put_operator(record).await)

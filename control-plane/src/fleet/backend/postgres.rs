@@ -18,7 +18,7 @@ use crate::fleet::registry::HostEntry;
 use crate::mirror::{Applied, Judged, Mirror, Refused};
 use crate::store::postgres::{Fence, GroupOutcome, GroupWrite, PgError, PgGroupWriter, PgStore};
 use crate::store::{
-    AuditFilter, DesiredChange, EventCursor, EventKeep, HeartbeatRecord, HostRecord,
+    AuditFilter, DesiredChange, DesiredRecord, EventCursor, EventKeep, HeartbeatRecord, HostRecord,
     OperatorRecord, Pruned, StoredHost,
 };
 
@@ -168,6 +168,14 @@ impl PgBackend {
             .recent_events(host, stream, limit)
             .await
             .map_err(|e| failed("reading events failed", e))
+    }
+
+    /// A host's desired-state history, oldest first.
+    pub async fn desired_history(&self, host: &HostId) -> Result<Vec<DesiredRecord>, FleetError> {
+        self.store
+            .desired_history(host)
+            .await
+            .map_err(|e| failed("reading the desired history failed", e))
     }
 
     /// Adds or replaces an operator.

@@ -14,8 +14,8 @@ use crate::fleet::desired::{Decision, DesiredError};
 use crate::fleet::registry::HostEntry;
 use crate::mirror::{Applied, Judged, Mirror, Refused};
 use crate::store::{
-    AuditFilter, DesiredChange, EventCursor, EventKeep, GroupWriter, HeartbeatRecord, HostRecord,
-    OperatorRecord, Pruned, Store, StoreError, StoredHost, Write,
+    AuditFilter, DesiredChange, DesiredRecord, EventCursor, EventKeep, GroupWriter,
+    HeartbeatRecord, HostRecord, OperatorRecord, Pruned, Store, StoreError, StoredHost, Write,
 };
 
 /// The redb file and its group committer.
@@ -147,6 +147,15 @@ impl RedbBackend {
         let host = host.clone();
         self.blocking("reading events failed", move |store| {
             store.recent_events(&host, stream, limit)
+        })
+        .await
+    }
+
+    /// A host's desired-state history, oldest first.
+    pub async fn desired_history(&self, host: &HostId) -> Result<Vec<DesiredRecord>, FleetError> {
+        let host = host.clone();
+        self.blocking("reading the desired history failed", move |store| {
+            store.desired_history(&host)
         })
         .await
     }

@@ -378,6 +378,7 @@ impl Driver {
         self.view.send_replace(Arc::new(Snapshot {
             rollouts: self.rollouts.clone(),
         }));
+        self.fleet.changed(crate::fleet::ChangeKind::Rollouts);
     }
 }
 

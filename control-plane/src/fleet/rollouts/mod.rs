@@ -23,6 +23,7 @@ use crate::rollout::{RolloutError, StartError};
 
 pub use driver::run;
 pub use forward::Refusal;
+pub(super) use observe::registrations;
 
 /// Operator requests waiting for the driver. Requests are rare (an operator's commands) and
 /// small; when the queue is full a handler waits for room, so nothing is dropped, and the

@@ -119,8 +119,9 @@ impl PgStore {
             .query(
                 "SELECT seq, entry FROM audit
                  WHERE ($1::int8 IS NULL OR at >= $1) AND ($2::text IS NULL OR hosts @> ARRAY[$2::text])
+                   AND ($4::text IS NULL OR entry->>'who' = $4)
                  ORDER BY seq DESC LIMIT $3",
-                &[&since, &host, &fetch],
+                &[&since, &host, &fetch, &filter.who.as_deref()],
             )
             .await
             .map_err(|e| self.fail("reading the audit log", &e))?;
