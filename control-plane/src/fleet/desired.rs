@@ -205,8 +205,9 @@ impl Fleet {
                 host: change.host.clone(),
                 revision: change.record.desired.revision,
             });
-            if let Some(entry) = entries.iter().find(|e| e.id == change.host) {
-                entry.publish(change.record.desired);
+            // Sorted by id above: a search, not a scan (a full-fleet change names every host).
+            if let Ok(at) = entries.binary_search_by(|e| e.id.cmp(&change.host)) {
+                entries[at].publish(change.record.desired);
             }
         }
         drop(guards);
