@@ -207,7 +207,8 @@ pub async fn longpoll(host: Arc<Host>, shared: Arc<Shared>) {
             Ok(answer) if answer.status == StatusCode::OK => {
                 if let Ok(desired) = decode::<DesiredAnswer>(&answer.body) {
                     let revision = desired.desired.revision.0;
-                    if desired.changed {
+                    // A new revision is what an agent acts on, whatever `changed` says.
+                    if desired.changed || known != Some(revision) {
                         shared.dispatch.observe(revision, at);
                         host.changes.send_replace((revision, at));
                     }

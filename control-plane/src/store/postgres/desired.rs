@@ -90,6 +90,14 @@ impl PgStore {
         let mut ids: Vec<&str> = hosts.iter().map(HostId::as_str).collect();
         ids.sort_unstable();
         ids.dedup();
+        if ids.len() >= crate::fleet::LARGE_CHANGE {
+            // Waits once for the groups in flight (on every replica), and holds new ones back
+            // until this commits: otherwise the row locks below, taken one by one, meet one
+            // in-flight group after another for the whole scan. Plain reads go on.
+            txn.batch_execute("LOCK TABLE hosts IN EXCLUSIVE MODE")
+                .await
+                .map_err(|e| self.fail("locking the hosts table", &e))?;
+        }
         // ORDER BY sorts before the rows are locked: every transaction takes them in id order.
         let fail = |e: tokio_postgres::Error| self.fail("locking hosts", &e);
         let statement = txn
