@@ -11,7 +11,7 @@ use std::time::Duration;
 use fleetnode_control_plane::store::OperatorRecord;
 use fleetnode_control_plane::store::postgres::{LISTENER_NAME, Subscription, Wake};
 use fleetnode_fixtures::postgres::shared;
-use fleetnode_wire::{DesiredState, OperatorName, Timestamp};
+use fleetnode_wire::{DesiredState, OperatorName, Revision, Timestamp};
 use pg_support::{database, host, initial, record, store};
 
 /// The next wake-up. The bound turns a lost notification into a failure instead of a hang;
@@ -53,7 +53,16 @@ async fn a_change_through_one_replica_wakes_the_other() {
     let Wake::Desired(changed) = next(&mut wakes).await else {
         panic!("a desired-state wake-up was expected");
     };
-    assert_eq!(changed, vec![host("web-01"), host("web-02")]);
+    // Each named with the revision committed, so the replica that made the change can tell
+    // its view already holds it.
+    assert_eq!(
+        changed,
+        vec![
+            (host("web-01"), Some(Revision(1))),
+            (host("web-02"), Some(Revision(1)))
+        ]
+    );
+    let changed: Vec<_> = changed.into_iter().map(|(host, _)| host).collect();
     // What the woken replica reads for them is the new state.
     let reread = a.hosts(&changed).await.unwrap();
     assert!(
@@ -153,7 +162,7 @@ async fn a_lost_notification_connection_comes_back_and_asks_for_a_resync() {
     assert!(
         seen[..seen.len() - 1]
             .iter()
-            .all(|w| *w == Wake::Desired(vec![host("web-01")])),
+            .all(|w| *w == Wake::Desired(vec![(host("web-01"), Some(Revision(1)))])),
         "{seen:?}"
     );
     // Listening again: a later change arrives as itself.
@@ -165,5 +174,8 @@ async fn a_lost_notification_connection_comes_back_and_asks_for_a_resync() {
     })
     .await
     .unwrap();
-    assert_eq!(next(&mut wakes).await, Wake::Desired(vec![host("web-01")]));
+    assert_eq!(
+        next(&mut wakes).await,
+        Wake::Desired(vec![(host("web-01"), Some(Revision(2)))])
+    );
 }

@@ -17,6 +17,11 @@ use tracing::{error, info};
 use super::registry::HostEntry;
 use super::{Fleet, FleetError};
 
+/// A desired-state change of at least this many hosts holds agent writes back while it commits
+/// (the fleet's gate here, and the hosts table on PostgreSQL), instead of waiting for them one
+/// host at a time; below it, the host locks alone serialise.
+pub const LARGE_CHANGE: usize = 1_000;
+
 /// An operator's change of desired states, as the API takes it.
 #[derive(Debug, Clone)]
 pub enum DesiredChangeRequest {
@@ -191,6 +196,13 @@ impl Fleet {
     ) -> Result<Vec<HostRevision>, DesiredError> {
         entries.sort_by(|a, b| a.id.cmp(&b.id));
         entries.dedup_by(|a, b| a.id == b.id);
+        // Lock order: the gate, then host locks in id order (agent writes take the gate
+        // first too; nothing waits for the gate while holding a host lock).
+        let _gate = if entries.len() >= LARGE_CHANGE {
+            Some(self.gate.write().await)
+        } else {
+            None
+        };
         let mut guards = Vec::with_capacity(entries.len());
         for entry in &entries {
             guards.push(entry.write.lock().await);
@@ -205,8 +217,9 @@ impl Fleet {
                 host: change.host.clone(),
                 revision: change.record.desired.revision,
             });
-            if let Some(entry) = entries.iter().find(|e| e.id == change.host) {
-                entry.publish(change.record.desired);
+            // Sorted by id above: a search, not a scan (a full-fleet change names every host).
+            if let Ok(at) = entries.binary_search_by(|e| e.id.cmp(&change.host)) {
+                entries[at].publish(change.record.desired);
             }
         }
         drop(guards);

@@ -110,9 +110,12 @@ impl Fleet {
                 () = self.settings.shutdown.cancelled() => break,
             }
         }
+        // A change published as the wait ran out is still a change: `changed` says whether
+        // the revision answered differs from the one the agent knows.
+        let desired = entry.desired();
         Ok(DesiredAnswer {
-            changed: false,
-            desired: entry.desired(),
+            changed: known != Some(desired.revision.0),
+            desired,
         })
     }
 
@@ -123,6 +126,7 @@ impl Fleet {
         entry: &HostEntry,
         batch: EventBatch,
     ) -> Result<EventAck, FleetError> {
+        let _gate = self.gate.read().await;
         let _write = entry.write.lock().await;
         let before = entry.with_view(|v| v.mirror.clone());
         let applied = self
@@ -171,6 +175,7 @@ impl Fleet {
         entry: &HostEntry,
         heartbeat: AgentStatus,
     ) -> Result<HeartbeatAck, FleetError> {
+        let _gate = self.gate.read().await;
         let _write = entry.write.lock().await;
         let (mirror, previous) = entry.with_view(|v| (v.mirror.clone(), v.heartbeat.clone()));
         let judged = self

@@ -42,7 +42,7 @@ use crate::store::postgres::Subscription;
 use backend::Backend;
 
 pub use changes::{ChangeCount, ChangeKind};
-pub use desired::DesiredChangeRequest;
+pub use desired::{DesiredChangeRequest, LARGE_CHANGE};
 pub use error::FleetError;
 pub use hosts::{HostPage, target_of};
 pub use ingest::Credentials;
@@ -83,6 +83,12 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 /// The fleet as committed in its store.
 pub struct Fleet {
     backend: Backend,
+    /// Taken shared by every agent write (a batch, a heartbeat) before its host's write lock,
+    /// and exclusively by a desired-state change of many hosts ([`desired::LARGE_CHANGE`]):
+    /// such a change waits once for the writes in flight, and new ones wait behind it,
+    /// instead of its host locks, taken one by one in id order, meeting one in-flight write
+    /// after another (each holding its host across a group commit) for the whole scan.
+    gate: tokio::sync::RwLock<()>,
     hosts: Registry,
     operators: Operators,
     rollouts: Rollouts,

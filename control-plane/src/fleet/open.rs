@@ -164,6 +164,7 @@ fn assemble(
     let (view, reader) = watch::channel(Arc::new(snapshot));
     let fleet = Arc::new(Fleet {
         backend,
+        gate: tokio::sync::RwLock::new(()),
         hosts: Registry::load(hosts),
         operators: Operators::load(operators),
         rollouts: Rollouts::new(requests, nudge.clone(), reader),

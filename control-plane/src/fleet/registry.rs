@@ -190,6 +190,11 @@ impl HostEntry {
         change(&mut lock(&self.view));
     }
 
+    /// The revision of the desired state in force.
+    pub fn revision(&self) -> Revision {
+        self.desired.borrow().revision
+    }
+
     /// The desired state in force.
     pub fn desired(&self) -> DesiredState {
         self.desired.borrow().clone()

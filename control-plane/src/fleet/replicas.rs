@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fleetnode_wire::{HostId, Rollout};
+use fleetnode_wire::{HostId, Revision, Rollout};
 use tracing::{info, warn};
 
 use super::backend::Backend;
@@ -179,16 +179,41 @@ impl Fleet {
     }
 
     /// Reads these hosts' registrations and desired states again (another replica changed
-    /// them): what authenticating agents and waking long-polls need, without the mirrors.
-    async fn refresh_registrations(&self, ids: &[HostId]) -> Result<(), FleetError> {
-        let mut entries: Vec<_> = ids.iter().filter_map(|id| self.hosts.get(id)).collect();
-        entries.sort_by(|a, b| a.id.cmp(&b.id));
-        entries.dedup_by(|a, b| a.id == b.id);
+    /// them): what authenticating agents and waking long-polls need, without the mirrors. A
+    /// host named with the revision of the change is not read when, under its write lock, the
+    /// view already holds that revision or a later one: this replica made the change (or a
+    /// later one) itself and published it when it committed.
+    async fn refresh_registrations(
+        &self,
+        named: &[(HostId, Option<Revision>)],
+    ) -> Result<(), FleetError> {
+        let mut entries: Vec<_> = named
+            .iter()
+            .filter_map(|(id, revision)| Some((self.hosts.get(id)?, *revision)))
+            .collect();
+        entries.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        entries.dedup_by(|a, b| a.0.id == b.0.id);
         let mut guards = Vec::with_capacity(entries.len());
-        for entry in &entries {
+        for (entry, _) in &entries {
             guards.push(entry.write.lock().await);
         }
-        for (record, desired) in self.backend.registrations(ids).await? {
+        // Sorted by id above.
+        let held = |id: &HostId, revision: Option<Revision>| {
+            let found = entries.binary_search_by(|(entry, _)| entry.id.cmp(id));
+            match (found, revision) {
+                (Ok(at), Some(revision)) => entries[at].0.revision() >= revision,
+                _ => false,
+            }
+        };
+        let ids: Vec<HostId> = named
+            .iter()
+            .filter(|(id, revision)| !held(id, *revision))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for (record, desired) in self.backend.registrations(&ids).await? {
             self.hosts.refresh_registration(record, desired);
         }
         Ok(())
@@ -233,16 +258,25 @@ const REFRESH_CHUNK: usize = 1_000;
 /// Follows other replicas' changes until the server stops.
 pub async fn follow(fleet: Arc<Fleet>, mut subscription: Subscription) {
     let shutdown = fleet.settings.shutdown.clone();
+    let mut pending = None;
     loop {
-        let wake = tokio::select! {
-            () = shutdown.cancelled() => return,
-            wake = subscription.recv() => match wake {
-                Some(wake) => wake,
-                None => return,
+        let wake = match pending.take() {
+            Some(wake) => wake,
+            None => tokio::select! {
+                () = shutdown.cancelled() => return,
+                wake = subscription.recv() => match wake {
+                    Some(wake) => wake,
+                    None => return,
+                },
             },
         };
+        let wake = coalesce(wake, &mut subscription, &mut pending);
         let refreshed = match &wake {
-            Wake::Desired(hosts) | Wake::Hosts(hosts) => fleet.refresh_registrations(hosts).await,
+            Wake::Desired(named) => fleet.refresh_registrations(named).await,
+            Wake::Hosts(hosts) => {
+                let named: Vec<_> = hosts.iter().map(|id| (id.clone(), None)).collect();
+                fleet.refresh_registrations(&named).await
+            }
             Wake::Operators(_) => fleet
                 .backend
                 .load_operators()
@@ -271,6 +305,30 @@ pub async fn follow(fleet: Arc<Fleet>, mut subscription: Subscription) {
         fleet.rollouts.nudge();
         fleet.changed(super::ChangeKind::Hosts);
     }
+}
+
+/// Most hosts read again in one statement after merging desired-state notifications.
+const MAX_COALESCED: usize = 20_000;
+
+/// A desired-state change of many hosts arrives as many notifications (each payload holds a
+/// few hundred names): the ones already waiting are merged into one, read in one statement
+/// instead of one each. Never waits for more; a notification of another kind is kept in
+/// `pending` for the next turn, so the order of kinds is kept.
+fn coalesce(wake: Wake, subscription: &mut Subscription, pending: &mut Option<Wake>) -> Wake {
+    let Wake::Desired(mut named) = wake else {
+        return wake;
+    };
+    while named.len() < MAX_COALESCED {
+        match subscription.try_recv() {
+            Some(Wake::Desired(more)) => named.extend(more),
+            Some(other) => {
+                *pending = Some(other);
+                break;
+            }
+            None => break,
+        }
+    }
+    Wake::Desired(named)
 }
 
 /// Pause before reading everything again after a failed refresh.

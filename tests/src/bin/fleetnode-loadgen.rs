@@ -2,7 +2,8 @@
 //! to this one), over TLS from one process. Build both in release mode:
 //! `cargo build --release -p fleetnode-control-plane -p fleetnode-tests --bin fleetnode-cp --bin fleetnode-loadgen`,
 //! then `./target/release/fleetnode-loadgen --hosts 19000` (add `--postgres` for a PostgreSQL
-//! store). `docs/performance.md` has the figures.
+//! store, and `--replicas 3` for three control planes on it). `docs/performance.md` has the
+//! figures.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,14 @@ struct Args {
     /// `postgresql` is started for the run (in a temporary directory, `fsync` on).
     #[arg(long)]
     postgres: bool,
+    /// Control-plane processes on the one database (with `--postgres`); host `n` talks to
+    /// replica `n % replicas` only.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Single-host changes timed in the wake-up phase, of each kind (through another replica
+    /// and through the host's own).
+    #[arg(long, default_value_t = 200)]
+    wakeups: usize,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +71,8 @@ fn main() -> ExitCode {
         threads: args.threads.max(1),
         work_dir: args.work_dir,
         postgres: args.postgres,
+        replicas: args.replicas.max(1),
+        wakeups: args.wakeups,
     };
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,

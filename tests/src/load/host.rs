@@ -14,6 +14,7 @@ use fleetnode_wire::{DesiredAnswer, EventAck, EventBatch, QueueSummary, decode, 
 use hyper::{Method, StatusCode};
 use tokio_util::sync::CancellationToken;
 
+use super::dispatch::{Baseline, Dispatch};
 use super::link::{Endpoint, Link};
 
 /// How long the server may hold a long-poll, as the agent asks.
@@ -34,6 +35,8 @@ pub fn generation(n: u64) -> StorePath {
 
 /// One simulated host.
 pub struct Host {
+    /// Its number (which also picks its replica: number modulo the replicas).
+    pub index: usize,
     /// Its id.
     pub id: String,
     /// Its bearer token.
@@ -43,6 +46,8 @@ pub struct Host {
     /// Its state machine; `reported` holds the events not yet acknowledged, as the agent's
     /// queue does (a batch in flight included).
     agent: Mutex<SimulatedAgent>,
+    /// The last desired revision its long-poll was answered with as a change, and when.
+    changes: tokio::sync::watch::Sender<(u64, Instant)>,
 }
 
 impl Host {
@@ -52,11 +57,18 @@ impl Host {
         let fourth = u8::try_from(index % 250 + 1).unwrap_or(u8::MAX);
         let stream = 0x5eed_0000_0000 + index as u64;
         Self {
+            index,
             id,
             token,
             source: IpAddr::V4(Ipv4Addr::new(127, 10, third, fourth)),
             agent: Mutex::new(SimulatedAgent::started(&generation(0), stream)),
+            changes: tokio::sync::watch::Sender::new((0, Instant::now())),
         }
+    }
+
+    /// Watches the revisions this host's long-poll is answered with as changes.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<(u64, Instant)> {
+        self.changes.subscribe()
     }
 
     /// The next batch of `size` events: the oldest not yet acknowledged, after running
@@ -118,12 +130,14 @@ impl Host {
 
 /// What every host task shares with the coordinator.
 pub struct Shared {
-    /// The control plane.
-    pub endpoint: Endpoint,
+    /// The replicas; host `n` talks to replica `n % len` only.
+    pub endpoints: Vec<Endpoint>,
     /// Stops every host task.
     pub stop: CancellationToken,
     /// Full-fleet dispatch rounds.
     pub dispatch: Dispatch,
+    /// The dispatch's baseline rounds.
+    pub baseline: Baseline,
     /// Counters.
     pub counters: Counters,
     /// Heartbeat round trips.
@@ -133,6 +147,13 @@ pub struct Shared {
     /// one per long-poll, so heartbeats that a busy server answers late must not pile up past
     /// the open-file limit.
     pub heartbeat_slots: tokio::sync::Semaphore,
+}
+
+impl Shared {
+    /// The replica `host` talks to.
+    pub fn endpoint(&self, host: &Host) -> &Endpoint {
+        &self.endpoints[host.index % self.endpoints.len().max(1)]
+    }
 }
 
 /// Default of [`Shared::heartbeat_slots`]: with 19,000 long-polls and 500 senders of events,
@@ -157,65 +178,12 @@ pub struct Counters {
     pub batch_bytes_acked: AtomicU64,
 }
 
-/// One full-fleet dispatch: the revision every host must see, when it was set, and when each
-/// host saw it.
-#[derive(Default)]
-pub struct Dispatch {
-    target: AtomicU64,
-    started: Mutex<Option<Instant>>,
-    seen: Mutex<Vec<Duration>>,
-    reached: AtomicUsize,
-}
-
-impl Dispatch {
-    /// Starts a round: every host must see `revision`.
-    pub fn begin(&self, revision: u64, at: Instant) {
-        *self.started.lock().unwrap_or_else(PoisonError::into_inner) = Some(at);
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        self.reached.store(0, Ordering::SeqCst);
-        self.target.store(revision, Ordering::SeqCst);
-    }
-
-    /// Hosts that saw the round's revision so far.
-    pub fn reached(&self) -> usize {
-        self.reached.load(Ordering::SeqCst)
-    }
-
-    /// When each host saw it, from the round's start, sorted.
-    pub fn latencies(&self) -> Vec<Duration> {
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        seen.sort();
-        seen
-    }
-
-    fn observe(&self, revision: u64, at: Instant) {
-        let target = self.target.load(Ordering::SeqCst);
-        if target == 0 || revision < target {
-            return;
-        }
-        let started = *self.started.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(started) = started {
-            self.seen
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(at.saturating_duration_since(started));
-            self.reached.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
 /// The long-poll: one kept connection, a new poll as soon as the last is answered.
 pub async fn longpoll(host: Arc<Host>, shared: Arc<Shared>) {
     let mut known: Option<u64> = None;
     let mut link: Option<Link> = None;
     let mut first = true;
+    let mut baseline_taken = 0;
     while !shared.stop.is_cancelled() {
         let Some(mut current) = kept_or_new(&mut link, &host, &shared).await else {
             continue;
@@ -239,8 +207,10 @@ pub async fn longpoll(host: Arc<Host>, shared: Arc<Shared>) {
             Ok(answer) if answer.status == StatusCode::OK => {
                 if let Ok(desired) = decode::<DesiredAnswer>(&answer.body) {
                     let revision = desired.desired.revision.0;
-                    if desired.changed {
+                    // A new revision is what an agent acts on, whatever `changed` says.
+                    if desired.changed || known != Some(revision) {
                         shared.dispatch.observe(revision, at);
+                        host.changes.send_replace((revision, at));
                     }
                     known = Some(revision);
                 }
@@ -248,6 +218,10 @@ pub async fn longpoll(host: Arc<Host>, shared: Arc<Shared>) {
                     first = false;
                     shared.counters.polling.fetch_add(1, Ordering::SeqCst);
                 }
+                shared
+                    .baseline
+                    .take_part(&mut baseline_taken, &mut current, &host, &shared.stop)
+                    .await;
                 link = Some(current);
             }
             Ok(_) | Err(_) => {
@@ -279,7 +253,7 @@ pub async fn heartbeats(
         };
         let started = Instant::now();
         let sent = async {
-            let mut link = shared.endpoint.connect(host.source).await.ok()?;
+            let mut link = shared.endpoint(&host).connect(host.source).await.ok()?;
             let answer = link
                 .request(
                     Method::POST,
@@ -356,7 +330,7 @@ pub async fn deliver(host: &Host, shared: &Shared, batches: usize, size: usize) 
                 Some(_) | None => {
                     shared.counters.errors.fetch_add(1, Ordering::Relaxed);
                     pause(shared).await;
-                    match shared.endpoint.connect(host.source).await {
+                    match shared.endpoint(host).connect(host.source).await {
                         Ok(fresh) => current = fresh,
                         Err(_) => continue,
                     }
@@ -374,7 +348,7 @@ async fn kept_or_new(link: &mut Option<Link>, host: &Host, shared: &Shared) -> O
     if let Some(current) = link.take() {
         return Some(current);
     }
-    match shared.endpoint.connect(host.source).await {
+    match shared.endpoint(host).connect(host.source).await {
         Ok(current) => Some(current),
         Err(_) => {
             shared.counters.errors.fetch_add(1, Ordering::Relaxed);

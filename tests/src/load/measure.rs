@@ -28,6 +28,48 @@ impl Sample {
         })
     }
 
+    /// Several processes' samples taken together: memory, CPU and switches added up.
+    pub fn sum(samples: &[Sample]) -> Self {
+        Self {
+            at: samples.last().map_or_else(Instant::now, |s| s.at),
+            rss_kib: samples.iter().map(|s| s.rss_kib).sum(),
+            cpu_ticks: samples.iter().map(|s| s.cpu_ticks).sum(),
+            switches: samples.iter().map(|s| s.switches).sum(),
+        }
+    }
+
+    /// A process tree: the CPU of the process whose command line holds `marker` (the first
+    /// found), of its live children and of the children it has reaped (how a PostgreSQL
+    /// cluster's postmaster and its backends are counted together). Memory is the first
+    /// process's own: its children share its buffers, so a sum would count them many times.
+    /// `None` when no process matches.
+    pub fn of_tree(marker: &str) -> Option<Self> {
+        let (root, stat) = find_process(marker)?;
+        let mut ticks = cpu_ticks(&stat)? + reaped_ticks(&stat).unwrap_or(0);
+        let rss_kib = Self::of(root)?.rss_kib;
+        for entry in std::fs::read_dir("/proc").ok()?.filter_map(Result::ok) {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(child) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            if parent_of(&child) == Some(root) {
+                ticks += cpu_ticks(&child).unwrap_or(0);
+            }
+        }
+        Some(Self {
+            at: Instant::now(),
+            rss_kib,
+            cpu_ticks: ticks,
+            switches: 0,
+        })
+    }
+
     /// CPU used between `earlier` and this sample, as a share of one core (1.0 = a core).
     pub fn cores_since(&self, earlier: &Sample) -> f64 {
         let ticks = self.cpu_ticks.saturating_sub(earlier.cpu_ticks) as f64;
@@ -62,6 +104,40 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     let user: u64 = fields.get(11)?.parse().ok()?;
     let system: u64 = fields.get(12)?.parse().ok()?;
     Some(user + system)
+}
+
+/// cutime + cstime: the CPU of children this process has waited for (fields 16 and 17).
+fn reaped_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let user: u64 = fields.get(13)?.parse().ok()?;
+    let system: u64 = fields.get(14)?.parse().ok()?;
+    Some(user + system)
+}
+
+/// The parent's pid (field 4).
+fn parent_of(stat: &str) -> Option<u32> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The first process whose command line contains `marker`, with its `stat`.
+fn find_process(marker: &str) -> Option<(u32, String)> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .find_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if !cmdline.contains(marker) || cmdline.contains("/bin/sh") {
+                return None;
+            }
+            Some((
+                pid,
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
+            ))
+        })
 }
 
 fn thread_switches(pid: u32) -> u64 {

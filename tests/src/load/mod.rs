@@ -3,18 +3,24 @@
 //!
 //! A run starts a control plane (the `fleetnode-cp` binary next to this one) on a fresh store
 //! (a redb file, or with [`Options::postgres`] a database of a throw-away PostgreSQL cluster
-//! with `fsync` on), registers the hosts, connects every host's long-poll and starts its
+//! with `fsync` on, served by [`Options::replicas`] processes with the hosts spread over them
+//! round-robin), registers the hosts, connects every host's long-poll and starts its
 //! heartbeats, then measures in phases: the fleet at rest (server memory per waiting
-//! connection, heartbeats per second, server CPU), full-fleet dispatches (a target set for all;
-//! the time until every host has it) and event ingestion (batches acknowledged only once
-//! durable), the latter beside its baseline measured in the same run (see [`baseline`]). Every
+//! connection, heartbeats per second, server and database CPU), full-fleet dispatches (a
+//! target set for all; the time until every host has it) each beside its baseline of as many
+//! trivial requests over the same connections ([`dispatch`]), wake-up latency (one host's
+//! change made through one replica reaching its long-poll on another, beside the same change
+//! made through its own replica: [`wakeup`]) and event ingestion (batches acknowledged only
+//! once durable), beside its baseline measured in the same run (see [`baseline`]). Every
 //! figure is printed with the options that produced it; `docs/performance.md` has the results.
 
 mod baseline;
+mod dispatch;
 mod host;
 pub mod link;
 pub mod measure;
 pub mod setup;
+mod wakeup;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,8 +30,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{HarnessError, Result};
-use host::{Counters, Dispatch, Host, Shared};
-use measure::{Sample, median, ms, quantile};
+use dispatch::Dispatch;
+use host::{Counters, Host, Shared};
+use measure::{Sample, ms, quantile};
 pub use setup::Operator;
 
 /// What a run does.
@@ -52,14 +59,14 @@ pub struct Options {
     /// Store on PostgreSQL (a throw-away cluster started for the run, `fsync` on) instead of
     /// a redb file.
     pub postgres: bool,
+    /// Control-plane processes on the one database (more than one needs `postgres`).
+    pub replicas: usize,
+    /// Single-host changes measured in the wake-up phase.
+    pub wakeups: usize,
 }
 
 /// How long every host may take to get its first long-poll answer.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(300);
-/// How long one dispatch may take before the round is reported incomplete.
-const DISPATCH_DEADLINE: Duration = Duration::from_secs(120);
-/// Pause between dispatch rounds, so that every host's next poll is waiting again.
-const BETWEEN_ROUNDS: Duration = Duration::from_secs(3);
 
 /// Runs the load and prints the report.
 pub fn run(options: &Options) -> Result<()> {
@@ -74,17 +81,19 @@ pub fn run(options: &Options) -> Result<()> {
 async fn drive(options: &Options) -> Result<()> {
     let server = setup::Server::start(options).await?;
     println!(
-        "fleetnode-loadgen: {} hosts, heartbeat every {:?}, against {} (pid {}) on {}",
+        "fleetnode-loadgen: {} hosts, heartbeat every {:?}, against {} replica(s) {:?} (pids {:?}) on {}",
         options.hosts,
         options.heartbeat,
-        server.url(),
-        server.pid(),
+        options.replicas.max(1),
+        server.urls(),
+        server.pids(),
         if options.postgres {
             "PostgreSQL (fsync on)"
         } else {
             "redb"
         }
     );
+    println!("load average at start: {}", load_average());
     let started = Instant::now();
     let hosts = server.operator().register("load", options.hosts).await?;
     println!(
@@ -93,12 +102,14 @@ async fn drive(options: &Options) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let before = server.sample()?;
-    let fleet = Fleet::connect(server.operator(), hosts, options.heartbeat).await?;
+    let fleet = Fleet::connect(server.operators(), hosts, options.heartbeat).await?;
     rest(&server, &fleet.shared, options, &before).await?;
-    dispatches(&server, &fleet.shared, options).await?;
+    dispatch::rounds(&server, &fleet.shared, options).await?;
+    wakeup::latencies(&server, &fleet.hosts, options).await?;
     ingestion(&server, &fleet.shared, &fleet.hosts, options).await?;
     let errors = fleet.stop().await;
     println!("errors (connect, HTTP or non-2xx, all retried): {errors}");
+    println!("load average at the end: {}", load_average());
     server.stop()
 }
 
@@ -119,18 +130,20 @@ impl Fleet {
         heartbeat: Duration,
     ) -> Result<Self> {
         let hosts = operator.register(prefix, count).await?;
-        Self::connect(operator, hosts, heartbeat).await
+        Self::connect(std::slice::from_ref(operator), hosts, heartbeat).await
     }
 
+    /// Connects `hosts`, host `n` to the replica of `operators[n % len]`.
     async fn connect(
-        operator: &Operator,
+        operators: &[Operator],
         hosts: Vec<Arc<Host>>,
         heartbeat: Duration,
     ) -> Result<Self> {
         let shared = Arc::new(Shared {
-            endpoint: operator.endpoint(),
+            endpoints: operators.iter().map(Operator::endpoint).collect(),
             stop: CancellationToken::new(),
             dispatch: Dispatch::default(),
+            baseline: dispatch::Baseline::default(),
             counters: Counters::default(),
             heartbeat_latencies: Mutex::new(Vec::new()),
             heartbeat_slots: tokio::sync::Semaphore::new(host::HEARTBEAT_CONNECTIONS),
@@ -210,6 +223,7 @@ async fn rest(
     tokio::time::sleep(options.heartbeat).await;
     let start = server.sample()?;
     let own_start = server.own_sample()?;
+    let database_start = server.database_sample();
     let beats = shared.counters.heartbeats.load(Ordering::Relaxed);
     shared
         .heartbeat_latencies
@@ -219,6 +233,7 @@ async fn rest(
     tokio::time::sleep(options.idle).await;
     let end = server.sample()?;
     let own_end = server.own_sample()?;
+    let database_end = server.database_sample();
     let beats = shared.counters.heartbeats.load(Ordering::Relaxed) - beats;
     let mut latencies = shared
         .heartbeat_latencies
@@ -241,55 +256,23 @@ async fn rest(
         ms(quantile(&latencies, 0.5)),
         ms(quantile(&latencies, 0.99))
     );
+    let beats_per_second = beats as f64 / end.at.duration_since(start.at).as_secs_f64();
+    let server_cores = end.cores_since(&start);
     println!(
-        "server CPU: {:.1}% of a core; this process: {:.1}% of a core",
-        end.cores_since(&start) * 100.0,
+        "server CPU (every replica): {:.1}% of a core, {:.0} µs per heartbeat (with the long-polls answered meanwhile); this process: {:.1}% of a core",
+        server_cores * 100.0,
+        server_cores * 1e6 / beats_per_second.max(f64::MIN_POSITIVE),
         own_end.cores_since(&own_start) * 100.0
     );
-    Ok(())
-}
-
-/// Full-fleet dispatch rounds: a target for every host; the time until every one has it.
-async fn dispatches(server: &setup::Server, shared: &Shared, options: &Options) -> Result<()> {
-    println!("\n## full-fleet dispatch ({} rounds)", options.dispatches);
-    println!("round  answered ms  all hosts ms  p50 ms  p99 ms  server CPU s");
-    let (mut all, mut answered) = (Vec::new(), Vec::new());
-    for round in 1..=options.dispatches {
-        let revision = round as u64;
-        let before = server.sample()?;
-        let started = Instant::now();
-        shared.dispatch.begin(revision, started);
-        server.operator().set_target_for_all(revision).await?;
-        let answer = started.elapsed();
-        let complete = wait_until(DISPATCH_DEADLINE, || {
-            shared.dispatch.reached() >= options.hosts
-        })
-        .await;
-        let after = server.sample()?;
-        let seen = shared.dispatch.latencies();
-        let last = seen.last().copied().unwrap_or_default();
+    if let (Some(database_start), Some(database_end)) = (database_start, database_end) {
+        let database_cores = database_end.cores_since(&database_start);
         println!(
-            "{round:>5}  {:>11.0}  {:>12.0}  {:>6.0}  {:>6.0}  {:>12.2}{}",
-            ms(answer),
-            ms(last),
-            ms(quantile(&seen, 0.5)),
-            ms(quantile(&seen, 0.99)),
-            after.cpu_seconds_since(&before),
-            if complete.is_ok() {
-                ""
-            } else {
-                "  (incomplete)"
-            }
+            "database CPU (every PostgreSQL process): {:.1}% of a core, {:.0} µs per heartbeat",
+            database_cores * 100.0,
+            database_cores * 1e6 / beats_per_second.max(f64::MIN_POSITIVE)
         );
-        all.push(ms(last));
-        answered.push(ms(answer));
-        tokio::time::sleep(BETWEEN_ROUNDS).await;
     }
-    println!(
-        "median: set-target answered in {:.0} ms, every host had it after {:.0} ms",
-        median(&answered),
-        median(&all)
-    );
+    println!("load average: {}", load_average());
     Ok(())
 }
 
@@ -303,6 +286,7 @@ async fn ingestion(
 ) -> Result<()> {
     let slots = Arc::new(tokio::sync::Semaphore::new(options.senders.max(1)));
     let before = server.sample()?;
+    let database_before = server.database_sample();
     let acked_before = shared.counters.events_acked.load(Ordering::Relaxed);
     let batches_before = shared.counters.batches_acked.load(Ordering::Relaxed);
     let bytes_before = shared.counters.batch_bytes_acked.load(Ordering::Relaxed);
@@ -324,6 +308,13 @@ async fn ingestion(
     }
     let took = started.elapsed();
     let after = server.sample()?;
+    let database_cpu = match (database_before, server.database_sample()) {
+        (Some(before), Some(after)) => format!(
+            "; database CPU {:.0}% of a core",
+            after.cores_since(&before) * 100.0
+        ),
+        _ => String::new(),
+    };
     latencies.sort();
     let events = shared.counters.events_acked.load(Ordering::Relaxed) - acked_before;
     println!(
@@ -334,13 +325,14 @@ async fn ingestion(
         options.senders
     );
     println!(
-        "{events} events acknowledged durable in {:.2} s: {:.0} events/s ({:.0} batches/s); batch round trip p50 {:.1} ms, p99 {:.1} ms; server CPU {:.0}% of a core",
+        "{events} events acknowledged durable in {:.2} s: {:.0} events/s ({:.0} batches/s); batch round trip p50 {:.1} ms, p99 {:.1} ms; server CPU {:.0}% of a core{database_cpu}; load {}",
         took.as_secs_f64(),
         events as f64 / took.as_secs_f64(),
         latencies.len() as f64 / took.as_secs_f64(),
         ms(quantile(&latencies, 0.5)),
         ms(quantile(&latencies, 0.99)),
-        after.cores_since(&before) * 100.0
+        after.cores_since(&before) * 100.0,
+        load_average()
     );
     let batches = shared.counters.batches_acked.load(Ordering::Relaxed) - batches_before;
     let bytes = shared.counters.batch_bytes_acked.load(Ordering::Relaxed) - bytes_before;
@@ -359,6 +351,19 @@ async fn ingestion(
     Ok(())
 }
 
+/// The machine's load averages (1, 5 and 15 minutes), as `/proc/loadavg` gives them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Waits until `done`, checking every few milliseconds; an error after `deadline`.
 async fn wait_until(deadline: Duration, done: impl Fn() -> bool) -> Result<()> {
     let started = Instant::now();
     while !done() {

@@ -22,12 +22,13 @@ use crate::{HarnessError, Result, binaries};
 /// Operator connections used to register hosts at once.
 const REGISTRATION_CONNECTIONS: usize = 16;
 
-/// The running control plane and the operator's means to drive it.
+/// The running control planes (one, or several replicas on one database) and the operator's
+/// means to drive each.
 pub struct Server {
-    control_plane: ControlPlane,
-    operator: Operator,
-    /// The database cluster of a PostgreSQL store; dropped (stopped) after the server.
-    _cluster: Option<Cluster>,
+    replicas: Vec<ControlPlane>,
+    operators: Vec<Operator>,
+    /// The database cluster of a PostgreSQL store; dropped (stopped) after the servers.
+    cluster: Option<Cluster>,
     root: PathBuf,
     _dir: Option<TempDir>,
 }
@@ -40,9 +41,16 @@ pub struct Operator {
 }
 
 impl Server {
-    /// Starts `fleetnode-cp serve` on a fresh store with limits fit for the load: each host
+    /// Starts `fleetnode-cp serve` on a fresh store (`options.replicas` processes on one
+    /// PostgreSQL database, or one on a redb file) with limits fit for the load: each host
     /// connects from its own address, so the per-source limit stays at its default.
     pub async fn start(options: &Options) -> Result<Self> {
+        if options.replicas > 1 && !options.postgres {
+            return Err(HarnessError::Setup {
+                what: "the load generator's options".into(),
+                message: "several replicas share a PostgreSQL store: add --postgres, or use --replicas 1 with redb".into(),
+            });
+        }
         let (dir, root) = match &options.work_dir {
             Some(path) => (None, path.clone()),
             None => {
@@ -64,18 +72,25 @@ impl Server {
             None
         };
         let heartbeat = format!("{}s", options.heartbeat.as_secs().max(1));
-        let control_plane = tokio::task::block_in_place(|| {
-            ControlPlane::start(
-                binaries::locate(binaries::CONTROL_PLANE)?,
-                files,
-                &heartbeat,
-            )
-        })?;
-        let operator = Operator::of(&control_plane)?;
+        let binary = binaries::locate(binaries::CONTROL_PLANE)?;
+        let mut replicas = Vec::with_capacity(options.replicas.max(1));
+        // One after the other: the first applies the schema, the others find it in place.
+        for index in 0..options.replicas.max(1) {
+            let mut files = files.clone();
+            files.log = root.join(format!("control-plane-{index}.log"));
+            let started = tokio::task::block_in_place(|| {
+                ControlPlane::start(binary.clone(), files, &heartbeat)
+            })?;
+            replicas.push(started);
+        }
+        let operators = replicas
+            .iter()
+            .map(Operator::of)
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            control_plane,
-            operator,
-            _cluster: cluster,
+            replicas,
+            operators,
+            cluster,
             root,
             _dir: dir,
         })
@@ -86,30 +101,48 @@ impl Server {
         &self.root
     }
 
-    /// The operator's side.
+    /// The operator's side of the first replica.
     pub fn operator(&self) -> &Operator {
-        &self.operator
+        &self.operators[0]
     }
 
-    /// The server's URL.
-    pub fn url(&self) -> String {
-        self.control_plane.url()
+    /// The operator's side of every replica, in the order started.
+    pub fn operators(&self) -> &[Operator] {
+        &self.operators
     }
 
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.control_plane.pid().unwrap_or(0)
+    /// The replicas' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.replicas.iter().map(ControlPlane::url).collect()
     }
 
-    /// A look at the server process.
+    /// The replicas' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.replicas
+            .iter()
+            .map(|replica| replica.pid().unwrap_or(0))
+            .collect()
+    }
+
+    /// A look at every replica, summed (memory and CPU of all of them together).
     pub fn sample(&self) -> Result<Sample> {
-        Sample::of(self.pid()).ok_or_else(|| HarnessError::Setup {
-            what: "the control plane under load".into(),
-            message: format!(
-                "its process is gone; its log:\n{}",
-                self.control_plane.log_tail(30)
-            ),
-        })
+        let mut samples = Vec::with_capacity(self.replicas.len());
+        for replica in &self.replicas {
+            let pid = replica.pid().unwrap_or(0);
+            samples.push(Sample::of(pid).ok_or_else(|| HarnessError::Setup {
+                what: "a control plane under load".into(),
+                message: format!("its process is gone; its log:\n{}", replica.log_tail(30)),
+            })?);
+        }
+        Ok(Sample::sum(&samples))
+    }
+
+    /// A look at the database cluster's processes together (the postmaster, its live
+    /// children, and the children it has reaped); `None` on a redb store.
+    pub fn database_sample(&self) -> Option<Sample> {
+        let cluster = self.cluster.as_ref()?;
+        let data = cluster.socket_dir().join("data");
+        Sample::of_tree(&data.display().to_string())
     }
 
     /// A look at this process.
@@ -120,9 +153,15 @@ impl Server {
         })
     }
 
-    /// Stops the server (SIGTERM, as systemd does).
+    /// Stops every replica (SIGTERM, as systemd does).
     pub fn stop(mut self) -> Result<()> {
-        self.control_plane.stop()
+        let mut result = Ok(());
+        for replica in &mut self.replicas {
+            if let Err(error) = replica.stop() {
+                result = Err(error);
+            }
+        }
+        result
     }
 }
 
@@ -216,6 +255,27 @@ impl Operator {
             .into_iter()
             .map(|(index, id, token)| Arc::new(Host::new(index, id, token)))
             .collect())
+    }
+
+    /// Pauses (`paused`) or resumes one host through this replica, on `link` (a kept
+    /// operator connection to it); returns the revision the change gave the host.
+    pub async fn hold(&self, link: &mut Link, host: &str, paused: bool) -> Result<u64> {
+        let action = if paused { "pause" } else { "resume" };
+        let path = format!("/v1/admin/hosts/{host}/{action}");
+        let answer = link
+            .request(Method::POST, &path, &self.admin_token, None, false)
+            .await
+            .map_err(|e| setup_error(action, e))?;
+        if answer.status != StatusCode::OK {
+            return Err(setup_error(action, String::from_utf8_lossy(&answer.body)));
+        }
+        let changed: DesiredChanged =
+            serde_json::from_slice(&answer.body).map_err(|e| setup_error(action, e))?;
+        changed
+            .hosts
+            .first()
+            .map(|changed| changed.revision.0)
+            .ok_or_else(|| setup_error(action, format!("{host} did not change")))
     }
 
     /// `POST /v1/admin/targets` for every host; returns once the server answered.

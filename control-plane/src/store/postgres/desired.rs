@@ -2,11 +2,12 @@
 //! revision computed inside the transaction, the caller's change applied, the new states and
 //! their history written, and every replica notified when it commits.
 
+use deadpool_postgres::Transaction;
 use fleetnode_wire::{DesiredState, HostId, Revision, Timestamp};
-use tokio_postgres::Transaction;
+use tokio_postgres::types::Json;
 
 use super::notify::{self, Kind};
-use super::store::{from_json, to_i64, to_json, to_u64};
+use super::store::{json_column, to_i64, to_u64};
 use super::{PgError, PgStore};
 use crate::store::{DesiredChange, DesiredRecord};
 
@@ -89,24 +90,33 @@ impl PgStore {
         let mut ids: Vec<&str> = hosts.iter().map(HostId::as_str).collect();
         ids.sort_unstable();
         ids.dedup();
+        if ids.len() >= crate::fleet::LARGE_CHANGE {
+            // Waits once for the groups in flight (on every replica), and holds new ones back
+            // until this commits: otherwise the row locks below, taken one by one, meet one
+            // in-flight group after another for the whole scan. Plain reads go on.
+            txn.batch_execute("LOCK TABLE hosts IN EXCLUSIVE MODE")
+                .await
+                .map_err(|e| self.fail("locking the hosts table", &e))?;
+        }
         // ORDER BY sorts before the rows are locked: every transaction takes them in id order.
-        let rows = txn
-            .query(
+        let fail = |e: tokio_postgres::Error| self.fail("locking hosts", &e);
+        let statement = txn
+            .prepare_cached(
                 "SELECT id, desired, revision, revoked,
                         (mirror #>> '{state,host,desired,revision}')::bigint,
                         (heartbeat #>> '{heartbeat,desired_revision}')::bigint
                  FROM hosts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                &[&ids],
             )
             .await
-            .map_err(|e| self.fail("locking hosts", &e))?;
+            .map_err(fail)?;
+        let rows = txn.query(&statement, &[&ids]).await.map_err(fail)?;
         let mut locked = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.get(0);
             let revision = |i: usize| row.get::<_, Option<i64>>(i).map(|r| Revision(to_u64(r)));
             let current = Revision(to_u64(row.get(2)));
             locked.push(LockedHost {
-                desired: from_json(|| format!("desired state of {id}"), row.get(1))?,
+                desired: json_column(&row, 1, || format!("desired state of {id}"))?,
                 next: next_revision(current, revision(4), revision(5)),
                 revoked: row.get(3),
                 id: HostId::parse(&id).map_err(|e| PgError::Corrupt {
@@ -149,27 +159,41 @@ impl PgStore {
         let mut records = Vec::with_capacity(changes.len());
         for change in changes {
             ids.push(change.host.as_str());
-            states.push(to_json("desired state", &change.record.desired)?);
+            states.push(Json(&change.record.desired));
             revisions.push(to_i64("revision", change.record.desired.revision.0)?);
-            records.push(to_json("desired record", &change.record)?);
+            records.push(Json(&change.record));
         }
-        let fail = |e: tokio_postgres::Error| self.fail("writing desired states", &e);
-        txn.execute(
-            "UPDATE hosts SET desired = v.desired, revision = v.revision
-             FROM unnest($1::text[], $2::jsonb[], $3::int8[]) AS v (id, desired, revision)
-             WHERE hosts.id = v.id",
-            &[&ids, &states, &revisions],
-        )
-        .await
-        .map_err(fail)?;
-        txn.execute(
-            "INSERT INTO desired_history (host, revision, record)
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::jsonb[])",
-            &[&ids, &revisions, &records],
-        )
-        .await
-        .map_err(fail)?;
-        notify::send(txn, Kind::Desired, &ids)
+        let update = async {
+            let statement = txn
+                .prepare_cached(
+                    "UPDATE hosts SET desired = v.desired, revision = v.revision
+                     FROM unnest($1::text[], $2::jsonb[], $3::int8[]) AS v (id, desired, revision)
+                     WHERE hosts.id = v.id",
+                )
+                .await?;
+            txn.execute(&statement, &[&ids, &states, &revisions]).await
+        };
+        let history = async {
+            let statement = txn
+                .prepare_cached(
+                    "INSERT INTO desired_history (host, revision, record)
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::jsonb[])",
+                )
+                .await?;
+            txn.execute(&statement, &[&ids, &revisions, &records]).await
+        };
+        // Both go out at once on the connection: one round trip, and the database works on
+        // the second while the first's answer travels.
+        tokio::try_join!(update, history).map_err(|e| self.fail("writing desired states", &e))?;
+        // Each host with the revision committed: the replica that made the change already
+        // holds it and need not read it again.
+        let named: Vec<String> = ids
+            .iter()
+            .zip(&revisions)
+            .map(|(id, revision)| format!("{id}={revision}"))
+            .collect();
+        let named: Vec<&str> = named.iter().map(String::as_str).collect();
+        notify::send(txn, Kind::Desired, &named)
             .await
             .map_err(|e| notify::failed(self, &e))
     }

@@ -10,10 +10,12 @@
 
 use std::collections::BTreeMap;
 
-use fleetnode_wire::{AgentStatus, EventBatch, HostId, Revision, Timestamp};
+use fleetnode_wire::{AgentStatus, EventBatch, HostId, OutboundEvent, Revision, Timestamp};
 
-use super::hosts::heartbeat_of;
-use super::store::{from_json, stream_key, to_i64, to_json, to_u64};
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::Json;
+
+use super::store::{json_column, stream_key, to_i64, to_u64};
 use super::{PgError, PgStore};
 use crate::mirror::{Applied, Mirror, Refused};
 use crate::store::HeartbeatRecord;
@@ -136,26 +138,27 @@ impl PgStore {
     /// Locks the rows of the group's hosts in id order and reads their mirrors and heartbeats.
     async fn lock_group(
         &self,
-        txn: &tokio_postgres::Transaction<'_>,
+        txn: &Transaction<'_>,
         writes: &[GroupWrite],
     ) -> Result<BTreeMap<String, Row>, PgError> {
         let mut ids: Vec<&str> = writes.iter().map(|w| w.host().as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let found = txn
-            .query(
+        let fail = |e: tokio_postgres::Error| self.fail("locking the group's hosts", &e);
+        let statement = txn
+            .prepare_cached(
                 "SELECT id, mirror, heartbeat, revision, revoked FROM hosts
                  WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                &[&ids],
             )
             .await
-            .map_err(|e| self.fail("locking the group's hosts", &e))?;
+            .map_err(fail)?;
+        let found = txn.query(&statement, &[&ids]).await.map_err(fail)?;
         let mut rows = BTreeMap::new();
         for row in found {
             let id: String = row.get(0);
             let locked = Row {
-                mirror: from_json(|| format!("mirror of {id}"), row.get(1))?,
-                heartbeat: heartbeat_of(&id, row.get(2))?,
+                mirror: json_column(&row, 1, || format!("mirror of {id}"))?,
+                heartbeat: json_column(&row, 2, || format!("heartbeat of {id}"))?,
                 revision: Revision(to_u64(row.get(3))),
                 revoked: row.get(4),
                 mirror_changed: false,
@@ -169,20 +172,11 @@ impl PgStore {
     /// Inserts the new events and updates the changed mirrors and heartbeats.
     async fn write_group(
         &self,
-        txn: &tokio_postgres::Transaction<'_>,
+        txn: &Transaction<'_>,
         rows: &BTreeMap<String, Row>,
-        events: &NewEvents,
+        events: &NewEvents<'_>,
     ) -> Result<(), PgError> {
         let fail = |e: tokio_postgres::Error| self.fail("writing a group", &e);
-        if !events.hosts.is_empty() {
-            txn.execute(
-                "INSERT INTO events (host, stream, seq, event)
-                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::jsonb[])",
-                &[&events.hosts, &events.streams, &events.seqs, &events.bodies],
-            )
-            .await
-            .map_err(fail)?;
-        }
         let mut ids = Vec::new();
         let mut mirrors = Vec::new();
         let mut heartbeats = Vec::new();
@@ -191,48 +185,67 @@ impl PgStore {
                 continue;
             }
             ids.push(id.as_str());
-            mirrors.push(
-                row.mirror_changed
-                    .then(|| to_json("mirror", &row.mirror))
-                    .transpose()?,
-            );
+            mirrors.push(row.mirror_changed.then_some(Json(&row.mirror)));
             heartbeats.push(
                 row.heartbeat_changed
-                    .then(|| to_json("heartbeat", &row.heartbeat))
-                    .transpose()?,
+                    .then_some(row.heartbeat.as_ref().map(Json))
+                    .flatten(),
             );
         }
-        if !ids.is_empty() {
+        let insert = async {
+            if events.hosts.is_empty() {
+                return Ok(0);
+            }
+            let insert = txn
+                .prepare_cached(
+                    "INSERT INTO events (host, stream, seq, event)
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::jsonb[])",
+                )
+                .await?;
             txn.execute(
-                "UPDATE hosts SET mirror = coalesce(v.mirror, hosts.mirror),
-                                  heartbeat = coalesce(v.heartbeat, hosts.heartbeat)
-                 FROM unnest($1::text[], $2::jsonb[], $3::jsonb[]) AS v (id, mirror, heartbeat)
-                 WHERE hosts.id = v.id",
-                &[&ids, &mirrors, &heartbeats],
+                &insert,
+                &[&events.hosts, &events.streams, &events.seqs, &events.bodies],
             )
             .await
-            .map_err(fail)?;
-        }
+        };
+        let update = async {
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let update = txn
+                .prepare_cached(
+                    "UPDATE hosts SET mirror = coalesce(v.mirror, hosts.mirror),
+                                      heartbeat = coalesce(v.heartbeat, hosts.heartbeat)
+                     FROM unnest($1::text[], $2::jsonb[], $3::jsonb[]) AS v (id, mirror, heartbeat)
+                     WHERE hosts.id = v.id",
+                )
+                .await?;
+            txn.execute(&update, &[&ids, &mirrors, &heartbeats]).await
+        };
+        // Both go out at once on the connection (tokio-postgres pipelines concurrent
+        // statements of one client): one round trip instead of two.
+        tokio::try_join!(insert, update).map_err(fail)?;
         Ok(())
     }
 }
 
-/// The events a group appends, as the columns of one multi-row insert.
+/// The events a group appends, as the columns of one multi-row insert (each event written as
+/// JSON straight from the batch, without an intermediate value).
 #[derive(Default)]
-struct NewEvents {
-    hosts: Vec<String>,
+struct NewEvents<'a> {
+    hosts: Vec<&'a str>,
     streams: Vec<i64>,
     seqs: Vec<i64>,
-    bodies: Vec<serde_json::Value>,
+    bodies: Vec<Json<OutboundEvent>>,
 }
 
 /// Applies a batch to the host's mirror as it stands in this group (after the host's earlier
 /// writes in it).
-fn apply_batch(
+fn apply_batch<'a>(
     row: &mut Row,
-    host: &HostId,
+    host: &'a HostId,
     batch: &EventBatch,
-    events: &mut NewEvents,
+    events: &mut NewEvents<'a>,
 ) -> Result<GroupOutcome, PgError> {
     let applied = match row.mirror.apply(batch) {
         Ok(applied) => applied,
@@ -241,10 +254,10 @@ fn apply_batch(
     if applied.mirror != row.mirror {
         let stream = stream_key(batch.stream);
         for event in &applied.stored {
-            events.hosts.push(host.as_str().to_owned());
+            events.hosts.push(host.as_str());
             events.streams.push(stream);
             events.seqs.push(to_i64("event seq", event.seq)?);
-            events.bodies.push(to_json("event", event)?);
+            events.bodies.push(Json(event.clone()));
         }
         row.mirror = applied.mirror.clone();
         row.mirror_changed = true;

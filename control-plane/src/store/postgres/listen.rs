@@ -47,6 +47,11 @@ impl Subscription {
     pub async fn recv(&mut self) -> Option<Wake> {
         self.wakes.recv().await
     }
+
+    /// The next wake-up if one is waiting, without waiting for one.
+    pub fn try_recv(&mut self) -> Option<Wake> {
+        self.wakes.try_recv().ok()
+    }
 }
 
 impl Drop for Subscription {

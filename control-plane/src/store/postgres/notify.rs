@@ -4,9 +4,12 @@
 //!
 //! A payload is a kind letter, a colon and names separated by commas (`d:web-01,web-02`), cut
 //! below PostgreSQL's payload limit: host ids and operator names are DNS labels, without
-//! commas.
+//! commas. A desired-state change names each host with the revision it committed
+//! (`d:web-01=7,web-02=12`), so that a replica whose view already holds that revision (the
+//! replica that made the change) need not read the host again; a name without one is read
+//! again.
 
-use fleetnode_wire::{HostId, OperatorName};
+use fleetnode_wire::{HostId, OperatorName, Revision};
 use tokio_postgres::Transaction;
 
 use super::PgError;
@@ -19,8 +22,8 @@ const MAX_PAYLOAD: usize = 7000;
 /// What changed, as a subscriber receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wake {
-    /// These hosts' desired states changed.
-    Desired(Vec<HostId>),
+    /// These hosts' desired states changed, each to the revision given (when the sender said).
+    Desired(Vec<(HostId, Option<Revision>)>),
     /// These hosts were added or their registration changed (revoked).
     Hosts(Vec<HostId>),
     /// These operators were added or changed (revoked).
@@ -97,7 +100,13 @@ pub(super) fn parse(payload: &str) -> Option<Wake> {
     let names = names.split(',').filter(|n| !n.is_empty());
     match kind {
         "d" => names
-            .map(|n| HostId::parse(n).ok())
+            .map(|n| {
+                let (host, revision) = match n.split_once('=') {
+                    Some((host, revision)) => (host, Some(Revision(revision.parse().ok()?))),
+                    None => (n, None),
+                };
+                Some((HostId::parse(host).ok()?, revision))
+            })
             .collect::<Option<_>>()
             .map(Wake::Desired),
         "h" => names
@@ -124,7 +133,7 @@ mod tests {
 
     #[test]
     fn payloads_stay_under_the_limit_and_read_back() {
-        let names: Vec<String> = (0..2000).map(|i| format!("host-{i:05}")).collect();
+        let names: Vec<String> = (0..2000).map(|i| format!("host-{i:05}={i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let sent = payloads(Kind::Desired, &refs);
         assert!(sent.len() > 1);
@@ -134,9 +143,26 @@ mod tests {
             let Some(Wake::Desired(hosts)) = parse(payload) else {
                 panic!("{payload} does not read back");
             };
-            back.extend(hosts.into_iter().map(String::from));
+            back.extend(
+                hosts
+                    .into_iter()
+                    .map(|(host, revision)| format!("{host}={}", revision.map_or(0, |r| r.0))),
+            );
         }
         assert_eq!(back, names);
         assert_eq!(parse("x:y"), None);
+    }
+
+    #[test]
+    fn a_desired_name_without_a_revision_reads_back_without_one() {
+        let host = |id: &str| HostId::parse(id).unwrap();
+        assert_eq!(
+            parse("d:web-01,web-02=7"),
+            Some(Wake::Desired(vec![
+                (host("web-01"), None),
+                (host("web-02"), Some(Revision(7)))
+            ]))
+        );
+        assert_eq!(parse("d:web-01=seven"), None);
     }
 }

@@ -200,6 +200,25 @@ pub(super) fn from_json<T: DeserializeOwned>(
     })
 }
 
+/// A `jsonb` column read straight into `T` (no intermediate JSON value); a null column reads
+/// as `None` when `T` is an `Option`.
+pub(super) fn json_column<T: DeserializeOwned>(
+    row: &tokio_postgres::Row,
+    index: usize,
+    what: impl FnOnce() -> String,
+) -> Result<T, PgError> {
+    let read = match row.try_get::<_, Option<tokio_postgres::types::Json<T>>>(index) {
+        Ok(Some(tokio_postgres::types::Json(value))) => return Ok(value),
+        // A null column: fine for an `Option`, corrupt for anything else.
+        Ok(None) => serde_json::from_value(serde_json::Value::Null).map_err(|e| e.to_string()),
+        Err(e) => Err(super::error::describe(&e)),
+    };
+    read.map_err(|detail| PgError::Corrupt {
+        what: what(),
+        detail,
+    })
+}
+
 /// A number as the database's `bigint`.
 pub(super) fn to_i64(what: &str, value: u64) -> Result<i64, PgError> {
     i64::try_from(value).map_err(|_| PgError::OutOfRange {
