@@ -13,6 +13,9 @@ use super::store::{from_json, to_i64, to_json, to_u64};
 use super::{PgError, PgStore};
 use crate::store::{DesiredChange, DesiredRecord};
 
+/// The advisory lock under which rollouts are numbered ("rollouts" in ASCII).
+const ROLLOUT_NUMBER_LOCK: i64 = 0x726f_6c6c_6f75_7473;
+
 impl PgStore {
     /// Every rollout, oldest first.
     pub async fn load_rollouts(&self) -> Result<Vec<Rollout>, PgError> {
@@ -30,10 +33,20 @@ impl PgStore {
     }
 
     /// A number for a new rollout, never given before: one above every stored rollout, and
-    /// distinct for replicas asking at the same time.
+    /// distinct for replicas asking at the same time. The sequence is moved past the stored
+    /// rollouts under a transaction-scoped advisory lock: without it, two replicas numbering
+    /// while the sequence lags the table (after `store copy` or a restore) could both be given
+    /// `max(id) + 1`.
     pub async fn next_rollout_id(&self) -> Result<RolloutId, PgError> {
-        let client = self.client().await?;
-        let id: i64 = client
+        let mut client = self.client().await?;
+        let txn = client
+            .transaction()
+            .await
+            .map_err(|e| self.fail("numbering a rollout", &e))?;
+        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&ROLLOUT_NUMBER_LOCK])
+            .await
+            .map_err(|e| self.fail("numbering a rollout", &e))?;
+        let id: i64 = txn
             .query_one(
                 "SELECT setval('rollout_ids', greatest(nextval('rollout_ids'),
                                (SELECT coalesce(max(id), 0) + 1 FROM rollouts)))",
@@ -42,6 +55,9 @@ impl PgStore {
             .await
             .map_err(|e| self.fail("numbering a rollout", &e))?
             .get(0);
+        txn.commit()
+            .await
+            .map_err(|e| self.fail("numbering a rollout", &e))?;
         Ok(RolloutId(to_u64(id)))
     }
 
