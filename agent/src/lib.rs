@@ -1,10 +1,10 @@
 //! The fleetnode agent.
 //!
-//! Workers (activation, probes, long-poll, heartbeat, outbound drainer, admin listener)
-//! observe the world and send [`input::Input`]s into one bounded channel. One event loop
-//! ([`runtime::eventloop`]) is the only caller of [`fleetnode_state_machine::step`]: it
-//! persists the new state and the new outbound events in one durable transaction, and only
-//! then hands the state machine's commands to the workers that carry them out.
+//! Workers (probes, long-poll, heartbeat, outbound drainer, admin listener) observe the world
+//! and send [`input::Input`]s into one bounded channel. One event loop ([`runtime::eventloop`])
+//! is the only caller of [`fleetnode_state_machine::step`]: it persists the new state and the
+//! new outbound events in one durable transaction, and only then carries out the state
+//! machine's commands, holding the activation work in flight itself ([`activation`]).
 
 pub mod activation;
 pub mod admin;

@@ -10,29 +10,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetnode_state_machine::{Event, Observation, SwitchId};
-use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::eventloop::{EventLoop, Exit, Parts, WorkerSenders};
+use super::eventloop::{EventLoop, Exit, Parts, SHUTDOWN_GRACE};
 use super::status::{StatusWatch, Workers};
 use super::supervisor::supervise;
-use crate::activation::{self, ACTIVATION_CHANNEL_CAPACITY};
+use crate::activation::InFlight;
 use crate::admin::{self, AdminContext};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::control::{self, Client, drainer, heartbeat};
 use crate::input::{INPUT_CHANNEL_CAPACITY, Input};
 use crate::metrics::Metrics;
-use crate::probes::{self, PROBE_CHANNEL_CAPACITY};
+use crate::probes;
 use crate::store::{Store, StoreError, StoreReader};
 use crate::system::System;
 
 /// Longest wait between attempts to observe the host at start-up.
 const OBSERVE_RETRY_CAP: Duration = Duration::from_secs(30);
-/// How long shutdown waits for the tasks to finish.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -107,17 +105,15 @@ impl Agent {
         let stream = opened.store.stream();
         let tasks_cancel = cancel.child_token();
         let (inputs_tx, inputs) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
-        let (activation_tx, activation_rx) = mpsc::channel(ACTIVATION_CHANNEL_CAPACITY);
-        let (probes_tx, probes_rx) = mpsc::channel(PROBE_CHANNEL_CAPACITY);
+        let activation = InFlight::new(system.clone(), workers.clone(), tasks_cancel.child_token());
+        let (probe_epoch, probe_epochs) = watch::channel(opened.state.host.probe_epoch);
         let drainer_kick = Arc::new(Notify::new());
         let (mut event_loop, status) = EventLoop::new(Parts {
             store: opened.store,
             state: opened.state,
             clock,
-            senders: WorkerSenders {
-                activation: activation_tx,
-                probes: probes_tx,
-            },
+            activation,
+            probe_epoch,
             drainer: drainer_kick.clone(),
             metrics: metrics.clone(),
             workers: workers.clone(),
@@ -140,7 +136,7 @@ impl Agent {
             metrics: &metrics,
         };
         let mut tasks = JoinSet::new();
-        spawn_local_workers(&mut tasks, &shared, &system, activation_rx, probes_rx);
+        spawn_local_workers(&mut tasks, &shared, &system, probe_epochs);
         if let Some(client) = client {
             let delivery = Delivery {
                 reader,
@@ -265,58 +261,30 @@ struct Delivery {
     kick: Arc<Notify>,
 }
 
-/// Activation, probes and the admin surfaces: the workers that need no control plane.
+/// Probes and the admin surfaces: the workers that need no control plane.
 fn spawn_local_workers<S: System>(
     tasks: &mut JoinSet<()>,
     shared: &Shared<'_>,
     system: &Arc<S>,
-    activation_rx: mpsc::Receiver<fleetnode_state_machine::Command>,
-    probes_rx: mpsc::Receiver<fleetnode_state_machine::Command>,
+    probe_epochs: watch::Receiver<u64>,
 ) {
     let (workers, cancel) = (shared.workers.clone(), shared.cancel.clone());
-    // The receivers outlive every run of their worker, so commands sent while a worker is
-    // being restarted wait for the next run.
-    let activation_rx = Arc::new(Mutex::new(activation_rx));
-    let (system_a, inputs_a, cancel_a) = (system.clone(), shared.inputs.clone(), cancel.clone());
-    tasks.spawn(supervise(
-        "activation",
-        workers.clone(),
-        cancel.clone(),
-        move || {
-            let (rx, system, inputs, cancel) = (
-                activation_rx.clone(),
-                system_a.clone(),
-                inputs_a.clone(),
-                cancel_a.clone(),
-            );
-            async move {
-                let mut rx = rx.lock().await;
-                activation::run(system, &mut rx, inputs, cancel).await
-            }
-        },
-    ));
-    let probes_rx = Arc::new(Mutex::new(probes_rx));
     let specs = shared.config.probes.clone();
-    let status = shared.status.clone();
     let (system_p, inputs_p, cancel_p) = (system.clone(), shared.inputs.clone(), cancel.clone());
     tasks.spawn(supervise(
         "probes",
         workers.clone(),
         cancel.clone(),
         move || {
-            let (rx, system, inputs, cancel, specs) = (
-                probes_rx.clone(),
+            // A restarted probe worker starts in the epoch the state is in now.
+            let (epochs, system, inputs, cancel, specs) = (
+                probe_epochs.clone(),
                 system_p.clone(),
                 inputs_p.clone(),
                 cancel_p.clone(),
                 specs.clone(),
             );
-            // A restarted probe worker starts in the epoch the state is in now.
-            let epoch = status.borrow().probe_epoch;
-            async move {
-                let mut rx = rx.lock().await;
-                probes::run(specs, system, &mut rx, inputs, epoch, cancel).await
-            }
+            probes::run(specs, system, epochs, inputs, cancel)
         },
     ));
     spawn_admin(tasks, shared);

@@ -1,15 +1,15 @@
 //! The event loop: the one task on the decisions' side of the agent.
 //!
-//! Its `select!` takes the input channel, a sleep until the state's next deadline, cancellation
-//! and the systemd watchdog. For each input it calls `step`, writes the new state and the new
-//! events in one durable transaction, and only then hands the commands, as the core made them,
-//! to the workers that carry them out.
+//! Its `select!` takes the input channel, the ends of the activation jobs it holds in flight, a
+//! sleep until the state's next deadline, cancellation and the systemd watchdog. For each input
+//! it calls `step`, writes the new state and the new events in one durable transaction, and
+//! only then carries out the commands, as the core made them: an activation command starts a
+//! job it holds ([`InFlight`]), a probe reset sets the epoch the probe worker watches.
 //!
-//! Why this cannot deadlock: the loop never waits for a worker. A command waits in the
-//! worker's outbox here until the worker's bounded channel has room (`reserve()` is one more
-//! branch of the same `select!`), while the loop keeps taking inputs; so a worker blocked on
-//! sending an input is always served, and no cycle of bounded channels exists. The outbox stays
-//! small because the machine emits a few commands per transition and runs one switch at a time.
+//! Why this cannot deadlock: the loop never waits for a worker. It sends into no bounded
+//! channel: starting a job, setting a watch, waking the drainer and answering a oneshot all
+//! return at once. The only bounded channel is its own input channel, which it keeps
+//! receiving from in the same `select!`, so every worker that waits to send is served.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,9 +23,9 @@ use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::outbox::{Outbox, Worker};
 use super::record::{self, log_report};
 use super::status::{self, LatestProbes, Workers};
+use crate::activation::InFlight;
 use crate::clock::Clock;
 use crate::input::Input;
 use crate::metrics::Metrics;
@@ -33,6 +33,8 @@ use crate::store::{CommitReport, DeadLetterOutcome, Store};
 
 /// Longest pause between attempts to write the store after a failure.
 const MAX_STORE_RETRY: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the tasks (and the activation jobs) to finish.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How the event loop ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,23 +46,14 @@ pub enum Exit {
     Restart(String),
 }
 
-/// The bounded senders of the workers the loop hands commands to.
-#[derive(Debug, Clone)]
-pub struct WorkerSenders {
-    /// Realise, switches, reboot and the agent-upgrade check.
-    pub activation: mpsc::Sender<Command>,
-    /// Probe resets.
-    pub probes: mpsc::Sender<Command>,
-}
-
 /// Everything the event loop owns or shares.
 #[derive(Debug)]
 pub struct EventLoop {
     store: Store,
     state: State,
     clock: Clock,
-    senders: WorkerSenders,
-    outbox: Outbox,
+    activation: InFlight,
+    probe_epoch: watch::Sender<u64>,
     drainer: Arc<Notify>,
     status: watch::Sender<Arc<AgentStatus>>,
     metrics: Arc<Metrics>,
@@ -85,8 +78,10 @@ pub struct Parts {
     pub state: State,
     /// The agent's clock.
     pub clock: Clock,
-    /// Where commands go.
-    pub senders: WorkerSenders,
+    /// The activation jobs in flight (none yet).
+    pub activation: InFlight,
+    /// The probe epoch the probe worker runs in; set on every probe reset.
+    pub probe_epoch: watch::Sender<u64>,
     /// Kicked after every commit with new events.
     pub drainer: Arc<Notify>,
     /// Metrics.
@@ -120,8 +115,8 @@ impl EventLoop {
             store: parts.store,
             state: parts.state,
             clock: parts.clock,
-            senders: parts.senders,
-            outbox: Outbox::default(),
+            activation: parts.activation,
+            probe_epoch: parts.probe_epoch,
             drainer: parts.drainer,
             status,
             metrics: parts.metrics,
@@ -157,17 +152,25 @@ impl EventLoop {
     }
 
     /// Runs until cancelled or until the state machine asks for a restart, pinging the
-    /// systemd watchdog every `watchdog` (also when idle).
+    /// systemd watchdog every `watchdog` (also when idle); then stops the activation jobs.
     pub async fn run(
         mut self,
         mut inputs: mpsc::Receiver<Input>,
         watchdog: Option<Duration>,
     ) -> Exit {
+        let exit = self.serve(&mut inputs, watchdog).await;
+        self.activation.shutdown(SHUTDOWN_GRACE).await;
+        exit
+    }
+
+    async fn serve(
+        &mut self,
+        inputs: &mut mpsc::Receiver<Input>,
+        watchdog: Option<Duration>,
+    ) -> Exit {
         let mut ping = watchdog.map(tokio::time::interval);
         loop {
-            if let Some(reason) = self.restart.clone()
-                && self.outbox.is_empty()
-            {
+            if let Some(reason) = self.restart.clone() {
                 return Exit::Restart(reason);
             }
             let deadline = self
@@ -175,31 +178,27 @@ impl EventLoop {
                 .next_deadline()
                 .filter(|(at, _)| Some(*at) != self.refused_tick)
                 .map(|(at, _)| self.clock.instant_at(at));
-            // Owned handles, so that a reserved slot does not borrow the loop while it hands
-            // the command over.
-            let (cancel, senders) = (self.cancel.clone(), self.senders.clone());
-            let handed = tokio::select! {
+            let busy = !self.activation.is_idle();
+            let wake = tokio::select! {
                 biased;
-                () = cancel.cancelled() => return Exit::Stopped,
-                () = tick(ping.as_mut()) => {
-                    crate::systemd::watchdog();
-                    Ok(())
-                }
-                permit = senders.activation.reserve(), if !self.outbox.activation.is_empty() => {
-                    self.outbox.hand(permit.ok(), Worker::Activation);
-                    Ok(())
-                }
-                permit = senders.probes.reserve(), if !self.outbox.probes.is_empty() => {
-                    self.outbox.hand(permit.ok(), Worker::Probes);
-                    Ok(())
-                }
-                () = sleep_until(deadline) => self.event(Event::Tick).await,
+                () = self.cancel.cancelled() => return Exit::Stopped,
+                () = tick(ping.as_mut()) => Wake::Watchdog,
+                event = self.activation.next(), if busy => Wake::Event(event),
+                () = sleep_until(deadline) => Wake::Event(Event::Tick),
                 input = inputs.recv() => match input {
-                    Some(input) => self.handle(input).await,
+                    Some(input) => Wake::Input(input),
                     None => return Exit::Stopped,
                 },
             };
-            if handed.is_err() {
+            let handled = match wake {
+                Wake::Watchdog => {
+                    crate::systemd::watchdog();
+                    Ok(())
+                }
+                Wake::Event(event) => self.event(event).await,
+                Wake::Input(input) => self.handle(input).await,
+            };
+            if handled.is_err() {
                 return Exit::Stopped;
             }
         }
@@ -339,10 +338,13 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Puts a command in the outbox of the worker that carries it out (or acts on it here).
+    /// Carries out a command: starts its activation job, sets the probe epoch, or (a restart)
+    /// ends the loop.
     fn route(&mut self, command: Command) {
         match command {
-            Command::ResetProbes { .. } => self.outbox.probes.push_back(command),
+            Command::ResetProbes { epoch } => {
+                self.probe_epoch.send_replace(epoch);
+            }
             Command::Restart { reason } => {
                 warn!(%reason, "restarting to run the agent the committed generation carries");
                 self.restart = Some(reason);
@@ -354,9 +356,8 @@ impl EventLoop {
             | Command::AbortSwitch { .. }
             | Command::ReleaseSwitch { .. }
             | Command::Reboot
-            | Command::CheckAgentUpgrade => self.outbox.activation.push_back(command),
+            | Command::CheckAgentUpgrade => self.activation.start(command),
         }
-        self.outbox.check();
     }
 
     /// Writes the state and events, retrying with backoff until it works or shutdown.
@@ -425,6 +426,16 @@ fn changed_beyond_clock(before: &State, after: &State) -> bool {
     same.control_plane_paused = before.control_plane_paused;
     same.relaunch = before.relaunch;
     same != *before
+}
+
+/// What woke the loop.
+enum Wake {
+    /// The watchdog is due.
+    Watchdog,
+    /// An activation job ended with this event, or a deadline fell due (`Tick`).
+    Event(Event),
+    /// A worker's input.
+    Input(Input),
 }
 
 async fn tick(interval: Option<&mut Interval>) {

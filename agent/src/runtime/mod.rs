@@ -3,7 +3,6 @@
 
 pub mod agent;
 pub mod eventloop;
-mod outbox;
 pub mod record;
 pub mod status;
 pub mod supervisor;

@@ -1,4 +1,4 @@
-//! The runtime end to end: store, event loop, activation worker and the control-plane workers
+//! The runtime end to end: store, event loop, activation jobs and the control-plane workers
 //! against a real local HTTP control plane, on an in-memory host.
 
 use std::sync::Arc;
