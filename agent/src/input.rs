@@ -21,12 +21,15 @@ pub enum Input {
         through: u64,
     },
     /// The control plane refused this event for good: move it to the dead letters and put the
-    /// state machine's gap in its place so delivery goes on.
+    /// state machine's gap in its place so delivery goes on. `done` is told once the gap is
+    /// durable (or the event had left the queue), or that the write failed.
     DeadLettered {
         /// The refused event.
         seq: u64,
         /// The control plane's error code.
         code: String,
+        /// Told whether the dead letter is written.
+        done: oneshot::Sender<Written>,
     },
     /// The control plane's mirror cannot follow the events: record a snapshot for it to
     /// restart from. `done` gets the snapshot's seq once it is durable (`None` when the state
@@ -42,6 +45,15 @@ pub enum Input {
     /// Someone (CLI, admin listener) asks for the agent's status; the event loop answers it
     /// itself, so a stalled loop shows as no answer.
     Status(oneshot::Sender<AgentStatus>),
+}
+
+/// The event loop's answer to a worker that asked it to write something and waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Durable, or there was nothing left to write.
+    Done,
+    /// The store refused the write (the event loop logged why); ask again later.
+    Failed,
 }
 
 /// The sending side every worker holds.

@@ -9,7 +9,9 @@
 //! log an error every time; nothing is dropped for them. Only a refusal of the content itself
 //! ([`fleetnode_wire::RetryClass::Content`]) means an event is at fault: a batch is retried one
 //! event at a time, and an event refused on its own is dead-lettered (`Input::DeadLettered`),
-//! which puts a gap in its place so delivery goes on.
+//! which puts a gap in its place so delivery goes on: the event loop answers once the gap is
+//! durable, or that its write failed, and then the dead letter is asked for again after
+//! [`DEAD_LETTER_RETRY`] (the event is not sent to the control plane again meanwhile).
 //!
 //! Acknowledgements: `acked_through` between the batch's first and last seq acknowledges that
 //! far. One below the first seq acknowledges nothing; one beyond the last seq sent is a protocol
@@ -33,7 +35,7 @@ use tracing::{debug, error, warn};
 
 use super::{Client, retry_plan};
 use crate::backoff::Backoff;
-use crate::input::{Input, InputSender, WorkerError};
+use crate::input::{Input, InputSender, WorkerError, Written};
 use crate::runtime::status::Workers;
 use crate::store::StoreReader;
 
@@ -45,8 +47,8 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// Most encoded event bytes in one batch: the body cap less room for the envelope.
 pub const BATCH_MAX_BYTES: usize = MAX_BODY_BYTES - 16 * 1024;
-/// How long to wait for the event loop to record a dead letter before looking again.
-const DEAD_LETTER_POLL: Duration = Duration::from_secs(1);
+/// How long to wait before asking again for a dead letter the event loop could not write.
+pub const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 
 /// What the drainer needs.
 #[derive(Debug, Clone)]
@@ -247,17 +249,37 @@ impl Drainer {
         let code = error.code();
         error!(seq = event.seq, report = event.report.name(), code, error = %error,
             "the control plane refused the event for good; it is kept as a dead letter");
+        loop {
+            match self.dead_letter(event.seq, &code).await? {
+                Some(Written::Done) => return Ok(Next::Now),
+                Some(Written::Failed) => {}
+                None => return Ok(Next::Stop),
+            }
+            // The store refused the write: ask again, without sending the event again.
+            tokio::select! {
+                () = self.cancel.cancelled() => return Ok(Next::Stop),
+                () = tokio::time::sleep(DEAD_LETTER_RETRY) => {}
+            }
+        }
+    }
+
+    /// Asks the event loop to dead-letter `seq` and waits for its answer; `None` on shutdown.
+    async fn dead_letter(&self, seq: u64, code: &str) -> Result<Option<Written>, WorkerError> {
+        let (done, answer) = oneshot::channel();
         let letter = Input::DeadLettered {
-            seq: event.seq,
-            code: code.clone(),
+            seq,
+            code: code.to_owned(),
+            done,
         };
         if let Next::Stop = self.send(letter).await? {
-            return Ok(Next::Stop);
+            return Ok(None);
         }
-        if wait_for_dead_letter(&self.ctx, event.seq, &code, &self.inputs, &self.cancel).await? {
-            Ok(Next::Now)
-        } else {
-            self.gone()
+        tokio::select! {
+            () = self.cancel.cancelled() => Ok(None),
+            written = answer => match written {
+                Ok(written) => Ok(Some(written)),
+                Err(_) => self.gone().map(|_| None),
+            },
         }
     }
 
@@ -324,42 +346,6 @@ fn is_dead_letter_gap(event: &OutboundEvent) -> bool {
             ..
         }
     )
-}
-
-/// Waits until the event loop replaced the refused event with its gap (or it left the queue).
-/// The request is sent again after each poll that still finds the event, so a dead letter
-/// whose store write failed is retried instead of stalling delivery. False when the event loop
-/// is gone.
-async fn wait_for_dead_letter(
-    ctx: &DrainerContext,
-    seq: u64,
-    code: &str,
-    inputs: &InputSender,
-    cancel: &CancellationToken,
-) -> Result<bool, WorkerError> {
-    loop {
-        let current = ctx
-            .reader
-            .get(seq)
-            .map_err(|e| WorkerError::new(format!("cannot read the outbound queue: {e}")))?;
-        match current {
-            None => return Ok(true),
-            Some(event) if is_dead_letter_gap(&event) => return Ok(true),
-            Some(_) => {}
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(true),
-            () = ctx.kick.notified() => continue,
-            () = tokio::time::sleep(DEAD_LETTER_POLL) => {}
-        }
-        let again = Input::DeadLettered {
-            seq,
-            code: code.to_owned(),
-        };
-        if inputs.send(again).await.is_err() {
-            return Ok(false);
-        }
-    }
 }
 
 #[cfg(test)]

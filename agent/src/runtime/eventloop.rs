@@ -27,7 +27,7 @@ use super::record::{self, log_report};
 use super::status::{self, LatestProbes, Workers};
 use crate::activation::InFlight;
 use crate::clock::Clock;
-use crate::input::Input;
+use crate::input::{Input, Written};
 use crate::metrics::Metrics;
 use crate::store::{CommitReport, DeadLetterOutcome, Store};
 
@@ -216,23 +216,10 @@ impl EventLoop {
                 self.publish();
                 Ok(())
             }
-            Input::DeadLettered { seq, code } => {
-                let now = self.clock.now();
-                let refused = self.store.reader().get(seq).ok().flatten();
-                match self.store.dead_letter(seq, &code, now) {
-                    Ok(DeadLetterOutcome::Moved(gap)) => {
-                        log_report(&gap, self.state.host.phase.name());
-                        self.drainer.notify_one();
-                        if refused.is_some_and(|event| queue::dead_letter_needs_snapshot(&event)) {
-                            let cause = ResyncCause::DeadLettered { seq };
-                            self.resync(0, cause, None).await?;
-                        }
-                    }
-                    Ok(DeadLetterOutcome::NotQueued) => {
-                        debug!(seq, "dead letter for an event no longer queued");
-                    }
-                    Err(e) => error!(seq, error = %e, "cannot move the event to the dead letters"),
-                }
+            Input::DeadLettered { seq, code, done } => {
+                let written = self.dead_letter(seq, &code).await?;
+                // The drainer may have stopped meanwhile; nothing to do then.
+                let _ = done.send(written);
                 self.publish();
                 Ok(())
             }
@@ -245,6 +232,32 @@ impl EventLoop {
                 // The asker may have given up waiting; nothing to do then.
                 let _ = reply.send(self.status());
                 Ok(())
+            }
+        }
+    }
+
+    /// Moves a refused event to the dead letters, its gap in its place, and records a snapshot
+    /// when the refused event was one the control plane's mirror cannot do without.
+    async fn dead_letter(&mut self, seq: u64, code: &str) -> Result<Written, Cancelled> {
+        let now = self.clock.now();
+        let refused = self.store.reader().get(seq).ok().flatten();
+        match self.store.dead_letter(seq, code, now) {
+            Ok(DeadLetterOutcome::Moved(gap)) => {
+                log_report(&gap, self.state.host.phase.name());
+                self.drainer.notify_one();
+                if refused.is_some_and(|event| queue::dead_letter_needs_snapshot(&event)) {
+                    let cause = ResyncCause::DeadLettered { seq };
+                    self.resync(0, cause, None).await?;
+                }
+                Ok(Written::Done)
+            }
+            Ok(DeadLetterOutcome::NotQueued) => {
+                debug!(seq, "dead letter for an event no longer queued");
+                Ok(Written::Done)
+            }
+            Err(e) => {
+                error!(seq, error = %e, "cannot move the event to the dead letters");
+                Ok(Written::Failed)
             }
         }
     }

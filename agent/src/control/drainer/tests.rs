@@ -106,10 +106,11 @@ impl Harness {
             Input::Acked { through } => {
                 self.store.ack(through).unwrap();
             }
-            Input::DeadLettered { seq, code } => {
+            Input::DeadLettered { seq, code, done } => {
                 let outcome = self.store.dead_letter(seq, &code, Timestamp(9)).unwrap();
                 assert!(matches!(outcome, DeadLetterOutcome::Moved(_)));
                 self.kick.notify_one();
+                done.send(crate::input::Written::Done).unwrap();
             }
             Input::Resync {
                 log_end,
@@ -457,5 +458,41 @@ async fn a_resync_answer_to_a_snapshot_does_not_make_another() {
         (2..=4).contains(&snapshots),
         "retried at the slowest pace: {batches:?}"
     );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_the_store_could_not_write_is_asked_for_again_without_posting_again() {
+    let mut h = start(3).await;
+    h.server.lock().poison.insert(2);
+    // Play the event loop until the dead letter is asked for, then answer that its write
+    // failed.
+    let done = loop {
+        let input = h.inputs.recv().await.unwrap();
+        match input {
+            Input::DeadLettered { seq, done, .. } => {
+                assert_eq!(seq, 2);
+                break done;
+            }
+            other => h.handle(other),
+        }
+    };
+    let posted = h.server.lock().batches.len();
+    done.send(crate::input::Written::Failed).unwrap();
+    let again = h.inputs.recv().await.unwrap();
+    assert!(
+        matches!(again, Input::DeadLettered { seq: 2, .. }),
+        "{again:?}"
+    );
+    assert_eq!(
+        h.server.lock().batches.len(),
+        posted,
+        "the refused event was posted again instead of its dead letter being asked for again"
+    );
+    h.handle(again);
+    h.reduce_until_empty().await;
+    let seqs: Vec<u64> = h.server.lock().events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(h.store.reader().dead_letters().unwrap().len(), 1);
     h.stop().await;
 }
