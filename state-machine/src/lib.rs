@@ -34,7 +34,7 @@ pub use command::{Command, SwitchAction, SwitchJob, SwitchPurpose};
 pub use error::{Bug, MirrorError, PeerFault, StaleInput, TransitionError};
 pub use event::{Event, Observation, ProbeResult, RealiseResult, SwitchEnd, SwitchExit, UnitState};
 pub use evolve::{EvolveError, evolve, record_probe};
-pub use machine::{EXIT_UNITS_FAILED, LOCK_CONTENTION, SWITCH_LOCK_RETRY, Step, step};
+pub use machine::{EXIT_UNITS_FAILED, LOCK_CONTENTION, SWITCH_LOCK_RETRY, Step, step, timeout};
 pub use policy::{
     ActivationMode, DesiredState, Directive, DirectiveKind, FailurePolicy, HealthOverrides,
     HealthPolicy, LocalPolicy, ProbeMode,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetnode_state_machine::{
-    Command, Event, OutboundEvent, ResyncCause, State, Step, queue, step,
+    Command, Event, OutboundEvent, ProbeId, ResyncCause, State, Step, queue, step, timeout,
 };
 use fleetnode_wire::AgentStatus;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -61,8 +61,6 @@ pub struct EventLoop {
     latest: LatestProbes,
     status_line: String,
     restart: Option<String>,
-    /// The deadline whose tick `step` refused (a bug): not slept for again.
-    refused_tick: Option<fleetnode_state_machine::Timestamp>,
     refusals: record::Refusals,
     /// The switch the wait for the switch lock was last logged for (logged once per switch).
     waited_for_lock: Option<fleetnode_state_machine::SwitchId>,
@@ -124,7 +122,6 @@ impl EventLoop {
             latest: LatestProbes::new(),
             status_line: String::new(),
             restart: None,
-            refused_tick: None,
             refusals: record::Refusals::default(),
             waited_for_lock: None,
             cancel: parts.cancel,
@@ -176,7 +173,6 @@ impl EventLoop {
             let deadline = self
                 .state
                 .next_deadline()
-                .filter(|(at, _)| Some(*at) != self.refused_tick)
                 .map(|(at, _)| self.clock.instant_at(at));
             let busy = !self.activation.is_idle();
             let wake = tokio::select! {
@@ -184,7 +180,7 @@ impl EventLoop {
                 () = self.cancel.cancelled() => return Exit::Stopped,
                 () = tick(ping.as_mut()) => Wake::Watchdog,
                 event = self.activation.next(), if busy => Wake::Event(event),
-                () = sleep_until(deadline) => Wake::Event(Event::Tick),
+                () = sleep_until(deadline) => Wake::Deadline,
                 input = inputs.recv() => match input {
                     Some(input) => Wake::Input(input),
                     None => return Exit::Stopped,
@@ -195,6 +191,7 @@ impl EventLoop {
                     crate::systemd::watchdog();
                     Ok(())
                 }
+                Wake::Deadline => self.deadline().await,
                 Wake::Event(event) => self.event(event).await,
                 Wake::Input(input) => self.handle(input).await,
             };
@@ -281,12 +278,19 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Steps the state machine with one event, persists, then hands out the commands.
+    /// Lets time pass to now: the deadlines due fire. This cannot be refused (see
+    /// [`timeout`]), so a due deadline always moves the state and is never slept for again.
+    pub async fn deadline(&mut self) -> Result<(), Cancelled> {
+        let step = timeout(&self.state, self.clock.now());
+        self.apply(step, None).await
+    }
+
+    /// Steps the state machine with one event, persists, then carries out the commands.
     pub async fn event(&mut self, event: Event) -> Result<(), Cancelled> {
         let now = self.clock.now();
         let probe = match &event {
             Event::ProbeResult(result) => {
-                Some((result.probe.clone(), result.passed, result.detail.clone()))
+                Some((result.probe.clone(), (result.passed, result.detail.clone())))
             }
             Event::Started(_)
             | Event::DesiredObserved(_)
@@ -298,24 +302,26 @@ impl EventLoop {
             | Event::Tick
             | Event::ResyncRequested { .. } => None,
         };
-        let tick = matches!(event, Event::Tick);
+        match step(&self.state, event, now) {
+            Ok(step) => self.apply(step, probe).await,
+            Err(e) => {
+                self.refusals.record(&self.metrics, &e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Persists a step, then carries out its commands and publishes the status.
+    async fn apply(
+        &mut self,
+        step: Step,
+        probe: Option<(ProbeId, (bool, String))>,
+    ) -> Result<(), Cancelled> {
         let Step {
             state,
             events,
             commands,
-        } = match step(&self.state, event, now) {
-            Ok(step) => step,
-            Err(e) => {
-                if tick {
-                    // Only a bug of ours refuses a tick; sleeping again until the same
-                    // deadline would spin. Wait for the next input instead.
-                    self.refused_tick = self.state.next_deadline().map(|(at, _)| at);
-                }
-                self.refusals.record(&self.metrics, &e);
-                return Ok(());
-            }
-        };
-        self.refused_tick = None;
+        } = step;
         if let Some(relaunch) = state.relaunch
             && self.waited_for_lock != Some(relaunch.switch)
         {
@@ -334,8 +340,8 @@ impl EventLoop {
         if before.host.probe_epoch != self.state.host.probe_epoch {
             self.latest.clear();
         }
-        if let Some((probe, passed, detail)) = probe {
-            self.latest.insert(probe, (passed, detail));
+        if let Some((probe, latest)) = probe {
+            self.latest.insert(probe, latest);
         }
         for event in &events {
             log_report(event, self.state.host.phase.name());
@@ -445,7 +451,9 @@ fn changed_beyond_clock(before: &State, after: &State) -> bool {
 enum Wake {
     /// The watchdog is due.
     Watchdog,
-    /// An activation job ended with this event, or a deadline fell due (`Tick`).
+    /// The state's next deadline fell due.
+    Deadline,
+    /// An activation job ended with this event.
     Event(Event),
     /// A worker's input.
     Input(Input),

@@ -266,7 +266,7 @@ pub(super) fn reverted(
     Ok(())
 }
 
-pub(super) fn failed(host: &mut Host, reason: &Reason, target: &Option<StorePath>, halted: bool) {
+pub(crate) fn failed(host: &mut Host, reason: &Reason, target: &Option<StorePath>, halted: bool) {
     host.phase = Phase::Failed(Failed {
         reason: reason.clone(),
         target: target.clone(),

@@ -32,10 +32,29 @@ pub struct Step {
 /// Applies one event to a state at time `now`.
 ///
 /// On error the input is refused and `state` stays as it was; the error says whose fault it is.
+/// [`Event::Tick`] is never refused: it is [`timeout`].
 ///
 /// Pure and deterministic: no clock, no I/O. A `now` older than the latest seen is treated as
 /// the latest seen, so deadlines never move backwards.
 pub fn step(state: &State, event: Event, now: Timestamp) -> Result<Step, TransitionError> {
+    match event {
+        Event::Tick => Ok(timeout(state, now)),
+        event => transition(state, event, now),
+    }
+}
+
+/// Time passed to `now`: every deadline due fires. Total, so the shell needs no guard against
+/// a deadline that cannot fire: when the machine's own transition fails (a bug), the host
+/// fails with that error as its reason ([`crate::Reason::DeadlineFailed`]) and a switch in
+/// flight is aborted, which leaves no deadline due.
+pub fn timeout(state: &State, now: Timestamp) -> Step {
+    match transition(state, Event::Tick, now) {
+        Ok(step) => step,
+        Err(error) => deadline_failed(state, now, &error),
+    }
+}
+
+fn transition(state: &State, event: Event, now: Timestamp) -> Result<Step, TransitionError> {
     let now = now.max(state.clock);
     let mut tx = Tx {
         state: state.clone(),
@@ -73,19 +92,31 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> Result<Step, Transit
         // A committed generation may carry a new agent: find out, then decide.
         tx.command(Command::CheckAgentUpgrade);
     }
-    // The roots go first: a rollback switch in the same step must find its target rooted. At a
-    // start the shell's roots may lag the state (a crash between a commit and its command), so
-    // the set is sent again.
-    let kept = tx.state.generations_kept();
-    if started || kept != state.generations_kept() {
-        tx.commands
-            .insert(0, Command::KeepGenerations { generations: kept });
+    Ok(tx.finish(state, started))
+}
+
+/// The step of a deadline whose transition failed with `error`: the host fails where it is.
+fn deadline_failed(state: &State, now: Timestamp, error: &TransitionError) -> Step {
+    let mut tx = Tx {
+        state: state.clone(),
+        events: Vec::new(),
+        commands: Vec::new(),
+        now: now.max(state.clock),
+    };
+    tx.state.clock = tx.now;
+    if let Some(switch) = tx.state.host.phase.running_switch() {
+        tx.command(Command::AbortSwitch { switch });
     }
-    Ok(Step {
-        state: tx.state,
-        events: tx.events,
-        commands: tx.commands,
-    })
+    tx.state.relaunch = None;
+    let target = match &tx.state.host.phase {
+        Phase::RollingBack(p) => p.abandoned.as_ref().map(|(target, _)| target.clone()),
+        phase => phase.work().map(|work| work.target.clone()),
+    };
+    let reason = crate::Reason::DeadlineFailed {
+        error: crate::cap_head(&error.to_string(), crate::MESSAGE_CAP),
+    };
+    tx.fail(reason, target);
+    tx.finish(state, false)
 }
 
 /// A transition being built: the state so far, its outputs so far, and the time.
@@ -108,6 +139,39 @@ impl Tx {
         self.state.host.seq = event.seq;
         self.events.push(event);
         Ok(())
+    }
+
+    /// Records that the host failed. Unlike [`Tx::report`] it cannot be refused: a failure
+    /// applies in every phase.
+    fn fail(&mut self, reason: crate::Reason, target: Option<crate::StorePath>) {
+        crate::evolve::failed(&mut self.state.host, &reason, &target, false);
+        let event = OutboundEvent {
+            seq: self.state.host.seq + 1,
+            at: self.now,
+            report: Report::Failed {
+                reason,
+                target,
+                halted: false,
+            },
+        };
+        self.state.host.seq = event.seq;
+        self.events.push(event);
+    }
+
+    /// The step this transaction built from `before`. The roots go first: a rollback switch
+    /// in the same step must find its target rooted. At a start (`started`) the shell's roots
+    /// may lag the state (a crash between a commit and its command), so the set is sent again.
+    fn finish(mut self, before: &State, started: bool) -> Step {
+        let kept = self.state.generations_kept();
+        if started || kept != before.generations_kept() {
+            self.commands
+                .insert(0, Command::KeepGenerations { generations: kept });
+        }
+        Step {
+            state: self.state,
+            events: self.events,
+            commands: self.commands,
+        }
     }
 
     /// The id the next switch gets: the seq of the report that launches it.
@@ -169,3 +233,6 @@ fn on_tick(tx: &mut Tx) -> Result<(), TransitionError> {
         | Phase::Failed(_) => switch::relaunch_when_due(tx),
     }
 }
+
+#[cfg(test)]
+mod tests;
