@@ -38,7 +38,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, warn};
 
-use crate::runtime::status::Workers;
+use crate::status::Workers;
 use crate::system::System;
 use jobs::{Carrier, Done, Host, Job, Turn};
 

@@ -60,14 +60,20 @@ pub enum Written {
 pub type InputSender = tokio::sync::mpsc::Sender<Input>;
 
 /// Why a worker stopped with a fault; the supervisor logs it, counts it and restarts the worker
-/// with backoff.
+/// with backoff. Each variant's message says what failed and on what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct WorkerError(pub String);
-
-impl WorkerError {
-    /// A fault with a message saying what failed.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
-    }
+pub enum WorkerError {
+    /// The event loop's input channel closed while no shutdown was asked for.
+    #[error("the event loop stopped")]
+    LoopStopped,
+    /// The outbound queue could not be read (the store's error).
+    #[error("cannot read the outbound queue: {0}")]
+    Queue(String),
+    /// A listener could not be set up or stopped accepting: its address, socket path,
+    /// permissions or group, in words that say what to change.
+    #[error("{0}")]
+    Listener(String),
+    /// The probes could not run: their HTTP client could not be built, or a probe task failed.
+    #[error("probes: {0}")]
+    Probes(String),
 }

@@ -20,6 +20,7 @@ pub mod probes;
 pub mod runtime;
 pub mod secrets;
 pub mod selfupdate;
+pub mod status;
 pub mod store;
 pub mod system;
 pub mod systemd;

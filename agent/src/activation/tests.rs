@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::InFlight;
 use crate::metrics::Metrics;
-use crate::runtime::status::Workers;
+use crate::status::Workers;
 use crate::system::tests::{job, system_for};
 use crate::system::{NixosSystem, System, unit_name};
 

@@ -36,7 +36,7 @@ use tracing::{debug, error, warn};
 use super::{Client, retry_plan};
 use crate::backoff::Backoff;
 use crate::input::{Input, InputSender, WorkerError, Written};
-use crate::runtime::status::Workers;
+use crate::status::Workers;
 use crate::store::StoreReader;
 
 /// This worker's name in statuses.
@@ -140,7 +140,7 @@ impl Drainer {
         self.ctx
             .reader
             .batch_after(self.acked, limit, BATCH_MAX_BYTES)
-            .map_err(|e| WorkerError::new(format!("cannot read the outbound queue: {e}")))
+            .map_err(|e| WorkerError::Queue(e.to_string()))
     }
 
     /// Posts one batch and handles the answer.
@@ -289,7 +289,7 @@ impl Drainer {
             .ctx
             .reader
             .last_seq()
-            .map_err(|e| WorkerError::new(format!("cannot read the outbound queue: {e}")))?;
+            .map_err(|e| WorkerError::Queue(e.to_string()))?;
         Ok(newest.unwrap_or(last).max(last))
     }
 
@@ -333,7 +333,7 @@ impl Drainer {
         if self.cancel.is_cancelled() {
             Ok(Next::Stop)
         } else {
-            Err(WorkerError::new("the event loop stopped"))
+            Err(WorkerError::LoopStopped)
         }
     }
 }

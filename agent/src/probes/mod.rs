@@ -57,8 +57,7 @@ pub async fn run<S: System>(
     inputs: InputSender,
     cancel: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let http =
-        HttpProber::with_system_roots().map_err(|e| WorkerError::new(format!("probes: {e}")))?;
+    let http = HttpProber::with_system_roots().map_err(|e| WorkerError::Probes(e.to_string()))?;
     run_with(specs, system, http, epochs, inputs, cancel).await
 }
 
@@ -94,10 +93,10 @@ pub(crate) async fn run_with<S: System>(
             },
             Some(ended) = tasks.join_next() => {
                 tasks.shutdown().await;
-                return Err(WorkerError::new(match ended {
-                    Ok(()) => "probes: the event loop's input channel is closed".to_owned(),
-                    Err(e) => format!("probes: a probe task failed: {e}"),
-                }));
+                return Err(match ended {
+                    Ok(()) => WorkerError::LoopStopped,
+                    Err(e) => WorkerError::Probes(format!("a probe task failed: {e}")),
+                });
             }
         }
     }

@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::eventloop::{EventLoop, Exit, Parts, SHUTDOWN_GRACE};
-use super::status::{StatusWatch, Workers};
 use super::supervisor::supervise;
 use crate::activation::InFlight;
 use crate::admin::{self, AdminContext};
@@ -26,6 +25,7 @@ use crate::control::{self, Client, drainer, heartbeat};
 use crate::input::{INPUT_CHANNEL_CAPACITY, Input};
 use crate::metrics::Metrics;
 use crate::probes;
+use crate::status::{StatusWatch, Workers};
 use crate::store::{Store, StoreError, StoreReader};
 use crate::system::System;
 
@@ -122,7 +122,7 @@ impl Agent {
         if event_loop.event(Event::Started(observation)).await.is_err() {
             return Ok(None);
         }
-        let line = super::status::line(&event_loop.status());
+        let line = crate::status::line(&event_loop.status());
         crate::systemd::ready(&line);
         info!(status = %line, "recovery done; agent ready");
 

@@ -24,11 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::record::{self, log_report};
-use super::status::{self, LatestProbes, Workers};
 use crate::activation::InFlight;
 use crate::clock::Clock;
 use crate::input::{Input, Written};
 use crate::metrics::Metrics;
+use crate::status::{self, LatestProbes, Workers};
 use crate::store::{CommitReport, DeadLetterOutcome, Store};
 
 /// Longest pause between attempts to write the store after a failure.

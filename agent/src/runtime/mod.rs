@@ -4,7 +4,6 @@
 pub mod agent;
 pub mod eventloop;
 pub mod record;
-pub mod status;
 pub mod supervisor;
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! fact that says what happened and why (the report's own sentence), and the metrics.
 
 use fleetnode_state_machine::{OutboundEvent, Phase, Report, SwitchVerdict, TransitionError};
-use fleetnode_wire::{AgentStatus, QueueSummary};
+use fleetnode_wire::AgentStatus;
 use tracing::{debug, error, info, warn};
 
 use crate::metrics::Metrics;
@@ -161,7 +161,7 @@ pub fn count(metrics: &Metrics, before: &Phase, events: &[OutboundEvent]) {
 pub fn export(metrics: &Metrics, status: &AgentStatus) {
     metrics.set_phase(status.phase);
     metrics.paused.set(i64::from(status.paused));
-    export_queue(metrics, &status.queue, status.at);
+    metrics.export_queue(&status.queue, status.at);
     for probe in &status.probes {
         let value = match probe.passing {
             Some(true) => 1,
@@ -173,21 +173,6 @@ pub fn export(metrics: &Metrics, status: &AgentStatus) {
             .get_or_create(&[("probe", probe.probe.to_string())])
             .set(value);
     }
-}
-
-/// Sets the queue gauges; the age of the oldest event is taken at `now`.
-pub fn export_queue(
-    metrics: &Metrics,
-    queue: &QueueSummary,
-    now: fleetnode_state_machine::Timestamp,
-) {
-    metrics.queue_depth.set(queue.depth as i64);
-    metrics.queue_bytes.set(queue.bytes as i64);
-    metrics.dead_letters.set(queue.dead_letters as i64);
-    let age = queue
-        .oldest_at
-        .map_or(0.0, |at| now.since(at).0 as f64 / 1000.0);
-    metrics.queue_oldest_age_seconds.set(age);
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::control::Client;
 use crate::control::testserver::{Failure, TestServer};
 use crate::input::Input;
 use crate::metrics::Metrics;
-use crate::runtime::status::Workers;
+use crate::status::Workers;
 use crate::store::{DeadLetterOutcome, Store};
 
 fn paused(seq: u64) -> OutboundEvent {

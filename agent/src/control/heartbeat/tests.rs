@@ -15,7 +15,7 @@ use crate::control::Client;
 use crate::control::testserver::{Failure, TestServer};
 use crate::input::{Input, WorkerError};
 use crate::metrics::Metrics;
-use crate::runtime::status::{self, Workers};
+use crate::status::{self, Workers};
 
 const INTERVAL: Duration = Duration::from_secs(10);
 const CLOCK_START_MS: u64 = 1_700_000_000_000;
