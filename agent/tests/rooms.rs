@@ -6,14 +6,7 @@
 use std::path::{Path, PathBuf};
 
 /// The workers' sources, relative to the crate.
-const WORKERS: [&str; 6] = [
-    "src/activation.rs",
-    "src/activation",
-    "src/probes",
-    "src/control",
-    "src/admin.rs",
-    "src/admin",
-];
+const WORKERS: [&str; 2] = ["src/workers.rs", "src/workers"];
 
 fn sources(path: &Path, found: &mut Vec<PathBuf>) {
     if path.is_dir() {

@@ -17,17 +17,17 @@ use tracing::{error, info, warn};
 
 use super::eventloop::{EventLoop, Exit, Parts, SHUTDOWN_GRACE};
 use super::supervisor::supervise;
-use crate::activation::InFlight;
-use crate::admin::{self, AdminContext};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::control::{self, Client, drainer, heartbeat};
 use crate::input::{INPUT_CHANNEL_CAPACITY, Input};
 use crate::metrics::Metrics;
-use crate::probes;
 use crate::status::{StatusWatch, Workers};
 use crate::store::{Store, StoreError, StoreReader};
 use crate::system::System;
+use crate::workers::activation::InFlight;
+use crate::workers::admin::{self, AdminContext};
+use crate::workers::control::{self, Client, drainer, heartbeat};
+use crate::workers::probes;
 
 /// Longest wait between attempts to observe the host at start-up.
 const OBSERVE_RETRY_CAP: Duration = Duration::from_secs(30);

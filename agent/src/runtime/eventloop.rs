@@ -24,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::record::{self, log_report};
-use crate::activation::InFlight;
 use crate::clock::Clock;
 use crate::input::{Input, Written};
 use crate::metrics::Metrics;
 use crate::status::{self, LatestProbes, Workers};
 use crate::store::{CommitReport, DeadLetterOutcome, Store};
+use crate::workers::activation::InFlight;
 
 /// Longest pause between attempts to write the store after a failure.
 const MAX_STORE_RETRY: Duration = Duration::from_secs(30);

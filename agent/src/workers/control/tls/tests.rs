@@ -14,10 +14,10 @@ use tokio::io::AsyncReadExt;
 
 use super::{TlsError, client_config, client_config_with_bundles};
 use crate::config::Config;
-use crate::control::testserver::TestServer;
-use crate::control::{Client, RequestError, heartbeat, longpoll};
 use crate::metrics::Metrics;
 use crate::testlog::Logs;
+use crate::workers::control::testserver::TestServer;
+use crate::workers::control::{Client, RequestError, heartbeat, longpoll};
 
 const ALL_VERSIONS: &[&SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];

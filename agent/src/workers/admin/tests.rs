@@ -233,11 +233,13 @@ async fn exercise(running: &Running) {
     .expect("the failed activation was not rolled back")
     .unwrap();
 
-    let server = crate::control::testserver::TestServer::start().await;
+    let server = crate::workers::control::testserver::TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let client =
-        crate::control::Client::new(&server.config(dir.path()), running.handles.metrics.clone())
-            .unwrap();
+    let client = crate::workers::control::Client::new(
+        &server.config(dir.path()),
+        running.handles.metrics.clone(),
+    )
+    .unwrap();
     let events = fleetnode_wire::EventBatch {
         stream: 1,
         events: Vec::new(),

@@ -7,12 +7,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{DrainerContext, run};
-use crate::control::Client;
-use crate::control::testserver::{Failure, TestServer};
 use crate::input::Input;
 use crate::metrics::Metrics;
 use crate::status::Workers;
 use crate::store::{DeadLetterOutcome, Store};
+use crate::workers::control::Client;
+use crate::workers::control::testserver::{Failure, TestServer};
 
 fn paused(seq: u64) -> OutboundEvent {
     OutboundEvent {
@@ -243,7 +243,7 @@ async fn retry_warnings_are_logged_under_the_drainers_own_target() {
     assert_eq!(warnings.len(), 1, "{}", logs.text());
     assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
     assert!(
-        warnings[0].contains("fleetnode_agent::control::drainer:"),
+        warnings[0].contains("fleetnode_agent::workers::control::drainer:"),
         "{}",
         warnings[0]
     );
