@@ -107,14 +107,14 @@ impl Agent {
         let (inputs_tx, inputs) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
         let activation = InFlight::new(system.clone(), workers.clone(), tasks_cancel.child_token());
         let (probe_epoch, probe_epochs) = watch::channel(opened.state.host.probe_epoch);
-        let drainer_kick = Arc::new(Notify::new());
+        let new_events = Arc::new(Notify::new());
         let (mut event_loop, status) = EventLoop::new(Parts {
             store: opened.store,
             state: opened.state,
             clock,
             activation,
             probe_epoch,
-            drainer: drainer_kick.clone(),
+            drainer: new_events.clone(),
             metrics: metrics.clone(),
             workers: workers.clone(),
             cancel: tasks_cancel.clone(),
@@ -141,7 +141,7 @@ impl Agent {
             let delivery = Delivery {
                 reader,
                 stream,
-                kick: drainer_kick,
+                new_events: new_events,
             };
             spawn_control_workers(&mut tasks, &shared, client, delivery);
         }
@@ -258,7 +258,7 @@ struct Shared<'a> {
 struct Delivery {
     reader: StoreReader,
     stream: u64,
-    kick: Arc<Notify>,
+    new_events: Arc<Notify>,
 }
 
 /// Probes and the admin surfaces: the workers that need no control plane.
@@ -343,7 +343,7 @@ fn spawn_control_workers(
         client: client.clone(),
         reader: delivery.reader,
         stream: delivery.stream,
-        kick: delivery.kick,
+        new_events: delivery.new_events,
         workers: workers.clone(),
     };
     let (i, k) = (inputs.clone(), cancel.clone());

@@ -80,7 +80,7 @@ pub struct Parts {
     pub activation: InFlight,
     /// The probe epoch the probe worker runs in; set on every probe reset.
     pub probe_epoch: watch::Sender<u64>,
-    /// Kicked after every commit with new events.
+    /// Woken after every commit with new events.
     pub drainer: Arc<Notify>,
     /// Metrics.
     pub metrics: Arc<Metrics>,

@@ -2,7 +2,7 @@
 //!
 //! It reads the store read-only, posts batches of up to [`MAX_BATCH_EVENTS`], and tells the
 //! event loop what was acknowledged (`Input::Acked`), so the store keeps a single writer. It
-//! sleeps when the queue is empty until the event loop kicks it after a commit with new events.
+//! sleeps when the queue is empty until the event loop wakes it after a commit with new events.
 //!
 //! Failures: network errors, 5xx, 408 and 429 back off exponentially with full jitter (capped at
 //! [`BACKOFF_CAP`]) and honour `Retry-After`; 401/403, 426 and other 4xx retry at the cap and
@@ -59,8 +59,8 @@ pub struct DrainerContext {
     pub reader: StoreReader,
     /// The event stream id.
     pub stream: u64,
-    /// Kicked after every enqueue.
-    pub kick: Arc<Notify>,
+    /// Woken after every commit with new events.
+    pub new_events: Arc<Notify>,
     /// Worker statuses.
     pub workers: Workers,
 }
@@ -76,7 +76,7 @@ pub async fn run(
         inputs,
         cancel,
         acked: 0,
-        solo_until: 0,
+        one_by_one_through: 0,
         backoff: Backoff::new(BACKOFF_BASE, BACKOFF_CAP),
     };
     loop {
@@ -85,7 +85,7 @@ pub async fn run(
             drainer.ctx.workers.set(NAME, WorkerStatus::Idle);
             tokio::select! {
                 () = drainer.cancel.cancelled() => return Ok(()),
-                () = drainer.ctx.kick.notified() => continue,
+                () = drainer.ctx.new_events.notified() => continue,
             }
         }
         drainer.ctx.workers.set(NAME, WorkerStatus::Running);
@@ -95,10 +95,10 @@ pub async fn run(
                 () = drainer.cancel.cancelled() => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
             },
-            Next::AfterOrKick(delay) => tokio::select! {
+            Next::AfterOrNewEvent(delay) => tokio::select! {
                 () = drainer.cancel.cancelled() => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
-                () = drainer.ctx.kick.notified() => {}
+                () = drainer.ctx.new_events.notified() => {}
             },
             Next::Stop => return Ok(()),
         }
@@ -112,7 +112,7 @@ enum Next {
     /// Try again after this long.
     After(Duration),
     /// Try again after this long, or as soon as a new event is queued.
-    AfterOrKick(Duration),
+    AfterOrNewEvent(Duration),
     /// Shutdown.
     Stop,
 }
@@ -125,14 +125,14 @@ struct Drainer {
     /// Every seq up to this one is acknowledged.
     acked: u64,
     /// Events up to this seq are sent one at a time, after a batch was refused.
-    solo_until: u64,
+    one_by_one_through: u64,
     backoff: Backoff,
 }
 
 impl Drainer {
     /// The next events to send: a batch, or one alone while a refused batch is picked apart.
     fn next_batch(&self) -> Result<Vec<OutboundEvent>, WorkerError> {
-        let limit = if self.acked < self.solo_until {
+        let limit = if self.acked < self.one_by_one_through {
             1
         } else {
             MAX_BATCH_EVENTS
@@ -178,7 +178,7 @@ impl Drainer {
                     acked_through = ack.acked_through,
                     "the control plane acknowledged seqs this agent never sent it; the acknowledgement is refused and the batch is sent again (a control-plane bug, or a host restored from a snapshot)"
                 );
-                Ok(Next::AfterOrKick(self.backoff.next_delay()))
+                Ok(Next::AfterOrNewEvent(self.backoff.next_delay()))
             }
             Ok(ack) if ack.acked_through >= first => {
                 self.backoff.reset();
@@ -200,7 +200,7 @@ impl Drainer {
                     acked_through = ack.acked_through,
                     "the control plane acknowledged nothing of the batch; it may have lost events this agent no longer holds"
                 );
-                Ok(Next::AfterOrKick(self.backoff.next_delay()))
+                Ok(Next::AfterOrNewEvent(self.backoff.next_delay()))
             }
             Err(e) if e.class() == RetryClass::Resync => {
                 if matches!(request.events[0].report, Report::Snapshot { .. }) {
@@ -218,7 +218,7 @@ impl Drainer {
             }
             Err(e) if e.refuses_the_content() && request.events.len() > 1 => {
                 warn!(first, last, error = %e, "batch refused; sending its events one at a time");
-                self.solo_until = last;
+                self.one_by_one_through = last;
                 Ok(Next::Now)
             }
             Err(e) if e.refuses_the_content() => self.refused(&request.events[0], &e).await,
@@ -312,7 +312,7 @@ impl Drainer {
             Ok(Some(seq)) => {
                 // Everything before the snapshot is covered by it.
                 self.acked = self.acked.max(seq.saturating_sub(1));
-                self.solo_until = 0;
+                self.one_by_one_through = 0;
                 Ok(Next::Now)
             }
             // The state machine refused (it said why in the log): try again later.

@@ -30,7 +30,7 @@ struct Harness {
     /// Snapshots asked for.
     resyncs: u32,
     inputs: mpsc::Receiver<Input>,
-    kick: Arc<Notify>,
+    new_events: Arc<Notify>,
     workers: Workers,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
@@ -55,12 +55,12 @@ async fn start_with(queued: std::ops::RangeInclusive<u64>) -> Harness {
     let kept = state.clone();
     let metrics = Arc::new(Metrics::new());
     let workers = Workers::new(metrics.clone());
-    let kick = Arc::new(Notify::new());
+    let new_events = Arc::new(Notify::new());
     let ctx = DrainerContext {
         client: Arc::new(Client::new(&config, metrics.clone()).unwrap()),
         reader: store.reader(),
         stream: store.stream(),
-        kick: kick.clone(),
+        new_events: new_events.clone(),
         workers: workers.clone(),
     };
     let (inputs_tx, inputs) = mpsc::channel(16);
@@ -72,7 +72,7 @@ async fn start_with(queued: std::ops::RangeInclusive<u64>) -> Harness {
         state: kept,
         resyncs: 0,
         inputs,
-        kick,
+        new_events,
         workers,
         metrics,
         cancel,
@@ -109,7 +109,7 @@ impl Harness {
             Input::DeadLettered { seq, code, done } => {
                 let outcome = self.store.dead_letter(seq, &code, Timestamp(9)).unwrap();
                 assert!(matches!(outcome, DeadLetterOutcome::Moved(_)));
-                self.kick.notify_one();
+                self.new_events.notify_one();
                 done.send(crate::input::Written::Done).unwrap();
             }
             Input::Resync {
@@ -126,7 +126,7 @@ impl Harness {
                 if let Some(done) = done {
                     done.send(Some(self.state.host.seq)).unwrap();
                 }
-                self.kick.notify_one();
+                self.new_events.notify_one();
             }
             other => panic!("unexpected input {other:?}"),
         }
@@ -150,13 +150,13 @@ async fn delivers_the_queue_in_order_in_capped_batches() {
         assert_eq!(seqs, (1..=600).collect::<Vec<_>>());
         assert!(r.tokens.contains("Bearer s3cret-token"));
     }
-    // An enqueue and a kick wake the idle drainer.
+    // An enqueue and a wake-up wake the idle drainer.
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(h.workers.list()[0].status, WorkerStatus::Idle);
     let mut state = State::default();
     state.host.seq = 601;
     h.store.commit(&state, &[paused(601)]).unwrap();
-    h.kick.notify_one();
+    h.new_events.notify_one();
     h.reduce_until_empty().await;
     assert_eq!(h.server.lock().events.last().map(|e| e.seq), Some(601));
     h.stop().await;
@@ -319,7 +319,7 @@ async fn an_ack_beyond_the_batch_is_refused_counted_and_delivery_goes_on() {
     let mut state = State::default();
     state.host.seq = 301;
     h.store.commit(&state, &[paused(301)]).unwrap();
-    h.kick.notify_one();
+    h.new_events.notify_one();
     h.reduce_until_empty().await;
     assert_eq!(h.server.lock().events.last().map(|e| e.seq), Some(301));
     h.stop().await;
@@ -346,14 +346,14 @@ async fn a_zero_progress_ack_backs_off_from_the_base_and_a_new_event_wakes_it() 
     let mut state = State::default();
     state.host.seq = 4;
     h.store.commit(&state, &[paused(4)]).unwrap();
-    h.kick.notify_one();
+    h.new_events.notify_one();
     tokio::time::sleep(Duration::from_secs(100)).await;
     let before = h.server.lock().batches.len();
     assert!(h.server.lock().acks.len() < 1_000, "not retried at all");
     // ... until a new event is queued: it goes out at once, with the one waiting.
     state.host.seq = 5;
     h.store.commit(&state, &[paused(5)]).unwrap();
-    h.kick.notify_one();
+    h.new_events.notify_one();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let batches = h.server.lock().batches.clone();
     assert!(batches.len() > before, "a new event did not wake it");
@@ -409,7 +409,7 @@ async fn resync_required_sends_a_snapshot_and_delivery_goes_on_from_it() {
     state.host.seq = 7;
     h.store.commit(&state, &[paused(7)]).unwrap();
     h.state = state;
-    h.kick.notify_one();
+    h.new_events.notify_one();
     h.reduce_until_empty().await;
     assert_eq!(h.server.lock().events.last().map(|e| e.seq), Some(7));
     h.stop().await;
