@@ -19,7 +19,7 @@ use super::eventloop::{EventLoop, Exit, Parts, SHUTDOWN_GRACE};
 use super::supervisor::supervise;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::input::{INPUT_CHANNEL_CAPACITY, Input};
+use crate::input::{INPUT_CHANNEL_CAPACITY, Input, WorkerError};
 use crate::metrics::Metrics;
 use crate::status::{StatusWatch, Workers};
 use crate::store::{Store, StoreError, StoreReader};
@@ -254,11 +254,48 @@ struct Shared<'a> {
     metrics: &'a Arc<Metrics>,
 }
 
+impl Shared<'_> {
+    /// Runs a supervised worker: each run gets its own copy of `context` (the small, cloneable
+    /// set of what that worker needs), the input sender and the cancellation.
+    fn spawn<C, F, Fut>(&self, tasks: &mut JoinSet<()>, name: &'static str, context: C, run: F)
+    where
+        C: Clone + Send + 'static,
+        F: Fn(C, mpsc::Sender<Input>, CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), WorkerError>> + Send + 'static,
+    {
+        let (inputs, cancel) = (self.inputs.clone(), self.cancel.clone());
+        let supervisor_cancel = cancel.clone();
+        tasks.spawn(supervise(
+            name,
+            self.workers.clone(),
+            supervisor_cancel,
+            move || run(context.clone(), inputs.clone(), cancel.clone()),
+        ));
+    }
+}
+
 /// What the drainer reads and is woken by.
 struct Delivery {
     reader: StoreReader,
     stream: u64,
     new_events: Arc<Notify>,
+}
+
+/// What the probe worker runs with.
+struct ProbeContext<S> {
+    specs: Vec<crate::config::ProbeSpec>,
+    system: Arc<S>,
+    epochs: watch::Receiver<u64>,
+}
+
+impl<S> Clone for ProbeContext<S> {
+    fn clone(&self) -> Self {
+        Self {
+            specs: self.specs.clone(),
+            system: self.system.clone(),
+            epochs: self.epochs.clone(),
+        }
+    }
 }
 
 /// Probes and the admin surfaces: the workers that need no control plane.
@@ -268,59 +305,51 @@ fn spawn_local_workers<S: System>(
     system: &Arc<S>,
     probe_epochs: watch::Receiver<u64>,
 ) {
-    let (workers, cancel) = (shared.workers.clone(), shared.cancel.clone());
-    let specs = shared.config.probes.clone();
-    let (system_p, inputs_p, cancel_p) = (system.clone(), shared.inputs.clone(), cancel.clone());
-    tasks.spawn(supervise(
-        "probes",
-        workers.clone(),
-        cancel.clone(),
-        move || {
-            // A restarted probe worker starts in the epoch the state is in now.
-            let (epochs, system, inputs, cancel, specs) = (
-                probe_epochs.clone(),
-                system_p.clone(),
-                inputs_p.clone(),
-                cancel_p.clone(),
-                specs.clone(),
-            );
-            probes::run(specs, system, epochs, inputs, cancel)
-        },
-    ));
+    let probes = ProbeContext {
+        specs: shared.config.probes.clone(),
+        system: system.clone(),
+        epochs: probe_epochs,
+    };
+    // A restarted probe worker starts in the epoch the state is in now (the watch's value).
+    shared.spawn(tasks, "probes", probes, |ctx, inputs, cancel| {
+        probes::run(ctx.specs, ctx.system, ctx.epochs, inputs, cancel)
+    });
     spawn_admin(tasks, shared);
 }
 
 /// The admin socket and, when metrics are on, the loopback metrics listener; each binds again
 /// when restarted.
 fn spawn_admin(tasks: &mut JoinSet<()>, shared: &Shared<'_>) {
-    let (workers, cancel) = (shared.workers.clone(), shared.cancel.clone());
     let ctx = AdminContext {
         inputs: shared.inputs.clone(),
         status: shared.status.clone(),
         metrics: shared.metrics.clone(),
         clock: shared.clock,
     };
-    let (path, group) = (
+    let socket = (
+        ctx.clone(),
         shared.config.admin_socket.clone(),
         shared.config.admin_group.clone(),
     );
-    let (c, k) = (ctx.clone(), cancel.clone());
-    tasks.spawn(supervise(
+    shared.spawn(
+        tasks,
         "admin",
-        workers.clone(),
-        cancel.clone(),
-        move || {
-            let bound = admin::bind_socket(&path, group.as_deref());
-            let (ctx, cancel) = (c.clone(), k.clone());
-            async move { admin::serve_socket(bound?, ctx, cancel).await }
+        socket,
+        |(ctx, path, group), _, cancel| async move {
+            let bound = admin::bind_socket(&path, group.as_deref())?;
+            admin::serve_socket(bound, ctx, cancel).await
         },
-    ));
+    );
     if shared.config.metrics {
-        let addr = shared.config.admin_listen;
-        tasks.spawn(supervise("metrics", workers, cancel.clone(), move || {
-            let (ctx, cancel) = (ctx.clone(), cancel.clone());
-            async move { admin::serve_metrics(admin::bind_metrics(addr).await?, ctx, cancel).await }
-        }));
+        let metrics = (ctx, shared.config.admin_listen);
+        shared.spawn(
+            tasks,
+            "metrics",
+            metrics,
+            |(ctx, addr), _, cancel| async move {
+                admin::serve_metrics(admin::bind_metrics(addr).await?, ctx, cancel).await
+            },
+        );
     }
 }
 
@@ -331,41 +360,27 @@ fn spawn_control_workers(
     client: Arc<Client>,
     delivery: Delivery,
 ) {
-    let (workers, cancel, inputs) = (shared.workers, shared.cancel, shared.inputs);
-    let (c, i, k) = (client.clone(), inputs.clone(), cancel.clone());
-    tasks.spawn(supervise(
+    shared.spawn(
+        tasks,
         control::longpoll::NAME,
-        workers.clone(),
-        cancel.clone(),
-        move || control::longpoll::run(c.clone(), i.clone(), k.clone()),
-    ));
-    let ctx = drainer::DrainerContext {
+        client.clone(),
+        |client, inputs, cancel| control::longpoll::run(client, inputs, cancel),
+    );
+    let drainer = drainer::DrainerContext {
         client: client.clone(),
         reader: delivery.reader,
         stream: delivery.stream,
         new_events: delivery.new_events,
-        workers: workers.clone(),
+        workers: shared.workers.clone(),
     };
-    let (i, k) = (inputs.clone(), cancel.clone());
-    tasks.spawn(supervise(
-        drainer::NAME,
-        workers.clone(),
-        cancel.clone(),
-        move || drainer::run(ctx.clone(), i.clone(), k.clone()),
-    ));
-    let ctx = heartbeat::HeartbeatContext {
+    shared.spawn(tasks, drainer::NAME, drainer, drainer::run);
+    let heartbeat = heartbeat::HeartbeatContext {
         client,
         interval: Duration::from_millis(shared.config.heartbeat_interval.0),
         status: shared.status.clone(),
-        workers: workers.clone(),
+        workers: shared.workers.clone(),
         clock: shared.clock,
         metrics: shared.metrics.clone(),
     };
-    let (i, k) = (inputs.clone(), cancel.clone());
-    tasks.spawn(supervise(
-        heartbeat::NAME,
-        workers.clone(),
-        cancel.clone(),
-        move || heartbeat::run(ctx.clone(), i.clone(), k.clone()),
-    ));
+    shared.spawn(tasks, heartbeat::NAME, heartbeat, heartbeat::run);
 }
