@@ -40,7 +40,9 @@ pub use policy::{
     HealthPolicy, LocalPolicy, ProbeMode,
 };
 pub use reason::{MESSAGE_CAP, OUTPUT_TAIL_CAP, Reason, cap_head, cap_tail};
-pub use report::{GapCause, OutboundEvent, RejectReason, Report, ResyncCause, SwitchVerdict};
+pub use report::{
+    Concern, GapCause, OutboundEvent, RejectReason, Report, ReportClass, ResyncCause, SwitchVerdict,
+};
 pub use state::{
     Activating, Committing, Converged, DeadlineKind, Deferred, Failed, Host, KNOWN_GOOD_CAP, Phase,
     PhaseKind, ProbeBook, ProbeRecord, QUARANTINE_CAP, Realising, Relaunch, Reverted, RollingBack,
