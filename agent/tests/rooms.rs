@@ -3,6 +3,8 @@
 //! below the runtime, and never reach up into `src/runtime/`: the runtime starts the workers,
 //! not the other way round. This reads the sources, so a new upward import fails here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 /// The workers' sources, relative to the crate.

@@ -141,7 +141,7 @@ impl Agent {
             let delivery = Delivery {
                 reader,
                 stream,
-                new_events: new_events,
+                new_events,
             };
             spawn_control_workers(&mut tasks, &shared, client, delivery);
         }
@@ -364,7 +364,7 @@ fn spawn_control_workers(
         tasks,
         control::longpoll::NAME,
         client.clone(),
-        |client, inputs, cancel| control::longpoll::run(client, inputs, cancel),
+        control::longpoll::run,
     );
     let drainer = drainer::DrainerContext {
         client: client.clone(),

@@ -37,10 +37,10 @@ pub struct Step {
 /// Pure and deterministic: no clock, no I/O. A `now` older than the latest seen is treated as
 /// the latest seen, so deadlines never move backwards.
 pub fn step(state: &State, event: Event, now: Timestamp) -> Result<Step, TransitionError> {
-    match event {
-        Event::Tick => Ok(timeout(state, now)),
-        event => decide(state, event, now),
+    if matches!(event, Event::Tick) {
+        return Ok(timeout(state, now));
     }
+    decide(state, event, now)
 }
 
 /// Time passed to `now`: every deadline due fires. Total, so the shell needs no guard against
@@ -114,9 +114,11 @@ fn deadline_failed(state: &State, now: Timestamp, error: &TransitionError) -> St
         transition.command(Command::AbortSwitch { switch });
     }
     transition.state.relaunch = None;
-    let target = match &transition.state.host.phase {
-        Phase::RollingBack(p) => p.abandoned.as_ref().map(|(target, _)| target.clone()),
-        phase => phase.work().map(|work| work.target.clone()),
+    let phase = &transition.state.host.phase;
+    let target = if let Phase::RollingBack(p) = phase {
+        p.abandoned.as_ref().map(|(target, _)| target.clone())
+    } else {
+        phase.work().map(|work| work.target.clone())
     };
     let reason = crate::Reason::DeadlineFailed {
         error: crate::cap_head(&error.to_string(), crate::MESSAGE_CAP),

@@ -25,8 +25,10 @@ fn work() -> Work {
 
 /// A host switching (switch 7, deadline at 100) whose lock-held switch is due for a relaunch.
 fn switching() -> State {
-    let mut state = State::default();
-    state.clock = Timestamp(50);
+    let mut state = State {
+        clock: Timestamp(50),
+        ..State::default()
+    };
     state.host.seq = 7;
     state.host.phase = Phase::Activating(Activating {
         work: work(),
