@@ -93,23 +93,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// How long an idle thread of the blocking pool is kept: longer than the heartbeat (30 s by
-/// default) and the long-poll (30 s), the slowest periodic work that uses the pool.
-const BLOCKING_THREAD_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(90);
-
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     // One thread runs the event loop and every worker. At rest the agent then wakes only for
     // its own timers and sockets, never to hand a message from one runtime thread to another
     // (two workers and the main thread took twice the wake-ups, docs/performance.md). The cost:
     // the event loop's store commit (one fsync) holds the other tasks for its length, which
     // delays a probe or a poll by milliseconds and decides nothing. Blocking work (reading a
-    // switch's log, the boot marker, the control plane's name lookup when a heartbeat
-    // connects again) still goes to the blocking pool, whose idle threads are kept for longer
-    // than the slowest periodic work, so a lookup every heartbeat does not start a thread
-    // every time (an idle thread costs its stack's touched pages, a few KiB).
+    // switch's log, the boot marker) still goes to the blocking pool.
     tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(8)
-        .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
         .enable_all()
         .build()
 }
