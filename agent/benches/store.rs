@@ -39,7 +39,7 @@ const FILL_CHUNK: u64 = 1_000;
 const DRAIN_QUEUE: u64 = 10_000;
 /// The drainer's batch (the wire's cap) and byte budget.
 const DRAIN_BATCH: usize = fleetnode_wire::MAX_BATCH_EVENTS;
-const DRAIN_BYTES: usize = fleetnode_agent::control::drainer::BATCH_MAX_BYTES;
+const DRAIN_BYTES: usize = fleetnode_agent::workers::control::drainer::BATCH_MAX_BYTES;
 
 fn main() {
     if let Some(dir) = std::env::var_os(CHILD_ENV) {

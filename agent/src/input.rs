@@ -21,12 +21,15 @@ pub enum Input {
         through: u64,
     },
     /// The control plane refused this event for good: move it to the dead letters and put the
-    /// state machine's gap in its place so delivery goes on.
+    /// state machine's gap in its place so delivery goes on. `done` is told once the gap is
+    /// durable (or the event had left the queue), or that the write failed.
     DeadLettered {
         /// The refused event.
         seq: u64,
         /// The control plane's error code.
         code: String,
+        /// Told whether the dead letter is written.
+        done: oneshot::Sender<Written>,
     },
     /// The control plane's mirror cannot follow the events: record a snapshot for it to
     /// restart from. `done` gets the snapshot's seq once it is durable (`None` when the state
@@ -44,18 +47,33 @@ pub enum Input {
     Status(oneshot::Sender<AgentStatus>),
 }
 
+/// The event loop's answer to a worker that asked it to write something and waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Durable, or there was nothing left to write.
+    Done,
+    /// The store refused the write (the event loop logged why); ask again later.
+    Failed,
+}
+
 /// The sending side every worker holds.
 pub type InputSender = tokio::sync::mpsc::Sender<Input>;
 
 /// Why a worker stopped with a fault; the supervisor logs it, counts it and restarts the worker
-/// with backoff.
+/// with backoff. Each variant's message says what failed and on what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct WorkerError(pub String);
-
-impl WorkerError {
-    /// A fault with a message saying what failed.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
-    }
+pub enum WorkerError {
+    /// The event loop's input channel closed while no shutdown was asked for.
+    #[error("the event loop stopped")]
+    LoopStopped,
+    /// The outbound queue could not be read (the store's error).
+    #[error("cannot read the outbound queue: {0}")]
+    Queue(String),
+    /// A listener could not be set up or stopped accepting: its address, socket path,
+    /// permissions or group, in words that say what to change.
+    #[error("{0}")]
+    Listener(String),
+    /// The probes could not run: their HTTP client could not be built, or a probe task failed.
+    #[error("probes: {0}")]
+    Probes(String),
 }

@@ -1,25 +1,23 @@
 //! The fleetnode agent.
 //!
-//! Workers (activation, probes, long-poll, heartbeat, outbound drainer, admin listener)
-//! observe the world and send [`input::Input`]s into one bounded channel. One event loop
-//! ([`runtime::eventloop`]) is the only caller of [`fleetnode_state_machine::step`]: it
-//! persists the new state and the new outbound events in one durable transaction, and only
-//! then hands the state machine's commands to the workers that carry them out.
+//! Workers (probes, long-poll, heartbeat, outbound drainer, admin listener) observe the world
+//! and send [`input::Input`]s into one bounded channel. One event loop ([`runtime::eventloop`])
+//! is the only caller of [`fleetnode_state_machine::step`]: it persists the new state and the
+//! new outbound events in one durable transaction, and only then carries out the state
+//! machine's commands, holding the activation work in flight itself
+//! ([`workers::activation`]).
 
-pub mod activation;
-pub mod admin;
 pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod control;
 pub mod input;
 pub mod logging;
 pub mod metrics;
-pub mod probes;
 pub mod runtime;
 pub mod secrets;
 pub mod selfupdate;
+pub mod status;
 pub mod store;
 pub mod system;
 pub mod systemd;
@@ -27,3 +25,4 @@ pub mod systemd;
 pub mod testing;
 #[cfg(test)]
 mod testlog;
+pub mod workers;

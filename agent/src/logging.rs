@@ -1,7 +1,7 @@
 //! Log output through `tracing`: human-readable text by default (journald adds timestamps), or
 //! one JSON object per line. `RUST_LOG` overrides the default filter (`info`) with a list of
 //! `target=level` directives and an optional bare default level, e.g.
-//! `warn,fleetnode_agent::control=debug`; a value that does not parse is ignored.
+//! `warn,fleetnode_agent::workers::control=debug`; a value that does not parse is ignored.
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
@@ -46,8 +46,8 @@ mod tests {
 
     #[test]
     fn rust_log_sets_levels_per_target_and_a_bad_value_means_info() {
-        let chosen = filter(Some("warn,fleetnode_agent::control=debug"));
-        assert!(chosen.would_enable("fleetnode_agent::control::drainer", &Level::DEBUG));
+        let chosen = filter(Some("warn,fleetnode_agent::workers::control=debug"));
+        assert!(chosen.would_enable("fleetnode_agent::workers::control::drainer", &Level::DEBUG));
         assert!(!chosen.would_enable("fleetnode_agent::store", &Level::INFO));
         assert!(chosen.would_enable("hyper", &Level::WARN));
         for unusable in [None, Some("fleetnode_agent=loud")] {

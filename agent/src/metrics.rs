@@ -6,7 +6,8 @@
 
 use std::sync::atomic::AtomicU64;
 
-use fleetnode_state_machine::{Phase, PhaseKind};
+use fleetnode_state_machine::{Phase, PhaseKind, Timestamp};
+use fleetnode_wire::QueueSummary;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -69,6 +70,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Sets the queue gauges; the age of the oldest event is taken at `now`.
+    pub fn export_queue(&self, queue: &QueueSummary, now: Timestamp) {
+        self.queue_depth.set(queue.depth as i64);
+        self.queue_bytes.set(queue.bytes as i64);
+        self.dead_letters.set(queue.dead_letters as i64);
+        let age = queue
+            .oldest_at
+            .map_or(0.0, |at| now.since(at).0 as f64 / 1000.0);
+        self.queue_oldest_age_seconds.set(age);
+    }
+
     /// Registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("fleetnode_agent");

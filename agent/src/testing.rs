@@ -23,7 +23,8 @@ use crate::config::Config;
 use crate::input::Input;
 use crate::metrics::Metrics;
 use crate::runtime::agent::{Agent, Connect, RunError};
-use crate::runtime::status::{StatusWatch, Workers};
+pub use crate::runtime::eventloop::Exit;
+use crate::status::{StatusWatch, Workers};
 use crate::system::{Launch, System, SystemError};
 
 /// What tests drive and watch a running agent with.

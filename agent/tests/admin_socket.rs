@@ -240,7 +240,8 @@ async fn only_root_and_the_admin_group_may_hold_the_agent() {
     let metadata = std::fs::metadata(&agent.socket).unwrap();
     assert_eq!(metadata.mode() & 0o777, 0o660);
     let gid =
-        fleetnode_agent::admin::socket::group_id(Path::new("/etc/group"), &admins.name).unwrap();
+        fleetnode_agent::workers::admin::socket::group_id(Path::new("/etc/group"), &admins.name)
+            .unwrap();
     assert_eq!(metadata.gid(), gid);
     assert_refused(
         &cli.run(Some(&stranger.name), &["pause"], &agent.socket)

@@ -1,7 +1,7 @@
 //! Outputs of the state machine: commands for the shell to carry out.
 //!
-//! The agent's event loop hands each command, as it is, to the worker that carries it out,
-//! once the transition that produced it is durable. The control plane never sees commands.
+//! The agent's event loop carries out each command, as it is (an activation job it holds, a
+//! probe epoch it sets), once the transition that produced it is durable. The control plane never sees commands.
 
 use std::collections::BTreeSet;
 

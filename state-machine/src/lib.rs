@@ -34,13 +34,15 @@ pub use command::{Command, SwitchAction, SwitchJob, SwitchPurpose};
 pub use error::{Bug, MirrorError, PeerFault, StaleInput, TransitionError};
 pub use event::{Event, Observation, ProbeResult, RealiseResult, SwitchEnd, SwitchExit, UnitState};
 pub use evolve::{EvolveError, evolve, record_probe};
-pub use machine::{EXIT_UNITS_FAILED, LOCK_CONTENTION, SWITCH_LOCK_RETRY, Step, step};
+pub use machine::{EXIT_UNITS_FAILED, LOCK_CONTENTION, SWITCH_LOCK_RETRY, Step, step, timeout};
 pub use policy::{
     ActivationMode, DesiredState, Directive, DirectiveKind, FailurePolicy, HealthOverrides,
     HealthPolicy, LocalPolicy, ProbeMode,
 };
 pub use reason::{MESSAGE_CAP, OUTPUT_TAIL_CAP, Reason, cap_head, cap_tail};
-pub use report::{GapCause, OutboundEvent, RejectReason, Report, ResyncCause, SwitchVerdict};
+pub use report::{
+    Concern, GapCause, OutboundEvent, RejectReason, Report, ReportClass, ResyncCause, SwitchVerdict,
+};
 pub use state::{
     Activating, Committing, Converged, DeadlineKind, Deferred, Failed, Host, KNOWN_GOOD_CAP, Phase,
     PhaseKind, ProbeBook, ProbeRecord, QUARANTINE_CAP, Realising, Relaunch, Reverted, RollingBack,

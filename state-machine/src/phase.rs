@@ -5,8 +5,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::command::SwitchJob;
+use crate::policy::{ActivationMode, HealthPolicy};
 use crate::reason::Reason;
-use crate::state::Work;
 use crate::time::Timestamp;
 use crate::types::{Revision, StorePath, SwitchId};
 
@@ -36,6 +36,22 @@ pub enum Phase {
     Reverted(Reverted),
     /// Work stopped and the host needs attention (a failed realise, a halt, a failed rollback).
     Failed(Failed),
+}
+
+/// One piece of work: a directive being put in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Work {
+    /// The directive revision this work carries out.
+    pub revision: Revision,
+    /// The closure being put in place.
+    pub target: StorePath,
+    /// How.
+    pub mode: ActivationMode,
+    /// Effective health policy.
+    pub health: HealthPolicy,
+    /// The last known-good closure when the work began: the only rollback target.
+    pub previous: Option<StorePath>,
 }
 
 /// Data of [`Phase::Realising`].

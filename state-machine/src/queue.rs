@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::reason::cap_head;
-use crate::report::{GapCause, OutboundEvent, Report};
+use crate::report::{GapCause, OutboundEvent, Report, ReportClass};
 use crate::time::Timestamp;
 use crate::types::ProbeId;
 
@@ -50,39 +50,21 @@ pub enum EntryKind {
 impl EntryKind {
     /// Classifies a queued event.
     pub fn of(event: &OutboundEvent) -> Self {
-        match &event.report {
-            Report::ProbeObserved { probe, .. } => Self::Probe(probe.clone()),
-            Report::Gap {
+        match event.report.class() {
+            ReportClass::Observation { probe } => Self::Probe(probe.clone()),
+            ReportClass::Gap {
                 from_seq,
                 cause: GapCause::Compacted { dropped },
             } => Self::CompactedGap {
-                from_seq: *from_seq,
+                from_seq,
                 dropped: *dropped,
             },
-            Report::Recovered { .. }
-            | Report::PolicyApplied { .. }
-            | Report::DirectiveRecorded { .. }
-            | Report::Paused
-            | Report::Resumed
-            | Report::AlreadyConverged { .. }
-            | Report::WorkStarted { .. }
-            | Report::Realised { .. }
-            | Report::ActivationStarted { .. }
-            | Report::SwitchEnded { .. }
-            | Report::SoakStarted { .. }
-            | Report::DeferredUntilBoot { .. }
-            | Report::CommitStarted { .. }
-            | Report::Converged { .. }
-            | Report::RollbackStarted { .. }
-            | Report::Reverted { .. }
-            | Report::Failed { .. }
-            | Report::Superseded { .. }
-            | Report::RollbackRejected { .. }
-            | Report::Snapshot { .. }
-            | Report::Gap {
+            ReportClass::Gap {
                 cause: GapCause::DeadLettered { .. },
                 ..
-            } => Self::Lifecycle,
+            }
+            | ReportClass::Snapshot
+            | ReportClass::Lifecycle => Self::Lifecycle,
         }
     }
 }
@@ -102,33 +84,15 @@ pub struct Plan {
 /// control plane's error code; `None` when `event` already is such a gap (refusing a gap again
 /// changes nothing). A gap that replaced compacted events keeps the start of its range.
 pub fn dead_letter_gap(event: &OutboundEvent, code: &str) -> Option<OutboundEvent> {
-    let from_seq = match &event.report {
-        Report::Gap {
+    let from_seq = match event.report.class() {
+        ReportClass::Gap {
             cause: GapCause::DeadLettered { .. },
             ..
         } => return None,
-        Report::Gap { from_seq, .. } => *from_seq,
-        Report::Recovered { .. }
-        | Report::PolicyApplied { .. }
-        | Report::DirectiveRecorded { .. }
-        | Report::Paused
-        | Report::Resumed
-        | Report::AlreadyConverged { .. }
-        | Report::WorkStarted { .. }
-        | Report::Realised { .. }
-        | Report::ActivationStarted { .. }
-        | Report::SwitchEnded { .. }
-        | Report::SoakStarted { .. }
-        | Report::DeferredUntilBoot { .. }
-        | Report::ProbeObserved { .. }
-        | Report::CommitStarted { .. }
-        | Report::Converged { .. }
-        | Report::RollbackStarted { .. }
-        | Report::Reverted { .. }
-        | Report::Failed { .. }
-        | Report::Superseded { .. }
-        | Report::RollbackRejected { .. }
-        | Report::Snapshot { .. } => event.seq,
+        ReportClass::Gap { from_seq, .. } => from_seq,
+        ReportClass::Observation { .. } | ReportClass::Snapshot | ReportClass::Lifecycle => {
+            event.seq
+        }
     };
     Some(OutboundEvent {
         seq: event.seq,
@@ -147,8 +111,7 @@ pub fn dead_letter_gap(event: &OutboundEvent, code: &str) -> Option<OutboundEven
 /// (it stands for probe observations, which change no mirrored host) and a snapshot (answering
 /// a refused snapshot with another would never end).
 pub fn dead_letter_needs_snapshot(event: &OutboundEvent) -> bool {
-    event.report.is_lifecycle()
-        && !matches!(event.report, Report::Snapshot { .. } | Report::Gap { .. })
+    matches!(event.report.class(), ReportClass::Lifecycle)
 }
 
 /// Plans the compaction of a queue given in seq order.

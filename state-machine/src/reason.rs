@@ -88,6 +88,12 @@ pub enum Reason {
         /// What it runs.
         observed: Option<StorePath>,
     },
+    /// A deadline fell due and the state machine's own transition for it failed: a bug of the
+    /// agent. The host stops where it is (a switch in flight is aborted) so a person can look.
+    DeadlineFailed {
+        /// The machine's error, capped.
+        error: String,
+    },
 }
 
 impl Reason {
@@ -109,7 +115,8 @@ impl Reason {
             | Self::BootedOtherGeneration { .. }
             | Self::ProbeFailed { .. }
             | Self::RequestedByControlPlane
-            | Self::Drifted { .. } => None,
+            | Self::Drifted { .. }
+            | Self::DeadlineFailed { .. } => None,
         }
     }
 
@@ -132,6 +139,7 @@ impl Reason {
             Self::RollbackFailed { .. } => "rollback-failed",
             Self::NoKnownGood { .. } => "no-known-good",
             Self::Drifted { .. } => "drifted",
+            Self::DeadlineFailed { .. } => "deadline-failed",
         }
     }
 }
@@ -192,6 +200,10 @@ impl fmt::Display for Reason {
                 f,
                 "the host runs {} instead of {expected} (switched outside fleetnode)",
                 opt(observed)
+            ),
+            Self::DeadlineFailed { error } => write!(
+                f,
+                "a deadline fell due and the agent's state machine failed on it (a bug; the host was stopped where it was, report it): {error}"
             ),
         }
     }

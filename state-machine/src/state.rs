@@ -4,13 +4,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{ActivationMode, HealthPolicy, LocalPolicy};
+use crate::policy::LocalPolicy;
 use crate::time::{Millis, Timestamp};
 use crate::types::{ProbeId, Revision, StorePath, SwitchId};
 
 pub use crate::phase::{
     Activating, Committing, Converged, Deferred, Failed, Phase, PhaseKind, Realising, Reverted,
-    RollingBack, Soaking,
+    RollingBack, Soaking, Work,
 };
 
 /// How many known-good generations a host remembers (oldest are forgotten first).
@@ -103,22 +103,6 @@ impl SystemView {
     pub fn is_committed_on(&self, path: &StorePath) -> bool {
         self.current.as_ref() == Some(path) && self.profile.as_ref() == Some(path)
     }
-}
-
-/// One piece of work: a directive being put in place.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct Work {
-    /// The directive revision this work carries out.
-    pub revision: Revision,
-    /// The closure being put in place.
-    pub target: StorePath,
-    /// How.
-    pub mode: ActivationMode,
-    /// Effective health policy.
-    pub health: HealthPolicy,
-    /// The last known-good closure when the work began: the only rollback target.
-    pub previous: Option<StorePath>,
 }
 
 /// Probe results of the current epoch, by probe.

@@ -37,7 +37,9 @@ fn reason_ok(reason: &Reason) -> Result<(), WireError> {
         Reason::SwitchFailed { output_tail, .. } => {
             cap_len("reason.output_tail", output_tail.len(), OUTPUT_TAIL_CAP)
         }
-        Reason::SwitchNotLaunched { error } => cap_len("reason.error", error.len(), MESSAGE_CAP),
+        Reason::SwitchNotLaunched { error } | Reason::DeadlineFailed { error } => {
+            cap_len("reason.error", error.len(), MESSAGE_CAP)
+        }
         Reason::RollbackFailed { cause } | Reason::NoKnownGood { cause } => match &**cause {
             // One level of nesting is all the state machine produces.
             Reason::RollbackFailed { .. } | Reason::NoKnownGood { .. } => {

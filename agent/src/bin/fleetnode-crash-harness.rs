@@ -1,5 +1,5 @@
 //! The crash test's harness (feature `testing`): the real runtime (store, event loop,
-//! activation worker, recovery) on an in-memory host, fed a steady stream of inputs, printing
+//! activation jobs, recovery) on an in-memory host, fed a steady stream of inputs, printing
 //! the seq of the latest event once the transaction holding it committed. The crash test kills
 //! it with SIGKILL at random moments and checks that every printed seq is in the store.
 

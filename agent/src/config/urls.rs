@@ -1,6 +1,6 @@
 //! `control_plane_url`: one URL, or a list of URLs of control-plane replicas (or of load
 //! balancers in front of them), each checked as the single URL always was. The agent talks to
-//! one of them at a time ([`crate::control::Client`] says when it moves on).
+//! one of them at a time ([`crate::workers::control::Client`] says when it moves on).
 
 use super::raw::UrlList;
 use super::sections::invalid;

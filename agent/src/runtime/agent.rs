@@ -10,29 +10,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetnode_state_machine::{Event, Observation, SwitchId};
-use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::eventloop::{EventLoop, Exit, Parts, WorkerSenders};
-use super::status::{StatusWatch, Workers};
+use super::eventloop::{EventLoop, Exit, Parts, SHUTDOWN_GRACE};
 use super::supervisor::supervise;
-use crate::activation::{self, ACTIVATION_CHANNEL_CAPACITY};
-use crate::admin::{self, AdminContext};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::control::{self, Client, drainer, heartbeat};
-use crate::input::{INPUT_CHANNEL_CAPACITY, Input};
+use crate::input::{INPUT_CHANNEL_CAPACITY, Input, WorkerError};
 use crate::metrics::Metrics;
-use crate::probes::{self, PROBE_CHANNEL_CAPACITY};
+use crate::status::{StatusWatch, Workers};
 use crate::store::{Store, StoreError, StoreReader};
 use crate::system::System;
+use crate::workers::activation::InFlight;
+use crate::workers::admin::{self, AdminContext};
+use crate::workers::control::{self, Client, drainer, heartbeat};
+use crate::workers::probes;
 
 /// Longest wait between attempts to observe the host at start-up.
 const OBSERVE_RETRY_CAP: Duration = Duration::from_secs(30);
-/// How long shutdown waits for the tasks to finish.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -107,18 +105,16 @@ impl Agent {
         let stream = opened.store.stream();
         let tasks_cancel = cancel.child_token();
         let (inputs_tx, inputs) = mpsc::channel(INPUT_CHANNEL_CAPACITY);
-        let (activation_tx, activation_rx) = mpsc::channel(ACTIVATION_CHANNEL_CAPACITY);
-        let (probes_tx, probes_rx) = mpsc::channel(PROBE_CHANNEL_CAPACITY);
-        let drainer_kick = Arc::new(Notify::new());
+        let activation = InFlight::new(system.clone(), workers.clone(), tasks_cancel.child_token());
+        let (probe_epoch, probe_epochs) = watch::channel(opened.state.host.probe_epoch);
+        let new_events = Arc::new(Notify::new());
         let (mut event_loop, status) = EventLoop::new(Parts {
             store: opened.store,
             state: opened.state,
             clock,
-            senders: WorkerSenders {
-                activation: activation_tx,
-                probes: probes_tx,
-            },
-            drainer: drainer_kick.clone(),
+            activation,
+            probe_epoch,
+            drainer: new_events.clone(),
             metrics: metrics.clone(),
             workers: workers.clone(),
             cancel: tasks_cancel.clone(),
@@ -126,7 +122,7 @@ impl Agent {
         if event_loop.event(Event::Started(observation)).await.is_err() {
             return Ok(None);
         }
-        let line = super::status::line(&event_loop.status());
+        let line = crate::status::line(&event_loop.status());
         crate::systemd::ready(&line);
         info!(status = %line, "recovery done; agent ready");
 
@@ -140,12 +136,12 @@ impl Agent {
             metrics: &metrics,
         };
         let mut tasks = JoinSet::new();
-        spawn_local_workers(&mut tasks, &shared, &system, activation_rx, probes_rx);
+        spawn_local_workers(&mut tasks, &shared, &system, probe_epochs);
         if let Some(client) = client {
             let delivery = Delivery {
                 reader,
                 stream,
-                kick: drainer_kick,
+                new_events,
             };
             spawn_control_workers(&mut tasks, &shared, client, delivery);
         }
@@ -258,101 +254,102 @@ struct Shared<'a> {
     metrics: &'a Arc<Metrics>,
 }
 
+impl Shared<'_> {
+    /// Runs a supervised worker: each run gets its own copy of `context` (the small, cloneable
+    /// set of what that worker needs), the input sender and the cancellation.
+    fn spawn<C, F, Fut>(&self, tasks: &mut JoinSet<()>, name: &'static str, context: C, run: F)
+    where
+        C: Clone + Send + 'static,
+        F: Fn(C, mpsc::Sender<Input>, CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), WorkerError>> + Send + 'static,
+    {
+        let (inputs, cancel) = (self.inputs.clone(), self.cancel.clone());
+        let supervisor_cancel = cancel.clone();
+        tasks.spawn(supervise(
+            name,
+            self.workers.clone(),
+            supervisor_cancel,
+            move || run(context.clone(), inputs.clone(), cancel.clone()),
+        ));
+    }
+}
+
 /// What the drainer reads and is woken by.
 struct Delivery {
     reader: StoreReader,
     stream: u64,
-    kick: Arc<Notify>,
+    new_events: Arc<Notify>,
 }
 
-/// Activation, probes and the admin surfaces: the workers that need no control plane.
+/// What the probe worker runs with.
+struct ProbeContext<S> {
+    specs: Vec<crate::config::ProbeSpec>,
+    system: Arc<S>,
+    epochs: watch::Receiver<u64>,
+}
+
+impl<S> Clone for ProbeContext<S> {
+    fn clone(&self) -> Self {
+        Self {
+            specs: self.specs.clone(),
+            system: self.system.clone(),
+            epochs: self.epochs.clone(),
+        }
+    }
+}
+
+/// Probes and the admin surfaces: the workers that need no control plane.
 fn spawn_local_workers<S: System>(
     tasks: &mut JoinSet<()>,
     shared: &Shared<'_>,
     system: &Arc<S>,
-    activation_rx: mpsc::Receiver<fleetnode_state_machine::Command>,
-    probes_rx: mpsc::Receiver<fleetnode_state_machine::Command>,
+    probe_epochs: watch::Receiver<u64>,
 ) {
-    let (workers, cancel) = (shared.workers.clone(), shared.cancel.clone());
-    // The receivers outlive every run of their worker, so commands sent while a worker is
-    // being restarted wait for the next run.
-    let activation_rx = Arc::new(Mutex::new(activation_rx));
-    let (system_a, inputs_a, cancel_a) = (system.clone(), shared.inputs.clone(), cancel.clone());
-    tasks.spawn(supervise(
-        "activation",
-        workers.clone(),
-        cancel.clone(),
-        move || {
-            let (rx, system, inputs, cancel) = (
-                activation_rx.clone(),
-                system_a.clone(),
-                inputs_a.clone(),
-                cancel_a.clone(),
-            );
-            async move {
-                let mut rx = rx.lock().await;
-                activation::run(system, &mut rx, inputs, cancel).await
-            }
-        },
-    ));
-    let probes_rx = Arc::new(Mutex::new(probes_rx));
-    let specs = shared.config.probes.clone();
-    let status = shared.status.clone();
-    let (system_p, inputs_p, cancel_p) = (system.clone(), shared.inputs.clone(), cancel.clone());
-    tasks.spawn(supervise(
-        "probes",
-        workers.clone(),
-        cancel.clone(),
-        move || {
-            let (rx, system, inputs, cancel, specs) = (
-                probes_rx.clone(),
-                system_p.clone(),
-                inputs_p.clone(),
-                cancel_p.clone(),
-                specs.clone(),
-            );
-            // A restarted probe worker starts in the epoch the state is in now.
-            let epoch = status.borrow().probe_epoch;
-            async move {
-                let mut rx = rx.lock().await;
-                probes::run(specs, system, &mut rx, inputs, epoch, cancel).await
-            }
-        },
-    ));
+    let probes = ProbeContext {
+        specs: shared.config.probes.clone(),
+        system: system.clone(),
+        epochs: probe_epochs,
+    };
+    // A restarted probe worker starts in the epoch the state is in now (the watch's value).
+    shared.spawn(tasks, "probes", probes, |ctx, inputs, cancel| {
+        probes::run(ctx.specs, ctx.system, ctx.epochs, inputs, cancel)
+    });
     spawn_admin(tasks, shared);
 }
 
 /// The admin socket and, when metrics are on, the loopback metrics listener; each binds again
 /// when restarted.
 fn spawn_admin(tasks: &mut JoinSet<()>, shared: &Shared<'_>) {
-    let (workers, cancel) = (shared.workers.clone(), shared.cancel.clone());
     let ctx = AdminContext {
         inputs: shared.inputs.clone(),
         status: shared.status.clone(),
         metrics: shared.metrics.clone(),
         clock: shared.clock,
     };
-    let (path, group) = (
+    let socket = (
+        ctx.clone(),
         shared.config.admin_socket.clone(),
         shared.config.admin_group.clone(),
     );
-    let (c, k) = (ctx.clone(), cancel.clone());
-    tasks.spawn(supervise(
+    shared.spawn(
+        tasks,
         "admin",
-        workers.clone(),
-        cancel.clone(),
-        move || {
-            let bound = admin::bind_socket(&path, group.as_deref());
-            let (ctx, cancel) = (c.clone(), k.clone());
-            async move { admin::serve_socket(bound?, ctx, cancel).await }
+        socket,
+        |(ctx, path, group), _, cancel| async move {
+            let bound = admin::bind_socket(&path, group.as_deref())?;
+            admin::serve_socket(bound, ctx, cancel).await
         },
-    ));
+    );
     if shared.config.metrics {
-        let addr = shared.config.admin_listen;
-        tasks.spawn(supervise("metrics", workers, cancel.clone(), move || {
-            let (ctx, cancel) = (ctx.clone(), cancel.clone());
-            async move { admin::serve_metrics(admin::bind_metrics(addr).await?, ctx, cancel).await }
-        }));
+        let metrics = (ctx, shared.config.admin_listen);
+        shared.spawn(
+            tasks,
+            "metrics",
+            metrics,
+            |(ctx, addr), _, cancel| async move {
+                admin::serve_metrics(admin::bind_metrics(addr).await?, ctx, cancel).await
+            },
+        );
     }
 }
 
@@ -363,41 +360,27 @@ fn spawn_control_workers(
     client: Arc<Client>,
     delivery: Delivery,
 ) {
-    let (workers, cancel, inputs) = (shared.workers, shared.cancel, shared.inputs);
-    let (c, i, k) = (client.clone(), inputs.clone(), cancel.clone());
-    tasks.spawn(supervise(
+    shared.spawn(
+        tasks,
         control::longpoll::NAME,
-        workers.clone(),
-        cancel.clone(),
-        move || control::longpoll::run(c.clone(), i.clone(), k.clone()),
-    ));
-    let ctx = drainer::DrainerContext {
+        client.clone(),
+        control::longpoll::run,
+    );
+    let drainer = drainer::DrainerContext {
         client: client.clone(),
         reader: delivery.reader,
         stream: delivery.stream,
-        kick: delivery.kick,
-        workers: workers.clone(),
+        new_events: delivery.new_events,
+        workers: shared.workers.clone(),
     };
-    let (i, k) = (inputs.clone(), cancel.clone());
-    tasks.spawn(supervise(
-        drainer::NAME,
-        workers.clone(),
-        cancel.clone(),
-        move || drainer::run(ctx.clone(), i.clone(), k.clone()),
-    ));
-    let ctx = heartbeat::HeartbeatContext {
+    shared.spawn(tasks, drainer::NAME, drainer, drainer::run);
+    let heartbeat = heartbeat::HeartbeatContext {
         client,
         interval: Duration::from_millis(shared.config.heartbeat_interval.0),
         status: shared.status.clone(),
-        workers: workers.clone(),
+        workers: shared.workers.clone(),
         clock: shared.clock,
         metrics: shared.metrics.clone(),
     };
-    let (i, k) = (inputs.clone(), cancel.clone());
-    tasks.spawn(supervise(
-        heartbeat::NAME,
-        workers.clone(),
-        cancel.clone(),
-        move || heartbeat::run(ctx.clone(), i.clone(), k.clone()),
-    ));
+    shared.spawn(tasks, heartbeat::NAME, heartbeat, heartbeat::run);
 }

@@ -1,38 +1,40 @@
 //! The event loop: the one task on the decisions' side of the agent.
 //!
-//! Its `select!` takes the input channel, a sleep until the state's next deadline, cancellation
-//! and the systemd watchdog. For each input it calls `step`, writes the new state and the new
-//! events in one durable transaction, and only then hands the commands, as the core made them,
-//! to the workers that carry them out.
+//! Its `select!` takes the input channel, the ends of the activation jobs it holds in flight, a
+//! sleep until the state's next deadline, cancellation and the systemd watchdog. For each input
+//! it calls `step`, writes the new state and the new events in one durable transaction, and
+//! only then carries out the commands, as the core made them: an activation command starts a
+//! job it holds ([`InFlight`]), a probe reset sets the epoch the probe worker watches.
 //!
-//! Why this cannot deadlock: the loop never waits for a worker. A command waits in the
-//! worker's outbox here until the worker's bounded channel has room (`reserve()` is one more
-//! branch of the same `select!`), while the loop keeps taking inputs; so a worker blocked on
-//! sending an input is always served, and no cycle of bounded channels exists. The outbox stays
-//! small because the machine emits a few commands per transition and runs one switch at a time.
+//! Why this cannot deadlock: the loop never waits for a worker. It sends into no bounded
+//! channel: starting a job, setting a watch, waking the drainer and answering a oneshot all
+//! return at once. The only bounded channel is its own input channel, which it keeps
+//! receiving from in the same `select!`, so every worker that waits to send is served.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetnode_state_machine::{
-    Command, Event, OutboundEvent, ResyncCause, State, Step, queue, step,
-};
+use fleetnode_state_machine::{Command, Event, OutboundEvent, ProbeId, State, Step, step, timeout};
 use fleetnode_wire::AgentStatus;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
-use super::outbox::{Outbox, Worker};
 use super::record::{self, log_report};
-use super::status::{self, LatestProbes, Workers};
 use crate::clock::Clock;
 use crate::input::Input;
 use crate::metrics::Metrics;
-use crate::store::{CommitReport, DeadLetterOutcome, Store};
+use crate::status::{self, LatestProbes, Workers};
+use crate::store::{CommitReport, Store};
+use crate::workers::activation::InFlight;
+
+mod inputs;
 
 /// Longest pause between attempts to write the store after a failure.
 const MAX_STORE_RETRY: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the tasks (and the activation jobs) to finish.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How the event loop ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,23 +46,14 @@ pub enum Exit {
     Restart(String),
 }
 
-/// The bounded senders of the workers the loop hands commands to.
-#[derive(Debug, Clone)]
-pub struct WorkerSenders {
-    /// Realise, switches, reboot and the agent-upgrade check.
-    pub activation: mpsc::Sender<Command>,
-    /// Probe resets.
-    pub probes: mpsc::Sender<Command>,
-}
-
 /// Everything the event loop owns or shares.
 #[derive(Debug)]
 pub struct EventLoop {
     store: Store,
     state: State,
     clock: Clock,
-    senders: WorkerSenders,
-    outbox: Outbox,
+    activation: InFlight,
+    probe_epoch: watch::Sender<u64>,
     drainer: Arc<Notify>,
     status: watch::Sender<Arc<AgentStatus>>,
     metrics: Arc<Metrics>,
@@ -68,8 +61,6 @@ pub struct EventLoop {
     latest: LatestProbes,
     status_line: String,
     restart: Option<String>,
-    /// The deadline whose tick `step` refused (a bug): not slept for again.
-    refused_tick: Option<fleetnode_state_machine::Timestamp>,
     refusals: record::Refusals,
     /// The switch the wait for the switch lock was last logged for (logged once per switch).
     waited_for_lock: Option<fleetnode_state_machine::SwitchId>,
@@ -85,9 +76,11 @@ pub struct Parts {
     pub state: State,
     /// The agent's clock.
     pub clock: Clock,
-    /// Where commands go.
-    pub senders: WorkerSenders,
-    /// Kicked after every commit with new events.
+    /// The activation jobs in flight (none yet).
+    pub activation: InFlight,
+    /// The probe epoch the probe worker runs in; set on every probe reset.
+    pub probe_epoch: watch::Sender<u64>,
+    /// Woken after every commit with new events.
     pub drainer: Arc<Notify>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
@@ -120,8 +113,8 @@ impl EventLoop {
             store: parts.store,
             state: parts.state,
             clock: parts.clock,
-            senders: parts.senders,
-            outbox: Outbox::default(),
+            activation: parts.activation,
+            probe_epoch: parts.probe_epoch,
             drainer: parts.drainer,
             status,
             metrics: parts.metrics,
@@ -129,7 +122,6 @@ impl EventLoop {
             latest: LatestProbes::new(),
             status_line: String::new(),
             restart: None,
-            refused_tick: None,
             refusals: record::Refusals::default(),
             waited_for_lock: None,
             cancel: parts.cancel,
@@ -157,124 +149,71 @@ impl EventLoop {
     }
 
     /// Runs until cancelled or until the state machine asks for a restart, pinging the
-    /// systemd watchdog every `watchdog` (also when idle).
+    /// systemd watchdog every `watchdog` (also when idle); then stops the activation jobs.
     pub async fn run(
         mut self,
         mut inputs: mpsc::Receiver<Input>,
         watchdog: Option<Duration>,
     ) -> Exit {
+        let exit = self.serve(&mut inputs, watchdog).await;
+        self.activation.shutdown(SHUTDOWN_GRACE).await;
+        exit
+    }
+
+    async fn serve(
+        &mut self,
+        inputs: &mut mpsc::Receiver<Input>,
+        watchdog: Option<Duration>,
+    ) -> Exit {
         let mut ping = watchdog.map(tokio::time::interval);
         loop {
-            if let Some(reason) = self.restart.clone()
-                && self.outbox.is_empty()
-            {
+            if let Some(reason) = self.restart.clone() {
                 return Exit::Restart(reason);
             }
             let deadline = self
                 .state
                 .next_deadline()
-                .filter(|(at, _)| Some(*at) != self.refused_tick)
                 .map(|(at, _)| self.clock.instant_at(at));
-            // Owned handles, so that a reserved slot does not borrow the loop while it hands
-            // the command over.
-            let (cancel, senders) = (self.cancel.clone(), self.senders.clone());
-            let handed = tokio::select! {
+            let busy = !self.activation.is_idle();
+            let wake = tokio::select! {
                 biased;
-                () = cancel.cancelled() => return Exit::Stopped,
-                () = tick(ping.as_mut()) => {
-                    crate::systemd::watchdog();
-                    Ok(())
-                }
-                permit = senders.activation.reserve(), if !self.outbox.activation.is_empty() => {
-                    self.outbox.hand(permit.ok(), Worker::Activation);
-                    Ok(())
-                }
-                permit = senders.probes.reserve(), if !self.outbox.probes.is_empty() => {
-                    self.outbox.hand(permit.ok(), Worker::Probes);
-                    Ok(())
-                }
-                () = sleep_until(deadline) => self.event(Event::Tick).await,
+                () = self.cancel.cancelled() => return Exit::Stopped,
+                () = tick(ping.as_mut()) => Wake::Watchdog,
+                event = self.activation.next(), if busy => Wake::Event(event),
+                () = sleep_until(deadline) => Wake::Deadline,
                 input = inputs.recv() => match input {
-                    Some(input) => self.handle(input).await,
+                    Some(input) => Wake::Input(input),
                     None => return Exit::Stopped,
                 },
             };
-            if handed.is_err() {
+            let handled = match wake {
+                Wake::Watchdog => {
+                    crate::systemd::watchdog();
+                    Ok(())
+                }
+                Wake::Deadline => self.deadline().await,
+                Wake::Event(event) => self.event(event).await,
+                Wake::Input(input) => self.handle(input).await,
+            };
+            if handled.is_err() {
                 return Exit::Stopped;
             }
         }
     }
 
-    /// Handles one input.
-    pub async fn handle(&mut self, input: Input) -> Result<(), Cancelled> {
-        match input {
-            Input::Event(event) => self.event(event).await,
-            Input::Acked { through } => {
-                match self.store.ack(through) {
-                    Ok(removed) => debug!(through, removed, "events acknowledged"),
-                    Err(e) => error!(through, error = %e, "cannot drop acknowledged events"),
-                }
-                self.publish();
-                Ok(())
-            }
-            Input::DeadLettered { seq, code } => {
-                let now = self.clock.now();
-                let refused = self.store.reader().get(seq).ok().flatten();
-                match self.store.dead_letter(seq, &code, now) {
-                    Ok(DeadLetterOutcome::Moved(gap)) => {
-                        log_report(&gap, self.state.host.phase.name());
-                        self.drainer.notify_one();
-                        if refused.is_some_and(|event| queue::dead_letter_needs_snapshot(&event)) {
-                            let cause = ResyncCause::DeadLettered { seq };
-                            self.resync(0, cause, None).await?;
-                        }
-                    }
-                    Ok(DeadLetterOutcome::NotQueued) => {
-                        debug!(seq, "dead letter for an event no longer queued");
-                    }
-                    Err(e) => error!(seq, error = %e, "cannot move the event to the dead letters"),
-                }
-                self.publish();
-                Ok(())
-            }
-            Input::Resync {
-                log_end,
-                cause,
-                done,
-            } => self.resync(log_end, cause, done).await,
-            Input::Status(reply) => {
-                // The asker may have given up waiting; nothing to do then.
-                let _ = reply.send(self.status());
-                Ok(())
-            }
-        }
+    /// Lets time pass to now: the deadlines due fire. This cannot be refused (see
+    /// [`timeout`]), so a due deadline always moves the state and is never slept for again.
+    pub async fn deadline(&mut self) -> Result<(), Cancelled> {
+        let step = timeout(&self.state, self.clock.now());
+        self.apply(step, None).await
     }
 
-    /// Records a snapshot for the control plane (see `docs/protocol.md`, "Resync") and tells
-    /// `done` its seq once it is durable.
-    async fn resync(
-        &mut self,
-        log_end: u64,
-        cause: ResyncCause,
-        done: Option<oneshot::Sender<Option<u64>>>,
-    ) -> Result<(), Cancelled> {
-        let before = self.state.host.seq;
-        self.event(Event::ResyncRequested { log_end, cause })
-            .await?;
-        let seq = (self.state.host.seq > before).then_some(self.state.host.seq);
-        if let Some(done) = done {
-            // The drainer may have stopped meanwhile; nothing to do then.
-            let _ = done.send(seq);
-        }
-        Ok(())
-    }
-
-    /// Steps the state machine with one event, persists, then hands out the commands.
+    /// Steps the state machine with one event, persists, then carries out the commands.
     pub async fn event(&mut self, event: Event) -> Result<(), Cancelled> {
         let now = self.clock.now();
         let probe = match &event {
             Event::ProbeResult(result) => {
-                Some((result.probe.clone(), result.passed, result.detail.clone()))
+                Some((result.probe.clone(), (result.passed, result.detail.clone())))
             }
             Event::Started(_)
             | Event::DesiredObserved(_)
@@ -286,24 +225,26 @@ impl EventLoop {
             | Event::Tick
             | Event::ResyncRequested { .. } => None,
         };
-        let tick = matches!(event, Event::Tick);
+        match step(&self.state, event, now) {
+            Ok(step) => self.apply(step, probe).await,
+            Err(e) => {
+                self.refusals.record(&self.metrics, &e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Persists a step, then carries out its commands and publishes the status.
+    async fn apply(
+        &mut self,
+        step: Step,
+        probe: Option<(ProbeId, (bool, String))>,
+    ) -> Result<(), Cancelled> {
         let Step {
             state,
             events,
             commands,
-        } = match step(&self.state, event, now) {
-            Ok(step) => step,
-            Err(e) => {
-                if tick {
-                    // Only a bug of ours refuses a tick; sleeping again until the same
-                    // deadline would spin. Wait for the next input instead.
-                    self.refused_tick = self.state.next_deadline().map(|(at, _)| at);
-                }
-                self.refusals.record(&self.metrics, &e);
-                return Ok(());
-            }
-        };
-        self.refused_tick = None;
+        } = step;
         if let Some(relaunch) = state.relaunch
             && self.waited_for_lock != Some(relaunch.switch)
         {
@@ -322,8 +263,8 @@ impl EventLoop {
         if before.host.probe_epoch != self.state.host.probe_epoch {
             self.latest.clear();
         }
-        if let Some((probe, passed, detail)) = probe {
-            self.latest.insert(probe, (passed, detail));
+        if let Some((probe, latest)) = probe {
+            self.latest.insert(probe, latest);
         }
         for event in &events {
             log_report(event, self.state.host.phase.name());
@@ -339,10 +280,13 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Puts a command in the outbox of the worker that carries it out (or acts on it here).
+    /// Carries out a command: starts its activation job, sets the probe epoch, or (a restart)
+    /// ends the loop.
     fn route(&mut self, command: Command) {
         match command {
-            Command::ResetProbes { .. } => self.outbox.probes.push_back(command),
+            Command::ResetProbes { epoch } => {
+                self.probe_epoch.send_replace(epoch);
+            }
             Command::Restart { reason } => {
                 warn!(%reason, "restarting to run the agent the committed generation carries");
                 self.restart = Some(reason);
@@ -354,9 +298,8 @@ impl EventLoop {
             | Command::AbortSwitch { .. }
             | Command::ReleaseSwitch { .. }
             | Command::Reboot
-            | Command::CheckAgentUpgrade => self.outbox.activation.push_back(command),
+            | Command::CheckAgentUpgrade => self.activation.start(command),
         }
-        self.outbox.check();
     }
 
     /// Writes the state and events, retrying with backoff until it works or shutdown.
@@ -425,6 +368,18 @@ fn changed_beyond_clock(before: &State, after: &State) -> bool {
     same.control_plane_paused = before.control_plane_paused;
     same.relaunch = before.relaunch;
     same != *before
+}
+
+/// What woke the loop.
+enum Wake {
+    /// The watchdog is due.
+    Watchdog,
+    /// The state's next deadline fell due.
+    Deadline,
+    /// An activation job ended with this event.
+    Event(Event),
+    /// A worker's input.
+    Input(Input),
 }
 
 async fn tick(interval: Option<&mut Interval>) {

@@ -1,8 +1,10 @@
 //! What the event loop records of each transition besides the store: a log line per reported
 //! fact that says what happened and why (the report's own sentence), and the metrics.
 
-use fleetnode_state_machine::{OutboundEvent, Phase, Report, SwitchVerdict, TransitionError};
-use fleetnode_wire::{AgentStatus, QueueSummary};
+use fleetnode_state_machine::{
+    Concern, OutboundEvent, Phase, Report, SwitchVerdict, TransitionError,
+};
+use fleetnode_wire::AgentStatus;
 use tracing::{debug, error, info, warn};
 
 use crate::metrics::Metrics;
@@ -13,10 +15,11 @@ pub fn log_report(event: &OutboundEvent, phase: &'static str) {
     let seq = event.seq;
     let report = event.report.name();
     let text = &event.report;
-    match severity(&event.report) {
-        Severity::Error => error!(seq, report, phase, "{text}"),
-        Severity::Warn => warn!(seq, report, phase, "{text}"),
-        Severity::Info => info!(seq, report, phase, "{text}"),
+    // Failures are for a person to look at; setbacks the agent handles itself are warnings.
+    match event.report.concern() {
+        Concern::Failure => error!(seq, report, phase, "{text}"),
+        Concern::Setback => warn!(seq, report, phase, "{text}"),
+        Concern::Routine => info!(seq, report, phase, "{text}"),
     }
 }
 
@@ -55,104 +58,47 @@ impl Refusals {
     }
 }
 
-enum Severity {
-    Info,
-    Warn,
-    Error,
-}
-
-/// Failures a human should look at are errors; setbacks the agent handles itself are warnings.
-fn severity(report: &Report) -> Severity {
-    match report {
-        Report::Failed { .. } => Severity::Error,
-        Report::RollbackStarted { .. }
-        | Report::Reverted { .. }
-        | Report::RollbackRejected { .. }
-        | Report::Superseded { .. }
-        | Report::Snapshot { .. }
-        | Report::Gap { .. } => Severity::Warn,
-        Report::SwitchEnded { verdict, .. } => match verdict {
-            SwitchVerdict::Succeeded => Severity::Info,
-            SwitchVerdict::SucceededWithWarnings { .. } | SwitchVerdict::Failed { .. } => {
-                Severity::Warn
-            }
-        },
-        Report::Recovered { .. }
-        | Report::PolicyApplied { .. }
-        | Report::DirectiveRecorded { .. }
-        | Report::Paused
-        | Report::Resumed
-        | Report::AlreadyConverged { .. }
-        | Report::WorkStarted { .. }
-        | Report::Realised { .. }
-        | Report::ActivationStarted { .. }
-        | Report::SoakStarted { .. }
-        | Report::DeferredUntilBoot { .. }
-        | Report::ProbeObserved { .. }
-        | Report::CommitStarted { .. }
-        | Report::Converged { .. } => Severity::Info,
-    }
-}
-
 /// Counts transitions, switch outcomes and rollbacks of one step that began in `before`.
 pub fn count(metrics: &Metrics, before: &Phase, events: &[OutboundEvent]) {
     let mut rollback_started = false;
     for event in events {
         let name = event.report.name().to_owned();
         metrics.transitions.get_or_create(&[("report", name)]).inc();
-        match &event.report {
-            Report::SwitchEnded {
-                purpose, verdict, ..
-            } => {
-                let outcome = match verdict {
-                    SwitchVerdict::Succeeded => "succeeded",
-                    SwitchVerdict::SucceededWithWarnings { .. } => "succeeded-with-warnings",
-                    SwitchVerdict::Failed { .. } => "failed",
-                };
-                metrics
-                    .switches
-                    .get_or_create(&[
-                        ("purpose", purpose.as_str().to_owned()),
-                        ("outcome", outcome.to_owned()),
-                    ])
-                    .inc();
-            }
-            Report::RollbackStarted { reason, .. } => {
-                rollback_started = true;
-                metrics
-                    .rollbacks
-                    .get_or_create(&[("reason", reason.code().to_owned())])
-                    .inc();
-            }
-            Report::Reverted { reason, .. } => {
-                // A revert that ends a rollback counted when the rollback started; one without
-                // (found done after a reboot) counts here.
-                if !rollback_started && !matches!(before, Phase::RollingBack(_)) {
-                    metrics
-                        .rollbacks
-                        .get_or_create(&[("reason", reason.code().to_owned())])
-                        .inc();
-                }
-            }
-            Report::Recovered { .. }
-            | Report::PolicyApplied { .. }
-            | Report::DirectiveRecorded { .. }
-            | Report::Paused
-            | Report::Resumed
-            | Report::AlreadyConverged { .. }
-            | Report::WorkStarted { .. }
-            | Report::Realised { .. }
-            | Report::ActivationStarted { .. }
-            | Report::SoakStarted { .. }
-            | Report::DeferredUntilBoot { .. }
-            | Report::ProbeObserved { .. }
-            | Report::CommitStarted { .. }
-            | Report::Converged { .. }
-            | Report::Failed { .. }
-            | Report::Superseded { .. }
-            | Report::RollbackRejected { .. }
-            | Report::Snapshot { .. }
-            | Report::Gap { .. } => {}
+        if let Report::SwitchEnded {
+            purpose, verdict, ..
+        } = &event.report
+        {
+            let outcome = match verdict {
+                SwitchVerdict::Succeeded => "succeeded",
+                SwitchVerdict::SucceededWithWarnings { .. } => "succeeded-with-warnings",
+                SwitchVerdict::Failed { .. } => "failed",
+            };
+            metrics
+                .switches
+                .get_or_create(&[
+                    ("purpose", purpose.as_str().to_owned()),
+                    ("outcome", outcome.to_owned()),
+                ])
+                .inc();
+        }
+        // A revert that ends a rollback counted when the rollback started; one without (found
+        // done after a reboot) counts when it is reported.
+        let rollback = if let Report::RollbackStarted { reason, .. } = &event.report {
+            rollback_started = true;
+            Some(reason)
+        } else if let Report::Reverted { reason, .. } = &event.report
+            && !rollback_started
+            && !matches!(before, Phase::RollingBack(_))
+        {
+            Some(reason)
+        } else {
+            None
+        };
+        if let Some(reason) = rollback {
+            metrics
+                .rollbacks
+                .get_or_create(&[("reason", reason.code().to_owned())])
+                .inc();
         }
     }
 }
@@ -161,7 +107,7 @@ pub fn count(metrics: &Metrics, before: &Phase, events: &[OutboundEvent]) {
 pub fn export(metrics: &Metrics, status: &AgentStatus) {
     metrics.set_phase(status.phase);
     metrics.paused.set(i64::from(status.paused));
-    export_queue(metrics, &status.queue, status.at);
+    metrics.export_queue(&status.queue, status.at);
     for probe in &status.probes {
         let value = match probe.passing {
             Some(true) => 1,
@@ -173,21 +119,6 @@ pub fn export(metrics: &Metrics, status: &AgentStatus) {
             .get_or_create(&[("probe", probe.probe.to_string())])
             .set(value);
     }
-}
-
-/// Sets the queue gauges; the age of the oldest event is taken at `now`.
-pub fn export_queue(
-    metrics: &Metrics,
-    queue: &QueueSummary,
-    now: fleetnode_state_machine::Timestamp,
-) {
-    metrics.queue_depth.set(queue.depth as i64);
-    metrics.queue_bytes.set(queue.bytes as i64);
-    metrics.dead_letters.set(queue.dead_letters as i64);
-    let age = queue
-        .oldest_at
-        .map_or(0.0, |at| now.since(at).0 as f64 / 1000.0);
-    metrics.queue_oldest_age_seconds.set(age);
 }
 
 #[cfg(test)]

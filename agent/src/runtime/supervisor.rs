@@ -9,8 +9,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span};
 
-use super::status::Workers;
 use crate::input::WorkerError;
+use crate::status::Workers;
 
 /// First restart delay.
 pub const RESTART_BASE: Duration = Duration::from_secs(1);
@@ -90,7 +90,7 @@ mod tests {
                     let (runs, cancel) = (runs.clone(), cancel.clone());
                     async move {
                         match runs.fetch_add(1, Ordering::SeqCst) {
-                            0 => Err(WorkerError::new("disk on fire")),
+                            0 => Err(WorkerError::Listener("disk on fire".to_owned())),
                             1 => panic!("boom"),
                             _ => {
                                 cancel.cancelled().await;

@@ -1,4 +1,4 @@
-//! The runtime end to end: store, event loop, activation worker and the control-plane workers
+//! The runtime end to end: store, event loop, activation jobs and the control-plane workers
 //! against a real local HTTP control plane, on an in-memory host.
 
 use std::sync::Arc;
@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::eventloop::Exit;
 use crate::config::Config;
-use crate::control::testserver::TestServer;
 use crate::store::Store;
 use crate::testing::{self, Handles, MemorySystem, Operation};
+use crate::workers::control::testserver::TestServer;
 
 const OLD: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-old";
 const NEW: &str = "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-nixos-system-new";

@@ -96,6 +96,9 @@ pub fn evolve(state: &mut State, event: &OutboundEvent) -> Result<(), EvolveErro
     Ok(())
 }
 
+/// What a `Failed` report does to the host. It fits every phase, so it is never refused.
+pub(crate) use phases::failed;
+
 /// Updates a probe record with a result at time `at`: a pass ends the failing run, a failure
 /// starts one unless one is already running.
 pub fn record_probe(record: &mut ProbeRecord, passed: bool, at: Timestamp) {

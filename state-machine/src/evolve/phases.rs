@@ -62,19 +62,12 @@ pub(super) fn realised(
     report: &Report,
     target: &StorePath,
 ) -> Result<(), EvolveError> {
-    match &host.phase {
-        Phase::Realising(p) if &p.work.target == target => Ok(()),
-        other @ Phase::Idle
-        | other @ Phase::Realising(_)
-        | other @ Phase::Activating(_)
-        | other @ Phase::Soaking(_)
-        | other @ Phase::Committing(_)
-        | other @ Phase::Deferred(_)
-        | other @ Phase::RollingBack(_)
-        | other @ Phase::Converged(_)
-        | other @ Phase::Reverted(_)
-        | other @ Phase::Failed(_) => Err(refused(report, other)),
+    if let Phase::Realising(p) = &host.phase
+        && &p.work.target == target
+    {
+        return Ok(());
     }
+    Err(refused(report, &host.phase))
 }
 
 pub(super) fn activation_started(
@@ -83,25 +76,15 @@ pub(super) fn activation_started(
     switch: SwitchId,
     deadline: Timestamp,
 ) -> Result<(), EvolveError> {
-    match &host.phase {
-        Phase::Realising(p) => {
-            host.phase = Phase::Activating(Activating {
-                work: p.work.clone(),
-                switch,
-                deadline,
-            });
-            Ok(())
-        }
-        other @ Phase::Idle
-        | other @ Phase::Activating(_)
-        | other @ Phase::Soaking(_)
-        | other @ Phase::Committing(_)
-        | other @ Phase::Deferred(_)
-        | other @ Phase::RollingBack(_)
-        | other @ Phase::Converged(_)
-        | other @ Phase::Reverted(_)
-        | other @ Phase::Failed(_) => Err(refused(report, other)),
-    }
+    let Phase::Realising(p) = &host.phase else {
+        return Err(refused(report, &host.phase));
+    };
+    host.phase = Phase::Activating(Activating {
+        work: p.work.clone(),
+        switch,
+        deadline,
+    });
+    Ok(())
 }
 
 /// A soak begins after an activation, after the boot into a deferred target, or again after a
@@ -112,17 +95,12 @@ pub(super) fn soak_started(
     epoch: u64,
     until: Timestamp,
 ) -> Result<(), EvolveError> {
-    let work = match &host.phase {
-        Phase::Activating(p) => p.work.clone(),
-        Phase::Deferred(p) => p.work.clone(),
-        Phase::Soaking(p) => p.work.clone(),
-        other @ Phase::Idle
-        | other @ Phase::Realising(_)
-        | other @ Phase::Committing(_)
-        | other @ Phase::RollingBack(_)
-        | other @ Phase::Converged(_)
-        | other @ Phase::Reverted(_)
-        | other @ Phase::Failed(_) => return Err(refused(report, other)),
+    let soakable = matches!(
+        host.phase,
+        Phase::Activating(_) | Phase::Deferred(_) | Phase::Soaking(_)
+    );
+    let Some(work) = host.phase.work().filter(|_| soakable).cloned() else {
+        return Err(refused(report, &host.phase));
     };
     host.probe_epoch = epoch;
     host.phase = Phase::Soaking(Soaking { work, until });
@@ -134,24 +112,14 @@ pub(super) fn deferred(
     report: &Report,
     reboot_requested: bool,
 ) -> Result<(), EvolveError> {
-    match &host.phase {
-        Phase::Activating(p) => {
-            host.phase = Phase::Deferred(Deferred {
-                work: p.work.clone(),
-                reboot_requested,
-            });
-            Ok(())
-        }
-        other @ Phase::Idle
-        | other @ Phase::Realising(_)
-        | other @ Phase::Soaking(_)
-        | other @ Phase::Committing(_)
-        | other @ Phase::Deferred(_)
-        | other @ Phase::RollingBack(_)
-        | other @ Phase::Converged(_)
-        | other @ Phase::Reverted(_)
-        | other @ Phase::Failed(_) => Err(refused(report, other)),
-    }
+    let Phase::Activating(p) = &host.phase else {
+        return Err(refused(report, &host.phase));
+    };
+    host.phase = Phase::Deferred(Deferred {
+        work: p.work.clone(),
+        reboot_requested,
+    });
+    Ok(())
 }
 
 pub(super) fn commit_started(
@@ -160,25 +128,15 @@ pub(super) fn commit_started(
     switch: SwitchId,
     deadline: Timestamp,
 ) -> Result<(), EvolveError> {
-    match &host.phase {
-        Phase::Soaking(p) => {
-            host.phase = Phase::Committing(Committing {
-                work: p.work.clone(),
-                switch,
-                deadline,
-            });
-            Ok(())
-        }
-        other @ Phase::Idle
-        | other @ Phase::Realising(_)
-        | other @ Phase::Activating(_)
-        | other @ Phase::Committing(_)
-        | other @ Phase::Deferred(_)
-        | other @ Phase::RollingBack(_)
-        | other @ Phase::Converged(_)
-        | other @ Phase::Reverted(_)
-        | other @ Phase::Failed(_) => Err(refused(report, other)),
-    }
+    let Phase::Soaking(p) = &host.phase else {
+        return Err(refused(report, &host.phase));
+    };
+    host.phase = Phase::Committing(Committing {
+        work: p.work.clone(),
+        switch,
+        deadline,
+    });
+    Ok(())
 }
 
 pub(super) fn converged(
@@ -187,24 +145,15 @@ pub(super) fn converged(
     revision: Revision,
     target: &StorePath,
 ) -> Result<(), EvolveError> {
-    match &host.phase {
-        Phase::Soaking(_) | Phase::Committing(_) => {
-            remember_good(host, target);
-            host.phase = Phase::Converged(Converged {
-                revision,
-                target: target.clone(),
-            });
-            Ok(())
-        }
-        other @ Phase::Idle
-        | other @ Phase::Realising(_)
-        | other @ Phase::Activating(_)
-        | other @ Phase::Deferred(_)
-        | other @ Phase::RollingBack(_)
-        | other @ Phase::Converged(_)
-        | other @ Phase::Reverted(_)
-        | other @ Phase::Failed(_) => Err(refused(report, other)),
+    if !matches!(host.phase, Phase::Soaking(_) | Phase::Committing(_)) {
+        return Err(refused(report, &host.phase));
     }
+    remember_good(host, target);
+    host.phase = Phase::Converged(Converged {
+        revision,
+        target: target.clone(),
+    });
+    Ok(())
 }
 
 /// A rollback replaces a failed or timed-out switch (whose unit was aborted), or starts from a
@@ -266,7 +215,7 @@ pub(super) fn reverted(
     Ok(())
 }
 
-pub(super) fn failed(host: &mut Host, reason: &Reason, target: &Option<StorePath>, halted: bool) {
+pub(crate) fn failed(host: &mut Host, reason: &Reason, target: &Option<StorePath>, halted: bool) {
     host.phase = Phase::Failed(Failed {
         reason: reason.clone(),
         target: target.clone(),

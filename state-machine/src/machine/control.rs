@@ -1,7 +1,7 @@
 //! What the control plane and the operator ask for: the desired state, the hold, and when the
 //! latest directive may start. Also the agent's own restart into a new version.
 
-use super::{Tx, work};
+use super::{Transition, work};
 use crate::command::Command;
 use crate::error::{PeerFault, TransitionError};
 use crate::policy::{DesiredState, Directive};
@@ -13,15 +13,18 @@ use crate::state::Phase;
 /// plane changes its own flag; its directive is recorded unless already known (latest wins).
 ///
 /// A pause is recorded before the directive (so nothing starts) and a resume after it.
-pub(super) fn on_desired(tx: &mut Tx, desired: DesiredState) -> Result<(), TransitionError> {
-    let flipped = tx.state.control_plane_paused != Some(desired.paused);
-    tx.state.control_plane_paused = Some(desired.paused);
-    let toggle = flipped && desired.paused != tx.state.host.paused;
+pub(super) fn on_desired(
+    transition: &mut Transition,
+    desired: DesiredState,
+) -> Result<(), TransitionError> {
+    let flipped = transition.state.control_plane_paused != Some(desired.paused);
+    transition.state.control_plane_paused = Some(desired.paused);
+    let toggle = flipped && desired.paused != transition.state.host.paused;
     if toggle && desired.paused {
-        tx.report(Report::Paused)?;
+        transition.report(Report::Paused)?;
     }
     if let Some(directive) = desired.directive {
-        match on_directive(tx, directive) {
+        match on_directive(transition, directive) {
             Ok(()) => {}
             // The hold still changes. The next answer repeats the directive without a change
             // of the flag, and is refused whole, so the refusal is not lost.
@@ -30,7 +33,7 @@ pub(super) fn on_desired(tx: &mut Tx, desired: DesiredState) -> Result<(), Trans
         }
     }
     if toggle && !desired.paused {
-        tx.report(Report::Resumed)?;
+        transition.report(Report::Resumed)?;
     }
     Ok(())
 }
@@ -42,15 +45,19 @@ pub const MAX_SEQ: u64 = 1 << 40;
 /// The control plane cannot follow the events: report a snapshot of the mirrored state for it
 /// to restart from. Its seq is above the agent's own and above the control plane's log, so it
 /// is new to both (seqs stay increasing; the snapshot covers every seq before it).
-pub(super) fn resync(tx: &mut Tx, log_end: u64, cause: ResyncCause) -> Result<(), TransitionError> {
-    let seq = tx.state.host.seq;
+pub(super) fn resync(
+    transition: &mut Transition,
+    log_end: u64,
+    cause: ResyncCause,
+) -> Result<(), TransitionError> {
+    let seq = transition.state.host.seq;
     if log_end > MAX_SEQ {
         return Err(PeerFault::ImplausibleLogEnd { log_end, seq }.into());
     }
-    tx.state.host.seq = seq.max(log_end);
-    let host = Box::new(tx.state.host.clone());
-    let probes = tx.state.probes.clone();
-    tx.report(Report::Snapshot {
+    transition.state.host.seq = seq.max(log_end);
+    let host = Box::new(transition.state.host.clone());
+    let probes = transition.state.probes.clone();
+    transition.report(Report::Snapshot {
         host,
         probes,
         cause,
@@ -58,16 +65,16 @@ pub(super) fn resync(tx: &mut Tx, log_end: u64, cause: ResyncCause) -> Result<()
 }
 
 /// The operator's local hold (`true`) or its end.
-pub(super) fn hold(tx: &mut Tx, paused: bool) -> Result<(), TransitionError> {
-    match (paused, tx.state.host.paused) {
-        (true, false) => tx.report(Report::Paused),
-        (false, true) => tx.report(Report::Resumed),
+pub(super) fn hold(transition: &mut Transition, paused: bool) -> Result<(), TransitionError> {
+    match (paused, transition.state.host.paused) {
+        (true, false) => transition.report(Report::Paused),
+        (false, true) => transition.report(Report::Resumed),
         (true, true) | (false, false) => Ok(()),
     }
 }
 
-fn on_directive(tx: &mut Tx, directive: Directive) -> Result<(), TransitionError> {
-    match &tx.state.host.desired {
+fn on_directive(transition: &mut Transition, directive: Directive) -> Result<(), TransitionError> {
+    match &transition.state.host.desired {
         Some(recorded) if recorded.revision > directive.revision => {
             Err(PeerFault::StaleDirective {
                 got: directive.revision,
@@ -85,24 +92,24 @@ fn on_directive(tx: &mut Tx, directive: Directive) -> Result<(), TransitionError
                 .into())
             }
         }
-        Some(_) | None => tx.report(Report::DirectiveRecorded { directive }),
+        Some(_) | None => transition.report(Report::DirectiveRecorded { directive }),
     }
 }
 
 /// The agent carried by the live generation differs from the running one: restart into it,
 /// unless new work began meanwhile (the next convergence checks again).
-pub(super) fn on_upgrade_checked(tx: &mut Tx, upgrade: Option<String>) {
+pub(super) fn on_upgrade_checked(transition: &mut Transition, upgrade: Option<String>) {
     if let Some(reason) = upgrade
-        && tx.state.host.phase.is_at_rest()
+        && transition.state.host.phase.is_at_rest()
     {
-        tx.command(Command::Restart { reason });
+        transition.command(Command::Restart { reason });
     }
 }
 
 /// Starts the latest directive when nothing stands in its way: the host is not paused, the
 /// directive was not handled yet, and no step is running.
-pub(super) fn advance(tx: &mut Tx) -> Result<(), TransitionError> {
-    let host = &tx.state.host;
+pub(super) fn advance(transition: &mut Transition) -> Result<(), TransitionError> {
+    let host = &transition.state.host;
     if host.paused {
         return Ok(());
     }
@@ -117,9 +124,9 @@ pub(super) fn advance(tx: &mut Tx) -> Result<(), TransitionError> {
     }
     match &host.phase {
         Phase::Idle | Phase::Converged(_) | Phase::Reverted(_) | Phase::Failed(_) => {
-            work::start(tx, desired)
+            work::start(transition, desired)
         }
-        Phase::Soaking(_) | Phase::Deferred(_) => work::supersede(tx, desired),
+        Phase::Soaking(_) | Phase::Deferred(_) => work::supersede(transition, desired),
         Phase::Realising(_)
         | Phase::Activating(_)
         | Phase::Committing(_)

@@ -1,6 +1,6 @@
 //! Recovery: the agent started and reports what it observes; decide from that alone.
 
-use super::Tx;
+use super::Transition;
 use super::switch::{on_switch_finished, verify};
 use super::work::{activation_job, commit_job, fail_work, start_soak};
 use crate::command::{Command, SwitchJob, SwitchPurpose};
@@ -15,43 +15,46 @@ use crate::state::{
 use crate::types::SwitchId;
 
 /// Handles [`crate::Event::Started`].
-pub(super) fn on_started(tx: &mut Tx, observation: Observation) -> Result<(), TransitionError> {
+pub(super) fn on_started(
+    transition: &mut Transition,
+    observation: Observation,
+) -> Result<(), TransitionError> {
     // Nothing seen before the start counts: the first answer of the control plane sets the
     // hold, and a pending relaunch is decided afresh from the unit.
-    tx.state.control_plane_paused = None;
-    tx.state.relaunch = None;
-    let host = &tx.state.host;
+    transition.state.control_plane_paused = None;
+    transition.state.relaunch = None;
+    let host = &transition.state.host;
     let rebooted = host.boot_id.is_some() && host.boot_id != observation.boot_id;
     let policy_changed = host.policy != observation.policy;
-    tx.report(Report::Recovered {
+    transition.report(Report::Recovered {
         system: observation.system,
         boot_id: observation.boot_id,
         store_reset: observation.store_reset,
     })?;
     if policy_changed {
-        tx.report(Report::PolicyApplied {
+        transition.report(Report::PolicyApplied {
             policy: observation.policy,
         })?;
     }
     let seen = Seen {
         unit: observation.switch_unit,
         rebooted,
-        system: tx.state.host.system.clone(),
+        system: transition.state.host.system.clone(),
     };
-    match tx.state.host.phase.clone() {
+    match transition.state.host.phase.clone() {
         Phase::Idle | Phase::Reverted(_) | Phase::Failed(_) => Ok(()),
-        Phase::Converged(p) => converged(tx, p, seen),
+        Phase::Converged(p) => converged(transition, p, seen),
         Phase::Realising(p) => {
-            tx.command(Command::Realise {
+            transition.command(Command::Realise {
                 target: p.work.target,
             });
             Ok(())
         }
-        Phase::Activating(p) => activating(tx, p, seen),
-        Phase::Soaking(p) => soaking(tx, p, seen),
-        Phase::Committing(p) => committing(tx, p, seen),
-        Phase::Deferred(p) => deferred(tx, p, seen),
-        Phase::RollingBack(p) => rolling_back(tx, p, seen),
+        Phase::Activating(p) => activating(transition, p, seen),
+        Phase::Soaking(p) => soaking(transition, p, seen),
+        Phase::Committing(p) => committing(transition, p, seen),
+        Phase::Deferred(p) => deferred(transition, p, seen),
+        Phase::RollingBack(p) => rolling_back(transition, p, seen),
     }
 }
 
@@ -66,11 +69,11 @@ struct Seen {
 }
 
 /// Converged, unless someone switched the host by hand since (drift is reported, not fought).
-fn converged(tx: &mut Tx, p: Converged, seen: Seen) -> Result<(), TransitionError> {
+fn converged(transition: &mut Transition, p: Converged, seen: Seen) -> Result<(), TransitionError> {
     if seen.system.is_committed_on(&p.target) {
         return Ok(());
     }
-    tx.report(Report::Failed {
+    transition.report(Report::Failed {
         reason: Reason::Drifted {
             expected: p.target.clone(),
             observed: seen.system.current,
@@ -80,29 +83,33 @@ fn converged(tx: &mut Tx, p: Converged, seen: Seen) -> Result<(), TransitionErro
     })
 }
 
-fn activating(tx: &mut Tx, p: Activating, seen: Seen) -> Result<(), TransitionError> {
+fn activating(
+    transition: &mut Transition,
+    p: Activating,
+    seen: Seen,
+) -> Result<(), TransitionError> {
     let Seen {
         unit,
         rebooted,
         system,
     } = seen;
     match in_flight(unit, rebooted) {
-        InFlight::Running => return watch(tx, p.switch),
-        InFlight::Ended(end) => return on_switch_finished(tx, p.switch, end, system),
+        InFlight::Running => return watch(transition, p.switch),
+        InFlight::Ended(end) => return on_switch_finished(transition, p.switch, end, system),
         InFlight::Unknown => {}
     }
     if verify(&p.work, &system).is_ok() {
-        return on_switch_finished(tx, p.switch, completed(), system);
+        return on_switch_finished(transition, p.switch, completed(), system);
     }
     if !rebooted {
         // A unit keeps its result until the agent released it after persisting it, so no
         // unit and no reboot means the switch was never launched: launch it now.
-        return relaunch(tx, p.switch, activation_job(&p.work), p.deadline);
+        return relaunch(transition, p.switch, activation_job(&p.work), p.deadline);
     }
     if back_on_previous(&p.work, &system) {
-        return revert_by_boot(tx, &p.work, Reason::RebootedDuringActivation);
+        return revert_by_boot(transition, &p.work, Reason::RebootedDuringActivation);
     }
-    tx.report(Report::SwitchEnded {
+    transition.report(Report::SwitchEnded {
         switch: p.switch,
         purpose: SwitchPurpose::Activate,
         system,
@@ -110,25 +117,25 @@ fn activating(tx: &mut Tx, p: Activating, seen: Seen) -> Result<(), TransitionEr
             reason: Reason::Interrupted,
         },
     })?;
-    fail_work(tx, &p.work, Reason::Interrupted)
+    fail_work(transition, &p.work, Reason::Interrupted)
 }
 
-fn soaking(tx: &mut Tx, p: Soaking, seen: Seen) -> Result<(), TransitionError> {
+fn soaking(transition: &mut Transition, p: Soaking, seen: Seen) -> Result<(), TransitionError> {
     let Seen {
         rebooted, system, ..
     } = seen;
     if soaking_in_place(&p.work, &system) {
         if rebooted {
             // Health is judged again from scratch after a boot.
-            return start_soak(tx, &p.work);
+            return start_soak(transition, &p.work);
         }
-        tx.command(Command::ResetProbes {
-            epoch: tx.state.host.probe_epoch,
+        transition.command(Command::ResetProbes {
+            epoch: transition.state.host.probe_epoch,
         });
         return Ok(());
     }
     if rebooted && back_on_previous(&p.work, &system) {
-        return revert_by_boot(tx, &p.work, Reason::RebootedDuringSoak);
+        return revert_by_boot(transition, &p.work, Reason::RebootedDuringSoak);
     }
     let reason = if rebooted {
         Reason::BootedOtherGeneration {
@@ -146,44 +153,48 @@ fn soaking(tx: &mut Tx, p: Soaking, seen: Seen) -> Result<(), TransitionError> {
             observed,
         }
     };
-    fail_work(tx, &p.work, reason)
+    fail_work(transition, &p.work, reason)
 }
 
-fn committing(tx: &mut Tx, p: Committing, seen: Seen) -> Result<(), TransitionError> {
+fn committing(
+    transition: &mut Transition,
+    p: Committing,
+    seen: Seen,
+) -> Result<(), TransitionError> {
     let Seen {
         unit,
         rebooted,
         system,
     } = seen;
     match in_flight(unit, rebooted) {
-        InFlight::Running => return watch(tx, p.switch),
-        InFlight::Ended(end) => return on_switch_finished(tx, p.switch, end, system),
+        InFlight::Running => return watch(transition, p.switch),
+        InFlight::Ended(end) => return on_switch_finished(transition, p.switch, end, system),
         InFlight::Unknown => {}
     }
     if system.is_committed_on(&p.work.target) {
-        return on_switch_finished(tx, p.switch, completed(), system);
+        return on_switch_finished(transition, p.switch, completed(), system);
     }
     if !rebooted {
-        return relaunch(tx, p.switch, commit_job(&p.work), p.deadline);
+        return relaunch(transition, p.switch, commit_job(&p.work), p.deadline);
     }
     if back_on_previous(&p.work, &system) {
-        return revert_by_boot(tx, &p.work, Reason::RebootedDuringCommit);
+        return revert_by_boot(transition, &p.work, Reason::RebootedDuringCommit);
     }
-    on_switch_finished(tx, p.switch, completed(), system)
+    on_switch_finished(transition, p.switch, completed(), system)
 }
 
-fn deferred(tx: &mut Tx, p: Deferred, seen: Seen) -> Result<(), TransitionError> {
+fn deferred(transition: &mut Transition, p: Deferred, seen: Seen) -> Result<(), TransitionError> {
     let Seen {
         rebooted, system, ..
     } = seen;
     if system.is_committed_on(&p.work.target) {
-        return start_soak(tx, &p.work);
+        return start_soak(transition, &p.work);
     }
     if rebooted {
         let reason = Reason::BootedOtherGeneration {
             booted: system.booted,
         };
-        return fail_work(tx, &p.work, reason);
+        return fail_work(transition, &p.work, reason);
     }
     if system.profile.as_ref() != Some(&p.work.target) {
         // The boot entry was moved by hand: the reboot would not bring the target.
@@ -191,15 +202,19 @@ fn deferred(tx: &mut Tx, p: Deferred, seen: Seen) -> Result<(), TransitionError>
             expected: p.work.target.clone(),
             observed: system.profile,
         };
-        return fail_work(tx, &p.work, reason);
+        return fail_work(transition, &p.work, reason);
     }
     if p.reboot_requested {
-        tx.command(Command::Reboot);
+        transition.command(Command::Reboot);
     }
     Ok(())
 }
 
-fn rolling_back(tx: &mut Tx, p: RollingBack, seen: Seen) -> Result<(), TransitionError> {
+fn rolling_back(
+    transition: &mut Transition,
+    p: RollingBack,
+    seen: Seen,
+) -> Result<(), TransitionError> {
     let Seen {
         unit,
         rebooted,
@@ -208,29 +223,29 @@ fn rolling_back(tx: &mut Tx, p: RollingBack, seen: Seen) -> Result<(), Transitio
     if let Some(replaced) = p.replaces {
         // Stopping it may not have happened before the agent went down; a hung switch would
         // hold the switch lock against the rollback. Stopping twice is harmless.
-        tx.command(Command::AbortSwitch { switch: replaced });
+        transition.command(Command::AbortSwitch { switch: replaced });
     }
     match in_flight(unit, rebooted) {
-        InFlight::Running => return watch(tx, p.switch),
-        InFlight::Ended(end) => return on_switch_finished(tx, p.switch, end, system),
+        InFlight::Running => return watch(transition, p.switch),
+        InFlight::Ended(end) => return on_switch_finished(transition, p.switch, end, system),
         InFlight::Unknown => {}
     }
     if system.current.as_ref() == Some(&p.to) || rebooted {
-        return on_switch_finished(tx, p.switch, completed(), system);
+        return on_switch_finished(transition, p.switch, completed(), system);
     }
-    relaunch(tx, p.switch, p.job, p.deadline)
+    relaunch(transition, p.switch, p.job, p.deadline)
 }
 
 /// Launches a switch whose start was recorded but which never ran, under its recorded id;
 /// unless its deadline already passed, in which case the timeout decides (right after recovery).
 fn relaunch(
-    tx: &mut Tx,
+    transition: &mut Transition,
     switch: SwitchId,
     job: SwitchJob,
     deadline: crate::time::Timestamp,
 ) -> Result<(), TransitionError> {
-    if tx.now < deadline {
-        tx.command(Command::RunSwitch { switch, job });
+    if transition.now < deadline {
+        transition.command(Command::RunSwitch { switch, job });
     }
     Ok(())
 }
@@ -265,8 +280,8 @@ fn completed() -> SwitchEnd {
     })
 }
 
-fn watch(tx: &mut Tx, switch: SwitchId) -> Result<(), TransitionError> {
-    tx.command(Command::WatchSwitch { switch });
+fn watch(transition: &mut Transition, switch: SwitchId) -> Result<(), TransitionError> {
+    transition.command(Command::WatchSwitch { switch });
     Ok(())
 }
 
@@ -287,11 +302,15 @@ fn back_on_previous(work: &Work, system: &SystemView) -> bool {
 }
 
 /// A reboot already put the host back on its known-good generation: no switch is needed.
-fn revert_by_boot(tx: &mut Tx, work: &Work, reason: Reason) -> Result<(), TransitionError> {
+fn revert_by_boot(
+    transition: &mut Transition,
+    work: &Work,
+    reason: Reason,
+) -> Result<(), TransitionError> {
     let Some(previous) = work.previous.clone() else {
         return Ok(());
     };
-    tx.report(Report::Reverted {
+    transition.report(Report::Reverted {
         to: previous,
         reason,
         abandoned: Some((work.target.clone(), work.revision)),

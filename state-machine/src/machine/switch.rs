@@ -2,7 +2,7 @@
 //! taken by another (launched again, not failed).
 
 use super::work::{activation_job, after_activation, commit_job, fail_work};
-use super::{Tx, unexpected};
+use super::{Transition, unexpected};
 use crate::command::{Command, SwitchJob, SwitchPurpose};
 use crate::error::{StaleInput, TransitionError};
 use crate::event::{SwitchEnd, SwitchExit};
@@ -24,12 +24,12 @@ pub const SWITCH_LOCK_RETRY: Millis = Millis(1_000);
 
 /// A switch the agent launched has ended (or did not start).
 pub(super) fn on_switch_finished(
-    tx: &mut Tx,
+    transition: &mut Transition,
     switch: SwitchId,
     end: SwitchEnd,
     system: SystemView,
 ) -> Result<(), TransitionError> {
-    let running = tx.state.host.phase.running_switch();
+    let running = transition.state.host.phase.running_switch();
     if running != Some(switch) {
         return Err(StaleInput::UnknownSwitch {
             got: switch,
@@ -42,31 +42,31 @@ pub(super) fn on_switch_finished(
         // the refusal (a switch not started has none) and launch again shortly; the deadline
         // decides if the lock never frees.
         if let SwitchEnd::Exited(_) = end {
-            tx.command(Command::ReleaseSwitch { switch });
+            transition.command(Command::ReleaseSwitch { switch });
         }
-        tx.state.relaunch = Some(Relaunch {
+        transition.state.relaunch = Some(Relaunch {
             switch,
-            at: tx.now.plus(SWITCH_LOCK_RETRY),
+            at: transition.now.plus(SWITCH_LOCK_RETRY),
         });
         return Ok(());
     }
-    tx.state.relaunch = None;
-    judge_end(tx, switch, &end, system)
+    transition.state.relaunch = None;
+    judge_end(transition, switch, &end, system)
 }
 
 /// Launches a switch that found the lock taken, once its time has come.
-pub(super) fn relaunch_when_due(tx: &mut Tx) -> Result<(), TransitionError> {
-    let Some(relaunch) = tx.state.relaunch else {
+pub(super) fn relaunch_when_due(transition: &mut Transition) -> Result<(), TransitionError> {
+    let Some(relaunch) = transition.state.relaunch else {
         return Ok(());
     };
-    let Some(job) = running_job(&tx.state.host.phase, relaunch.switch) else {
+    let Some(job) = running_job(&transition.state.host.phase, relaunch.switch) else {
         // The switch is no longer in flight (it timed out): nothing to launch.
-        tx.state.relaunch = None;
+        transition.state.relaunch = None;
         return Ok(());
     };
-    if tx.now >= relaunch.at {
-        tx.state.relaunch = None;
-        tx.command(Command::RunSwitch {
+    if transition.now >= relaunch.at {
+        transition.state.relaunch = None;
+        transition.command(Command::RunSwitch {
             switch: relaunch.switch,
             job,
         });
@@ -109,12 +109,12 @@ fn lost_the_lock(end: &SwitchEnd) -> bool {
 
 /// Reports the verdict on a switch that ran, then what follows from it.
 fn judge_end(
-    tx: &mut Tx,
+    transition: &mut Transition,
     switch: SwitchId,
     end: &SwitchEnd,
     system: SystemView,
 ) -> Result<(), TransitionError> {
-    let phase = tx.state.host.phase.clone();
+    let phase = transition.state.host.phase.clone();
     let (purpose, in_place) = match &phase {
         Phase::Activating(p) => (SwitchPurpose::Activate, verify(&p.work, &system)),
         Phase::Committing(p) => (
@@ -142,38 +142,38 @@ fn judge_end(
         | other @ Phase::Failed(_) => return Err(unexpected("switch-finished", other)),
     };
     let verdict = judge(end, in_place);
-    tx.report(Report::SwitchEnded {
+    transition.report(Report::SwitchEnded {
         switch,
         purpose,
         system,
         verdict: verdict.clone(),
     })?;
-    tx.command(Command::ReleaseSwitch { switch });
+    transition.command(Command::ReleaseSwitch { switch });
     let failure = match verdict {
         SwitchVerdict::Failed { reason } => Some(reason),
         SwitchVerdict::Succeeded | SwitchVerdict::SucceededWithWarnings { .. } => None,
     };
     match phase {
         Phase::Activating(p) => match failure {
-            Some(reason) => fail_work(tx, &p.work, reason),
-            None => after_activation(tx, &p.work),
+            Some(reason) => fail_work(transition, &p.work, reason),
+            None => after_activation(transition, &p.work),
         },
         Phase::Committing(p) => match failure {
-            Some(reason) => fail_work(tx, &p.work, reason),
-            None => tx.report(Report::Converged {
+            Some(reason) => fail_work(transition, &p.work, reason),
+            None => transition.report(Report::Converged {
                 revision: p.work.revision,
                 target: p.work.target,
             }),
         },
         Phase::RollingBack(p) => match failure {
-            Some(reason) => tx.report(Report::Failed {
+            Some(reason) => transition.report(Report::Failed {
                 reason: Reason::RollbackFailed {
                     cause: Box::new(reason),
                 },
                 target: p.abandoned.map(|(target, _)| target),
                 halted: false,
             }),
-            None => tx.report(Report::Reverted {
+            None => transition.report(Report::Reverted {
                 to: p.to,
                 reason: p.reason,
                 abandoned: p.abandoned,

@@ -1,6 +1,6 @@
 //! Carrying out a directive: realise, activate, commit, and roll back when something fails.
 
-use super::Tx;
+use super::Transition;
 use crate::command::{Command, SwitchAction, SwitchJob, SwitchPurpose};
 use crate::error::{StaleInput, TransitionError};
 use crate::event::RealiseResult;
@@ -11,16 +11,19 @@ use crate::state::{Host, Phase, Work};
 use crate::types::{Revision, StorePath};
 
 /// Starts a directive on a host at rest.
-pub(super) fn start(tx: &mut Tx, directive: Directive) -> Result<(), TransitionError> {
+pub(super) fn start(
+    transition: &mut Transition,
+    directive: Directive,
+) -> Result<(), TransitionError> {
     match directive.kind {
         DirectiveKind::Activate {
             target,
             mode,
             health,
         } => {
-            let host = &tx.state.host;
+            let host = &transition.state.host;
             if host.system.is_committed_on(&target) {
-                return tx.report(Report::AlreadyConverged {
+                return transition.report(Report::AlreadyConverged {
                     revision: directive.revision,
                     target,
                 });
@@ -32,42 +35,45 @@ pub(super) fn start(tx: &mut Tx, directive: Directive) -> Result<(), TransitionE
                 previous: last_known_good(host),
                 target: target.clone(),
             };
-            tx.report(Report::WorkStarted { work })?;
-            tx.command(Command::Realise { target });
+            transition.report(Report::WorkStarted { work })?;
+            transition.command(Command::Realise { target });
             Ok(())
         }
-        DirectiveKind::Rollback { to } => requested_rollback(tx, directive.revision, to),
+        DirectiveKind::Rollback { to } => requested_rollback(transition, directive.revision, to),
     }
 }
 
 /// A newer directive arrived while soaking or deferred: no switch runs, so the work in progress
 /// gives way (an activation) or is rolled back (a rollback).
-pub(super) fn supersede(tx: &mut Tx, directive: Directive) -> Result<(), TransitionError> {
+pub(super) fn supersede(
+    transition: &mut Transition,
+    directive: Directive,
+) -> Result<(), TransitionError> {
     match directive.kind {
         DirectiveKind::Activate { .. } => {
-            if let Some(work) = tx.state.host.phase.work().cloned() {
-                tx.report(Report::Superseded {
+            if let Some(work) = transition.state.host.phase.work().cloned() {
+                transition.report(Report::Superseded {
                     revision: work.revision,
                     target: work.target,
                 })?;
             }
-            start(tx, directive)
+            start(transition, directive)
         }
-        DirectiveKind::Rollback { to } => requested_rollback(tx, directive.revision, to),
+        DirectiveKind::Rollback { to } => requested_rollback(transition, directive.revision, to),
     }
 }
 
 /// The control plane asked for a rollback, and nothing is running.
 fn requested_rollback(
-    tx: &mut Tx,
+    transition: &mut Transition,
     revision: Revision,
     to: Option<StorePath>,
 ) -> Result<(), TransitionError> {
-    let host = &tx.state.host;
+    let host = &transition.state.host;
     let target = match to {
         Some(to) if host.known_good.contains(&to) => to,
         Some(to) => {
-            return tx.report(Report::RollbackRejected {
+            return transition.report(Report::RollbackRejected {
                 revision,
                 reason: RejectReason::UnknownGeneration { to },
             });
@@ -86,7 +92,7 @@ fn requested_rollback(
             match newest_other {
                 Some(path) => path.clone(),
                 None => {
-                    return tx.report(Report::RollbackRejected {
+                    return transition.report(Report::RollbackRejected {
                         revision,
                         reason: RejectReason::NoPreviousGeneration,
                     });
@@ -96,7 +102,7 @@ fn requested_rollback(
     };
     if host.phase.is_at_rest() && host.system.is_committed_on(&target) {
         // Nothing to do, and nothing is changed: a reverted or failed host keeps its reason.
-        return tx.report(Report::RollbackRejected {
+        return transition.report(Report::RollbackRejected {
             revision,
             reason: RejectReason::AlreadyInPlace { to: target },
         });
@@ -114,7 +120,7 @@ fn requested_rollback(
         | Phase::Failed(_) => None,
     };
     start_rollback(
-        tx,
+        transition,
         target,
         Reason::RequestedByControlPlane,
         abandoned,
@@ -124,11 +130,11 @@ fn requested_rollback(
 
 /// Realising ended.
 pub(super) fn on_realised(
-    tx: &mut Tx,
+    transition: &mut Transition,
     target: StorePath,
     result: RealiseResult,
 ) -> Result<(), TransitionError> {
-    let work = match &tx.state.host.phase {
+    let work = match &transition.state.host.phase {
         Phase::Realising(p) if p.work.target == target => p.work.clone(),
         Phase::Realising(_) => return Err(StaleInput::UnknownRealise { target }.into()),
         other @ Phase::Idle
@@ -142,7 +148,7 @@ pub(super) fn on_realised(
         | other @ Phase::Failed(_) => return Err(super::unexpected("realise-finished", other)),
     };
     match result {
-        RealiseResult::Failed { message } => tx.report(Report::Failed {
+        RealiseResult::Failed { message } => transition.report(Report::Failed {
             reason: Reason::RealiseFailed {
                 message: cap_head(&message, MESSAGE_CAP),
             },
@@ -150,10 +156,10 @@ pub(super) fn on_realised(
             halted: false,
         }),
         RealiseResult::Realised => {
-            tx.report(Report::Realised {
+            transition.report(Report::Realised {
                 target: target.clone(),
             })?;
-            let newer = tx
+            let newer = transition
                 .state
                 .host
                 .desired
@@ -161,36 +167,41 @@ pub(super) fn on_realised(
                 .is_some_and(|d| d.revision > work.revision);
             if newer {
                 // Latest wins: do not switch to a target that is already obsolete.
-                return tx.report(Report::Superseded {
+                return transition.report(Report::Superseded {
                     revision: work.revision,
                     target,
                 });
             }
-            let switch = tx.next_switch();
+            let switch = transition.next_switch();
             let job = activation_job(&work);
-            let deadline = tx.now.plus(tx.state.host.policy.activation_timeout_ms);
-            tx.report(Report::ActivationStarted {
+            let deadline = transition
+                .now
+                .plus(transition.state.host.policy.activation_timeout_ms);
+            transition.report(Report::ActivationStarted {
                 switch,
                 job: job.clone(),
                 deadline,
             })?;
-            tx.command(Command::RunSwitch { switch, job });
+            transition.command(Command::RunSwitch { switch, job });
             Ok(())
         }
     }
 }
 
 /// The activation succeeded: soak, or wait for the boot.
-pub(super) fn after_activation(tx: &mut Tx, work: &Work) -> Result<(), TransitionError> {
-    let live_on_target = tx.state.host.system.current.as_ref() == Some(&work.target);
+pub(super) fn after_activation(
+    transition: &mut Transition,
+    work: &Work,
+) -> Result<(), TransitionError> {
+    let live_on_target = transition.state.host.system.current.as_ref() == Some(&work.target);
     match work.mode {
-        ActivationMode::TestThenCommit | ActivationMode::Switch => start_soak(tx, work),
-        ActivationMode::Boot if live_on_target => start_soak(tx, work),
+        ActivationMode::TestThenCommit | ActivationMode::Switch => start_soak(transition, work),
+        ActivationMode::Boot if live_on_target => start_soak(transition, work),
         ActivationMode::Boot => {
-            let reboot_requested = tx.state.host.policy.reboot_allowed;
-            tx.report(Report::DeferredUntilBoot { reboot_requested })?;
+            let reboot_requested = transition.state.host.policy.reboot_allowed;
+            transition.report(Report::DeferredUntilBoot { reboot_requested })?;
             if reboot_requested {
-                tx.command(Command::Reboot);
+                transition.command(Command::Reboot);
             }
             Ok(())
         }
@@ -198,23 +209,27 @@ pub(super) fn after_activation(tx: &mut Tx, work: &Work) -> Result<(), Transitio
 }
 
 /// Begins (or restarts) the soak with a fresh probe epoch.
-pub(super) fn start_soak(tx: &mut Tx, work: &Work) -> Result<(), TransitionError> {
-    let epoch = tx.state.host.probe_epoch + 1;
-    let until = tx.now.plus(work.health.soak_ms);
-    tx.report(Report::SoakStarted { epoch, until })?;
-    tx.command(Command::ResetProbes { epoch });
+pub(super) fn start_soak(transition: &mut Transition, work: &Work) -> Result<(), TransitionError> {
+    let epoch = transition.state.host.probe_epoch + 1;
+    let until = transition.now.plus(work.health.soak_ms);
+    transition.report(Report::SoakStarted { epoch, until })?;
+    transition.command(Command::ResetProbes { epoch });
     Ok(())
 }
 
 /// Work failed: follow its failure policy.
-pub(super) fn fail_work(tx: &mut Tx, work: &Work, reason: Reason) -> Result<(), TransitionError> {
+pub(super) fn fail_work(
+    transition: &mut Transition,
+    work: &Work,
+    reason: Reason,
+) -> Result<(), TransitionError> {
     match (work.health.on_failure, &work.previous) {
-        (FailurePolicy::Halt, _) => tx.report(Report::Failed {
+        (FailurePolicy::Halt, _) => transition.report(Report::Failed {
             reason,
             target: Some(work.target.clone()),
             halted: true,
         }),
-        (FailurePolicy::Rollback, None) => tx.report(Report::Failed {
+        (FailurePolicy::Rollback, None) => transition.report(Report::Failed {
             reason: Reason::NoKnownGood {
                 cause: Box::new(reason),
             },
@@ -222,7 +237,7 @@ pub(super) fn fail_work(tx: &mut Tx, work: &Work, reason: Reason) -> Result<(), 
             halted: false,
         }),
         (FailurePolicy::Rollback, Some(previous)) => start_rollback(
-            tx,
+            transition,
             previous.clone(),
             reason,
             Some((work.target.clone(), work.revision)),
@@ -232,16 +247,18 @@ pub(super) fn fail_work(tx: &mut Tx, work: &Work, reason: Reason) -> Result<(), 
 }
 
 pub(super) fn start_rollback(
-    tx: &mut Tx,
+    transition: &mut Transition,
     to: StorePath,
     reason: Reason,
     abandoned: Option<(StorePath, Revision)>,
     revision: Option<Revision>,
 ) -> Result<(), TransitionError> {
-    let switch = tx.next_switch();
-    let job = rollback_job(&tx.state.host.phase, to.clone());
-    let deadline = tx.now.plus(tx.state.host.policy.rollback_timeout_ms);
-    tx.report(Report::RollbackStarted {
+    let switch = transition.next_switch();
+    let job = rollback_job(&transition.state.host.phase, to.clone());
+    let deadline = transition
+        .now
+        .plus(transition.state.host.policy.rollback_timeout_ms);
+    transition.report(Report::RollbackStarted {
         switch,
         job: job.clone(),
         to,
@@ -250,7 +267,7 @@ pub(super) fn start_rollback(
         revision,
         deadline,
     })?;
-    tx.command(Command::RunSwitch { switch, job });
+    transition.command(Command::RunSwitch { switch, job });
     Ok(())
 }
 

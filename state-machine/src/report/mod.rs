@@ -6,7 +6,10 @@
 //! the same code on both sides, so the control plane's mirror, fed the agent's events in seq
 //! order, is exactly the agent's [`crate::Host`].
 
+mod class;
 mod display;
+
+pub use class::{Concern, ReportClass};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,29 +37,10 @@ impl OutboundEvent {
     /// everything before it), else its own seq. A mirror at seq N can apply it when this is at
     /// most N + 1.
     pub fn covers_from(&self) -> u64 {
-        match &self.report {
-            Report::Gap { from_seq, .. } => *from_seq,
-            Report::Snapshot { .. } => 1,
-            Report::Recovered { .. }
-            | Report::PolicyApplied { .. }
-            | Report::DirectiveRecorded { .. }
-            | Report::Paused
-            | Report::Resumed
-            | Report::AlreadyConverged { .. }
-            | Report::WorkStarted { .. }
-            | Report::Realised { .. }
-            | Report::ActivationStarted { .. }
-            | Report::SwitchEnded { .. }
-            | Report::SoakStarted { .. }
-            | Report::DeferredUntilBoot { .. }
-            | Report::ProbeObserved { .. }
-            | Report::CommitStarted { .. }
-            | Report::Converged { .. }
-            | Report::RollbackStarted { .. }
-            | Report::Reverted { .. }
-            | Report::Failed { .. }
-            | Report::Superseded { .. }
-            | Report::RollbackRejected { .. } => self.seq,
+        match self.report.class() {
+            ReportClass::Gap { from_seq, .. } => from_seq,
+            ReportClass::Snapshot => 1,
+            ReportClass::Observation { .. } | ReportClass::Lifecycle => self.seq,
         }
     }
 }
@@ -367,40 +351,20 @@ impl Report {
 
     /// The output tail of a failed or warned switch this report carries, if any.
     pub fn output_tail(&self) -> Option<&str> {
-        match self {
-            Self::SwitchEnded { verdict, .. } => match verdict {
+        if let Self::SwitchEnded { verdict, .. } = self {
+            return match verdict {
                 SwitchVerdict::Succeeded => None,
                 SwitchVerdict::SucceededWithWarnings { output_tail } => Some(output_tail),
                 SwitchVerdict::Failed { reason } => reason.output_tail(),
-            },
-            Self::RollbackStarted { reason, .. }
-            | Self::Reverted { reason, .. }
-            | Self::Failed { reason, .. } => reason.output_tail(),
-            Self::Recovered { .. }
-            | Self::PolicyApplied { .. }
-            | Self::DirectiveRecorded { .. }
-            | Self::Paused
-            | Self::Resumed
-            | Self::AlreadyConverged { .. }
-            | Self::WorkStarted { .. }
-            | Self::Realised { .. }
-            | Self::ActivationStarted { .. }
-            | Self::SoakStarted { .. }
-            | Self::DeferredUntilBoot { .. }
-            | Self::ProbeObserved { .. }
-            | Self::CommitStarted { .. }
-            | Self::Converged { .. }
-            | Self::Superseded { .. }
-            | Self::RollbackRejected { .. }
-            | Self::Snapshot { .. }
-            | Self::Gap { .. } => None,
+            };
         }
+        self.reason().and_then(Reason::output_tail)
     }
 
     /// True for lifecycle facts, which are never dropped; false for probe observations, which a
     /// full queue may compact.
     pub fn is_lifecycle(&self) -> bool {
-        !matches!(self, Self::ProbeObserved { .. })
+        !matches!(self.class(), ReportClass::Observation { .. })
     }
 
     /// Every report name, in document order.

@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BACKOFF_CAP, HeartbeatContext, NAME, run};
 use crate::clock::Clock;
-use crate::control::Client;
-use crate::control::testserver::{Failure, TestServer};
 use crate::input::{Input, WorkerError};
 use crate::metrics::Metrics;
-use crate::runtime::status::{self, Workers};
+use crate::status::{self, Workers};
+use crate::workers::control::Client;
+use crate::workers::control::testserver::{Failure, TestServer};
 
 const INTERVAL: Duration = Duration::from_secs(10);
 const CLOCK_START_MS: u64 = 1_700_000_000_000;

@@ -14,10 +14,10 @@ use tokio::io::AsyncReadExt;
 
 use super::{TlsError, client_config, client_config_with_bundles};
 use crate::config::Config;
-use crate::control::testserver::TestServer;
-use crate::control::{Client, RequestError, heartbeat, longpoll};
 use crate::metrics::Metrics;
 use crate::testlog::Logs;
+use crate::workers::control::testserver::TestServer;
+use crate::workers::control::{Client, RequestError, heartbeat, longpoll};
 
 const ALL_VERSIONS: &[&SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
@@ -92,7 +92,7 @@ fn batch(seq: u64) -> EventBatch {
 }
 
 fn heartbeat_message(client: &Arc<Client>) -> fleetnode_wire::AgentStatus {
-    let status = crate::runtime::status::build(
+    let status = crate::status::build(
         &fleetnode_state_machine::State::default(),
         7,
         Default::default(),
@@ -106,7 +106,7 @@ fn heartbeat_message(client: &Arc<Client>) -> fleetnode_wire::AgentStatus {
         client: client.clone(),
         interval: Duration::from_secs(30),
         status: rx,
-        workers: crate::runtime::status::Workers::new(metrics.clone()),
+        workers: crate::status::Workers::new(metrics.clone()),
         clock: crate::clock::Clock::anchored_at(1_000, Timestamp(0)),
         metrics,
     };

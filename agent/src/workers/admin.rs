@@ -36,7 +36,7 @@ pub use http::{CONNECTION_DEADLINE, MAX_CONNECTIONS, Peer};
 use crate::clock::Clock;
 use crate::input::{Input, InputSender, WorkerError};
 use crate::metrics::Metrics;
-use crate::runtime::status::StatusWatch;
+use crate::status::StatusWatch;
 use http::{Answer, error, json};
 
 /// How long a request waits for the event loop.
@@ -107,13 +107,13 @@ pub fn route(listener: Listener, method: &Method, path: &str) -> Route {
 /// Binds the metrics listener. Refuses a non-loopback address before binding anything.
 pub async fn bind_metrics(addr: SocketAddr) -> Result<TcpListener, WorkerError> {
     if !addr.ip().is_loopback() {
-        return Err(WorkerError::new(format!(
+        return Err(WorkerError::Listener(format!(
             "admin.listen {addr} is not a loopback address; refusing to serve unauthenticated metrics on it"
         )));
     }
     TcpListener::bind(addr)
         .await
-        .map_err(|e| WorkerError::new(format!("cannot listen on {addr} (admin.listen): {e}")))
+        .map_err(|e| WorkerError::Listener(format!("cannot listen on {addr} (admin.listen): {e}")))
 }
 
 /// Binds the admin socket (see [`socket::bind`]).
@@ -129,7 +129,7 @@ pub async fn serve_metrics(
 ) -> Result<(), WorkerError> {
     let addr = listener
         .local_addr()
-        .map_err(|e| WorkerError::new(format!("metrics listener has no address: {e}")))?;
+        .map_err(|e| WorkerError::Listener(format!("metrics listener has no address: {e}")))?;
     tracing::info!(%addr, "metrics listener ready");
     let accept = || async {
         let (stream, peer) = listener.accept().await?;
@@ -190,7 +190,7 @@ async fn answer(
 
 fn metrics(ctx: &AdminContext) -> Answer {
     let queue = ctx.status.borrow().queue;
-    crate::runtime::record::export_queue(&ctx.metrics, &queue, ctx.clock.now());
+    ctx.metrics.export_queue(&queue, ctx.clock.now());
     http::with_type(StatusCode::OK, ctx.metrics.render(), OPENMETRICS)
 }
 

@@ -1,4 +1,4 @@
-//! The activation worker against a fake NixOS root: real commands and real detached units.
+//! The activation jobs against a fake NixOS root: real commands and real detached units.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,12 +8,11 @@ use fleetnode_state_machine::{
     Command, Event, RealiseResult, StorePath, SwitchAction, SwitchEnd, SwitchExit, SwitchId,
     SwitchPurpose, SystemView, UnitState,
 };
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{ACTIVATION_CHANNEL_CAPACITY, run_polling};
-use crate::input::{Input, WorkerError};
+use super::InFlight;
+use crate::metrics::Metrics;
+use crate::status::Workers;
 use crate::system::tests::{job, system_for};
 use crate::system::{NixosSystem, System, unit_name};
 
@@ -22,18 +21,17 @@ const POLL: Duration = Duration::from_millis(25);
 /// A guard against a hanging test, not a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// What a stopped worker hands back: its receiver and its result.
-type Stopped = (mpsc::Receiver<Command>, Result<(), WorkerError>);
-
 struct Harness {
     fake: FakeRoot,
     system: Arc<NixosSystem>,
-    commands: mpsc::Sender<Command>,
-    inputs: mpsc::Receiver<Input>,
-    worker: Option<(CancellationToken, JoinHandle<Stopped>)>,
-    input_sender: mpsc::Sender<Input>,
+    jobs: InFlight,
     old: StorePath,
     new: StorePath,
+}
+
+fn in_flight<S: System>(system: &Arc<S>) -> InFlight {
+    let workers = Workers::new(Arc::new(Metrics::new()));
+    InFlight::polling(system.clone(), workers, CancellationToken::new(), POLL)
 }
 
 impl Harness {
@@ -43,52 +41,30 @@ impl Harness {
         let new = fake.add_closure("nixos-system-db-01-24.11");
         fake.set_current(&old);
         let system = Arc::new(system_for(&fake));
-        let (commands, receiver) = mpsc::channel(ACTIVATION_CHANNEL_CAPACITY);
-        let (input_sender, inputs) = mpsc::channel(16);
-        let mut harness = Self {
+        Self {
+            jobs: in_flight(&system),
             fake,
             system,
-            commands,
-            inputs,
-            worker: None,
-            input_sender,
             old,
             new,
-        };
-        harness.start(receiver);
-        harness
+        }
     }
 
-    /// Starts a worker on `receiver`; it hands the receiver back when it stops.
-    fn start(&mut self, mut receiver: mpsc::Receiver<Command>) {
-        let cancel = CancellationToken::new();
-        let system = self.system.clone();
-        let inputs = self.input_sender.clone();
-        let token = cancel.clone();
-        let handle = tokio::spawn(async move {
-            let result = run_polling(system, &mut receiver, inputs, token, POLL).await;
-            (receiver, result)
-        });
-        self.worker = Some((cancel, handle));
+    /// Stops every job (as at shutdown) and holds a new, empty set of jobs, as a new start
+    /// would.
+    async fn restart(&mut self) {
+        self.jobs.shutdown(PATIENCE).await;
+        self.jobs = in_flight(&self.system);
     }
 
-    /// Stops the worker gracefully and returns its receiver.
-    async fn stop(&mut self) -> mpsc::Receiver<Command> {
-        let (cancel, handle) = self.worker.take().unwrap();
-        cancel.cancel();
-        let (receiver, result) = handle.await.unwrap();
-        result.unwrap();
-        receiver
-    }
-
-    async fn send(&self, command: Command) {
-        self.commands.send(command).await.unwrap();
+    async fn send(&mut self, command: Command) {
+        self.jobs.start(command);
     }
 
     async fn next_event(&mut self) -> Event {
-        match tokio::time::timeout(PATIENCE, self.inputs.recv()).await {
-            Ok(Some(Input::Event(event))) => event,
-            other => panic!("expected an event, got {other:?}"),
+        match tokio::time::timeout(PATIENCE, self.jobs.next()).await {
+            Ok(event) => event,
+            Err(_) => panic!("no event came"),
         }
     }
 
@@ -267,7 +243,7 @@ async fn abort_stops_the_unit_and_reports_nothing() {
         UnitState::Gone
     );
     assert_eq!(h.fake.current(), Some(h.old.clone()));
-    assert!(h.inputs.try_recv().is_err());
+    assert_eq!(h.jobs.try_next(), None);
 }
 
 #[tokio::test]
@@ -300,7 +276,7 @@ async fn a_vanished_unit_is_reported_as_vanished() {
 }
 
 #[tokio::test]
-async fn shutdown_leaves_the_switch_running_and_a_restarted_worker_watches_it() {
+async fn shutdown_leaves_the_switch_running_and_the_next_start_watches_it() {
     let mut h = Harness::new();
     h.fake
         .behaviour(&h.new, Behaviour::SucceedAfter(Duration::from_millis(1500)));
@@ -311,33 +287,24 @@ async fn shutdown_leaves_the_switch_running_and_a_restarted_worker_watches_it() 
     })
     .await;
     h.until_running(SwitchId(9)).await;
-    let receiver = h.stop().await;
+    h.restart().await;
     assert_eq!(
         h.system.switch_state(SwitchId(9)).await.unwrap(),
         UnitState::Running
     );
 
-    // Commands queued while no worker runs are kept in the borrowed receiver.
     h.send(Command::WatchSwitch {
         switch: SwitchId(9),
     })
     .await;
-    h.send(Command::Realise {
-        target: h.new.clone(),
-    })
-    .await;
-    h.start(receiver);
     let (end, system) = h.switch_finished(SwitchId(9)).await;
     assert_eq!(code_of(&end), Some(0), "{end:?}");
     assert_eq!(system.current, Some(h.new.clone()));
-    assert!(matches!(
-        h.next_event().await,
-        Event::RealiseFinished { .. }
-    ));
+    assert_eq!(h.jobs.try_next(), None);
 }
 
 #[tokio::test]
-async fn watch_follows_a_unit_launched_before_the_worker() {
+async fn watch_follows_a_unit_launched_before_the_agent_started() {
     let mut h = Harness::new();
     h.fake
         .behaviour(&h.new, Behaviour::SucceedAfter(Duration::from_millis(500)));
@@ -369,7 +336,6 @@ async fn reboot_asks_systemd() {
     .await;
     h.next_event().await;
     assert!(h.fake.reboot_requested());
-    let _ = h.stop().await;
 }
 
 /// The exit code of a switch whose process ran.
@@ -487,34 +453,23 @@ impl System for LockRace {
 #[tokio::test(start_paused = true)]
 async fn a_switch_that_lost_the_lock_race_is_reported_as_it_ended_and_not_relaunched_here() {
     let system = Arc::new(LockRace::default());
-    let (commands, mut receiver) = mpsc::channel(ACTIVATION_CHANNEL_CAPACITY);
-    let (inputs, mut events) = mpsc::channel(4);
-    let cancel = CancellationToken::new();
-    let worker = {
-        let system = system.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move { run_polling(system, &mut receiver, inputs, cancel, POLL).await })
-    };
+    let mut jobs = in_flight(&system);
     let closure =
         StorePath::parse("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-x").unwrap();
     let job = job(&closure, SwitchPurpose::Activate, SwitchAction::Test, false);
-    commands
-        .send(Command::RunSwitch {
-            switch: SwitchId(1),
-            job,
-        })
-        .await
-        .unwrap();
-    let Some(Input::Event(Event::SwitchFinished { end, .. })) = events.recv().await else {
+    jobs.start(Command::RunSwitch {
+        switch: SwitchId(1),
+        job,
+    });
+    let Event::SwitchFinished { end, .. } = jobs.next().await else {
         panic!("no switch result");
     };
     assert_eq!(end, exited(1, "Could not acquire lock\n"));
-    // Deciding to launch it again is the state machine's job: the worker launched it once.
+    // Deciding to launch it again is the state machine's job: the job launched it once.
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert!(events.try_recv().is_err());
+    assert_eq!(jobs.try_next(), None);
+    assert!(jobs.is_idle());
     assert_eq!(system.starts.load(std::sync::atomic::Ordering::SeqCst), 1);
-    cancel.cancel();
-    worker.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -526,4 +481,125 @@ async fn the_agent_upgrade_check_reports_what_the_system_says() {
         Event::AgentUpgradeChecked { upgrade: None },
         "not a systemd service here, so no upgrade is ever seen"
     );
+}
+
+/// A backend that records what it was asked, in order, and whose roots take a minute to hold:
+/// long enough to keep the steps after them waiting for their turn.
+#[derive(Default)]
+struct Recorder {
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+    fn note(&self, what: String) {
+        self.asked.lock().unwrap().push(what);
+    }
+}
+
+impl System for Recorder {
+    async fn observe(&self) -> Result<SystemView, crate::system::SystemError> {
+        Ok(SystemView::default())
+    }
+    async fn boot_id(&self) -> Result<Option<String>, crate::system::SystemError> {
+        Ok(None)
+    }
+    async fn realise(&self, _: &StorePath) -> RealiseResult {
+        self.note("realise".into());
+        RealiseResult::Realised
+    }
+    async fn keep_generations(
+        &self,
+        _: &std::collections::BTreeSet<StorePath>,
+    ) -> Result<(), crate::system::SystemError> {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        self.note("keep".into());
+        Ok(())
+    }
+    async fn start_switch(
+        &self,
+        switch: SwitchId,
+        _: &fleetnode_state_machine::SwitchJob,
+    ) -> Result<crate::system::Launch, crate::system::SystemError> {
+        self.note(format!("start {switch}"));
+        Ok(crate::system::Launch::Started)
+    }
+    async fn switch_state(&self, _: SwitchId) -> Result<UnitState, crate::system::SystemError> {
+        Ok(UnitState::Running)
+    }
+    async fn stop_switch(&self, switch: SwitchId) -> Result<(), crate::system::SystemError> {
+        self.note(format!("stop {switch}"));
+        Ok(())
+    }
+    async fn reboot(&self) -> Result<(), crate::system::SystemError> {
+        Ok(())
+    }
+    async fn unit_active(&self, _: &str) -> Result<bool, crate::system::SystemError> {
+        Ok(true)
+    }
+    async fn agent_upgrade(&self) -> Option<String> {
+        None
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_abort_cancels_a_switch_still_waiting_for_its_turn_and_it_never_launches() {
+    let system = Arc::new(Recorder::default());
+    let mut jobs = in_flight(&system);
+    let closure =
+        StorePath::parse("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-x").unwrap();
+    jobs.start(Command::KeepGenerations {
+        generations: [closure.clone()].into(),
+    });
+    jobs.start(Command::RunSwitch {
+        switch: SwitchId(1),
+        job: job(&closure, SwitchPurpose::Activate, SwitchAction::Test, false),
+    });
+    jobs.start(Command::AbortSwitch {
+        switch: SwitchId(1),
+    });
+    jobs.start(Command::Realise {
+        target: closure.clone(),
+    });
+    // The realise is the only job that reports: the aborted switch says nothing.
+    assert!(matches!(
+        tokio::time::timeout(PATIENCE * 10, jobs.next()).await,
+        Ok(Event::RealiseFinished { .. })
+    ));
+    assert_eq!(jobs.try_next(), None);
+    // The steps ran in the order of their commands, and the aborted switch never launched.
+    assert_eq!(system.asked(), ["keep", "stop 1", "realise"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_abort_stops_a_followed_switch_without_waiting_for_the_steps_before_it() {
+    let system = Arc::new(Recorder::default());
+    let mut jobs = in_flight(&system);
+    let closure =
+        StorePath::parse("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-x").unwrap();
+    jobs.start(Command::RunSwitch {
+        switch: SwitchId(2),
+        job: job(&closure, SwitchPurpose::Activate, SwitchAction::Test, false),
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(system.asked(), ["start 2"]);
+    // Roots that take a minute, then the abort: the followed switch is cancelled at once, and
+    // its unit's stop takes its turn after the roots.
+    jobs.start(Command::KeepGenerations {
+        generations: [closure.clone()].into(),
+    });
+    jobs.start(Command::AbortSwitch {
+        switch: SwitchId(2),
+    });
+    jobs.start(Command::CheckAgentUpgrade);
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, jobs.next()).await,
+        Ok(Event::AgentUpgradeChecked { upgrade: None })
+    );
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(jobs.try_next(), None);
+    assert!(jobs.is_idle());
+    assert_eq!(system.asked(), ["start 2", "keep", "stop 2"]);
 }

@@ -24,7 +24,7 @@ use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::input::{Input, InputSender, WorkerError};
 use crate::metrics::Metrics;
-use crate::runtime::status::{StatusWatch, Workers};
+use crate::status::{StatusWatch, Workers};
 
 /// This worker's name in statuses.
 pub const NAME: &str = "heartbeat";
@@ -60,7 +60,7 @@ pub async fn run(
         if cancel.is_cancelled() {
             Ok(())
         } else {
-            Err(WorkerError::new("the event loop stopped"))
+            Err(WorkerError::LoopStopped)
         }
     };
     let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);

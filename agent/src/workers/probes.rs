@@ -1,8 +1,10 @@
 //! The probe worker: runs the configured health probes on their intervals.
 //!
 //! Every probe runs in its own task, once at start and then every `interval`, and sends
-//! [`Event::ProbeResult`] tagged with the epoch the task was started in. On
-//! [`Command::ResetProbes`] every task is aborted (an exec probe's whole process group is
+//! [`Event::ProbeResult`] tagged with the epoch the task was started in. The event loop sets the
+//! epoch it watches on every [`fleetnode_state_machine::Command::ResetProbes`] (a level, not a
+//! queue: resets that come faster than the worker handles them count as one, the last); on each
+//! every task is aborted (an exec probe's whole process group is
 //! killed with it, so a timed-out check leaves no process behind) and waited for before new
 //! tasks start with the new epoch, so no result of an older epoch (from the generation being
 //! left) is sent after the reset. The worker only observes: whether a result counts, and what
@@ -30,9 +32,9 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetnode_state_machine::{Command, Event, Millis, ProbeResult, cap_head};
+use fleetnode_state_machine::{Event, Millis, ProbeResult, cap_head};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -44,10 +46,6 @@ use crate::system::System;
 
 pub use http::HttpProber;
 
-/// Capacity of the event loop's channel to the probe worker. It carries only resets (a few per
-/// activation) and the worker handles one in the time it takes to abort its tasks; 8 is ample
-/// and costs under 1 KiB.
-pub const PROBE_CHANNEL_CAPACITY: usize = 8;
 /// Longest detail text a result carries, in bytes.
 pub const DETAIL_CAP: usize = 512;
 
@@ -55,14 +53,12 @@ pub const DETAIL_CAP: usize = 512;
 pub async fn run<S: System>(
     specs: Vec<ProbeSpec>,
     system: Arc<S>,
-    commands: &mut mpsc::Receiver<Command>,
+    epochs: watch::Receiver<u64>,
     inputs: InputSender,
-    initial_epoch: u64,
     cancel: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let http =
-        HttpProber::with_system_roots().map_err(|e| WorkerError::new(format!("probes: {e}")))?;
-    run_with(specs, system, http, commands, inputs, initial_epoch, cancel).await
+    let http = HttpProber::with_system_roots().map_err(|e| WorkerError::Probes(e.to_string()))?;
+    run_with(specs, system, http, epochs, inputs, cancel).await
 }
 
 /// [`run`] with a given HTTP client (tests trust their own CA).
@@ -70,47 +66,37 @@ pub(crate) async fn run_with<S: System>(
     specs: Vec<ProbeSpec>,
     system: Arc<S>,
     http: HttpProber,
-    commands: &mut mpsc::Receiver<Command>,
+    mut epochs: watch::Receiver<u64>,
     inputs: InputSender,
-    initial_epoch: u64,
     cancel: CancellationToken,
 ) -> Result<(), WorkerError> {
     let checker = Arc::new(Checker { system, http });
     let specs: Vec<Arc<ProbeSpec>> = specs.into_iter().map(Arc::new).collect();
     let mut tasks = JoinSet::new();
-    let mut epoch = initial_epoch;
+    let mut epoch = *epochs.borrow_and_update();
     start(&mut tasks, &specs, &checker, &inputs, epoch);
     loop {
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
-            command = commands.recv() => match command {
-                Some(Command::ResetProbes { epoch: next }) => {
+            changed = epochs.changed() => match changed {
+                Ok(()) => {
+                    let next = *epochs.borrow_and_update();
                     // Aborts and waits: once this returns no old task can send anything.
                     tasks.shutdown().await;
                     tracing::info!(from = epoch, to = next, "probes reset");
                     epoch = next;
                     start(&mut tasks, &specs, &checker, &inputs, epoch);
                 }
-                Some(
-                    other @ (Command::KeepGenerations { .. }
-                    | Command::Realise { .. }
-                    | Command::RunSwitch { .. }
-                    | Command::WatchSwitch { .. }
-                    | Command::AbortSwitch { .. }
-                    | Command::ReleaseSwitch { .. }
-                    | Command::Reboot
-                    | Command::CheckAgentUpgrade
-                    | Command::Restart { .. }),
-                ) => tracing::error!(command = ?other, "the probe worker got a command that is not its own"),
-                None => break,
+                // The event loop is gone: the agent is stopping.
+                Err(_) => break,
             },
             Some(ended) = tasks.join_next() => {
                 tasks.shutdown().await;
-                return Err(WorkerError::new(match ended {
-                    Ok(()) => "probes: the event loop's input channel is closed".to_owned(),
-                    Err(e) => format!("probes: a probe task failed: {e}"),
-                }));
+                return Err(match ended {
+                    Ok(()) => WorkerError::LoopStopped,
+                    Err(e) => WorkerError::Probes(format!("a probe task failed: {e}")),
+                });
             }
         }
     }

@@ -107,7 +107,7 @@ where
         let (io, peer) = tokio::select! {
             () = cancel.cancelled() => break,
             accepted = accept() => accepted
-                .map_err(|e| WorkerError::new(format!("the admin listener cannot accept: {e}")))?,
+                .map_err(|e| WorkerError::Listener(format!("the admin listener cannot accept: {e}")))?,
         };
         while connections.try_join_next().is_some() {}
         let (handle, cancel) = (handle.clone(), cancel.clone());

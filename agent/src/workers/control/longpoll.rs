@@ -62,7 +62,7 @@ pub async fn run(
                 inputs
                     .send(event)
                     .await
-                    .map_err(|_| WorkerError::new("the event loop stopped"))?;
+                    .map_err(|_| WorkerError::LoopStopped)?;
                 pace.after_answer(new_revision, began.elapsed())
             }
             Err(e) => {

@@ -22,10 +22,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::input::Input;
 use crate::metrics::Metrics;
-use crate::runtime::eventloop::Exit;
-use crate::runtime::status;
+use crate::status;
 use crate::store::Store;
-use crate::testing::{self, Handles, MemorySystem};
+use crate::testing::{self, Exit, Handles, MemorySystem};
 
 const CURRENT: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system";
 const BROKEN: &str = "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-nixos-system-broken";
@@ -234,11 +233,13 @@ async fn exercise(running: &Running) {
     .expect("the failed activation was not rolled back")
     .unwrap();
 
-    let server = crate::control::testserver::TestServer::start().await;
+    let server = crate::workers::control::testserver::TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let client =
-        crate::control::Client::new(&server.config(dir.path()), running.handles.metrics.clone())
-            .unwrap();
+    let client = crate::workers::control::Client::new(
+        &server.config(dir.path()),
+        running.handles.metrics.clone(),
+    )
+    .unwrap();
     let events = fleetnode_wire::EventBatch {
         stream: 1,
         events: Vec::new(),
@@ -512,16 +513,22 @@ async fn non_loopback_addresses_are_refused() {
         let addr = addr.parse().unwrap();
         let error = bind_metrics(addr).await.unwrap_err();
         assert!(
-            error.0.contains("not a loopback address"),
+            error.to_string().contains("not a loopback address"),
             "{addr}: {error}"
         );
-        assert!(error.0.contains("admin.listen"), "{addr}: {error}");
+        assert!(
+            error.to_string().contains("admin.listen"),
+            "{addr}: {error}"
+        );
     }
     for addr in ["127.0.0.1:0", "[::1]:0"] {
         // [::1] may be missing where IPv6 is off; only the loopback check matters here.
         match bind_metrics(addr.parse().unwrap()).await {
             Ok(listener) => assert!(listener.local_addr().unwrap().ip().is_loopback()),
-            Err(e) => assert!(!e.0.contains("not a loopback address"), "{addr}: {e}"),
+            Err(e) => assert!(
+                !e.to_string().contains("not a loopback address"),
+                "{addr}: {e}"
+            ),
         }
     }
 }

@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use super::{Endpoints, InUse};
 use crate::config::Config;
-use crate::control::RequestError;
 use crate::metrics::Metrics;
+use crate::workers::control::RequestError;
 
 fn endpoints(urls: &[&str]) -> (Endpoints, Arc<Metrics>) {
     let list = urls
@@ -101,7 +101,7 @@ fn one_address_never_moves() {
 async fn the_client_sends_every_request_to_the_address_in_use() {
     use fleetnode_wire::ErrorCode;
 
-    use crate::control::testserver::{Failure, TestServer};
+    use crate::workers::control::testserver::{Failure, TestServer};
 
     let first = TestServer::start().await;
     let second = TestServer::start().await;
@@ -116,7 +116,7 @@ async fn the_client_sends_every_request_to_the_address_in_use() {
     );
     let config = Config::parse(&text).unwrap();
     let metrics = Arc::new(Metrics::new());
-    let client = crate::control::Client::new(&config, metrics.clone()).unwrap();
+    let client = crate::workers::control::Client::new(&config, metrics.clone()).unwrap();
     let unavailable = Failure {
         status: 503,
         code: ErrorCode::Unavailable,

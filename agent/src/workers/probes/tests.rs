@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Checker, HttpProber, PROBE_CHANNEL_CAPACITY, exec, run_with, tcp_check};
+use super::{Checker, HttpProber, exec, run_with, tcp_check};
 use crate::config::{ProbeCheck, ProbeSpec};
 use crate::input::Input;
 use crate::system::tests::system_for;
@@ -314,16 +314,14 @@ async fn reset_kills_old_probes_and_only_the_new_epoch_reports() {
             },
         ),
     ];
-    let (commands, mut receiver) = mpsc::channel(PROBE_CHANNEL_CAPACITY);
+    let (epoch, epochs) = tokio::sync::watch::channel(1);
     let (inputs, mut results) = mpsc::channel(64);
     let cancel = CancellationToken::new();
     let system = Arc::new(system_for(&fake));
     let http = HttpProber::with_roots(RootCertStore::empty()).unwrap();
     let worker = {
         let cancel = cancel.clone();
-        tokio::spawn(async move {
-            run_with(specs, system, http, &mut receiver, inputs, 1, cancel).await
-        })
+        tokio::spawn(async move { run_with(specs, system, http, epochs, inputs, cancel).await })
     };
     let first = result_of(
         tokio::time::timeout(PATIENCE, results.recv())
@@ -342,10 +340,7 @@ async fn reset_kills_old_probes_and_only_the_new_epoch_reports() {
         .unwrap();
     std::fs::remove_file(&pid_file).unwrap();
 
-    commands
-        .send(fleetnode_state_machine::Command::ResetProbes { epoch: 2 })
-        .await
-        .unwrap();
+    epoch.send_replace(2);
     // Results already queued before the reset may be of epoch 1; once epoch 2 shows up, no
     // epoch-1 result may follow, and the slow probe of epoch 1 never reports.
     let mut seen_new = 0;
@@ -457,16 +452,14 @@ async fn each_probe_runs_on_its_own_interval() {
             },
         ),
     ];
-    let (_commands, mut receiver) = mpsc::channel(PROBE_CHANNEL_CAPACITY);
+    let (_epoch, epochs) = tokio::sync::watch::channel(7);
     let (inputs, mut results) = mpsc::channel(64);
     let cancel = CancellationToken::new();
     let worker = {
         let cancel = cancel.clone();
         let system = system.clone();
         let http = HttpProber::with_roots(RootCertStore::empty()).unwrap();
-        tokio::spawn(async move {
-            run_with(specs, system, http, &mut receiver, inputs, 7, cancel).await
-        })
+        tokio::spawn(async move { run_with(specs, system, http, epochs, inputs, cancel).await })
     };
     tokio::time::sleep(Duration::from_millis(10_500)).await;
     cancel.cancel();

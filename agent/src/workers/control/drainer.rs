@@ -2,14 +2,16 @@
 //!
 //! It reads the store read-only, posts batches of up to [`MAX_BATCH_EVENTS`], and tells the
 //! event loop what was acknowledged (`Input::Acked`), so the store keeps a single writer. It
-//! sleeps when the queue is empty until the event loop kicks it after a commit with new events.
+//! sleeps when the queue is empty until the event loop wakes it after a commit with new events.
 //!
 //! Failures: network errors, 5xx, 408 and 429 back off exponentially with full jitter (capped at
 //! [`BACKOFF_CAP`]) and honour `Retry-After`; 401/403, 426 and other 4xx retry at the cap and
 //! log an error every time; nothing is dropped for them. Only a refusal of the content itself
 //! ([`fleetnode_wire::RetryClass::Content`]) means an event is at fault: a batch is retried one
 //! event at a time, and an event refused on its own is dead-lettered (`Input::DeadLettered`),
-//! which puts a gap in its place so delivery goes on.
+//! which puts a gap in its place so delivery goes on: the event loop answers once the gap is
+//! durable, or that its write failed, and then the dead letter is asked for again after
+//! [`DEAD_LETTER_RETRY`] (the event is not sent to the control plane again meanwhile).
 //!
 //! Acknowledgements: `acked_through` between the batch's first and last seq acknowledges that
 //! far. One below the first seq acknowledges nothing; one beyond the last seq sent is a protocol
@@ -33,8 +35,8 @@ use tracing::{debug, error, warn};
 
 use super::{Client, retry_plan};
 use crate::backoff::Backoff;
-use crate::input::{Input, InputSender, WorkerError};
-use crate::runtime::status::Workers;
+use crate::input::{Input, InputSender, WorkerError, Written};
+use crate::status::Workers;
 use crate::store::StoreReader;
 
 /// This worker's name in statuses.
@@ -45,8 +47,8 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// Most encoded event bytes in one batch: the body cap less room for the envelope.
 pub const BATCH_MAX_BYTES: usize = MAX_BODY_BYTES - 16 * 1024;
-/// How long to wait for the event loop to record a dead letter before looking again.
-const DEAD_LETTER_POLL: Duration = Duration::from_secs(1);
+/// How long to wait before asking again for a dead letter the event loop could not write.
+pub const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 
 /// What the drainer needs.
 #[derive(Debug, Clone)]
@@ -57,8 +59,8 @@ pub struct DrainerContext {
     pub reader: StoreReader,
     /// The event stream id.
     pub stream: u64,
-    /// Kicked after every enqueue.
-    pub kick: Arc<Notify>,
+    /// Woken after every commit with new events.
+    pub new_events: Arc<Notify>,
     /// Worker statuses.
     pub workers: Workers,
 }
@@ -74,7 +76,7 @@ pub async fn run(
         inputs,
         cancel,
         acked: 0,
-        solo_until: 0,
+        one_by_one_through: 0,
         backoff: Backoff::new(BACKOFF_BASE, BACKOFF_CAP),
     };
     loop {
@@ -83,7 +85,7 @@ pub async fn run(
             drainer.ctx.workers.set(NAME, WorkerStatus::Idle);
             tokio::select! {
                 () = drainer.cancel.cancelled() => return Ok(()),
-                () = drainer.ctx.kick.notified() => continue,
+                () = drainer.ctx.new_events.notified() => continue,
             }
         }
         drainer.ctx.workers.set(NAME, WorkerStatus::Running);
@@ -93,10 +95,10 @@ pub async fn run(
                 () = drainer.cancel.cancelled() => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
             },
-            Next::AfterOrKick(delay) => tokio::select! {
+            Next::AfterOrNewEvent(delay) => tokio::select! {
                 () = drainer.cancel.cancelled() => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
-                () = drainer.ctx.kick.notified() => {}
+                () = drainer.ctx.new_events.notified() => {}
             },
             Next::Stop => return Ok(()),
         }
@@ -110,7 +112,7 @@ enum Next {
     /// Try again after this long.
     After(Duration),
     /// Try again after this long, or as soon as a new event is queued.
-    AfterOrKick(Duration),
+    AfterOrNewEvent(Duration),
     /// Shutdown.
     Stop,
 }
@@ -123,14 +125,14 @@ struct Drainer {
     /// Every seq up to this one is acknowledged.
     acked: u64,
     /// Events up to this seq are sent one at a time, after a batch was refused.
-    solo_until: u64,
+    one_by_one_through: u64,
     backoff: Backoff,
 }
 
 impl Drainer {
     /// The next events to send: a batch, or one alone while a refused batch is picked apart.
     fn next_batch(&self) -> Result<Vec<OutboundEvent>, WorkerError> {
-        let limit = if self.acked < self.solo_until {
+        let limit = if self.acked < self.one_by_one_through {
             1
         } else {
             MAX_BATCH_EVENTS
@@ -138,7 +140,7 @@ impl Drainer {
         self.ctx
             .reader
             .batch_after(self.acked, limit, BATCH_MAX_BYTES)
-            .map_err(|e| WorkerError::new(format!("cannot read the outbound queue: {e}")))
+            .map_err(|e| WorkerError::Queue(e.to_string()))
     }
 
     /// Posts one batch and handles the answer.
@@ -176,7 +178,7 @@ impl Drainer {
                     acked_through = ack.acked_through,
                     "the control plane acknowledged seqs this agent never sent it; the acknowledgement is refused and the batch is sent again (a control-plane bug, or a host restored from a snapshot)"
                 );
-                Ok(Next::AfterOrKick(self.backoff.next_delay()))
+                Ok(Next::AfterOrNewEvent(self.backoff.next_delay()))
             }
             Ok(ack) if ack.acked_through >= first => {
                 self.backoff.reset();
@@ -198,7 +200,7 @@ impl Drainer {
                     acked_through = ack.acked_through,
                     "the control plane acknowledged nothing of the batch; it may have lost events this agent no longer holds"
                 );
-                Ok(Next::AfterOrKick(self.backoff.next_delay()))
+                Ok(Next::AfterOrNewEvent(self.backoff.next_delay()))
             }
             Err(e) if e.class() == RetryClass::Resync => {
                 if matches!(request.events[0].report, Report::Snapshot { .. }) {
@@ -216,7 +218,7 @@ impl Drainer {
             }
             Err(e) if e.refuses_the_content() && request.events.len() > 1 => {
                 warn!(first, last, error = %e, "batch refused; sending its events one at a time");
-                self.solo_until = last;
+                self.one_by_one_through = last;
                 Ok(Next::Now)
             }
             Err(e) if e.refuses_the_content() => self.refused(&request.events[0], &e).await,
@@ -247,17 +249,37 @@ impl Drainer {
         let code = error.code();
         error!(seq = event.seq, report = event.report.name(), code, error = %error,
             "the control plane refused the event for good; it is kept as a dead letter");
+        loop {
+            match self.dead_letter(event.seq, &code).await? {
+                Some(Written::Done) => return Ok(Next::Now),
+                Some(Written::Failed) => {}
+                None => return Ok(Next::Stop),
+            }
+            // The store refused the write: ask again, without sending the event again.
+            tokio::select! {
+                () = self.cancel.cancelled() => return Ok(Next::Stop),
+                () = tokio::time::sleep(DEAD_LETTER_RETRY) => {}
+            }
+        }
+    }
+
+    /// Asks the event loop to dead-letter `seq` and waits for its answer; `None` on shutdown.
+    async fn dead_letter(&self, seq: u64, code: &str) -> Result<Option<Written>, WorkerError> {
+        let (done, answer) = oneshot::channel();
         let letter = Input::DeadLettered {
-            seq: event.seq,
-            code: code.clone(),
+            seq,
+            code: code.to_owned(),
+            done,
         };
         if let Next::Stop = self.send(letter).await? {
-            return Ok(Next::Stop);
+            return Ok(None);
         }
-        if wait_for_dead_letter(&self.ctx, event.seq, &code, &self.inputs, &self.cancel).await? {
-            Ok(Next::Now)
-        } else {
-            self.gone()
+        tokio::select! {
+            () = self.cancel.cancelled() => Ok(None),
+            written = answer => match written {
+                Ok(written) => Ok(Some(written)),
+                Err(_) => self.gone().map(|_| None),
+            },
         }
     }
 
@@ -267,7 +289,7 @@ impl Drainer {
             .ctx
             .reader
             .last_seq()
-            .map_err(|e| WorkerError::new(format!("cannot read the outbound queue: {e}")))?;
+            .map_err(|e| WorkerError::Queue(e.to_string()))?;
         Ok(newest.unwrap_or(last).max(last))
     }
 
@@ -290,7 +312,7 @@ impl Drainer {
             Ok(Some(seq)) => {
                 // Everything before the snapshot is covered by it.
                 self.acked = self.acked.max(seq.saturating_sub(1));
-                self.solo_until = 0;
+                self.one_by_one_through = 0;
                 Ok(Next::Now)
             }
             // The state machine refused (it said why in the log): try again later.
@@ -311,7 +333,7 @@ impl Drainer {
         if self.cancel.is_cancelled() {
             Ok(Next::Stop)
         } else {
-            Err(WorkerError::new("the event loop stopped"))
+            Err(WorkerError::LoopStopped)
         }
     }
 }
@@ -324,42 +346,6 @@ fn is_dead_letter_gap(event: &OutboundEvent) -> bool {
             ..
         }
     )
-}
-
-/// Waits until the event loop replaced the refused event with its gap (or it left the queue).
-/// The request is sent again after each poll that still finds the event, so a dead letter
-/// whose store write failed is retried instead of stalling delivery. False when the event loop
-/// is gone.
-async fn wait_for_dead_letter(
-    ctx: &DrainerContext,
-    seq: u64,
-    code: &str,
-    inputs: &InputSender,
-    cancel: &CancellationToken,
-) -> Result<bool, WorkerError> {
-    loop {
-        let current = ctx
-            .reader
-            .get(seq)
-            .map_err(|e| WorkerError::new(format!("cannot read the outbound queue: {e}")))?;
-        match current {
-            None => return Ok(true),
-            Some(event) if is_dead_letter_gap(&event) => return Ok(true),
-            Some(_) => {}
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(true),
-            () = ctx.kick.notified() => continue,
-            () = tokio::time::sleep(DEAD_LETTER_POLL) => {}
-        }
-        let again = Input::DeadLettered {
-            seq,
-            code: code.to_owned(),
-        };
-        if inputs.send(again).await.is_err() {
-            return Ok(false);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,12 +7,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{DrainerContext, run};
-use crate::control::Client;
-use crate::control::testserver::{Failure, TestServer};
 use crate::input::Input;
 use crate::metrics::Metrics;
-use crate::runtime::status::Workers;
+use crate::status::Workers;
 use crate::store::{DeadLetterOutcome, Store};
+use crate::workers::control::Client;
+use crate::workers::control::testserver::{Failure, TestServer};
 
 fn paused(seq: u64) -> OutboundEvent {
     OutboundEvent {
@@ -30,7 +30,7 @@ struct Harness {
     /// Snapshots asked for.
     resyncs: u32,
     inputs: mpsc::Receiver<Input>,
-    kick: Arc<Notify>,
+    new_events: Arc<Notify>,
     workers: Workers,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
@@ -55,12 +55,12 @@ async fn start_with(queued: std::ops::RangeInclusive<u64>) -> Harness {
     let kept = state.clone();
     let metrics = Arc::new(Metrics::new());
     let workers = Workers::new(metrics.clone());
-    let kick = Arc::new(Notify::new());
+    let new_events = Arc::new(Notify::new());
     let ctx = DrainerContext {
         client: Arc::new(Client::new(&config, metrics.clone()).unwrap()),
         reader: store.reader(),
         stream: store.stream(),
-        kick: kick.clone(),
+        new_events: new_events.clone(),
         workers: workers.clone(),
     };
     let (inputs_tx, inputs) = mpsc::channel(16);
@@ -72,7 +72,7 @@ async fn start_with(queued: std::ops::RangeInclusive<u64>) -> Harness {
         state: kept,
         resyncs: 0,
         inputs,
-        kick,
+        new_events,
         workers,
         metrics,
         cancel,
@@ -106,10 +106,11 @@ impl Harness {
             Input::Acked { through } => {
                 self.store.ack(through).unwrap();
             }
-            Input::DeadLettered { seq, code } => {
+            Input::DeadLettered { seq, code, done } => {
                 let outcome = self.store.dead_letter(seq, &code, Timestamp(9)).unwrap();
                 assert!(matches!(outcome, DeadLetterOutcome::Moved(_)));
-                self.kick.notify_one();
+                self.new_events.notify_one();
+                done.send(crate::input::Written::Done).unwrap();
             }
             Input::Resync {
                 log_end,
@@ -125,7 +126,7 @@ impl Harness {
                 if let Some(done) = done {
                     done.send(Some(self.state.host.seq)).unwrap();
                 }
-                self.kick.notify_one();
+                self.new_events.notify_one();
             }
             other => panic!("unexpected input {other:?}"),
         }
@@ -149,13 +150,13 @@ async fn delivers_the_queue_in_order_in_capped_batches() {
         assert_eq!(seqs, (1..=600).collect::<Vec<_>>());
         assert!(r.tokens.contains("Bearer s3cret-token"));
     }
-    // An enqueue and a kick wake the idle drainer.
+    // An enqueue and a wake-up wake the idle drainer.
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(h.workers.list()[0].status, WorkerStatus::Idle);
     let mut state = State::default();
     state.host.seq = 601;
     h.store.commit(&state, &[paused(601)]).unwrap();
-    h.kick.notify_one();
+    h.new_events.notify_one();
     h.reduce_until_empty().await;
     assert_eq!(h.server.lock().events.last().map(|e| e.seq), Some(601));
     h.stop().await;
@@ -242,7 +243,7 @@ async fn retry_warnings_are_logged_under_the_drainers_own_target() {
     assert_eq!(warnings.len(), 1, "{}", logs.text());
     assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
     assert!(
-        warnings[0].contains("fleetnode_agent::control::drainer:"),
+        warnings[0].contains("fleetnode_agent::workers::control::drainer:"),
         "{}",
         warnings[0]
     );
@@ -318,7 +319,7 @@ async fn an_ack_beyond_the_batch_is_refused_counted_and_delivery_goes_on() {
     let mut state = State::default();
     state.host.seq = 301;
     h.store.commit(&state, &[paused(301)]).unwrap();
-    h.kick.notify_one();
+    h.new_events.notify_one();
     h.reduce_until_empty().await;
     assert_eq!(h.server.lock().events.last().map(|e| e.seq), Some(301));
     h.stop().await;
@@ -345,14 +346,14 @@ async fn a_zero_progress_ack_backs_off_from_the_base_and_a_new_event_wakes_it() 
     let mut state = State::default();
     state.host.seq = 4;
     h.store.commit(&state, &[paused(4)]).unwrap();
-    h.kick.notify_one();
+    h.new_events.notify_one();
     tokio::time::sleep(Duration::from_secs(100)).await;
     let before = h.server.lock().batches.len();
     assert!(h.server.lock().acks.len() < 1_000, "not retried at all");
     // ... until a new event is queued: it goes out at once, with the one waiting.
     state.host.seq = 5;
     h.store.commit(&state, &[paused(5)]).unwrap();
-    h.kick.notify_one();
+    h.new_events.notify_one();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let batches = h.server.lock().batches.clone();
     assert!(batches.len() > before, "a new event did not wake it");
@@ -408,7 +409,7 @@ async fn resync_required_sends_a_snapshot_and_delivery_goes_on_from_it() {
     state.host.seq = 7;
     h.store.commit(&state, &[paused(7)]).unwrap();
     h.state = state;
-    h.kick.notify_one();
+    h.new_events.notify_one();
     h.reduce_until_empty().await;
     assert_eq!(h.server.lock().events.last().map(|e| e.seq), Some(7));
     h.stop().await;
@@ -457,5 +458,41 @@ async fn a_resync_answer_to_a_snapshot_does_not_make_another() {
         (2..=4).contains(&snapshots),
         "retried at the slowest pace: {batches:?}"
     );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_the_store_could_not_write_is_asked_for_again_without_posting_again() {
+    let mut h = start(3).await;
+    h.server.lock().poison.insert(2);
+    // Play the event loop until the dead letter is asked for, then answer that its write
+    // failed.
+    let done = loop {
+        let input = h.inputs.recv().await.unwrap();
+        match input {
+            Input::DeadLettered { seq, done, .. } => {
+                assert_eq!(seq, 2);
+                break done;
+            }
+            other => h.handle(other),
+        }
+    };
+    let posted = h.server.lock().batches.len();
+    done.send(crate::input::Written::Failed).unwrap();
+    let again = h.inputs.recv().await.unwrap();
+    assert!(
+        matches!(again, Input::DeadLettered { seq: 2, .. }),
+        "{again:?}"
+    );
+    assert_eq!(
+        h.server.lock().batches.len(),
+        posted,
+        "the refused event was posted again instead of its dead letter being asked for again"
+    );
+    h.handle(again);
+    h.reduce_until_empty().await;
+    let seqs: Vec<u64> = h.server.lock().events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(h.store.reader().dead_letters().unwrap().len(), 1);
     h.stop().await;
 }

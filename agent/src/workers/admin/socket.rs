@@ -28,14 +28,14 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, WorkerErro
         .map(|name| group_id(Path::new(GROUP_FILE), name))
         .transpose()?;
     let dir = path.parent().ok_or_else(|| {
-        WorkerError::new(format!("admin.socket {} has no directory", path.display()))
+        WorkerError::Listener(format!("admin.socket {} has no directory", path.display()))
     })?;
     prepare_directory(dir)?;
     refuse_non_socket(path)?;
     let partial = partial_name(path);
     let _ = std::fs::remove_file(&partial);
     let listener = UnixListener::bind(&partial).map_err(|e| {
-        WorkerError::new(format!(
+        WorkerError::Listener(format!(
             "cannot bind the admin socket {} (admin.socket): {e}",
             partial.display()
         ))
@@ -50,7 +50,7 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, WorkerErro
     });
     if let Err(message) = placed {
         let _ = std::fs::remove_file(&partial);
-        return Err(WorkerError::new(message));
+        return Err(WorkerError::Listener(message));
     }
     tracing::info!(socket = %path.display(), group = group.unwrap_or("-"), "admin socket ready");
     Ok(listener)
@@ -59,13 +59,13 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, WorkerErro
 /// The group id of `name` in a group file (`name:password:gid:members` lines).
 pub fn group_id(file: &Path, name: &str) -> Result<u32, WorkerError> {
     let text = std::fs::read_to_string(file).map_err(|e| {
-        WorkerError::new(format!(
+        WorkerError::Listener(format!(
             "cannot read {} to find admin.group {name:?}: {e}",
             file.display()
         ))
     })?;
     find_group(&text, name).ok_or_else(|| {
-        WorkerError::new(format!(
+        WorkerError::Listener(format!(
             "admin.group {name:?} is not in {}; create it (groupadd {name}, or users.groups on NixOS) or remove admin.group",
             file.display()
         ))
@@ -92,21 +92,21 @@ fn prepare_directory(dir: &Path) -> Result<(), WorkerError> {
         std::fs::create_dir_all(dir)
             .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)))
             .map_err(|e| {
-                WorkerError::new(format!(
+                WorkerError::Listener(format!(
                     "cannot create the admin socket's directory {}: {e}",
                     dir.display()
                 ))
             })?;
     }
     let metadata = std::fs::metadata(dir).map_err(|e| {
-        WorkerError::new(format!(
+        WorkerError::Listener(format!(
             "cannot read the admin socket's directory {}: {e}",
             dir.display()
         ))
     })?;
     let ours = rustix::process::geteuid().as_raw();
     if metadata.uid() != ours || metadata.mode() & 0o022 != 0 {
-        return Err(WorkerError::new(format!(
+        return Err(WorkerError::Listener(format!(
             "the admin socket's directory {} is owned by uid {} with mode {:o}: anyone who may write in it could replace the socket; \
              use a directory owned by uid {ours} without group or other write permission (such as /run/fleetnode)",
             dir.display(),
@@ -122,12 +122,12 @@ fn refuse_non_socket(path: &Path) -> Result<(), WorkerError> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
         Ok(metadata) if metadata.file_type().is_socket() => Ok(()),
-        Ok(_) => Err(WorkerError::new(format!(
+        Ok(_) => Err(WorkerError::Listener(format!(
             "{} exists and is not a socket; remove it or choose another admin.socket",
             path.display()
         ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(WorkerError::new(format!(
+        Err(e) => Err(WorkerError::Listener(format!(
             "cannot inspect {} (admin.socket): {e}",
             path.display()
         ))),
@@ -192,7 +192,10 @@ mod tests {
         let file = dir.path().join("group");
         std::fs::write(&file, "root:x:0:\n").unwrap();
         let error = group_id(&file, "fleetnode-admin").unwrap_err();
-        assert!(error.0.contains("groupadd fleetnode-admin"), "{error}");
+        assert!(
+            error.to_string().contains("groupadd fleetnode-admin"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
@@ -217,7 +220,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let error = bind(&dir.path().join("admin.sock"), None).unwrap_err();
-        assert!(error.0.contains("could replace the socket"), "{error}");
+        assert!(
+            error.to_string().contains("could replace the socket"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
@@ -226,7 +232,7 @@ mod tests {
         let path = dir.path().join("admin.sock");
         std::fs::write(&path, "not a socket").unwrap();
         let error = bind(&path, None).unwrap_err();
-        assert!(error.0.contains("is not a socket"), "{error}");
+        assert!(error.to_string().contains("is not a socket"), "{error}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
     }
 }

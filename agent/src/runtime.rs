@@ -3,9 +3,7 @@
 
 pub mod agent;
 pub mod eventloop;
-mod outbox;
 pub mod record;
-pub mod status;
 pub mod supervisor;
 
 #[cfg(test)]

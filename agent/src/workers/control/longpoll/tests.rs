@@ -9,10 +9,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::run;
-use crate::control::Client;
-use crate::control::testserver::{Failure, TestServer};
 use crate::input::Input;
 use crate::metrics::Metrics;
+use crate::workers::control::Client;
+use crate::workers::control::testserver::{Failure, TestServer};
 
 fn directive(revision: u64) -> Directive {
     Directive {
@@ -186,7 +186,7 @@ async fn retry_warnings_are_logged_under_the_long_polls_own_target() {
     let warnings = logs.lines_with("control plane unavailable; retrying");
     assert_eq!(warnings.len(), 1, "{}", logs.text());
     assert!(
-        warnings[0].contains("fleetnode_agent::control::longpoll:"),
+        warnings[0].contains("fleetnode_agent::workers::control::longpoll:"),
         "{}",
         warnings[0]
     );
