@@ -1,7 +1,7 @@
 //! Control-plane replicas on one PostgreSQL database (a throw-away cluster of the tests' own),
 //! over real HTTPS: each serves every endpoint; a host's writes serialise in the database; a
 //! change made through one wakes long-polls on another; trust is shared; the rollout driver
-//! moves to another replica when the driving one stops.
+//! moves to another replica when the driving one stops; an approval reaches the driving one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -148,17 +148,7 @@ async fn rollout_commands_reach_the_driving_replica_and_the_rollouts_move_when_i
     let db = pg_support::database();
     let mut a = Harness::start_on(&db.url()).await;
     // A holds the rollout lease before B starts: B never drives while A lives.
-    eventually(|| async {
-        let held = fleetnode_fixtures::postgres::shared()
-            .unwrap()
-            .psql(
-                db.name(),
-                "SELECT count(*) FROM leases WHERE name = 'rollouts' AND holder IS NOT NULL",
-            )
-            .unwrap();
-        (held.trim() == "1").then_some(())
-    })
-    .await;
+    rollout_lease_held(&db).await;
     let b = Harness::start_on(&db.url()).await;
     let mut tokens = Vec::new();
     for id in ["web-01", "web-02"] {
@@ -217,6 +207,84 @@ async fn rollout_commands_reach_the_driving_replica_and_the_rollouts_move_when_i
         let history = store.desired_history(host).await.unwrap();
         assert_eq!(history.len(), 1, "{host}: {history:?}");
     }
+}
+
+#[tokio::test]
+async fn an_approval_sent_to_a_replica_that_does_not_drive_lets_exactly_the_waiting_wave_start() {
+    let db = pg_support::database();
+    let a = Harness::start_on(&db.url()).await;
+    rollout_lease_held(&db).await;
+    let b = Harness::start_on(&db.url()).await;
+    for id in ["web-01", "web-02"] {
+        a.add_host(id).await;
+    }
+    let request = serde_json::json!({
+        "release": { "hosts": {
+            "web-01": closure("web-01", 1).to_string(),
+            "web-02": closure("web-02", 1).to_string(),
+        } },
+        "waves": [ { "by": "count", "count": 1 }, { "by": "percent", "percent": 100 } ],
+        "bake_ms": 0,
+        "require_approval": "always",
+    });
+    let answer = b
+        .admin(
+            Method::POST,
+            "/v1/admin/rollouts",
+            Some(request.to_string()),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let started: RolloutStatus = answer.json();
+    let id = started.rollout.id;
+    assert!(
+        started.rollout.awaiting_approval.is_some(),
+        "{:?}",
+        started.rollout
+    );
+    let canary = started.rollout.waves[0].hosts[0].clone();
+    let second = started.rollout.waves[1].hosts[0].clone();
+    assert!(b.detail(canary.as_str()).await.desired.directive.is_none());
+
+    // Approved through B, carried out by A: the canary's wave starts, and only it.
+    let path = format!("/v1/admin/rollouts/{id}/approve");
+    let approved = b.admin(Method::POST, &path, None).await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.text);
+    let status: RolloutStatus = approved.json();
+    assert_eq!(status.rollout.approved_wave, Some(0));
+    eventually(|| async {
+        let detail = b.detail(canary.as_str()).await;
+        detail.desired.directive.is_some().then_some(())
+    })
+    .await;
+    assert!(b.detail(second.as_str()).await.desired.directive.is_none());
+    let again = b.admin(Method::POST, &path, None).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+
+    // One audit log: both approvals, as answered, whichever replica is asked.
+    let log: fleetnode_wire::AuditLog = a.admin(Method::GET, "/v1/admin/audit", None).await.json();
+    let outcomes: Vec<&str> = log
+        .entries
+        .iter()
+        .filter(|e| e.action == "rollout-approve")
+        .map(|e| e.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["ok", "conflict"], "{log:#?}");
+}
+
+/// Waits until a replica holds the rollout lease.
+async fn rollout_lease_held(db: &fleetnode_fixtures::postgres::Database) {
+    eventually(|| async {
+        let held = fleetnode_fixtures::postgres::shared()
+            .unwrap()
+            .psql(
+                db.name(),
+                "SELECT count(*) FROM leases WHERE name = 'rollouts' AND holder IS NOT NULL",
+            )
+            .unwrap();
+        (held.trim() == "1").then_some(())
+    })
+    .await;
 }
 
 /// The agent of `host` talking to replica `b`, once `b` knows the host (added through another
