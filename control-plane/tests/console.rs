@@ -405,8 +405,7 @@ async fn a_rollout_from_an_uploaded_manifest_and_hostile_text_from_a_host_render
         "a preview starts nothing"
     );
 
-    let at = preview.text.find("name=\"request\" value=\"").unwrap() + 22;
-    let request = html_unescape(&preview.text[at..at + preview.text[at..].find('"').unwrap()]);
+    let request = previewed_request(&preview.text);
     let started = browser
         .post(
             "/console/start/confirm",
@@ -510,8 +509,7 @@ async fn a_wave_waiting_for_approval_is_approved_from_the_console_and_audited() 
         "{}",
         preview.text
     );
-    let at = preview.text.find("name=\"request\" value=\"").unwrap() + 22;
-    let request = html_unescape(&preview.text[at..at + preview.text[at..].find('"').unwrap()]);
+    let request = previewed_request(&preview.text);
     let started = browser
         .post(
             "/console/start/confirm",
@@ -575,6 +573,12 @@ async fn wait_for(browser: &Browser, path: &str, what: &str) -> String {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("{path} never showed {what}");
+}
+
+/// The start request a preview page carries to its confirmation, as the browser sends it.
+fn previewed_request(page: &str) -> String {
+    let at = page.find("name=\"request\" value=\"").unwrap() + 22;
+    html_unescape(&page[at..at + page[at..].find('"').unwrap()])
 }
 
 fn html_unescape(text: &str) -> String {

@@ -71,6 +71,24 @@ async fn wait_for(
     );
 }
 
+/// `fleetnode-cp ARGS` against the harness's server, as the admin.
+fn cli_command(
+    harness: &Harness,
+    token_file: &std::path::Path,
+    args: &[&str],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .args(args)
+        .arg("--url")
+        .arg(&harness.url)
+        .arg("--ca-file")
+        .arg(&harness.pki.ca_file)
+        .arg("--admin-token-file")
+        .arg(token_file);
+    command
+}
+
 /// The agent reads its desired state and carries out the directive, reporting every event.
 async fn carry_out(agent: &common::Agent, sim: &mut SimulatedAgent) {
     let answer: DesiredAnswer = agent.desired(None, 0).await.json();
@@ -290,18 +308,7 @@ async fn the_command_line_starts_follows_and_steers_a_rollout() {
         .collect();
     let deploy = serde_json::json!({ "agents": agents_json, "rollbackScript": {} });
     std::fs::write(&manifest, deploy.to_string()).unwrap();
-    let cli = |args: &[&str]| {
-        let mut command = tokio::process::Command::new(BIN);
-        command
-            .args(args)
-            .arg("--url")
-            .arg(&harness.url)
-            .arg("--ca-file")
-            .arg(&harness.pki.ca_file)
-            .arg("--admin-token-file")
-            .arg(&token_file);
-        command
-    };
+    let cli = |args: &[&str]| cli_command(&harness, &token_file, args);
     let manifest = manifest.to_str().unwrap();
     let out = cli(&[
         "rollout", "start", manifest, "--waves", "1,100%", "--bake", "0s",
@@ -439,12 +446,7 @@ async fn a_wave_waits_for_its_hosts_maintenance_window_and_says_so() {
     let dir = harness.pki.dir.path();
     let token_file = dir.join("admin-token");
     std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
-    let out = tokio::process::Command::new(BIN)
-        .args(["rollout", "status", "1", "--url", &harness.url])
-        .arg("--ca-file")
-        .arg(&harness.pki.ca_file)
-        .arg("--admin-token-file")
-        .arg(&token_file)
+    let out = cli_command(&harness, &token_file, &["rollout", "status", "1"])
         .output()
         .await
         .unwrap();
@@ -485,18 +487,7 @@ async fn a_rollout_requiring_approval_waits_before_each_wave_and_the_approval_is
         .map(|h| ((*h).to_owned(), serde_json::json!(closure(h, 1))))
         .collect();
     std::fs::write(&manifest, serde_json::json!({ "hosts": hosts }).to_string()).unwrap();
-    let cli = |args: &[&str]| {
-        let mut command = tokio::process::Command::new(BIN);
-        command
-            .args(args)
-            .arg("--url")
-            .arg(&harness.url)
-            .arg("--ca-file")
-            .arg(&harness.pki.ca_file)
-            .arg("--admin-token-file")
-            .arg(&token_file);
-        command
-    };
+    let cli = |args: &[&str]| cli_command(&harness, &token_file, args);
     let out = cli(&["rollout", "approve", "1"]).output().await.unwrap();
     assert!(!out.status.success(), "no rollout yet");
 
